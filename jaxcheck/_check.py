@@ -1,0 +1,124 @@
+"""The public entry points: `check` and `assert_gradients`."""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _differences as d
+from ._engine import Problem
+from ._full import LeafTask, check_all
+from ._gradients import AnalyticGradient
+from ._options import Options, parse_options
+from ._parameters import Split, replace_dynamic, split
+from ._precision import cast_floating, effective_epsilon, machine_epsilon, working_precision
+from ._report import Report
+
+
+def check(fn: Callable[..., Any], params: Any, *args: Any,
+          grad_fn: Optional[Callable[..., Any]] = None, **options: Any) -> Report:
+    """Check the gradient of the scalar loss `fn(params, *args)` with respect to `params`.
+
+    Every floating component of `params` gets a verdict: PASS, FAIL (the analytic value is
+    outside the error bound of its finite-difference estimate) or INCONCLUSIVE (at a kink, where
+    the analytic value is a valid subgradient).
+
+    **Arguments:**
+
+    - `fn`: the loss, `fn(params, *args) -> scalar`.
+    - `params`: any pytree. Only floating leaves are checked; int/bool leaves, strings and PRNG
+      keys are passed through unchanged.
+    - `*args`: further arguments of `fn` (data, labels, PRNG keys); not checked.
+    - `grad_fn`: the gradient under test, `grad_fn(params, *args)` returning a pytree like
+      `params` (integer leaves may be zeros or float0). Default: `jax.grad(fn)`.
+    - `**options`: see `jaxcheck.Options` (`eps`, `safety`, `batch_size`, `precision`, ...).
+
+    **Returns:** a `jaxcheck.Report`; `report.ok` is False iff some component FAILs.
+
+    **Example:**
+
+    ```python
+    >>> import jax.numpy as jnp, jaxcheck
+    >>> loss = lambda p, x: jnp.sum(jnp.tanh(x @ p["w"]) ** 2)
+    >>> params, x = {"w": jnp.ones((3, 2))}, jnp.arange(6.0).reshape(2, 3) / 6
+    >>> jaxcheck.check(loss, params, x).ok
+    True
+    >>> wrong = lambda p, x: {"w": 2 * jax.grad(loss)(p, x)["w"]}
+    >>> jaxcheck.check(loss, params, x, grad_fn=wrong).ok
+    False
+
+    ```
+    """
+    opts = parse_options(options)
+    if not callable(fn):
+        raise TypeError(f"fn: expected a callable loss fn(params, *args), got {type(fn).__name__}")
+    if grad_fn is not None and not callable(grad_fn):
+        raise TypeError("grad_fn: expected a callable grad_fn(params, *args) or None, "
+                        f"got {type(grad_fn).__name__}")
+    p = split(params)
+    if not p.checked:
+        raise ValueError("params: expected a pytree with at least one floating-point array "
+                         f"leaf to check; got {jax.tree_util.tree_structure(params)}")
+    a = split(args, check_floats=False)
+    user_dtypes = [str(x.dtype) for x in p.checked_values]
+    with working_precision(opts.precision) as dtype:
+        p = replace_dynamic(p, [cast_floating(x, dtype) for x in p.dynamic])
+        a = replace_dynamic(a, [cast_floating(x, dtype) for x in a.dynamic])
+        return _check_split(Problem(fn, p.structure, a.structure), p, a, grad_fn, opts,
+                            user_dtypes)
+
+
+def _check_split(problem: Problem, p: Split, a: Split, grad_fn: Optional[Callable[..., Any]],
+                 opts: Options, user_dtypes: list[str]) -> Report:
+    _require_scalar_loss(problem, p, a)
+    eps_work = max(machine_epsilon(x.dtype) for x in p.checked_values)
+    eps_f = effective_epsilon(problem.loss, p.dynamic, a.dynamic, default=eps_work)
+    analytic = AnalyticGradient(problem, p, tuple(a.dynamic), grad_fn)
+    if grad_fn is None:
+        eps_g = eps_f
+    else:
+        eps_g = effective_epsilon(
+            lambda pd, ad: grad_fn(p.structure.rebuild(pd), *a.structure.rebuild(ad)),
+            p.dynamic, a.dynamic, default=eps_work)
+    rel_step = opts.eps if opts.eps is not None else d.relative_step(eps_f, d.CENTRAL_EXPONENT)
+    tasks = [
+        LeafTask(problem, position, path, user_dtype, p.dynamic, a.dynamic, number, analytic,
+                 eps_f, eps_g, rel_step, opts.safety, opts.batch_size)
+        for number, (position, path, user_dtype) in enumerate(zip(p.checked, p.paths,
+                                                                   user_dtypes))
+    ]
+    info = {"eps_f": eps_f, "eps_g": eps_g, "rel_step": rel_step,
+            "precision": opts.precision}
+    return Report(check_all(tasks), info=info, max_failures=opts.max_failures)
+
+
+def _require_scalar_loss(problem: Problem, p: Split, a: Split) -> None:
+    out = jax.eval_shape(problem.loss, p.dynamic, a.dynamic)
+    if not hasattr(out, "shape") or out.shape != () or not jnp.issubdtype(out.dtype, jnp.floating):
+        got = (f"shape {tuple(out.shape)} dtype {out.dtype}" if hasattr(out, "shape")
+               else type(out).__name__)
+        raise ValueError(f"fn: expected fn(params, *args) to return a real scalar loss; got "
+                         f"{got}. Reduce the loss to a scalar (e.g. jnp.mean).")
+
+
+def assert_gradients(fn: Callable[..., Any], params: Any, *args: Any,
+                     grad_fn: Optional[Callable[..., Any]] = None, **options: Any) -> Report:
+    """Like `check`, but raise `AssertionError` with the report's table if any component FAILs.
+
+    **Returns:** the `Report` when every component passes (or is INCONCLUSIVE at a kink).
+
+    **Example:**
+
+    ```python
+    >>> import jax.numpy as jnp, jaxcheck
+    >>> jaxcheck.assert_gradients(lambda w: jnp.sum(jnp.sin(w)), jnp.ones(4)).ok
+    True
+
+    ```
+    """
+    report = check(fn, params, *args, grad_fn=grad_fn, **options)
+    if not report.ok:
+        raise AssertionError(str(report))
+    return report

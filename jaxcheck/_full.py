@@ -1,0 +1,123 @@
+"""Full mode: every component of every checked leaf gets its own verdict.
+
+Per leaf: one pass of central differences at the small step h₁ = ε^(1/3)·max(1,|θᵢ|)
+(2 evaluations per component, plus the unperturbed point) screens out every component
+already within round-off of the analytic value; the rest get three Richardson levels at
+h₂ = ε^(1/5)·max(1,|θᵢ|), h₂/2, h₂/4 (6 more evaluations each) and the full error model.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import _differences as d
+from . import _verdicts as v
+from ._engine import Problem, choose_batch_size, evaluate
+from ._gradients import AnalyticGradient
+from ._report import LeafReport
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafTask:
+    """Everything needed to check one leaf (the working-precision values, on device)."""
+
+    problem: Problem
+    position: int                    # index of the leaf in the params' dynamic leaves
+    path: str
+    dtype: str                       # the leaf's dtype as the user gave it
+    param_dynamic: tuple[Any, ...]
+    arg_dynamic: tuple[Any, ...]
+    leaf_number: int                 # index among the checked leaves
+    analytic: AnalyticGradient
+    eps_f: float                     # precision the loss is computed in
+    eps_g: float                     # precision the gradient is computed in
+    rel_step: float                  # first-pass relative step
+    safety: float
+    batch_size: int | None
+
+    @property
+    def leaf(self) -> Any:
+        return self.param_dynamic[self.position]
+
+
+class NonFiniteLossError(ValueError):
+    """The loss is NaN or Inf at θ or at a perturbed point."""
+
+
+def _evaluate(task: LeafTask, indices: np.ndarray, values: np.ndarray, batch: int) -> np.ndarray:
+    out = evaluate(task.problem, task.position, task.param_dynamic, task.arg_dynamic,
+                   indices, values, batch)
+    bad = np.flatnonzero(~np.isfinite(out))
+    if bad.size:
+        k = int(indices[bad[0]])
+        index = np.unravel_index(k, task.leaf.shape) if task.leaf.ndim else ()
+        raise NonFiniteLossError(
+            f"fn returned {out[bad[0]]} at params{task.path}{list(map(int, index))} = "
+            f"{float(values[bad[0]])!r} (a perturbed point); finite differences need a loss "
+            f"that is finite near params")
+    return out
+
+
+def check_leaf(task: LeafTask, g_leaf: np.ndarray) -> LeafReport:
+    leaf = task.leaf
+    dtype = np.dtype(leaf.dtype)
+    theta_w = np.asarray(leaf).reshape(-1)            # in the working dtype
+    theta = theta_w.astype(np.float64)
+    g = g_leaf.reshape(-1)
+    n = theta.size
+    idx = np.arange(n, dtype=np.int64)
+    batch = choose_batch_size(n, dtype.itemsize, 2 * n + 1, task.batch_size)
+
+    # Pass 1: θ itself and θ ± h₁ for every component.
+    plus, minus, hp, hm = d.perturbed_points(theta_w, d.component_steps(theta, task.rel_step), dtype)
+    vals = _evaluate(task, np.concatenate([[0], idx, idx]),
+                     np.concatenate([theta_w[:1], plus, minus]), batch)
+    f0, fp, fm = vals[0], vals[1:n + 1], vals[n + 1:]
+    a = v.analytic_rounding(task.eps_g, g)
+    result = v.screen(g, fp, fm, hp, hm, f0, task.eps_f, a, task.safety)
+    status, numerical, tolerance = (result.status.copy(), result.numerical.copy(),
+                                    result.tolerance.copy())
+
+    # Pass 2: Richardson levels for the components not yet within round-off.
+    todo = np.flatnonzero(status != v.PASS)
+    if todo.size:
+        rel2 = d.relative_step(task.eps_f, d.RICHARDSON_EXPONENT)
+        base = d.component_steps(theta[todo], rel2)
+        levels = [d.perturbed_points(theta_w[todo], base / 2.0**k, dtype)
+                  for k in range(d.RICHARDSON_LEVELS)]
+        values = np.concatenate([np.concatenate([p, m]) for p, m, _, _ in levels])
+        indices = np.tile(todo, 2 * d.RICHARDSON_LEVELS)
+        out = _evaluate(task, indices, values, batch).reshape(d.RICHARDSON_LEVELS, 2, -1)
+        hp2 = np.stack([lv[2] for lv in levels])
+        hm2 = np.stack([lv[3] for lv in levels])
+        beside = d.component_steps(theta[todo], task.rel_step)
+        judged, kinks = v.judge(g[todo], f0, out[:, 0], out[:, 1], hp2, hm2, task.eps_f,
+                                a[todo], task.safety, beside)
+        status[todo], numerical[todo], tolerance[todo] = (judged.status, judged.numerical,
+                                                          judged.tolerance)
+        status[todo[_confirmed_beside_kinks(task, todo, theta_w[todo], kinks, dtype)]] = (
+            v.INCONCLUSIVE)
+
+    return LeafReport(task.path, tuple(leaf.shape), task.dtype, g, numerical, tolerance, status)
+
+
+def _confirmed_beside_kinks(task: LeafTask, indices: np.ndarray, theta_w: np.ndarray,
+                            kinks: v.Kinks, dtype: np.dtype) -> np.ndarray:
+    """Mask of unresolved kinks where the analytic gradient matches the slopes beside θ."""
+    confirmed = np.zeros(kinks.unresolved.shape, bool)
+    where = np.flatnonzero(kinks.unresolved)
+    if where.size == 0:
+        return confirmed
+    plus, minus, _, _ = d.perturbed_points(theta_w[where], kinks.step[where], dtype)
+    g_right = task.analytic.components_at(task.leaf_number, indices[where], plus)
+    g_left = task.analytic.components_at(task.leaf_number, indices[where], minus)
+    sub = dataclasses.replace(kinks, right=kinks.right[where], left=kinks.left[where],
+                              tolerance=kinks.tolerance[where])
+    confirmed[where] = v.confirm_beside_kink(sub, g_right, g_left)
+    return confirmed
+
+
+def check_all(tasks: Sequence[LeafTask]) -> tuple[LeafReport, ...]:
+    return tuple(check_leaf(t, g) for t, g in zip(tasks, tasks[0].analytic.leaves()))

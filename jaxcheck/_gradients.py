@@ -1,0 +1,95 @@
+"""The analytic side: the gradient under test, as float64-comparable arrays per checked leaf."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._engine import Problem
+from ._parameters import CHECKED, Split
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _autodiff_gradient(problem: Problem, checked: tuple[int, ...], param_dynamic, arg_dynamic):
+    def loss_of_checked(values):
+        dynamic = list(param_dynamic)
+        for position, value in zip(checked, values):
+            dynamic[position] = value
+        return problem.loss(dynamic, arg_dynamic)
+
+    return jax.grad(loss_of_checked)([param_dynamic[i] for i in checked])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AnalyticGradient:
+    """The gradient under test: `grad_fn`'s, or `jax.grad(fn)`'s when `grad_fn` is None."""
+
+    problem: Problem
+    params: Split
+    arg_dynamic: tuple[Any, ...]
+    grad_fn: Optional[Callable[..., Any]] = None
+
+    def leaves(self, param_dynamic: Optional[Sequence[Any]] = None) -> list[np.ndarray]:
+        """The gradient of each checked leaf (float64), at `param_dynamic` (default: params)."""
+        dynamic = self.params.dynamic if param_dynamic is None else tuple(param_dynamic)
+        if self.grad_fn is None:
+            leaves = _autodiff_gradient(self.problem, self.params.checked, dynamic,
+                                        self.arg_dynamic)
+            return [np.asarray(g, np.float64) for g in leaves]
+        user = Problem(self.grad_fn, self.problem.params, self.problem.args)
+        try:  # one compiled program instead of one per operation
+            tree = _call(user, dynamic, self.arg_dynamic)
+        except jax.errors.JAXTypeError:  # not traceable (Python control flow on values)
+            tree = user.loss(dynamic, self.arg_dynamic)
+        return extract_checked(tree, self.params, "grad_fn")
+
+    def components_at(self, leaf: int, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Component `indices[k]` of checked leaf `leaf`'s gradient, with that component of
+        the parameter set to `values[k]` (one gradient evaluation per entry)."""
+        position = self.params.checked[leaf]
+        base = self.params.dynamic[position]
+        flat = np.asarray(base).reshape(-1)
+        out = np.empty(len(indices))
+        for k, (i, value) in enumerate(zip(indices, values)):
+            moved = flat.copy()
+            moved[i] = value
+            dynamic = list(self.params.dynamic)
+            dynamic[position] = jnp.asarray(moved.reshape(base.shape))
+            out[k] = self.leaves(dynamic)[leaf].reshape(-1)[i]
+        return out
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _call(problem: Problem, param_dynamic, arg_dynamic):
+    return problem.loss(param_dynamic, arg_dynamic)
+
+
+def extract_checked(tree: Any, params: Split, who: str) -> list[np.ndarray]:
+    """The leaves of `tree` at the checked positions of `params`, validated against them."""
+    structure = params.structure
+    try:
+        parts = structure.treedef.flatten_up_to(tree)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"{who} must return a pytree with the structure of params "
+            f"({structure.treedef}); got {jax.tree_util.tree_structure(tree)}"
+        ) from e
+    positions = [k for k, kind in enumerate(structure.kinds) if kind == CHECKED]
+    out = []
+    for path, position, dynamic_position in zip(params.paths, positions, params.checked):
+        value, expected = parts[position], params.dynamic[dynamic_position]
+        if value is None or not hasattr(value, "shape"):
+            raise ValueError(f"{who} returned {value!r} for leaf {path}; expected an array "
+                             f"of shape {tuple(expected.shape)}")
+        if tuple(value.shape) != tuple(expected.shape):
+            raise ValueError(f"{who} returned shape {tuple(value.shape)} for leaf {path}; "
+                             f"expected {tuple(expected.shape)} (the shape of params{path})")
+        if not jnp.issubdtype(value.dtype, jnp.inexact):
+            raise ValueError(f"{who} returned dtype {value.dtype} for floating leaf {path}; "
+                             f"expected a floating array")
+        out.append(np.asarray(value, np.float64))
+    return out

@@ -1,0 +1,73 @@
+"""The options of `check`, validated in one place so that every entry point agrees."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from typing import Any, Literal, Optional
+
+Precision = Literal["float64", "native"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Options accepted by `jaxcheck.check` and `jaxcheck.assert_gradients` as keywords.
+
+    **Arguments:**
+
+    - `eps`: relative base step of the central difference. The step of component i is
+      `eps * max(1, |θᵢ|)`. Default `None`: chosen from the working dtype's machine epsilon
+      (ε^(1/3), the step that balances O(h²) truncation against O(ε/h) round-off).
+    - `safety`: factor applied to the estimated error (truncation + round-off) to form each
+      component's tolerance. Default 3.
+    - `batch_size`: perturbations evaluated per compiled `vmap` batch. Default `None`: chosen
+      from a memory budget and the leaf's size.
+    - `precision`: `"float64"` (default) evaluates `fn` and `grad_fn` with floating params and
+      args cast to float64 inside `jax.enable_x64(True)`; `"native"` keeps the input dtypes.
+    - `max_failures`: how many failing components `str(report)` lists. Default 10.
+    """
+
+    eps: Optional[float] = None
+    safety: float = 3.0
+    batch_size: Optional[int] = None
+    precision: Precision = "float64"
+    max_failures: int = 10
+
+    def __post_init__(self) -> None:
+        if self.eps is not None and not (_is_real(self.eps) and 0 < self.eps < 1):
+            raise ValueError(f"eps: expected a float in (0, 1) or None, got {self.eps!r}")
+        if not (_is_real(self.safety) and self.safety >= 1):
+            raise ValueError(f"safety: expected a float >= 1, got {self.safety!r}")
+        if self.batch_size is not None and not (
+            isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool)
+            and self.batch_size > 0
+        ):
+            raise ValueError(
+                f"batch_size: expected a positive int or None, got {self.batch_size!r}"
+            )
+        if self.precision not in ("float64", "native"):
+            raise ValueError(
+                f"precision: expected 'float64' or 'native', got {self.precision!r}"
+            )
+        if not (isinstance(self.max_failures, int) and self.max_failures >= 0):
+            raise ValueError(
+                f"max_failures: expected a non-negative int, got {self.max_failures!r}"
+            )
+
+
+def _is_real(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def parse_options(options: dict[str, Any]) -> Options:
+    """Build `Options` from keyword arguments, naming unknown ones with a did-you-mean."""
+    known = [f.name for f in dataclasses.fields(Options)]
+    for name in options:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise TypeError(
+                f"check() got an unknown option {name!r}.{hint} Known options: "
+                + ", ".join(known)
+            )
+    return Options(**options)

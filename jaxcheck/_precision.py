@@ -1,0 +1,98 @@
+"""Working precision: where the check runs in float64, and how precise `fn` really is.
+
+Central differences in float32 reach a relative accuracy of only ~1e-5 at the best step, so
+by default both `fn` and `grad_fn` are evaluated on float64 copies of the floating params and
+args inside `jax.enable_x64(True)` (a scoped setting, never the global flag). Both run under
+the same setting because some results depend on it (dropout masks drawn by
+`jax.random.bernoulli` use the default float dtype).
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any, Iterator, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class PrecisionWarning(UserWarning):
+    """float64 was not available, so the check ran in the inputs' own precision."""
+
+
+@contextlib.contextmanager
+def working_precision(precision: str) -> Iterator[Optional[Any]]:
+    """Yield the dtype floating inputs are cast to (float64), or None to keep them as given."""
+    if precision == "native":
+        yield None
+        return
+    if jax.default_backend() == "tpu":
+        # TPUs have no float64 arithmetic; the CPU device always has it.
+        cpu = jax.devices("cpu")[0]
+        with jax.enable_x64(True), jax.default_device(cpu):
+            yield jnp.float64
+        return
+    with jax.enable_x64(True):
+        yield jnp.float64
+
+
+def cast_floating(x: Any, dtype: Optional[Any]) -> Any:
+    """Cast a floating array to `dtype` (complex to its complex counterpart); others as they are."""
+    if dtype is None or not hasattr(x, "dtype") or jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return x
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        target = np.result_type(dtype, np.complex64)
+    elif jnp.issubdtype(x.dtype, jnp.floating):
+        target = np.dtype(dtype)
+    else:
+        return x
+    if x.dtype == target:
+        return jnp.asarray(x)
+    # Through NumPy: a device-side cast would compile one tiny program per shape.
+    return jnp.asarray(np.asarray(x).astype(target))
+
+
+def machine_epsilon(dtype: Any) -> float:
+    return float(jnp.finfo(dtype).eps)
+
+
+def _subjaxprs(value: Any) -> Iterator[Any]:
+    if hasattr(value, "eqns"):
+        yield value
+    elif hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):
+        yield value.jaxpr
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _subjaxprs(v)
+
+
+def _lowest_float_eps(jaxpr: Any) -> float:
+    eps = 0.0
+    for eqn in jaxpr.eqns:
+        for var in eqn.outvars:
+            dtype = getattr(getattr(var, "aval", None), "dtype", None)
+            if dtype is not None and jnp.issubdtype(dtype, jnp.inexact):
+                eps = max(eps, machine_epsilon(dtype))
+        for param in eqn.params.values():
+            for sub in _subjaxprs(param):
+                eps = max(eps, _lowest_float_eps(sub))
+    return eps
+
+
+def effective_epsilon(f: Any, *example: Any, default: float) -> float:
+    """The machine epsilon of the least precise floating value `f` computes.
+
+    A function that casts to float32 or bfloat16 inside computes in that precision even when
+    its inputs are float64; its round-off (and so the step size and the tolerance) must be
+    sized for that, or every component would be a false alarm.
+    """
+    try:
+        closed = jax.make_jaxpr(f)(*example)
+    except Exception:  # noqa: BLE001 - not traceable (e.g. numpy inside): assume the default
+        return default
+    return max(default, _lowest_float_eps(closed.jaxpr))
+
+
+def as_float64_numpy(x: Any) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
