@@ -7,6 +7,10 @@ import math
 from typing import Any, Literal, Optional
 
 Precision = Literal["float64", "native"]
+Mode = Literal["full", "fast", "sample"]
+Method = Literal["central", "forward", "backward", "complex"]
+MODES = ("full", "fast", "sample")
+METHODS = ("central", "forward", "backward", "complex")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +29,11 @@ class Options:
     - `precision`: `"float64"` (default) evaluates `fn` and `grad_fn` with floating params and
       args cast to float64 inside `jax.enable_x64(True)`; `"native"` keeps the input dtypes.
     - `max_failures`: how many failing components `str(report)` lists. Default 10.
+    - `mode`: `"full"` (default: every component), `"fast"` (random directions per leaf, then
+      group testing to localise) or `"sample"` (the full method on a random subset).
+    - `method`: finite-difference method of full mode: `"central"` (default), `"forward"`,
+      `"backward"` or `"complex"` (complex step).
+    - `seed`: seed of the random directions / samples of the fast and sample modes.
     """
 
     eps: Optional[float] = None
@@ -32,6 +41,9 @@ class Options:
     batch_size: Optional[int] = None
     precision: Precision = "float64"
     max_failures: int = 10
+    mode: Mode = "full"
+    method: Method = "central"
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.eps is not None and not (_is_real(self.eps) and 0 < self.eps < 1):
@@ -49,6 +61,12 @@ class Options:
             raise ValueError(
                 f"precision: expected 'float64' or 'native', got {self.precision!r}"
             )
+        if self.mode not in MODES:
+            raise ValueError(f"mode: expected one of {MODES}, got {self.mode!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"method: expected one of {METHODS}, got {self.method!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"seed: expected an int, got {self.seed!r}")
         if not (isinstance(self.max_failures, int) and self.max_failures >= 0):
             raise ValueError(
                 f"max_failures: expected a non-negative int, got {self.max_failures!r}"
