@@ -42,6 +42,11 @@ class LeafTask:
         return self.param_dynamic[self.position]
 
 
+# |analytic − numerical| beyond this many tolerances, with no jump in slope, is a bug at any
+# scale: no need to try larger steps.
+GROSS_EXCESS = 100.0
+
+
 class NonFiniteLossError(ValueError):
     """The loss is NaN or Inf at θ or at a perturbed point."""
 
@@ -80,27 +85,68 @@ def check_leaf(task: LeafTask, g_leaf: np.ndarray) -> LeafReport:
     status, numerical, tolerance = (result.status.copy(), result.numerical.copy(),
                                     result.tolerance.copy())
 
-    # Pass 2: Richardson levels for the components not yet within round-off.
-    todo = np.flatnonzero(status != v.PASS)
-    if todo.size:
-        rel2 = d.relative_step(task.eps_f, d.RICHARDSON_EXPONENT)
-        base = d.component_steps(theta[todo], rel2)
-        levels = [d.perturbed_points(theta_w[todo], base / 2.0**k, dtype)
-                  for k in range(d.RICHARDSON_LEVELS)]
-        values = np.concatenate([np.concatenate([p, m]) for p, m, _, _ in levels])
-        indices = np.tile(todo, 2 * d.RICHARDSON_LEVELS)
-        out = _evaluate(task, indices, values, batch).reshape(d.RICHARDSON_LEVELS, 2, -1)
-        hp2 = np.stack([lv[2] for lv in levels])
-        hm2 = np.stack([lv[3] for lv in levels])
-        beside = d.component_steps(theta[todo], task.rel_step)
-        judged, kinks = v.judge(g[todo], f0, out[:, 0], out[:, 1], hp2, hm2, task.eps_f,
-                                a[todo], task.safety, beside)
-        status[todo], numerical[todo], tolerance[todo] = (judged.status, judged.numerical,
-                                                          judged.tolerance)
-        status[todo[_confirmed_beside_kinks(task, todo, theta_w[todo], kinks, dtype)]] = (
-            v.INCONCLUSIVE)
+    # Pass 2: Richardson levels 4h₁, 2h₁, h₁ (h₁ reused) for the components not yet within
+    # round-off; small steps rarely straddle a kink. Pass 3: levels h₂, h₂/2, h₂/4 at the
+    # step that is optimal for Richardson, for what is still undecided (noisy or kinked at the
+    # small scale). A component FAILs only if it fails at every scale tried.
+    undecided = np.flatnonzero(status == v.FAIL)
+    finest_pass2 = Level(fp, fm, hp, hm)
+    beside = 0.5 * (hp + hm)
+    finest_pass3 = d.component_steps(theta, d.relative_step(task.eps_f, d.RICHARDSON_EXPONENT)
+                                     ) / 2.0 ** (d.RICHARDSON_LEVELS - 1)
+    for finest in (finest_pass2, finest_pass3):
+        if undecided.size == 0:
+            break
+        judged, kinks = _judge_at_scale(task, undecided, theta_w, f0, g, a, finest, beside,
+                                        dtype, batch)
+        judged_status = judged.status.copy()
+        judged_status[_confirmed_beside_kinks(task, undecided, theta_w[undecided], kinks,
+                                              dtype)] = v.INCONCLUSIVE
+        status[undecided] = judged_status
+        numerical[undecided], tolerance[undecided] = judged.numerical, judged.tolerance
+        # A gross mismatch with no sign of a kink is a bug at any scale: stop there.
+        excess = np.abs(judged.numerical - g[undecided]) / judged.tolerance
+        retry = (judged_status == v.FAIL) & ((excess < GROSS_EXCESS) | kinks.unresolved)
+        undecided = undecided[retry]
 
     return LeafReport(task.path, tuple(leaf.shape), task.dtype, g, numerical, tolerance, status)
+
+
+@dataclasses.dataclass(frozen=True)
+class Level:
+    """Loss values at θ ± h for some components, with the exact steps taken."""
+
+    f_plus: np.ndarray
+    f_minus: np.ndarray
+    h_plus: np.ndarray
+    h_minus: np.ndarray
+
+    def take(self, where: np.ndarray) -> "Level":
+        return Level(self.f_plus[where], self.f_minus[where], self.h_plus[where],
+                     self.h_minus[where])
+
+
+def _judge_at_scale(task: LeafTask, todo: np.ndarray, theta_w: np.ndarray, f0: float,
+                    g: np.ndarray, a: np.ndarray, finest, beside: np.ndarray,
+                    dtype: np.dtype, batch: int):
+    """`judge` the components `todo` on Richardson levels h·2^(L-1), ..., 2h, h.
+
+    `finest` is either the per-component finest step h (every level is evaluated) or a
+    `Level` already evaluated at h (reused as the finest level).
+    """
+    n_levels = d.RICHARDSON_LEVELS
+    reused = finest.take(todo) if isinstance(finest, Level) else None
+    step = (0.5 * (reused.h_plus + reused.h_minus)) if reused else finest[todo]
+    n_new = n_levels - 1 if reused else n_levels
+    points = [d.perturbed_points(theta_w[todo], step * 2.0 ** (n_levels - 1 - k), dtype)
+              for k in range(n_new)]
+    values = np.concatenate([np.concatenate([p, m]) for p, m, _, _ in points])
+    out = _evaluate(task, np.tile(todo, 2 * n_new), values, batch).reshape(n_new, 2, -1)
+    levels = [Level(out[k, 0], out[k, 1], points[k][2], points[k][3]) for k in range(n_new)]
+    levels += [reused] if reused else []
+    stack = lambda name: np.stack([getattr(lv, name) for lv in levels])  # noqa: E731
+    return v.judge(g[todo], f0, stack("f_plus"), stack("f_minus"), stack("h_plus"),
+                   stack("h_minus"), task.eps_f, a[todo], task.safety, beside[todo])
 
 
 def _confirmed_beside_kinks(task: LeafTask, indices: np.ndarray, theta_w: np.ndarray,

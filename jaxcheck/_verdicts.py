@@ -86,27 +86,35 @@ def judge(g, f0, f_plus, f_minus, h_plus, h_minus, eps_f, a, safety,
     h = 0.5 * (h_plus + h_minus)
     r = roundoff(eps_f, f_scale, h)
     D = d.central(f_plus, f_minus, h_plus, h_minus)
-    # Two estimates; each component uses the one with the tighter error bound.
-    r1, r2 = d.richardson(D[0], D[1]), d.richardson(D[1], D[2])
-    tol_extrapolated = safety * (np.abs(r2 - r1) + 1.5 * r[2] + a)  # R2 mixes 4·D2 and D1
-    tol_finest = safety * (np.abs(D[2] - D[1]) + r[2] + a)
-    use_extrapolated = tol_extrapolated <= tol_finest
-    numerical = np.where(use_extrapolated, r2, D[2])
-    tol = np.minimum(tol_extrapolated, tol_finest)
+    F = d.forward(f0, f_plus, h_plus)
+    B = d.backward(f0, f_minus, h_minus)
+    # Candidate estimates, each with an error bound from the spread of its own levels; each
+    # component uses the tightest. Central ones win on smooth functions; when a kink lies
+    # within the steps on one side only, the one-sided estimate of the clean side wins.
+    estimates = [
+        (d.richardson(D[-2], D[-1]),                      # O(h⁴)
+         np.abs(d.richardson(D[-2], D[-1]) - d.richardson(D[-3], D[-2])) + 1.5 * r[-1]),
+        (D[-1], np.abs(D[-1] - D[-2]) + r[-1]),           # O(h²)
+    ]
+    for S in (F, B):                                      # O(h²) after one extrapolation
+        s_fine, s_coarse = d.richardson(S[-2], S[-1], 1), d.richardson(S[-3], S[-2], 1)
+        estimates.append((s_fine, np.abs(s_fine - s_coarse) + 6.0 * r[-1]))
+    values = np.stack([e for e, _ in estimates])
+    bounds = safety * (np.stack([b for _, b in estimates]) + a)
+    best = np.argmin(bounds, axis=0)
+    pick = lambda x: np.take_along_axis(x, best[None], 0)[0]  # noqa: E731
+    numerical, tol = pick(values), pick(bounds)
     smooth_ok = np.abs(numerical - g) <= tol
 
-    between, kinks = _kinks(g, f0, f_plus, f_minus, h_plus, h_minus, h, r, a, safety,
-                            beside_step)
+    between, kinks = _kinks(g, F, B, h, r, a, safety, beside_step)
     status = np.where(smooth_ok, PASS, np.where(between, INCONCLUSIVE, FAIL))
     kinks = dataclasses.replace(kinks, unresolved=kinks.unresolved & ~smooth_ok)
     return ComponentVerdicts(status.astype(np.int8), numerical, tol), kinks
 
 
-def _kinks(g, f0, f_plus, f_minus, h_plus, h_minus, h, r, a, safety,
-           beside_step) -> tuple[np.ndarray, Kinks]:
-    """Where the loss has a jump in slope near θ, and whether `g` lies between the slopes."""
-    F = d.forward(f0, f_plus, h_plus)
-    B = d.backward(f0, f_minus, h_minus)
+def _kinks(g, F, B, h, r, a, safety, beside_step) -> tuple[np.ndarray, Kinks]:
+    """Where the loss has a jump in slope near θ, and whether `g` lies between the slopes
+    F (forward) and B (backward differences, arrays of shape (levels, m))."""
     J = F - B                       # h·f'' for smooth f; the slope jump at a kink
     noise = 2.0 * r                 # J combines three noisy values over h
     jumps = np.zeros(g.shape, bool)
