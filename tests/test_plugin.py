@@ -29,22 +29,29 @@ def test_right_gradient(gradcheck):
 
 def test_wrong_gradient(gradcheck):
     gradcheck(loss, W, X, grad_fn=wrong)
+
+def test_no_session_options(gradcheck):
+    assert gradcheck.options == {}
 '''
 
 
 def plugin_args() -> list[str]:
-    """`-p jaxcheck.pytest_plugin` unless the installed entry point already loads it (passing
-    both would register the module twice)."""
+    """Arguments of the inner pytest runs: `-p jaxcheck.pytest_plugin` unless the installed
+    entry point already loads it (passing both would register the module twice)."""
     autoload = not os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
     installed = any(ep.value == "jaxcheck.pytest_plugin"
                     for ep in entry_points(group="pytest11"))
-    return [] if autoload and installed else ["-p", "jaxcheck.pytest_plugin"]
+    # Hypothesis's plugin imports hypothesis in its terminal summary, and pytester's in-process
+    # runs unload what they imported: ~10 s per run. jaxcheck's modules are imported by this
+    # file already, so pytest cannot rewrite their asserts (they have none to rewrite).
+    quiet = ["-p", "no:hypothesispytest", "-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    return quiet + ([] if autoload and installed else ["-p", "jaxcheck.pytest_plugin"])
 
 
 def test_fixture_passes_right_and_fails_wrong_gradient_with_table(pytester):
     pytester.makepyfile(test_grads=TESTS)
     result = pytester.runpytest(*plugin_args())
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=2, failed=1)
     out = result.stdout.str()
     result.stdout.fnmatch_lines([
         "*GradientCheckError: jaxcheck: FAIL - 1 of 5 components outside tolerance, worst [[]2[]]*",
@@ -64,40 +71,31 @@ import jax.numpy as jnp
 def test_options(gradcheck):
     assert gradcheck.options == {"mode": "fast", "precision": "native"}
 
-def test_explicit_option_wins(gradcheck):
-    report = gradcheck(lambda w: jnp.sum(w ** 3), jnp.ones(3), mode="full", precision="float64")
-    assert report.info["precision"] == "float64"
-''')
-    result = pytester.runpytest(*plugin_args(), "--jaxcheck-mode=fast", "--no-jaxcheck-x64")
-    result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["jaxcheck: mode=fast, precision=native"])
-
-
-def test_no_x64_option_checks_in_native_precision(pytester):
-    pytester.makepyfile(test_native='''
-import jax.numpy as jnp
-
-def test_native(gradcheck):
-    report = gradcheck(lambda w: jnp.sum(jnp.tanh(w)), jnp.linspace(-1.0, 1.0, 4))
+def test_native_precision(gradcheck):
+    report = gradcheck(lambda w: jnp.sum(jnp.tanh(w)), jnp.linspace(-1.0, 1.0, 4), mode="full")
     assert report.info["precision"] == "native"
     assert report.info["eps_f"] > 1e-8          # float32 arithmetic, not float64
 
+def test_explicit_option_wins(gradcheck):
+    report = gradcheck(lambda w: jnp.sum(w ** 3), jnp.ones(3), mode="full", precision="float64")
+    assert report.info["precision"] == "float64"
+
 def test_check_returns_failing_report_without_raising(gradcheck):
-    report = gradcheck.check(lambda w: jnp.sum(w ** 2), jnp.ones(3), grad_fn=lambda w: 3 * w)
+    report = gradcheck.check(lambda w: jnp.sum(w ** 2), jnp.ones(3), grad_fn=lambda w: 3 * w,
+                             mode="full")
     assert not report.ok and report.n_fail == 3
 ''')
-    result = pytester.runpytest(*plugin_args(), "--no-jaxcheck-x64")
-    result.assert_outcomes(passed=2)
+    result = pytester.runpytest(*plugin_args(), "--jaxcheck-mode=fast", "--no-jaxcheck-x64")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["jaxcheck: mode=fast, precision=native"])
 
 
-def test_x64_option_and_default_are_float64(pytester):
+def test_x64_option_sets_float64_and_no_option_sets_nothing(pytester):
     pytester.makepyfile(test_x64='''
-def test_session(gradcheck, pytestconfig):
-    expected = {"precision": "float64"} if pytestconfig.getoption("jaxcheck_precision") else {}
-    assert gradcheck.options == expected
+def test_session(gradcheck):
+    assert gradcheck.options == {"precision": "float64"}
 ''')
     pytester.runpytest(*plugin_args(), "--jaxcheck-x64").assert_outcomes(passed=1)
-    pytester.runpytest(*plugin_args()).assert_outcomes(passed=1)
 
 
 def test_rejects_unknown_mode(pytester):
