@@ -142,3 +142,10 @@ def test_plot_without_matplotlib_says_how_to_install(failing, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)   # import fails as if absent
     with pytest.raises(ImportError, match=r"pip install 'jaxcheck\[plot\]'"):
         failing.plot()
+
+
+def test_notebook_display_uses_the_html(failing):
+    formatters = pytest.importorskip("IPython.core.formatters")
+    data, _ = formatters.DisplayFormatter().format(failing)
+    assert data["text/html"] == failing._repr_html_()
+    assert data["text/plain"] == repr(failing)
