@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib.util
+import inspect
 import os
 import re
 import sys
@@ -42,7 +43,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run = sub.add_parser(
         "run", help="check the gradient defined in a Python file",
         description="Check the gradient of the loss defined in a Python file and print the "
-                    "report.", epilog=RUN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+                    "report.",
+        epilog=RUN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("target", metavar="FILE.py[:NAME]", help="the file, and optionally a "
                      "function in it returning the problem")
     run.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH "
@@ -184,6 +186,13 @@ def _call(path: str, name: str, namespace: dict[str, Any]) -> dict[str, Any]:
     if not callable(factory):
         raise BadInput(f"{path}:{name}: expected a function of no arguments returning loss_fn, "
                        f"params[, args, grad_fn], got {type(factory).__name__}")
+    try:
+        inspect.signature(factory).bind()
+    except TypeError:
+        raise BadInput(f"{path}:{name}: expected a function of no arguments, got "
+                       f"{name}{inspect.signature(factory)}") from None
+    except ValueError:  # no signature to inspect (a builtin): just call it
+        pass
     made = factory()
     if isinstance(made, dict):
         unknown = [k for k in made if k not in NAMES]

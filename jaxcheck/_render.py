@@ -49,8 +49,8 @@ def _plain(x: Any) -> Any:
         return {str(k): _plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_plain(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _plain(x.tolist())
+    if isinstance(x, np.ndarray) or (hasattr(x, "__array__") and hasattr(x, "shape")):
+        return _plain(np.asarray(x).tolist())  # numpy and JAX arrays
     if isinstance(x, (bool, np.bool_)):
         return bool(x)
     if isinstance(x, (int, np.integer)):
@@ -152,7 +152,7 @@ def to_html(report: Report, max_failures: Optional[int] = None) -> str:
     for leaf in report.leaves:
         rel = leaf.relative_difference
         band = band_of(rel)
-        style = "background:#ffebe9" if leaf.n_fail else ""
+        style = "background:#ffebe9;color:#24292f" if leaf.n_fail else ""
         leaf_rows.append(([esc(leaf.path), esc(str(leaf.shape)), esc(leaf.dtype),
                            f"{leaf.size:,}",
                            f'<span style="color:{_BAND_COLOURS[band]}">{rel:.1e}</span>',

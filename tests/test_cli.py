@@ -87,6 +87,7 @@ def test_max_failures_limits_printed_rows(capsys):
     (PROBLEM + "grad_fn = 'g'\n", "", "grad_fn: expected a function"),
     (PROBLEM, ":make", "does not define 'make'"),
     (PROBLEM + "make = 3\n", ":make", "expected a function of no arguments"),
+    (PROBLEM + "def make(seed):\n    pass\n", ":make", "no arguments, got make(seed)"),
     (PROBLEM + "def make():\n    return [loss_fn]\n", ":make", "returned list"),
     (PROBLEM + "def make():\n    return {'loss': loss_fn, 'params': params}\n", ":make",
      "unknown keys ['loss'] (did you mean 'loss_fn'?)"),

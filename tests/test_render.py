@@ -73,7 +73,8 @@ def synthetic(path: str, analytic, numerical, tolerance, status) -> Report:
     leaf = LeafReport(path, (len(analytic),), "float64", arr(analytic), arr(numerical),
                       arr(tolerance), np.asarray(status))
     return Report((leaf,), info={"rel_step": np.float64(1e-5), "shape": (2, 3),
-                                 "counts": np.arange(2), "obj": object})
+                                 "counts": np.arange(2), "obj": object,
+                                 "jax": jnp.ones(2)})
 
 
 def test_non_finite_numbers_and_numpy_info_become_json_values():
@@ -82,6 +83,7 @@ def test_non_finite_numbers_and_numpy_info_become_json_values():
     assert d["failures"][0]["analytic"] is None and d["failures"][0]["excess"] is None
     assert d["info"]["rel_step"] == 1e-5 and d["info"]["shape"] == [2, 3]
     assert d["info"]["counts"] == [0, 1] and isinstance(d["info"]["obj"], str)
+    assert d["info"]["jax"] == [1.0, 1.0]
 
 
 def test_html_shows_verdict_leaf_table_and_worst_components(failing):
