@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -146,6 +146,34 @@ class Report:
 
     def __str__(self) -> str:
         return render_text(self)
+
+    def to_dict(self, max_failures: Optional[int] = None) -> dict[str, Any]:
+        """The report as JSON-serialisable data, schema `"jaxcheck.report/1"`: `ok`,
+        `relative_difference`, `band`, counts, `info`, `leaves` and `failures` (worst first; at
+        most `max_failures`, default all). Documented in `jaxcheck._render`."""
+        from ._render import to_dict
+
+        return to_dict(self, max_failures)
+
+    def to_json(self, indent: Optional[int] = 2, max_failures: Optional[int] = None) -> str:
+        """`to_dict()` as a JSON string (strict JSON: non-finite numbers are `null`)."""
+        from ._render import to_json
+
+        return to_json(self, indent, max_failures)
+
+    def _repr_html_(self) -> str:
+        # Notebooks display this: a coloured verdict, the per-leaf table, the worst components.
+        from ._render import to_html
+
+        return to_html(self)
+
+    def plot(self, leaves: Optional[Sequence[str]] = None) -> Any:
+        """A matplotlib `Figure` (needs the `plot` extra): per-leaf relative difference against
+        the classic bands, and an analytic-vs-numerical scatter per leaf (`leaves`: the paths to
+        scatter; default all, at most 12)."""
+        from ._render import plot
+
+        return plot(self, leaves)
 
     def __repr__(self) -> str:
         return (f"Report(ok={self.ok}, n_fail={self.n_fail}, "
