@@ -147,9 +147,16 @@ def analytic_jacobian(source: Source, problem: VectorProblem, param_dynamic: Seq
     return _full_jacobian(source.user, problem, pd, ad)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _call(jac_fn, problem: VectorProblem, pd, ad):
+    return jac_fn(problem.params.rebuild(pd), *problem.args.rebuild(ad))
+
+
 def _full_jacobian(jac_fn, problem: VectorProblem, pd, ad) -> list[np.ndarray]:
-    primals, args = problem.params.rebuild(pd), problem.args.rebuild(ad)
-    tree = jac_fn(primals, *args)
+    try:  # one compiled program instead of one per operation
+        tree = _call(jac_fn, problem, pd, ad)
+    except jax.errors.JAXTypeError:  # not traceable (Python control flow on values)
+        tree = _call.__wrapped__(jac_fn, problem, pd, ad)
     layout = problem.output
     try:
         parts = layout.treedef.flatten_up_to(tree)

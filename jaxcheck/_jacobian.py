@@ -22,7 +22,7 @@ from ._jacobian_report import JacobianBlock, JacobianReport
 from ._options import Options, parse_options
 from ._parameters import Split, is_checkable, replace_dynamic, split
 from ._precision import cast_floating, effective_epsilon, machine_epsilon, working_precision
-from ._vector_problem import VectorProblem, evaluate_outputs, with_layout
+from ._vector_problem import VectorProblem, evaluate_outputs, output_batch_size, with_layout
 
 AD_MODES = ("rev", "fwd", "both")
 
@@ -211,10 +211,11 @@ def _compare_leaf(problem: VectorProblem, p: Split, a: Split, position: int,
     theta = theta_w.astype(np.float64)
     n = theta.size
     idx = np.arange(n, dtype=np.int64)
+    # One batch size for both passes: one compiled program per leaf.
+    batch = output_batch_size(problem, leaf, 2 * n + 1, opts.batch_size)
 
     def run(indices, values):
-        out = evaluate_outputs(problem, position, p.dynamic, a.dynamic, indices, values,
-                               opts.batch_size)
+        out = evaluate_outputs(problem, position, p.dynamic, a.dynamic, indices, values, batch)
         _require_finite(out, indices, values, leaf.shape, problem)
         return out
 

@@ -154,6 +154,13 @@ def _outputs_batch(problem: VectorProblem, position: int, param_dynamic, arg_dyn
     return jax.vmap(one)(indices, values)
 
 
+def output_batch_size(problem: VectorProblem, leaf: Any, n_points: int,
+                      requested: Optional[int] = None) -> int:
+    """Batch size for `n_points` perturbations of `leaf`, from `_engine`'s memory budget."""
+    return choose_batch_size(int(leaf.size) + problem.output.size,
+                             np.dtype(leaf.dtype).itemsize, n_points, requested)
+
+
 def evaluate_outputs(problem: VectorProblem, position: int, param_dynamic: Sequence[Any],
                      arg_dynamic: Sequence[Any], indices: np.ndarray, values: np.ndarray,
                      batch_size: Optional[int]) -> np.ndarray:
@@ -161,8 +168,7 @@ def evaluate_outputs(problem: VectorProblem, position: int, param_dynamic: Seque
     set to `values[k]`: one compiled program per (problem, leaf, batch size), like `_engine`."""
     m = len(indices)
     leaf = param_dynamic[position]
-    n_out = problem.output.size
-    batch = choose_batch_size(leaf.size + n_out, np.dtype(leaf.dtype).itemsize, m, batch_size)
+    batch = output_batch_size(problem, leaf, m, batch_size)
     pad = (-m) % batch
     # Padding entries evaluate the unperturbed point; their results are dropped.
     indices = np.concatenate([indices, np.zeros(pad, indices.dtype)]).astype(np.int32)
