@@ -118,7 +118,7 @@ def _sources(jac_fn, vjp_fn, jvp_fn, ad: Optional[str]) -> list[Source]:
 
 
 def _require_first_order_full(opts: Options) -> None:
-    if getattr(opts, "order", 1) != 1:
+    if opts.order != 1:
         raise ValueError(f"order: check_jacobian checks first derivatives (order=1); got "
                          f"order={opts.order!r}. For second derivatives pass the gradient "
                          f"function as fn (e.g. jax.grad(loss)).")

@@ -122,3 +122,11 @@ def test_rejects_primals_without_floats():
 def test_non_finite_output_names_the_component():
     with pytest.raises(ValueError, match="finite near primals"):
         jaxcheck.check_jacobian(lambda x: jnp.log(x), jnp.array([1.0, 0.0]))
+
+
+def test_kink_in_an_output_entry_is_inconclusive_not_failed():
+    report = jaxcheck.check_jacobian(jax.nn.relu, jnp.array([0.0, 0.5, -0.5]), ad="rev")
+    assert report.ok
+    block = report.block("", "")
+    assert block.n_inconclusive == 1
+    assert block.status.reshape(3, 3)[0, 0] == 1          # INCONCLUSIVE at relu(0)
