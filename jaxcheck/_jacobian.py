@@ -18,7 +18,7 @@ from . import _differences as d
 from . import _verdicts as v
 from ._analytic_jacobian import ForwardModeUnavailable, Source, analytic_jacobian
 from ._complex_params import is_complex, real_view_function
-from ._jacobian_report import JacobianBlock, JacobianReport
+from ._jacobian_report import JacobianBlock, JacobianReport, entry_name, locate
 from ._options import Options, parse_options
 from ._parameters import Split, is_checkable, replace_dynamic, split
 from ._precision import cast_floating, effective_epsilon, machine_epsilon, working_precision
@@ -257,11 +257,22 @@ def _compare_leaf(problem: VectorProblem, p: Split, a: Split, position: int,
 def _require_finite(out: np.ndarray, indices, values, shape, problem: VectorProblem) -> None:
     bad = np.argwhere(~np.isfinite(out))
     if bad.size:
-        k, i = bad[0]
+        k, i = (int(x) for x in bad[0])
         index = list(map(int, np.unravel_index(int(indices[k]), shape))) if shape else []
-        raise ValueError(f"fn returned {out[k, i]} in output entry {int(i)} with a "
+        raise ValueError(f"fn returned {out[k, i]} at {_output_entry(problem, i)} with a "
                          f"differentiated leaf's component {index} = {float(values[k])!r}; "
                          f"finite differences need outputs that are finite near primals")
+
+
+def _output_entry(problem: VectorProblem, flat: int) -> str:
+    layout = problem.output
+    for path, shape, is_complex, size in zip(layout.paths, layout.leaf_shapes, layout.complex,
+                                             layout.sizes):
+        if flat < size:
+            index, part = locate(flat, shape, is_complex)
+            return entry_name("out", path, index, part)
+        flat -= size
+    return f"output entry {flat}"
 
 
 def _blocks(name: str, problem: VectorProblem, path: str, shape: tuple[int, ...], cplx: bool,

@@ -17,7 +17,7 @@ from ._verdicts import FAIL, INCONCLUSIVE
 _PARTS = ("real", "imag")
 
 
-def _locate(flat: int, shape: tuple[int, ...], is_complex: bool) -> tuple[tuple[int, ...], str]:
+def locate(flat: int, shape: tuple[int, ...], is_complex: bool) -> tuple[tuple[int, ...], str]:
     """(index, part) of a flat real-view index: part is "", "real" or "imag"."""
     view = shape + (2,) if is_complex else shape
     index = tuple(int(i) for i in np.unravel_index(flat, view)) if view else ()
@@ -26,7 +26,7 @@ def _locate(flat: int, shape: tuple[int, ...], is_complex: bool) -> tuple[tuple[
     return index, ""
 
 
-def _name(prefix: str, path: str, index: tuple[int, ...], part: str) -> str:
+def entry_name(prefix: str, path: str, index: tuple[int, ...], part: str) -> str:
     text = prefix + path + (f"[{', '.join(map(str, index))}]" if index else "")
     return text + (f".{part}" if part else "")
 
@@ -60,8 +60,10 @@ class JacobianFailure:
     @property
     def location(self) -> str:
         """E.g. `out['y'][2] wrt ['w'][0, 1]` (`out` is the function's output)."""
-        return (_name(self.output_name, self.output_path, self.output_index, self.output_part) + " wrt "
-                + _name("", self.input_path, self.input_index, self.input_part))
+        output = entry_name(self.output_name, self.output_path, self.output_index,
+                            self.output_part)
+        return output + " wrt " + entry_name("", self.input_path, self.input_index,
+                                             self.input_part)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -105,8 +107,8 @@ class JacobianBlock:
     def failures(self) -> list[JacobianFailure]:
         out = []
         for i, j in zip(*np.nonzero(self.status == FAIL)):
-            o_index, o_part = _locate(int(i), self.output_shape, self.output_complex)
-            i_index, i_part = _locate(int(j), self.input_shape, self.input_complex)
+            o_index, o_part = locate(int(i), self.output_shape, self.output_complex)
+            i_index, i_part = locate(int(j), self.input_shape, self.input_complex)
             out.append(JacobianFailure(
                 self.ad, self.output_path, o_index, self.input_path, i_index,
                 float(self.analytic[i, j]), float(self.numerical[i, j]),

@@ -1,7 +1,6 @@
 """Complex params, inputs and outputs, with JAX's convention for their gradients."""
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 import jaxcheck
