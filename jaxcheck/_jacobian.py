@@ -9,6 +9,7 @@ entry's own magnitude |fᵢ| rather than a scalar loss's.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -157,9 +158,9 @@ def compare(problem: VectorProblem, p: Split, a: Split, sources: Sequence[Source
             source, problem, p, a, eps_work))
     kept = [s for s in sources if not _skipped(s, notes)]
     per_leaf = [
-        _compare_leaf(problem, p, a, position, [j[k] for j in analytic], eps_f, eps_g,
+        _compare_leaf(problem, p, a, k, [j[k] for j in analytic], kept, eps_f, eps_g,
                       rel_step, opts)
-        for k, position in enumerate(p.checked)
+        for k in range(len(p.checked))
     ]
     blocks = []  # ordered by source, then output leaf, then input leaf
     for s, source in enumerate(kept):
@@ -201,10 +202,12 @@ def _rounding(eps_g: float, G: np.ndarray) -> np.ndarray:
     return np.maximum(by_input, by_output)
 
 
-def _compare_leaf(problem: VectorProblem, p: Split, a: Split, position: int,
-                  jacobians: Sequence[np.ndarray], eps_f: float, eps_g: Sequence[float],
-                  rel_step: float, opts: Options) -> list[tuple[np.ndarray, ...]]:
+def _compare_leaf(problem: VectorProblem, p: Split, a: Split, number: int,
+                  jacobians: Sequence[np.ndarray], sources: Sequence[Source], eps_f: float,
+                  eps_g: Sequence[float], rel_step: float,
+                  opts: Options) -> list[tuple[np.ndarray, ...]]:
     """Per source: (analytic, numerical, tolerance, status), each (leaf size, output size)."""
+    position = p.checked[number]
     leaf = p.dynamic[position]
     dtype = np.dtype(leaf.dtype)
     theta_w = np.asarray(leaf).reshape(-1)
@@ -243,15 +246,49 @@ def _compare_leaf(problem: VectorProblem, p: Split, a: Split, position: int,
         hp2 = np.stack([lv[2] for lv in levels])
         hm2 = np.stack([lv[3] for lv in levels])
         beside = d.component_steps(theta[todo], rel_step)
-        for G, numerical, tolerance, status, a_ in results:
+        for source, (G, numerical, tolerance, status, a_) in zip(sources, results):
             local, i = np.nonzero(status[todo] != v.PASS)
             j = todo[local]
-            judged, _ = v.judge(G[j, i], f0[i], out[:, 0, local, i], out[:, 1, local, i],
-                                hp2[:, local], hm2[:, local], eps_f, a_[j, i], opts.safety,
-                                beside[local])
+            judged, kinks = v.judge(G[j, i], f0[i], out[:, 0, local, i], out[:, 1, local, i],
+                                    hp2[:, local], hm2[:, local], eps_f, a_[j, i],
+                                    opts.safety, beside[local])
             status[j, i], numerical[j, i], tolerance[j, i] = (
                 judged.status, judged.numerical, judged.tolerance)
+            confirmed = _confirmed_beside_kinks(source, problem, p, a, number, j, i, kinks,
+                                                theta_w, dtype, opts)
+            status[j[confirmed], i[confirmed]] = v.INCONCLUSIVE
     return [tuple(r[:4]) for r in results]
+
+
+def _confirmed_beside_kinks(source: Source, problem: VectorProblem, p: Split, a: Split,
+                            number: int, j: np.ndarray, i: np.ndarray, kinks: v.Kinks,
+                            theta_w: np.ndarray, dtype: np.dtype, opts: Options) -> np.ndarray:
+    """Mask of unresolved kinks where the analytic Jacobian just beside θ (on either side,
+    along component j) matches the one-sided slopes, as in the scalar check (`_full`)."""
+    confirmed = np.zeros(kinks.unresolved.shape, bool)
+    where = np.flatnonzero(kinks.unresolved)
+    if where.size == 0:
+        return confirmed
+    position = p.checked[number]
+    leaf = p.dynamic[position]
+    sides = {}
+    for column in np.unique(j[where]):
+        k = where[j[where] == column]
+        step = np.full(1, kinks.step[k].max())
+        plus, minus, _, _ = d.perturbed_points(theta_w[column:column + 1], step, dtype)
+        for side, value in (("right", plus[0]), ("left", minus[0])):
+            moved = theta_w.copy()
+            moved[column] = value
+            dynamic = list(p.dynamic)
+            dynamic[position] = jax.numpy.asarray(moved.reshape(leaf.shape))
+            sides[column, side] = analytic_jacobian(source, problem, dynamic, a.dynamic,
+                                                    opts.batch_size)[number][:, column]
+    g_right = np.array([sides[j[k], "right"][i[k]] for k in where])
+    g_left = np.array([sides[j[k], "left"][i[k]] for k in where])
+    sub = dataclasses.replace(kinks, right=kinks.right[where], left=kinks.left[where],
+                              tolerance=kinks.tolerance[where])
+    confirmed[where] = v.confirm_beside_kink(sub, g_right, g_left)
+    return confirmed
 
 
 def _require_finite(out: np.ndarray, indices, values, shape, problem: VectorProblem) -> None:

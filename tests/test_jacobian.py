@@ -130,3 +130,22 @@ def test_kink_in_an_output_entry_is_inconclusive_not_failed():
     block = report.block("", "")
     assert block.n_inconclusive == 1
     assert block.status.reshape(3, 3)[0, 0] == 1          # INCONCLUSIVE at relu(0)
+
+
+@jax.custom_jvp
+def relu_two_at_zero(x):
+    return jnp.maximum(x, 0.0)
+
+
+relu_two_at_zero.defjvp(lambda p, t: (
+    relu_two_at_zero(p[0]),
+    jnp.where(p[0] > 0, 1.0, jnp.where(p[0] == 0, 2.0, 0.0)) * t[0]))
+
+
+def test_convention_outside_the_slopes_at_a_kink_is_confirmed_beside_it():
+    # 2 is not between the one-sided slopes 0 and 1, but just beside the kink the rule gives
+    # exactly those slopes: INCONCLUSIVE, as in the scalar check.
+    x = jnp.array([0.0, 1.0, -1.0])
+    report = jaxcheck.check_jacobian(lambda x: 3 * relu_two_at_zero(x), x, ad="rev")
+    assert report.ok and report.n_inconclusive == 1
+    assert report.block("", "").analytic[0, 0] == 6.0
