@@ -4,6 +4,10 @@ The public API is exactly what this module re-exports.
 """
 from ._check import assert_gradients as assert_gradients
 from ._check import check as check
+from ._jacobian import check_jacobian as check_jacobian
+from ._jacobian_report import JacobianBlock as JacobianBlock
+from ._jacobian_report import JacobianFailure as JacobianFailure
+from ._jacobian_report import JacobianReport as JacobianReport
 from ._options import Options as Options
 from ._precision import PrecisionWarning as PrecisionWarning
 from ._report import Failure as Failure
@@ -15,6 +19,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Failure",
+    "JacobianBlock",
+    "JacobianFailure",
+    "JacobianReport",
     "LeafReport",
     "Options",
     "PrecisionWarning",
@@ -22,4 +29,5 @@ __all__ = [
     "assert_gradients",
     "band_of",
     "check",
+    "check_jacobian",
 ]

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _differences as d
+from ._complex_params import real_view
 from ._engine import Problem
 from ._full import LeafTask, check_all
 from ._gradients import AnalyticGradient
@@ -15,6 +16,7 @@ from ._options import Options, parse_options
 from ._parameters import Split, replace_dynamic, split
 from ._precision import cast_floating, effective_epsilon, machine_epsilon, working_precision
 from ._report import Report
+from ._second_order import check_second_order
 
 
 def check(fn: Callable[..., Any], params: Any, *args: Any,
@@ -57,6 +59,7 @@ def check(fn: Callable[..., Any], params: Any, *args: Any,
     if grad_fn is not None and not callable(grad_fn):
         raise TypeError("grad_fn: expected a callable grad_fn(params, *args) or None, "
                         f"got {type(grad_fn).__name__}")
+    fn, params, grad_fn = real_view(fn, params, grad_fn)  # complex leaves as (re, im) pairs
     p = split(params)
     if not p.checked:
         raise ValueError("params: expected a pytree with at least one floating-point array "
@@ -91,6 +94,8 @@ def _check_split(problem: Problem, p: Split, a: Split, grad_fn: Optional[Callabl
     ]
     info = {"eps_f": eps_f, "eps_g": eps_g, "rel_step": rel_step,
             "precision": opts.precision, "mode": opts.mode, "method": opts.method}
+    if opts.order == 2:
+        return check_second_order(problem, p, a, grad_fn, opts)
     if opts.mode != "full" or opts.method != "central":
         raise NotImplementedError(f"mode={opts.mode!r}, method={opts.method!r}")
     return Report(check_all(tasks), info=info, max_failures=opts.max_failures)

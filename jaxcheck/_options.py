@@ -34,6 +34,10 @@ class Options:
     - `method`: finite-difference method of full mode: `"central"` (default), `"forward"`,
       `"backward"` or `"complex"` (complex step).
     - `seed`: seed of the random directions / samples of the fast and sample modes.
+    - `order`: `1` (default) checks the gradient; `2` checks second derivatives: the gradient
+      (`grad_fn`, default `jax.grad(fn)`) is itself checked as a vector-valued function, its
+      Jacobian (the Hessian, by JAX's AD of the gradient) against central differences of the
+      gradient. Returns a `jaxcheck.JacobianReport`.
     """
 
     eps: Optional[float] = None
@@ -44,6 +48,7 @@ class Options:
     mode: Mode = "full"
     method: Method = "central"
     seed: int = 0
+    order: int = 1
 
     def __post_init__(self) -> None:
         if self.eps is not None and not (_is_real(self.eps) and 0 < self.eps < 1):
@@ -67,6 +72,10 @@ class Options:
             raise ValueError(f"method: expected one of {METHODS}, got {self.method!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"seed: expected an int, got {self.seed!r}")
+        if not (isinstance(self.order, int) and not isinstance(self.order, bool)
+                and self.order in (1, 2)):
+            raise ValueError(f"order: expected 1 (gradients) or 2 (second derivatives), "
+                             f"got {self.order!r}")
         if not (isinstance(self.max_failures, int) and self.max_failures >= 0):
             raise ValueError(
                 f"max_failures: expected a non-negative int, got {self.max_failures!r}"
