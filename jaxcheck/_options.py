@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 Precision = Literal["float64", "native"]
 Mode = Literal["full", "fast", "sample"]
@@ -34,6 +34,12 @@ class Options:
     - `method`: finite-difference method of full mode: `"central"` (default), `"forward"`,
       `"backward"` or `"complex"` (complex step).
     - `seed`: seed of the random directions / samples of the fast and sample modes.
+    - `argnums`: which entries of `(params, *args)` are checked, like `jax.grad`'s `argnums`
+      but indexing that tuple: 0 (default) is `params`, 1 the first of `args`. A tuple checks
+      several; paths then start with the entry's position (`[0]['W']`, `[1]`) and `grad_fn`
+      returns a tuple of gradients.
+    - `has_aux`: `fn` returns `(loss, aux)` and `grad_fn` returns `(grad, aux)`, as with
+      `jax.grad(..., has_aux=True)`; aux is ignored. Default False.
     """
 
     eps: Optional[float] = None
@@ -44,6 +50,8 @@ class Options:
     mode: Mode = "full"
     method: Method = "central"
     seed: int = 0
+    argnums: Union[int, tuple[int, ...]] = 0
+    has_aux: bool = False
 
     def __post_init__(self) -> None:
         if self.eps is not None and not (_is_real(self.eps) and 0 < self.eps < 1):
@@ -71,6 +79,18 @@ class Options:
             raise ValueError(
                 f"max_failures: expected a non-negative int, got {self.max_failures!r}"
             )
+        if isinstance(self.argnums, list):  # jax.grad takes any sequence
+            object.__setattr__(self, "argnums", tuple(self.argnums))
+        if not (_is_int(self.argnums) or (isinstance(self.argnums, tuple) and self.argnums
+                                          and all(map(_is_int, self.argnums)))):
+            raise TypeError("argnums: expected an int or a non-empty tuple of ints (positions "
+                            f"in (params, *args)), got {self.argnums!r}")
+        if not isinstance(self.has_aux, bool):
+            raise TypeError(f"has_aux: expected True or False, got {self.has_aux!r}")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _is_real(x: Any) -> bool:
