@@ -12,6 +12,7 @@ onto it before the core runs, so the core itself does not know about frameworks:
   checked, the rest (`BatchStat`, RNG keys and counts) is carried. Every evaluation gets a
   fresh module from `nnx.merge(..., copy=True)`, so every perturbation starts from the same
   RNG state (the same dropout mask) and the user's module is never touched.
+- an `nnx.State` (from `nnx.split`) is checked whole, its paths written like the module's;
 - Flax linen: variables `{"params": ..., "batch_stats": ..., ...}` (a mapping with a
   `"params"` key whose values are all mappings): only `"params"` is checked.
 - Equinox: a `Module` is partitioned with `eqx.is_inexact_array`; the other half (static
@@ -29,6 +30,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
 from jax.tree_util import DictKey, GetAttrKey, SequenceKey
+
+from ._parameters import is_checkable
 
 Argnums = Union[int, tuple[int, ...]]
 
@@ -105,6 +108,7 @@ class _Nnx:
     graphdef: Any
     params: Any = None        # treedef of the nnx.Param state; None when not selected
     labels: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()  # the labels of floating leaves, which are checked
 
     def rebuild(self, checked: Any, carried: Any) -> Any:
         from flax import nnx
@@ -122,16 +126,38 @@ class _Nnx:
             g = nnx.state(g, nnx.Param)
         elif isinstance(g, nnx.State):
             g = g.filter(nnx.Param)
-        labels = self.labels
-        given = {attribute_path(p): x for p, x in jax.tree_util.tree_flatten_with_path(g)[0]}
-        missing = [s for s in labels if s not in given]
-        if missing:
-            raise ValueError(
-                f"grad_fn: expected the gradient of every nnx.Param of the module (an "
-                f"nnx.State as nnx.grad returns, or a module of gradients); missing "
-                f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}; got leaves "
-                f"{', '.join(list(given)[:6]) or 'none'}")
-        return Labelled(labels, tuple(given[s] for s in labels))
+        return _by_label(g, self.labels, self.required, "the gradient of every nnx.Param of "
+                         "the module (an nnx.State as nnx.grad returns, or a module of "
+                         "gradients)")
+
+
+@dataclasses.dataclass(frozen=True)
+class _NnxState:
+    """An `nnx.State` passed as params: all its floating leaves checked, under nice paths."""
+
+    treedef: Any
+    labels: tuple[str, ...]
+    required: tuple[str, ...]
+
+    def rebuild(self, checked: Any, carried: Any) -> Any:
+        return jax.tree_util.tree_unflatten(self.treedef, checked.leaves)
+
+    def gradient(self, g: Any) -> Any:
+        return _by_label(g, self.labels, self.required, "an nnx.State (or its pure dict) "
+                         "with the gradient of every floating leaf of params")
+
+
+def _by_label(g: Any, labels: tuple[str, ...], required: tuple[str, ...], what: str) -> Any:
+    """The leaves of `g` under `labels`, matched by path (State, pure dict or module)."""
+    given = {attribute_path(p): x for p, x in jax.tree_util.tree_flatten_with_path(g)[0]}
+    missing = [s for s in required if s not in given]
+    if missing:
+        raise ValueError(
+            f"grad_fn: expected {what}; missing {', '.join(missing[:3])}"
+            f"{' ...' if len(missing) > 3 else ''}; got leaves "
+            f"{', '.join(list(given)[:6]) or 'none'}")
+    # Leaves that are not checked (ints, keys) are never read: None stands in for them.
+    return Labelled(labels, tuple(given.get(s) for s in labels))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +216,23 @@ def _is_linen_variables(x: Any) -> bool:
             and all(isinstance(k, str) and isinstance(v, Mapping) for k, v in x.items()))
 
 
+def _labelled(with_paths: Sequence[tuple[Any, Any]]) -> Labelled:
+    return Labelled(tuple(attribute_path(p) for p, _ in with_paths),
+                    tuple(v for _, v in with_paths))
+
+
+def _required(t: Labelled) -> tuple[str, ...]:
+    return tuple(s for s, x in zip(t.labels, t.leaves) if is_checkable(x))
+
+
+def _is_nnx_state(x: Any) -> bool:
+    if "flax" not in sys.modules:
+        return False
+    from flax import nnx
+
+    return isinstance(x, nnx.State)
+
+
 def _adapt(x: Any, selected: bool) -> tuple[Any, Any, Any]:
     """(adapter, checked part, carried part) of one entry of `(params, *args)`."""
     if _is_nnx_node(x):
@@ -200,9 +243,12 @@ def _adapt(x: Any, selected: bool) -> tuple[Any, Any, Any]:
             return _Nnx(graphdef), None, state
         graphdef, params, rest = nnx.split(x, nnx.Param, ...)
         with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
-        labels = tuple(attribute_path(p) for p, _ in with_paths)
-        checked = Labelled(labels, tuple(v for _, v in with_paths))
-        return _Nnx(graphdef, treedef, labels), checked, rest
+        checked = _labelled(with_paths)
+        return _Nnx(graphdef, treedef, checked.labels, _required(checked)), checked, rest
+    if selected and _is_nnx_state(x):
+        with_paths, treedef = jax.tree_util.tree_flatten_with_path(x)
+        checked = _labelled(with_paths)
+        return _NnxState(treedef, checked.labels, _required(checked)), checked, None
     if selected and _is_equinox_module(x):
         import equinox as eqx
 

@@ -94,6 +94,33 @@ def test_nnx_grad_fn_missing_params_is_named(nnx_model):
         jaxcheck.check(nnx_loss, nnx_model, X, Y, grad_fn=partial)
 
 
+def test_nnx_state_as_params_gets_module_style_paths():
+    graphdef, state = nnx.split(nnx.Sequential(nnx.Linear(3, 2, rngs=nnx.Rngs(0))))
+
+    def loss(state, x):
+        return jnp.sum(jnp.tanh(nnx.merge(graphdef, state)(x)) ** 2)
+
+    def wrong(state, x):  # a pure dict of gradients is matched by path
+        g = jax.grad(loss)(state, x).to_pure_dict()
+        g["layers"][0]["bias"] = g["layers"][0]["bias"].at[1].add(0.1)
+        return g
+
+    report = jaxcheck.check(loss, state, X, grad_fn=wrong)
+    assert [leaf.path for leaf in report.leaves] == [".layers[0].bias", ".layers[0].kernel"]
+    assert [f.location for f in report.failures] == [".layers[0].bias[1]"]
+
+
+def test_nnx_module_as_unchecked_argument_is_copied_too():
+    model = NnxNet(nnx.Rngs(0, dropout=2))
+
+    def loss(model, x):  # gradient with respect to the inputs, through dropout
+        return jnp.sum(jnp.sin(model(x)))
+
+    report = jaxcheck.check(loss, model, X, argnums=1)
+    assert report.ok and [leaf.path for leaf in report.leaves] == [""]
+    assert int(model.drop.rngs.count[...]) == 0
+
+
 # --- Flax linen ----------------------------------------------------------------------------
 
 class LinenNet(nn.Module):
