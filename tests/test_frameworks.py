@@ -58,8 +58,9 @@ def test_nnx_dropout_batchnorm_model_passes_and_is_left_unchanged(nnx_model):
     report = jaxcheck.check(nnx_loss, nnx_model, X, Y)
     # Every perturbation saw the same dropout mask, or the differences would be noise.
     assert report.ok, str(report)
+    # BatchStat and RNG state are carried, not checked.
     assert [leaf.path for leaf in report.leaves] == [
-        ".layers[0].kernel", ".layers[1].kernel", ".norm.bias", ".norm.scale"]  # BatchStat and RNG state are carried, not checked
+        ".layers[0].kernel", ".layers[1].kernel", ".norm.bias", ".norm.scale"]
     after = snapshot(nnx.state(nnx_model))
     assert same(before, after)  # params, batch stats, RNG key and count
     assert int(nnx_model.drop.rngs.count[...]) == 0
