@@ -20,6 +20,18 @@ onto it before the core runs, so the core itself does not know about frameworks:
 
 Whatever is not checked travels as an argument of the canonical loss, where the core carries
 it unchanged (a float there is never perturbed).
+
+```python
+>>> import jax.numpy as jnp, jaxcheck
+>>> def loss(w, b, x):                       # (params, *args) = (w, b, x)
+...     return jnp.sum(jnp.tanh(x * w + b) ** 2)
+>>> w, b, x = jnp.ones(2), jnp.zeros(2), jnp.array([0.5, -1.0])
+>>> [leaf.path for leaf in jaxcheck.check(loss, w, b, x, argnums=1).leaves]   # b alone
+['']
+>>> [leaf.path for leaf in jaxcheck.check(loss, w, b, x, argnums=(0, 2)).leaves]
+['[0]', '[2]']
+
+```
 """
 from __future__ import annotations
 
