@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _differences as d
+from ._adapters import canonical
 from ._complex_params import real_view
 from ._engine import Problem
 from ._full import LeafTask, check_all
@@ -31,7 +32,8 @@ def check(fn: Callable[..., Any], params: Any, *args: Any,
 
     - `fn`: the loss, `fn(params, *args) -> scalar`.
     - `params`: any pytree. Only floating leaves are checked; int/bool leaves, strings and PRNG
-      keys are passed through unchanged.
+      keys are passed through unchanged. A Flax nnx or Equinox module, or Flax linen
+      variables, are checked as such (see the README's "Frameworks" section).
     - `*args`: further arguments of `fn` (data, labels, PRNG keys); not checked.
     - `grad_fn`: the gradient under test, `grad_fn(params, *args)` returning a pytree like
       `params` (integer leaves may be zeros or float0). Default: `jax.grad(fn)`.
@@ -59,6 +61,9 @@ def check(fn: Callable[..., Any], params: Any, *args: Any,
     if grad_fn is not None and not callable(grad_fn):
         raise TypeError("grad_fn: expected a callable grad_fn(params, *args) or None, "
                         f"got {type(grad_fn).__name__}")
+    # argnums, has_aux and framework objects (nnx, linen, Equinox) -> fn(params, *args).
+    fn, params, args, grad_fn = canonical(fn, params, args, grad_fn, opts.argnums,
+                                          opts.has_aux)
     fn, params, grad_fn = real_view(fn, params, grad_fn)  # complex leaves as (re, im) pairs
     p = split(params)
     if not p.checked:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 Precision = Literal["float64", "native"]
 Mode = Literal["full", "fast", "sample"]
@@ -38,6 +38,13 @@ class Options:
       (`grad_fn`, default `jax.grad(fn)`) is itself checked as a vector-valued function, its
       Jacobian (the Hessian, by JAX's AD of the gradient) against central differences of the
       gradient. Returns a `jaxcheck.JacobianReport`.
+
+    - `argnums`: which entries of `(params, *args)` are checked, like `jax.grad`'s `argnums`
+      but indexing that tuple: 0 (default) is `params`, 1 the first of `args`. A tuple checks
+      several; paths then start with the entry's position (`[0]['W']`, `[1]`) and `grad_fn`
+      returns a tuple of gradients.
+    - `has_aux`: `fn` returns `(loss, aux)` and `grad_fn` returns `(grad, aux)`, as with
+      `jax.grad(..., has_aux=True)`; aux is ignored. Default False.
     """
 
     eps: Optional[float] = None
@@ -49,6 +56,9 @@ class Options:
     method: Method = "central"
     seed: int = 0
     order: int = 1
+
+    argnums: Union[int, tuple[int, ...]] = 0
+    has_aux: bool = False
 
     def __post_init__(self) -> None:
         if self.eps is not None and not (_is_real(self.eps) and 0 < self.eps < 1):
@@ -80,6 +90,18 @@ class Options:
             raise ValueError(
                 f"max_failures: expected a non-negative int, got {self.max_failures!r}"
             )
+        if isinstance(self.argnums, list):  # jax.grad takes any sequence
+            object.__setattr__(self, "argnums", tuple(self.argnums))
+        if not (_is_int(self.argnums) or (isinstance(self.argnums, tuple) and self.argnums
+                                          and all(map(_is_int, self.argnums)))):
+            raise TypeError("argnums: expected an int or a non-empty tuple of ints (positions "
+                            f"in (params, *args)), got {self.argnums!r}")
+        if not isinstance(self.has_aux, bool):
+            raise TypeError(f"has_aux: expected True or False, got {self.has_aux!r}")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _is_real(x: Any) -> bool:
