@@ -56,7 +56,6 @@ class Options:
     method: Method = "central"
     seed: int = 0
     order: int = 1
-
     argnums: Union[int, tuple[int, ...]] = 0
     has_aux: bool = False
 
