@@ -75,7 +75,14 @@ class AnalyticGradient:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _call(problem: Problem, param_dynamic, arg_dynamic):
-    return problem.loss(param_dynamic, arg_dynamic)
+    # Strings and objects that a grad_fn echoes back from params cannot leave a jit; they
+    # become None, which `extract_checked` accepts for leaves that are not checked.
+    return jax.tree_util.tree_map(lambda x: x if _is_jax_type(x) else None,
+                                  problem.loss(param_dynamic, arg_dynamic))
+
+
+def _is_jax_type(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, np.generic, bool, int, float, complex))
 
 
 def extract_checked(tree: Any, params: Split, who: str) -> list[np.ndarray]:
