@@ -4,18 +4,22 @@ The public API is exactly what this module re-exports.
 """
 from ._check import assert_gradients as assert_gradients
 from ._check import check as check
+from ._full import NonFiniteLossError as NonFiniteLossError
 from ._options import Options as Options
 from ._precision import PrecisionWarning as PrecisionWarning
 from ._report import Failure as Failure
 from ._report import LeafReport as LeafReport
 from ._report import Report as Report
 from ._report import band_of as band_of
+from ._validation import NonFiniteGradientError as NonFiniteGradientError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Failure",
     "LeafReport",
+    "NonFiniteGradientError",
+    "NonFiniteLossError",
     "Options",
     "PrecisionWarning",
     "Report",
