@@ -15,7 +15,7 @@ from ._options import Options, parse_options
 from ._parameters import Split, replace_dynamic, split
 from ._precision import cast_floating, effective_epsilon, machine_epsilon, working_precision
 from ._report import Report
-from ._validation import require_checkable, require_concrete, require_finite_loss
+from ._validation import require_checkable, require_concrete, require_traceable
 
 
 def check(fn: Callable[..., Any], params: Any, *args: Any,
@@ -75,7 +75,7 @@ def check(fn: Callable[..., Any], params: Any, *args: Any,
 
 def _check_split(problem: Problem, p: Split, a: Split, grad_fn: Optional[Callable[..., Any]],
                  opts: Options, user_dtypes: list[str]) -> Report:
-    require_finite_loss(problem, p, a)
+    require_traceable(problem, p, a)
     _require_scalar_loss(problem, p, a)
     eps_work = max(machine_epsilon(x.dtype) for x in p.checked_values)
     eps_f = effective_epsilon(problem.loss, p.dynamic, a.dynamic, default=eps_work)

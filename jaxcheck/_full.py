@@ -17,7 +17,7 @@ from . import _verdicts as v
 from ._engine import Problem, choose_batch_size, evaluate
 from ._gradients import AnalyticGradient
 from ._report import LeafReport
-from ._validation import user_call
+from ._validation import non_finite_loss, user_call
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +54,8 @@ def _evaluate(task: LeafTask, indices: np.ndarray, values: np.ndarray, batch: in
     bad = np.flatnonzero(~np.isfinite(out))
     if bad.size:
         k = int(indices[bad[0]])
+        if values[bad[0]] == np.asarray(task.leaf).reshape(-1)[k]:  # θ itself, unperturbed
+            raise non_finite_loss(float(out[bad[0]]))
         index = np.unravel_index(k, task.leaf.shape) if task.leaf.ndim else ()
         raise NonFiniteLossError(
             f"fn returned {out[bad[0]]} at params{task.path}{list(map(int, index))} = "

@@ -54,7 +54,8 @@ class AnalyticGradient:
             out = extract_checked(tree, self.params, "grad_fn")
             who = "grad_fn"
         if param_dynamic is None:
-            require_finite_gradient(out, self.params.paths, who)
+            require_finite_gradient(out, self.params.paths, who, lambda: _call(
+                self.problem, self.params.dynamic, self.arg_dynamic))
         return out
 
     def components_at(self, leaf: int, indices: np.ndarray, values: np.ndarray) -> np.ndarray:

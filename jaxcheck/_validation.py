@@ -8,7 +8,7 @@ into a `TypeError` that says why `fn` must be traceable.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -99,32 +99,34 @@ def user_call(who: str, when: str) -> Iterator[None]:
         raise
 
 
-def require_finite_loss(problem: Any, p: Split, a: Split) -> None:
-    """Evaluate the loss at params; refuse a loss that is NaN or Inf there.
-
-    Non-scalar and non-floating outputs are left to the shape check, which says what to do.
-    """
-    from ._full import NonFiniteLossError
-    from ._gradients import _call
-
+def require_traceable(problem: Any, p: Split, a: Split) -> None:
+    """Trace `fn` once at params (no compile): its own errors surface here, clearly."""
     with user_call("fn", "at params"):
-        value = _call(problem, p.dynamic, a.dynamic)
-    if not (hasattr(value, "shape") and value.shape == ()
-            and jnp.issubdtype(value.dtype, jnp.floating)):
-        return
-    value = float(value)
-    if not np.isfinite(value):
-        raise NonFiniteLossError(
-            f"fn: expected a finite loss at params, got fn(params, *args) = {value} before any "
-            f"perturbation; finite differences need a loss that is finite at and near params "
-            f"(look for log(0), 0/0, sqrt of a negative value or an overflow in fn)")
+        jax.eval_shape(problem.loss, p.dynamic, a.dynamic)
 
 
-def require_finite_gradient(leaves: Sequence[np.ndarray], paths: Sequence[str],
-                            who: str) -> None:
-    """Refuse a NaN or Inf entry in the gradient under test, naming its leaf and index."""
+def non_finite_loss(value: float) -> ValueError:
+    """The error for a loss that is NaN or Inf at params itself."""
+    from ._full import NonFiniteLossError
+
+    return NonFiniteLossError(
+        f"fn: expected a finite loss at params, got fn(params, *args) = {value} before any "
+        f"perturbation; finite differences need a loss that is finite at and near params "
+        f"(look for log(0), 0/0, sqrt of a negative value or an overflow in fn)")
+
+
+def require_finite_gradient(leaves: Sequence[np.ndarray], paths: Sequence[str], who: str,
+                            loss_at_params: Callable[[], Any]) -> None:
+    """Refuse a NaN or Inf entry in the gradient under test, naming its leaf and index.
+
+    A non-finite loss at params explains a non-finite gradient, and is reported instead;
+    the loss is evaluated (compiled) only then, so a valid input pays nothing for this.
+    """
     for path, g in zip(paths, leaves):
         if not np.all(np.isfinite(g)):
+            value = np.asarray(loss_at_params())
+            if value.shape == () and not np.isfinite(value):
+                raise non_finite_loss(float(value))
             k = _first_nonfinite(g)
             raise NonFiniteGradientError(
                 f"{who}: expected a finite gradient, got {g.reshape(-1)[k]} for component "

@@ -70,6 +70,14 @@ def test_rejects_loss_that_is_not_finite_at_params(bad):
     assert isinstance(error, ValueError)
 
 
+@pytest.mark.parametrize("grad_fn", [None, lambda w, c: jnp.ones(2)])
+def test_rejects_loss_that_is_not_finite_at_params_with_a_finite_gradient(grad_fn):
+    fn = lambda w, c: jnp.sum(w) + jnp.log(c)  # noqa: E731 - NaN, but d/dw is finite
+    raises_clearly(NonFiniteLossError, lambda: jaxcheck.check(fn, jnp.ones(2), -1.0,
+                                                              grad_fn=grad_fn),
+                   "fn", "nan", "before any perturbation")
+
+
 def test_names_the_component_whose_perturbation_makes_the_loss_nan():
     # Finite at params with a finite gradient, but θ - h < 0 for the entry at 1e-7.
     params = {"w": jnp.array([1.0, 2.0]), "v": jnp.array([3.0, 1e-7, 4.0])}
