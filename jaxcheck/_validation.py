@@ -26,7 +26,7 @@ _TRACING_ERRORS = (
 )
 
 
-_NOTE = "(raised by"
+_NOTE = "(raised while jaxcheck evaluated"
 
 
 class NonFiniteGradientError(ValueError):
@@ -95,7 +95,7 @@ def user_call(who: str, when: str) -> Iterator[None]:
     except Exception as e:
         noted = any(n.startswith(_NOTE) for n in getattr(e, "__notes__", ()))
         if hasattr(e, "add_note") and not noted:  # add_note: Python >= 3.11
-            e.add_note(f"{_NOTE} the user's {who} when jaxcheck evaluated it {when})")
+            e.add_note(f"{_NOTE} {who} {when})")
         raise
 
 

@@ -98,7 +98,7 @@ def test_user_exception_in_fn_keeps_its_type_and_says_which_call_raised_it():
 
     with pytest.raises(RuntimeError, match="my loss is broken") as info:
         jaxcheck.check(fn, PARAMS)
-    assert any("user's fn" in note and "at params" in note for note in info.value.__notes__)
+    assert "(raised while jaxcheck evaluated fn at params)" in info.value.__notes__
 
 
 def test_user_exception_in_grad_fn_keeps_its_type_and_says_which_call_raised_it():
@@ -107,7 +107,7 @@ def test_user_exception_in_grad_fn_keeps_its_type_and_says_which_call_raised_it(
 
     with pytest.raises(KeyError, match="no such layer") as info:
         jaxcheck.check(loss, PARAMS, grad_fn=grad_fn)
-    assert any("user's grad_fn" in note for note in info.value.__notes__)
+    assert "(raised while jaxcheck evaluated grad_fn at params)" in info.value.__notes__
 
 
 def test_python_branch_on_a_value_asks_for_a_traceable_fn():
