@@ -11,7 +11,6 @@ import contextlib
 from typing import Any, Callable, Iterator, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ._parameters import Split
@@ -80,11 +79,12 @@ def user_call(who: str, when: str) -> Iterator[None]:
         yield
     except _TRACING_ERRORS as e:
         raise TypeError(
-            f"{who}: expected a function JAX can trace (jaxcheck evaluates it under jax.jit "
-            f"and jax.vmap {when}), but tracing it raised {type(e).__name__}: Python code "
+            f"{who}: expected a function JAX can trace (jaxcheck evaluates it with jax.jit, "
+            f"jax.vmap and jax.grad; here {when}), but tracing it raised {type(e).__name__}: "
+            f"Python code "
             f"needed a concrete value (`if x > 0:`, `float(x)`, `np.asarray(x)`, or a shape "
             f"that depends on values). Use jnp.where or jax.lax.cond, or move that logic out "
-            f"of {who}. JAX's message: {str(e).splitlines()[0]}"
+            f"of {who}. JAX's message: {(str(e).splitlines() or [''])[0]}"
         ) from e
     except jax.errors.UnexpectedTracerError as e:
         raise TypeError(
