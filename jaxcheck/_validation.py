@@ -11,6 +11,7 @@ import contextlib
 from typing import Any, Callable, Iterator, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ._parameters import Split
@@ -52,6 +53,12 @@ def require_concrete(params: Any, args: Sequence[Any]) -> None:
                     f"(jax.jit, jax.vmap, jax.grad, ...); it runs its own compiled "
                     f"evaluations, so call it outside any transformation, on concrete values."
                 )
+    # Concrete inputs, but a jax.jit is being traced around this call: even a constant
+    # becomes a tracer there, and no result could be read back.
+    if isinstance(jnp.zeros(()), jax.core.Tracer):
+        raise TypeError("check: expected to be called outside jax.jit, but it was called while "
+                        "a function around it was being traced; call it outside any "
+                        "transformation.")
 
 
 def require_checkable(p: Split) -> None:

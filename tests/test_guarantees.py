@@ -230,6 +230,12 @@ def test_check_inside_jit_raises_a_clear_error():
         jax.jit(lambda w: jaxcheck.check(loss, w).ok)(jnp.ones(3))
 
 
+def test_check_inside_jit_with_concrete_params_raises_a_clear_error():
+    params = np.ones(3, np.float32)
+    with pytest.raises(TypeError, match="check: expected to be called outside jax.jit"):
+        jax.jit(lambda x: jaxcheck.check(lambda p: jnp.sum(jnp.sin(p * x)), params).ok)(2.0)
+
+
 def test_check_of_jitted_fn_and_grad_fn_works():
     loss = jax.jit(lambda p, x: jnp.sum(jnp.tanh(p["w"] * x)))
     wrong = jax.jit(lambda p, x: {"w": jax.grad(loss)(p, x)["w"].at[1].add(1e-3)})
