@@ -8,12 +8,15 @@ from ._jacobian import check_jacobian as check_jacobian
 from ._jacobian_report import JacobianBlock as JacobianBlock
 from ._jacobian_report import JacobianFailure as JacobianFailure
 from ._jacobian_report import JacobianReport as JacobianReport
+
+from ._full import NonFiniteLossError as NonFiniteLossError
 from ._options import Options as Options
 from ._precision import PrecisionWarning as PrecisionWarning
 from ._report import Failure as Failure
 from ._report import LeafReport as LeafReport
 from ._report import Report as Report
 from ._report import band_of as band_of
+from ._validation import NonFiniteGradientError as NonFiniteGradientError
 
 __version__ = "0.1.0"
 
@@ -23,6 +26,8 @@ __all__ = [
     "JacobianFailure",
     "JacobianReport",
     "LeafReport",
+    "NonFiniteGradientError",
+    "NonFiniteLossError",
     "Options",
     "PrecisionWarning",
     "Report",

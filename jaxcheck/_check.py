@@ -18,6 +18,7 @@ from ._parameters import Split, replace_dynamic, split
 from ._precision import cast_floating, effective_epsilon, machine_epsilon, working_precision
 from ._report import Report
 from ._second_order import check_second_order
+from ._validation import require_checkable, require_concrete, require_traceable
 
 
 def check(fn: Callable[..., Any], params: Any, *args: Any,
@@ -61,6 +62,7 @@ def check(fn: Callable[..., Any], params: Any, *args: Any,
     if grad_fn is not None and not callable(grad_fn):
         raise TypeError("grad_fn: expected a callable grad_fn(params, *args) or None, "
                         f"got {type(grad_fn).__name__}")
+    require_concrete(params, args)
     # argnums, has_aux and framework objects (nnx, linen, Equinox) -> fn(params, *args).
     fn, params, args, grad_fn = canonical(fn, params, args, grad_fn, opts.argnums,
                                           opts.has_aux)
@@ -69,6 +71,7 @@ def check(fn: Callable[..., Any], params: Any, *args: Any,
     if not p.checked:
         raise ValueError("params: expected a pytree with at least one floating-point array "
                          f"leaf to check; got {jax.tree_util.tree_structure(params)}")
+    require_checkable(p)
     a = split(args, check_floats=False)
     user_dtypes = [str(x.dtype) for x in p.checked_values]
     with working_precision(opts.precision) as dtype:
@@ -80,6 +83,7 @@ def check(fn: Callable[..., Any], params: Any, *args: Any,
 
 def _check_split(problem: Problem, p: Split, a: Split, grad_fn: Optional[Callable[..., Any]],
                  opts: Options, user_dtypes: list[str]) -> Report:
+    require_traceable(problem, p, a)
     _require_scalar_loss(problem, p, a)
     eps_work = max(machine_epsilon(x.dtype) for x in p.checked_values)
     eps_f = effective_epsilon(problem.loss, p.dynamic, a.dynamic, default=eps_work)

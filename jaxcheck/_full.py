@@ -17,6 +17,7 @@ from . import _verdicts as v
 from ._engine import Problem, choose_batch_size, evaluate
 from ._gradients import AnalyticGradient
 from ._report import LeafReport
+from ._validation import non_finite_loss, user_call
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,11 +53,14 @@ class NonFiniteLossError(ValueError):
 
 
 def _evaluate(task: LeafTask, indices: np.ndarray, values: np.ndarray, batch: int) -> np.ndarray:
-    out = evaluate(task.problem, task.position, task.param_dynamic, task.arg_dynamic,
-                   indices, values, batch)
+    with user_call("fn", f"under jax.vmap at perturbed values of params{task.path}"):
+        out = evaluate(task.problem, task.position, task.param_dynamic, task.arg_dynamic,
+                       indices, values, batch)
     bad = np.flatnonzero(~np.isfinite(out))
     if bad.size:
         k = int(indices[bad[0]])
+        if values[bad[0]] == np.asarray(task.leaf).reshape(-1)[k]:  # θ itself, unperturbed
+            raise non_finite_loss(float(out[bad[0]]))
         index = np.unravel_index(k, task.leaf.shape) if task.leaf.ndim else ()
         raise NonFiniteLossError(
             f"fn returned {out[bad[0]]} at params{task.path}{list(map(int, index))} = "
@@ -72,6 +76,9 @@ def check_leaf(task: LeafTask, g_leaf: np.ndarray) -> LeafReport:
     theta = theta_w.astype(np.float64)
     g = g_leaf.reshape(-1)
     n = theta.size
+    if n == 0:  # a 0-size leaf has no component to perturb: an empty verdict
+        return LeafReport(task.path, tuple(leaf.shape), task.dtype, g, g, g,
+                          np.zeros(0, np.int8))
     idx = np.arange(n, dtype=np.int64)
     batch = choose_batch_size(n, dtype.itemsize, 2 * n + 1, task.batch_size)
 

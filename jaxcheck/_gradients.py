@@ -11,6 +11,7 @@ import numpy as np
 
 from ._engine import Problem
 from ._parameters import CHECKED, Split
+from ._validation import require_finite_gradient, user_call
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -36,16 +37,26 @@ class AnalyticGradient:
     def leaves(self, param_dynamic: Optional[Sequence[Any]] = None) -> list[np.ndarray]:
         """The gradient of each checked leaf (float64), at `param_dynamic` (default: params)."""
         dynamic = self.params.dynamic if param_dynamic is None else tuple(param_dynamic)
+        where = "at params" if param_dynamic is None else "beside a kink"
         if self.grad_fn is None:
-            leaves = _autodiff_gradient(self.problem, self.params.checked, dynamic,
-                                        self.arg_dynamic)
-            return [np.asarray(g, np.float64) for g in leaves]
-        user = Problem(self.grad_fn, self.problem.params, self.problem.args)
-        try:  # one compiled program instead of one per operation
-            tree = _call(user, dynamic, self.arg_dynamic)
-        except jax.errors.JAXTypeError:  # not traceable (Python control flow on values)
-            tree = user.loss(dynamic, self.arg_dynamic)
-        return extract_checked(tree, self.params, "grad_fn")
+            with user_call("fn", f"under jax.grad {where}"):
+                leaves = _autodiff_gradient(self.problem, self.params.checked, dynamic,
+                                            self.arg_dynamic)
+            out = [np.asarray(g, np.float64) for g in leaves]
+            who = "jax.grad(fn)"
+        else:
+            user = Problem(self.grad_fn, self.problem.params, self.problem.args)
+            with user_call("grad_fn", where):
+                try:  # one compiled program instead of one per operation
+                    tree = _call(user, dynamic, self.arg_dynamic)
+                except jax.errors.JAXTypeError:  # not traceable (Python control flow on values)
+                    tree = user.loss(dynamic, self.arg_dynamic)
+            out = extract_checked(tree, self.params, "grad_fn")
+            who = "grad_fn"
+        if param_dynamic is None:
+            require_finite_gradient(out, self.params.paths, who, lambda: _call(
+                self.problem, self.params.dynamic, self.arg_dynamic))
+        return out
 
     def components_at(self, leaf: int, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Component `indices[k]` of checked leaf `leaf`'s gradient, with that component of
@@ -65,7 +76,14 @@ class AnalyticGradient:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _call(problem: Problem, param_dynamic, arg_dynamic):
-    return problem.loss(param_dynamic, arg_dynamic)
+    # Strings and objects that a grad_fn echoes back from params cannot leave a jit; they
+    # become None, which `extract_checked` accepts for leaves that are not checked.
+    return jax.tree_util.tree_map(lambda x: x if _is_jax_type(x) else None,
+                                  problem.loss(param_dynamic, arg_dynamic))
+
+
+def _is_jax_type(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, np.generic, bool, int, float, complex))
 
 
 def extract_checked(tree: Any, params: Split, who: str) -> list[np.ndarray]:
@@ -88,8 +106,8 @@ def extract_checked(tree: Any, params: Split, who: str) -> list[np.ndarray]:
         if tuple(value.shape) != tuple(expected.shape):
             raise ValueError(f"{who} returned shape {tuple(value.shape)} for leaf {path}; "
                              f"expected {tuple(expected.shape)} (the shape of params{path})")
-        if not jnp.issubdtype(value.dtype, jnp.inexact):
+        if not jnp.issubdtype(value.dtype, jnp.floating):
             raise ValueError(f"{who} returned dtype {value.dtype} for floating leaf {path}; "
-                             f"expected a floating array")
+                             f"expected a real floating array")
         out.append(np.asarray(value, np.float64))
     return out
