@@ -227,10 +227,11 @@ def test_strings_and_objects_in_params_are_passed_through_unchecked():
     assert [f.location for f in report.failures] == ["['w'][2]"]
 
 
-def test_complex_leaves_are_carried_not_checked():
+def test_complex_leaves_are_checked_by_real_and_imaginary_part():
     params = {"w": jnp.array([0.5, 1.5]), "z": jnp.array([1 + 2j])}
     report = jaxcheck.check(lambda p: jnp.sum(p["w"] ** 2) * jnp.abs(p["z"][0]), params)
-    assert report.ok and [leaf.path for leaf in report.leaves] == ["['w']"]
+    assert report.ok and [leaf.path for leaf in report.leaves] == ["['w']", "['z']"]
+    assert report.leaf("['z']").shape == (1, 2)  # [..., 0] real part, [..., 1] imaginary
 
 
 def test_zero_size_floating_leaf_is_reported_with_zero_components():
