@@ -54,3 +54,18 @@ def richardson(d_coarse, d_fine, order: int = 2):
     """Eliminate the h^order term from two estimates at steps h and h/2."""
     w = 2.0 ** order
     return (w * d_fine - d_coarse) / (w - 1.0)
+
+
+NOISE_ORDER = 6          # Moré & Wild, "Estimating computational noise" (SIAM J. Sci. Comput. 2011)
+NOISE_STEP = 1e-3        # × the first-pass step: f^(6)·δ⁶ is negligible, the points still distinct
+
+
+def noise_level(values: np.ndarray) -> float:
+    """Standard deviation of the rounding noise of f from rows of 7 values f(θ + kδ), k=0..6.
+
+    The 6th difference of a smooth function at a tiny spacing is pure noise, with variance
+    C(12, 6)·σ² = 924·σ² for independent noise of standard deviation σ.
+    """
+    weights = np.array([1.0, -6.0, 15.0, -20.0, 15.0, -6.0, 1.0])
+    sixth = values @ weights
+    return float(np.sqrt(np.mean(sixth**2) / 924.0))

@@ -99,13 +99,14 @@ def check_leaf(task: LeafTask, g_leaf: np.ndarray) -> LeafReport:
     undecided = np.flatnonzero(status == v.FAIL)
     finest_pass2 = Level(fp, fm, hp, hm)
     beside = 0.5 * (hp + hm)
+    noise = _measure_noise(task, undecided, theta_w, f0, beside, dtype, batch)
     finest_pass3 = d.component_steps(theta, d.relative_step(task.eps_f, d.RICHARDSON_EXPONENT)
                                      ) / 2.0 ** (d.RICHARDSON_LEVELS - 1)
     for finest in (finest_pass2, finest_pass3):
         if undecided.size == 0:
             break
         judged, kinks = _judge_at_scale(task, undecided, theta_w, f0, g, a, finest, beside,
-                                        dtype, batch)
+                                        noise, dtype, batch)
         judged_status = judged.status.copy()
         judged_status[_confirmed_beside_kinks(task, undecided, theta_w[undecided], kinks,
                                               dtype)] = v.INCONCLUSIVE
@@ -133,9 +134,26 @@ class Level:
                      self.h_minus[where])
 
 
+NOISE_SAMPLES = 4  # components whose neighbourhood is sampled for the noise estimate
+
+
+def _measure_noise(task: LeafTask, undecided: np.ndarray, theta_w: np.ndarray, f0: float,
+                   step: np.ndarray, dtype: np.dtype, batch: int) -> float:
+    """The rounding noise of f near θ (0 when every component was already decided)."""
+    if undecided.size == 0:
+        return 0.0
+    where = undecided[np.linspace(0, undecided.size - 1, NOISE_SAMPLES).astype(int)]
+    k = np.arange(1, d.NOISE_ORDER + 1)
+    points = (theta_w[where, None].astype(np.float64)
+              + k[None, :] * (d.NOISE_STEP * step[where, None])).astype(dtype)
+    out = _evaluate(task, np.repeat(where, d.NOISE_ORDER), points.reshape(-1), batch)
+    values = np.concatenate([np.full((where.size, 1), f0), out.reshape(where.size, -1)], 1)
+    return d.noise_level(values)
+
+
 def _judge_at_scale(task: LeafTask, todo: np.ndarray, theta_w: np.ndarray, f0: float,
                     g: np.ndarray, a: np.ndarray, finest, beside: np.ndarray,
-                    dtype: np.dtype, batch: int):
+                    noise: float, dtype: np.dtype, batch: int):
     """`judge` the components `todo` on Richardson levels h·2^(L-1), ..., 2h, h.
 
     `finest` is either the per-component finest step h (every level is evaluated) or a
@@ -153,7 +171,7 @@ def _judge_at_scale(task: LeafTask, todo: np.ndarray, theta_w: np.ndarray, f0: f
     levels += [reused] if reused else []
     stack = lambda name: np.stack([getattr(lv, name) for lv in levels])  # noqa: E731
     return v.judge(g[todo], f0, stack("f_plus"), stack("f_minus"), stack("h_plus"),
-                   stack("h_minus"), task.eps_f, a[todo], task.safety, beside[todo])
+                   stack("h_minus"), task.eps_f, a[todo], task.safety, beside[todo], noise)
 
 
 def _confirmed_beside_kinks(task: LeafTask, indices: np.ndarray, theta_w: np.ndarray,

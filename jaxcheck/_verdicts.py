@@ -80,9 +80,14 @@ class Kinks:
 
 
 def judge(g, f0, f_plus, f_minus, h_plus, h_minus, eps_f, a, safety,
-          beside_step) -> tuple[ComponentVerdicts, Kinks]:
-    """Verdicts from central differences at Richardson levels (arrays of shape (levels, m))."""
+          beside_step, noise: float = 0.0) -> tuple[ComponentVerdicts, Kinks]:
+    """Verdicts from central differences at Richardson levels (arrays of shape (levels, m)).
+
+    `noise` is a measured standard deviation of f's rounding noise: a loss whose terms cancel
+    carries ε·Σ|terms| of rounding, far more than ε·|f|.
+    """
     f_scale = np.maximum(np.abs(f0), np.maximum(np.abs(f_plus), np.abs(f_minus)).max(0))
+    f_scale = np.maximum(f_scale, noise / eps_f)
     h = 0.5 * (h_plus + h_minus)
     r = roundoff(eps_f, f_scale, h)
     D = d.central(f_plus, f_minus, h_plus, h_minus)
