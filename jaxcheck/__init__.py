@@ -10,11 +10,22 @@ from ._report import Failure as Failure
 from ._report import LeafReport as LeafReport
 from ._report import Report as Report
 from ._report import band_of as band_of
+from ._health import Flag as Flag
+from ._health import Health as Health
+from ._health import LeafHealth as LeafHealth
+from ._health import health as health
+from ._training import CheckedStep as CheckedStep
+from ._training import GradientMonitor as GradientMonitor
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckedStep",
     "Failure",
+    "Flag",
+    "GradientMonitor",
+    "Health",
+    "LeafHealth",
     "LeafReport",
     "Options",
     "PrecisionWarning",
@@ -22,4 +33,5 @@ __all__ = [
     "assert_gradients",
     "band_of",
     "check",
+    "health",
 ]
