@@ -145,8 +145,9 @@ def health(grads: Any, params: Any = None, updates: Any = None, *, stacked: bool
             norm = np.linalg.norm(flat, axis=1)
         axis = _unit_axis(g, unit_axis, path)
         leaves.append(LeafHealth(
-            path, tuple(g.shape[1:]), 1 if axis is None else g.shape[axis], norm, norm / np.sqrt(max(flat.shape[1], 1)),
-            None if ratios is None else ratios[:, k], _dead_units(g, axis)))
+            path, tuple(g.shape[1:]), 1 if axis is None else g.shape[axis], norm,
+            norm / np.sqrt(max(flat.shape[1], 1)), None if ratios is None else ratios[:, k],
+            _dead_units(g, axis)))
     flags = _flags(leaves, vanishing, exploding, low, high)
     return Health(n, tuple(leaves), tuple(flags))
 
@@ -172,7 +173,8 @@ def _history(tree: Any, stacked: bool, name: str,
         lengths = {v.shape[0] if v.ndim else None for _, v in found}
         if len(lengths) != 1 or None in lengths:
             raise ValueError(f"{name}: with stacked=True, expected floating leaves with one "
-                             f"common leading step axis; got leading sizes {sorted(map(str, lengths))}")
+                             f"common leading step axis; got leading sizes "
+                             f"{sorted(map(str, lengths))}")
         steps = [[v[t] for _, v in found] for t in range(lengths.pop())]
         got = tuple(p for p, _ in found)
     else:

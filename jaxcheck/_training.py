@@ -95,6 +95,9 @@ class GradientMonitor:
         step = int(step)
         if not self.due(step):
             return None
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(params)):
+            raise TypeError("params: got traced values; call the monitor from the Python "
+                            "training loop, outside jax.jit / lax.scan, with concrete params")
         report = check(self.fn, params, *args, grad_fn=self.grad_fn, **self.options)
         self._history.append(CheckedStep(step, report))
         if self.raise_on_fail and not report.ok:

@@ -91,5 +91,7 @@ def test_rejects_bad_schedules_options_and_traced_steps():
         jaxcheck.GradientMonitor(loss, every=1, safty=2)
     monitor = jaxcheck.GradientMonitor(loss, every=1)
     params, x, y = _problem()
-    with pytest.raises(TypeError, match="outside jax.jit"):
+    with pytest.raises(TypeError, match="step: got a traced value"):
         jax.jit(lambda s: monitor(s, params, x, y) or 0)(0)
+    with pytest.raises(TypeError, match="params: got traced values"):
+        jax.jit(lambda p: monitor(0, p, x, y) or 0)(params)
