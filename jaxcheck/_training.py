@@ -1,6 +1,7 @@
 """Gradient checks at chosen steps of a training loop (a debugging aid, never every step)."""
 from __future__ import annotations
 
+from collections import abc
 from typing import Any, Callable, Iterable, NamedTuple, Optional
 
 import jax
@@ -71,8 +72,9 @@ class GradientMonitor:
             raise TypeError(f"grad_fn: expected a callable or None, got {type(grad_fn).__name__}")
         if every is not None and not (_is_int(every) and every > 0):
             raise ValueError(f"every: expected a positive int or None, got {every!r}")
-        steps = list(at) if not isinstance(at, (str, bytes)) else [at]
-        if not all(_is_int(s) and s >= 0 for s in steps):
+        iterable = isinstance(at, abc.Iterable) and not isinstance(at, (str, bytes))
+        steps = list(at) if iterable else [at]
+        if not all(_is_int(s) and s >= 0 for s in steps) or not iterable:
             raise ValueError(f"at: expected an iterable of non-negative ints, got {at!r}")
         if every is None and not steps:
             raise ValueError("every, at: expected a period `every` and/or steps `at` to check "

@@ -97,6 +97,8 @@ def test_update_ratios_from_optax_updates_flag_a_frozen_leaf():
     np.testing.assert_allclose(h.leaf("['fast']").update_ratio, [1e-3])
     assert h.flagged("small_updates") == ("['frozen']",)
     assert not h.flagged("large_updates")
+    # One set of parameters for a history of gradients, and no updates: no ratio at all.
+    assert jaxcheck.health([grads, grads], params).leaf("['fast']").update_ratio is None
 
 
 def test_update_ratios_from_a_parameter_history_flag_large_updates():
@@ -122,6 +124,8 @@ def test_rejects_mismatched_histories_and_bad_thresholds():
         jaxcheck.health([{"a": jnp.ones(2)}, {"b": jnp.ones(2)}])
     with pytest.raises(ValueError, match="params: expected the floating leaves of grads"):
         jaxcheck.health({"a": jnp.ones(2)}, {"b": jnp.ones(2)})
+    with pytest.raises(ValueError, match="params: expected 1, 2 or 3 steps"):
+        jaxcheck.health([{"a": jnp.ones(2)}] * 2, [{"a": jnp.ones(2)}] * 5)
     with pytest.raises(ValueError, match="update_ratio"):
         jaxcheck.health({"a": jnp.ones(2)}, update_ratio=(1.0, 0.1))
     with pytest.raises(ValueError, match="unit_axis"):

@@ -87,6 +87,8 @@ def test_rejects_bad_schedules_options_and_traced_steps():
         jaxcheck.GradientMonitor(loss, every=0)
     with pytest.raises(ValueError, match="at: expected an iterable"):
         jaxcheck.GradientMonitor(loss, at=[-1])
+    with pytest.raises(ValueError, match="at: expected an iterable"):
+        jaxcheck.GradientMonitor(loss, at=5)
     with pytest.raises(TypeError, match="unknown option 'safty'"):
         jaxcheck.GradientMonitor(loss, every=1, safty=2)
     monitor = jaxcheck.GradientMonitor(loss, every=1)
