@@ -207,7 +207,7 @@ def _is_float(x: Any) -> bool:
 def _update_ratios(p_steps: Optional[list], u_steps: Optional[list],
                    n: int) -> Optional[np.ndarray]:
     """‖u‖/‖p‖ per step and leaf, shape (n, leaves); NaN where ‖p‖ = 0 or undefined."""
-    if p_steps is None or (len(p_steps) == 1 and u_steps is None and n > 1):
+    if p_steps is None or (len(p_steps) == 1 and u_steps is None):
         return None                     # one set of parameters and no updates: nothing moved
     if len(p_steps) not in (1, n, n + 1):
         raise ValueError(f"params: expected 1, {n} or {n + 1} steps to go with {n} steps of "

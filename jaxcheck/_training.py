@@ -73,8 +73,8 @@ class GradientMonitor:
         if every is not None and not (_is_int(every) and every > 0):
             raise ValueError(f"every: expected a positive int or None, got {every!r}")
         iterable = isinstance(at, abc.Iterable) and not isinstance(at, (str, bytes))
-        steps = list(at) if iterable else [at]
-        if not all(_is_int(s) and s >= 0 for s in steps) or not iterable:
+        steps = list(at) if iterable else None
+        if steps is None or not all(_is_int(s) and s >= 0 for s in steps):
             raise ValueError(f"at: expected an iterable of non-negative ints, got {at!r}")
         if every is None and not steps:
             raise ValueError("every, at: expected a period `every` and/or steps `at` to check "
