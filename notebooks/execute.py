@@ -24,12 +24,14 @@ TIMEOUT_S = 600          # per cell
 def execute(path: pathlib.Path) -> nbformat.NotebookNode:
     """Run `path` top to bottom and return the executed notebook (raises on a cell error)."""
     nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:               # no timestamps: re-running should not churn the diff
+        cell.metadata.pop("execution", None)
     # The kernel inherits the environment: make it import this checkout's jaxcheck.
     root = str(HERE.parent)
     paths = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = os.pathsep.join([root] + ([paths] if paths else []))
     try:
-        NotebookClient(nb, timeout=TIMEOUT_S, kernel_name="python3",
+        NotebookClient(nb, timeout=TIMEOUT_S, kernel_name="python3", record_timing=False,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     finally:
         os.environ["PYTHONPATH"] = paths
