@@ -18,13 +18,26 @@ from ._report import Report as Report
 from ._report import band_of as band_of
 from ._validation import NonFiniteGradientError as NonFiniteGradientError
 
+from ._health import Flag as Flag
+from ._health import Health as Health
+from ._health import LeafHealth as LeafHealth
+from ._health import health as health
+from ._training import CheckedStep as CheckedStep
+from ._training import GradientMonitor as GradientMonitor
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckedStep",
     "Failure",
     "JacobianBlock",
     "JacobianFailure",
     "JacobianReport",
+
+    "Flag",
+    "GradientMonitor",
+    "Health",
+    "LeafHealth",
     "LeafReport",
     "NonFiniteGradientError",
     "NonFiniteLossError",
@@ -35,4 +48,6 @@ __all__ = [
     "band_of",
     "check",
     "check_jacobian",
+
+    "health",
 ]
