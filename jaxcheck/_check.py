@@ -91,6 +91,10 @@ def _check_split(problem: Problem, p: Split, a: Split, grad_fn: Optional[Callabl
     ]
     info = {"eps_f": eps_f, "eps_g": eps_g, "rel_step": rel_step,
             "precision": opts.precision, "mode": opts.mode, "method": opts.method}
+    if opts.mode in ("fast", "sample") and opts.method == "central":
+        from ._modes import check_partial
+        leaves, extra = check_partial(tasks, opts)
+        return Report(leaves, info={**info, **extra}, max_failures=opts.max_failures)
     if opts.mode != "full" or opts.method != "central":
         raise NotImplementedError(f"mode={opts.mode!r}, method={opts.method!r}")
     return Report(check_all(tasks), info=info, max_failures=opts.max_failures)

@@ -34,6 +34,12 @@ class Options:
     - `method`: finite-difference method of full mode: `"central"` (default), `"forward"`,
       `"backward"` or `"complex"` (complex step).
     - `seed`: seed of the random directions / samples of the fast and sample modes.
+    - `directions`: fast mode's number k of random (Rademacher) directions per leaf. A wrong
+      leaf escapes all k with probability ≤ 2⁻ᵏ whatever the cancellations; default 20
+      (≤ 1e-6).
+    - `localise`: fast mode stops group testing in a leaf after this many wrong components
+      are found. Default 10.
+    - `samples`: sample mode's number of random components checked per leaf. Default 20.
     """
 
     eps: Optional[float] = None
@@ -44,6 +50,9 @@ class Options:
     mode: Mode = "full"
     method: Method = "central"
     seed: int = 0
+    directions: int = 20
+    localise: int = 10
+    samples: int = 20
 
     def __post_init__(self) -> None:
         if self.eps is not None and not (_is_real(self.eps) and 0 < self.eps < 1):
@@ -67,6 +76,10 @@ class Options:
             raise ValueError(f"method: expected one of {METHODS}, got {self.method!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"seed: expected an int, got {self.seed!r}")
+        for name in ("directions", "localise", "samples"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
         if not (isinstance(self.max_failures, int) and self.max_failures >= 0):
             raise ValueError(
                 f"max_failures: expected a non-negative int, got {self.max_failures!r}"
