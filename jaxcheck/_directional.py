@@ -15,6 +15,7 @@ A direction is treated exactly like a component in full mode (`_verdicts.screen`
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
@@ -38,6 +39,7 @@ class DirectionalChecks:
     tolerance: np.ndarray
     status: np.ndarray        # PASS / INCONCLUSIVE / FAIL per direction
     evaluations: int = 0      # loss evaluations spent
+    u_sum: Optional[np.ndarray] = None   # Σ uᵢ: the entry of u where a range has one component
 
     @property
     def k(self) -> int:
@@ -59,7 +61,8 @@ class DirectionalChecks:
     def select(self, mask: np.ndarray) -> "DirectionalChecks":
         return DirectionalChecks(self.numbers[mask], self.lo[mask], self.hi[mask],
                                  self.analytic[mask], self.numerical[mask],
-                                 self.tolerance[mask], self.status[mask], 0)
+                                 self.tolerance[mask], self.status[mask], 0,
+                                 None if self.u_sum is None else self.u_sum[mask])
 
 
 def check_directions(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.ndarray,
@@ -73,22 +76,21 @@ def check_directions(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.nd
     start = dirs.evaluations
     numbers, lo, hi = (np.asarray(x) for x in (numbers, lo, hi))
     k = numbers.size
-    gu, spread = dirs.analytic(numbers, lo, hi)
-    a = HOEFFDING_Z * spread
 
     def differences(t: np.ndarray, rows: np.ndarray):
-        """Loss at θ ± t·u for directions `rows`, corrected to the exact points."""
+        """Loss at θ ± t·u for directions `rows`, corrected to the exact points; and u·g."""
         n_, l_, h_ = numbers[rows], lo[rows], hi[rows]
-        f, gd = dirs.along(np.concatenate([n_, n_]), np.concatenate([l_, l_]),
-                           np.concatenate([h_, h_]), np.concatenate([t, -t]))
+        r = dirs.along(np.concatenate([n_, n_]), np.concatenate([l_, l_]),
+                       np.concatenate([h_, h_]), np.concatenate([t, -t]))
         m = rows.size
-        fp = f[:m] - (gd[:m] - t * gu[rows])
-        fm = f[m:] - (gd[m:] + t * gu[rows])
-        return fp, fm
+        gu = r.gu[:m]
+        fp = r.f[:m] - (r.g_step[:m] - t * gu)
+        fm = r.f[m:] - (r.g_step[m:] + t * gu)
+        return fp, fm, r
 
-    all_rows = np.arange(k)
     t1 = np.full(k, rel_step)
-    fp, fm = differences(t1, all_rows)
+    fp, fm, first = differences(t1, np.arange(k))
+    gu, a, u_sum = first.gu[:k], HOEFFDING_Z * first.spread[:k], first.u_sum[:k]
     screened = v.screen(gu, fp, fm, t1, t1, f0, eps_f, a, safety)
     status, numerical, tolerance = (screened.status.copy(), screened.numerical.copy(),
                                     screened.tolerance.copy())
@@ -97,7 +99,7 @@ def check_directions(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.nd
     if todo.size:
         rel2 = d.relative_step(eps_f, d.RICHARDSON_EXPONENT)
         levels = [np.full(todo.size, rel2 / 2.0**j) for j in range(d.RICHARDSON_LEVELS)]
-        fps, fms = zip(*(differences(t, todo) for t in levels))
+        fps, fms, _ = zip(*(differences(t, todo) for t in levels))
         h = np.stack(levels)
         judged, kinks = v.judge(gu[todo], f0, np.stack(fps), np.stack(fms), h, h, eps_f,
                                 a[todo], safety, np.full(todo.size, rel_step))
@@ -108,7 +110,7 @@ def check_directions(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.nd
                                        analytic_at)
             status[todo[confirmed]] = v.INCONCLUSIVE
     return DirectionalChecks(numbers, lo, hi, gu, numerical, tolerance, status,
-                             dirs.evaluations - start)
+                             dirs.evaluations - start, u_sum)
 
 
 def _confirm_kinks(dirs: Directions, numbers, lo, hi, kinks: v.Kinks, analytic_at) -> np.ndarray:

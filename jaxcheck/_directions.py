@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -51,31 +51,32 @@ def _direction(seed, leaf, number, lo, hi, theta):
     return jnp.where(inside, signs * scale, 0).astype(theta.dtype)
 
 
+class Along(NamedTuple):
+    """Per row: the loss at the point P = θ + t·u, and the analytic side of that row."""
+
+    f: np.ndarray         # loss at P (rounded to the working dtype)
+    g_step: np.ndarray    # g·(P − θ): the analytic change along the step actually taken
+    gu: np.ndarray        # u·g
+    spread: np.ndarray    # ‖u∘A‖, A the bound on the rounding of each gᵢ
+    u_sum: np.ndarray     # Σ uᵢ (the one entry of u, for a single-component range)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _evaluate_batch(problem: Problem, position: int, param_dynamic, arg_dynamic, g, seed, leaf,
-                    numbers, lo, hi, t):
+def _evaluate_batch(problem: Problem, position: int, param_dynamic, arg_dynamic, g, rounding,
+                    seed, leaf, numbers, lo, hi, t):
     base = param_dynamic[position]
     theta = base.reshape(-1)
 
     def one(number, lo_, hi_, t_):
-        point = theta + t_ * _direction(seed, leaf, number, lo_, hi_, theta)
+        u = _direction(seed, leaf, number, lo_, hi_, theta)
+        point = theta + t_ * u
         dynamic = list(param_dynamic)
         dynamic[position] = point.reshape(base.shape)
-        # g·(point − θ): the analytic change along the step actually taken (the point is
-        # rounded to the working dtype, so it is not exactly t·u).
-        return problem.loss(dynamic, arg_dynamic), jnp.sum(g * (point - theta))
+        # elementwise products then sums: exact float32 on GPUs too (a dot could use TF32)
+        return (problem.loss(dynamic, arg_dynamic), jnp.sum(g * (point - theta)),
+                jnp.sum(u * g), jnp.sqrt(jnp.sum((u * rounding) ** 2)), jnp.sum(u))
 
     return jax.vmap(one)(numbers, lo, hi, t)
-
-
-@jax.jit
-def _analytic_batch(seed, leaf, numbers, lo, hi, theta, g, rounding):
-    def one(number, lo_, hi_):
-        u = _direction(seed, leaf, number, lo_, hi_, theta)
-        # elementwise products then sums: exact float32 on GPUs too (a dot could use TF32)
-        return jnp.sum(u * g), jnp.sqrt(jnp.sum((u * rounding) ** 2))
-
-    return jax.vmap(one)(numbers, lo, hi)
 
 
 @jax.jit
@@ -134,33 +135,20 @@ class Directions:
     def _keys(self):
         return (jnp.asarray(self.seed, jnp.uint32), jnp.asarray(self.leaf_number, jnp.uint32))
 
-    def analytic(self, numbers: np.ndarray, lo: np.ndarray, hi: np.ndarray):
-        """u·g and ‖u∘(rounding of g)‖ for each direction (float64 arrays)."""
-        seed, leaf = self._keys()
-        m = len(numbers)
-        outs = [_analytic_batch(seed, leaf, n_, l_, h_, self.theta, self.g_device,
-                                self.rounding_device)
-                for n_, l_, h_, _ in self._batches(numbers, lo, hi, np.zeros(m))]
-        gu = np.concatenate([np.asarray(o[0], np.float64) for o in outs])[:m]
-        spread = np.concatenate([np.asarray(o[1], np.float64) for o in outs])[:m]
-        return gu, spread
-
     def along(self, numbers: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-              t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Loss at θ + t·u (rounded to the working dtype) and g·(that point − θ), per row."""
+              t: np.ndarray) -> Along:
+        """The loss at θ + t·u (rounded to the working dtype) and the analytic side, per row."""
         m = len(numbers)
-        if m == 0:
-            return np.zeros(0), np.zeros(0)
         seed, leaf = self._keys()
         outs = [  # dispatched asynchronously; gathered below
             _evaluate_batch(self.problem, self.position, tuple(self.param_dynamic),
-                            tuple(self.arg_dynamic), self.g_device, seed, leaf, n_, l_, h_, t_)
+                            tuple(self.arg_dynamic), self.g_device, self.rounding_device,
+                            seed, leaf, n_, l_, h_, t_)
             for n_, l_, h_, t_ in self._batches(numbers, lo, hi, t)
         ]
         self.evaluations += m
-        f = np.concatenate([np.asarray(o[0], np.float64).reshape(-1) for o in outs])[:m]
-        gd = np.concatenate([np.asarray(o[1], np.float64).reshape(-1) for o in outs])[:m]
-        return f, gd
+        return Along(*(np.concatenate([np.asarray(o[i], np.float64).reshape(-1) for o in outs]
+                                      + [np.zeros(0)])[:m] for i in range(5)))
 
     def vector(self, number: int, lo: int, hi: int) -> np.ndarray:
         """Direction `number` on `[lo, hi)` as a flat array of the working dtype."""

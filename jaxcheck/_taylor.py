@@ -60,12 +60,10 @@ def taylor_test(dirs: Directions, number: int, eps_f: float) -> tuple[float, Tay
     t_max = 4.0 * d.relative_step(eps_f, d.RICHARDSON_EXPONENT)
     steps = t_max / 2.0 ** np.arange(LEVELS)
     m = steps.size + 1
-    # bound on the rounding of u·g, as in the directional checks
-    rounding = HOEFFDING_Z * float(dirs.analytic(np.array([number]), np.array([0]),
-                                                 np.array([dirs.size]))[1][0])
-    f, gd = dirs.along(np.full(m, number), np.zeros(m, np.int64),
-                       np.full(m, dirs.size), np.concatenate([[0.0], steps]))
-    f0, f, gd = float(f[0]), f[1:], gd[1:]
+    r = dirs.along(np.full(m, number), np.zeros(m, np.int64), np.full(m, dirs.size),
+                   np.concatenate([[0.0], steps]))
+    f0, f, gd = float(r.f[0]), r.f[1:], r.g_step[1:]
+    rounding = HOEFFDING_Z * float(r.spread[0])   # of u·g, as in the directional checks
     remainders = np.abs(f - f0 - gd)
     noise = 4.0 * eps_f * np.maximum(abs(f0), np.abs(f)) + rounding * steps
     return f0, TaylorResult(steps, remainders, noise)
