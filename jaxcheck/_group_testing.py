@@ -48,7 +48,7 @@ def localise(n: int, dirty: Callable[[Sequence[Range]], Sequence[bool]],
     >>> count = lambda r: sum(r[0] <= w < r[1] for w in wrong)
     >>> loc = localise(1000, hits, count, block=8, limit=10)
     >>> loc.found, loc.blocks
-    (2, ((0, 7), (695, 703)))
+    (2, ((0, 7), (694, 702)))
 
     ```
     """

@@ -35,8 +35,8 @@ def test_samples_are_reproducible_by_seed_and_differ_between_seeds():
     ia, ib, ic = (r.leaf("['W']").indices for r in (a, b, c))
     np.testing.assert_array_equal(ia, ib)
     assert not np.array_equal(ia, ic)
-    np.testing.assert_array_equal(ia, sample_indices(120, 5, 1, a.leaves[0] is a.leaf("['W']")
-                                                     and 0 or 1))
+    assert a.leaves[0].path == "['W']"     # leaf number 0 in tree order
+    np.testing.assert_array_equal(ia, sample_indices(120, 5, seed=1, leaf_number=0))
 
 
 def test_wrong_leaf_is_flagged_with_path_and_index():
