@@ -8,7 +8,8 @@ most `block` components is checked component by component with full mode's metho
 the per-component numerical values the report lists.
 
 Cost: with b wrong components in n, at most b dirty ranges per level and log₂(n/block) levels,
-so O(b·log n) tests of k directions each. A test of both halves costs ~4k evaluations and a
+so O(b·log n) tests of k directions each. Clearing a clean half costs 2k evaluations (a dirty
+one usually fails its first directions, tried first) and a
 per-component check of s components ~2s, so bisecting further stops paying at s ≈ 2k: that is
 the default `block`. Depth-first order finds the first wrong components after
 log₂(n/block) levels; the search stops once `limit` have been found (a wholly wrong leaf
