@@ -105,6 +105,10 @@ def _check_split(problem: Problem, p: Split, a: Split, grad_fn: Optional[Callabl
             "precision": opts.precision, "mode": opts.mode, "method": opts.method}
     if opts.order == 2:
         return check_second_order(problem, p, a, grad_fn, opts)
+    if opts.mode in ("fast", "sample") and opts.method == "central":
+        from ._modes import check_partial
+        leaves, extra = check_partial(tasks, opts)
+        return Report(leaves, info={**info, **extra}, max_failures=opts.max_failures)
     if opts.mode != "full" or opts.method != "central":
         raise NotImplementedError(f"mode={opts.mode!r}, method={opts.method!r}")
     return Report(check_all(tasks), info=info, max_failures=opts.max_failures)

@@ -38,13 +38,18 @@ class Options:
       (`grad_fn`, default `jax.grad(fn)`) is itself checked as a vector-valued function, its
       Jacobian (the Hessian, by JAX's AD of the gradient) against central differences of the
       gradient. Returns a `jaxcheck.JacobianReport`.
-
     - `argnums`: which entries of `(params, *args)` are checked, like `jax.grad`'s `argnums`
       but indexing that tuple: 0 (default) is `params`, 1 the first of `args`. A tuple checks
       several; paths then start with the entry's position (`[0]['W']`, `[1]`) and `grad_fn`
       returns a tuple of gradients.
     - `has_aux`: `fn` returns `(loss, aux)` and `grad_fn` returns `(grad, aux)`, as with
       `jax.grad(..., has_aux=True)`; aux is ignored. Default False.
+    - `directions`: fast mode's number k of random (Rademacher) directions per leaf. A wrong
+      leaf escapes all k with probability ≤ 2⁻ᵏ whatever the cancellations; default 20
+      (≤ 1e-6).
+    - `localise`: fast mode stops group testing in a leaf after this many wrong components
+      are found. Default 10.
+    - `samples`: sample mode's number of random components checked per leaf. Default 20.
     """
 
     eps: Optional[float] = None
@@ -58,6 +63,9 @@ class Options:
     order: int = 1
     argnums: Union[int, tuple[int, ...]] = 0
     has_aux: bool = False
+    directions: int = 20
+    localise: int = 10
+    samples: int = 20
 
     def __post_init__(self) -> None:
         if self.eps is not None and not (_is_real(self.eps) and 0 < self.eps < 1):
@@ -85,6 +93,11 @@ class Options:
                 and self.order in (1, 2)):
             raise ValueError(f"order: expected 1 (gradients) or 2 (second derivatives), "
                              f"got {self.order!r}")
+
+        for name in ("directions", "localise", "samples"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
         if not (isinstance(self.max_failures, int) and self.max_failures >= 0):
             raise ValueError(
                 f"max_failures: expected a non-negative int, got {self.max_failures!r}"

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
 from ._verdicts import FAIL, INCONCLUSIVE
+
+if TYPE_CHECKING:  # fast mode's results; those modules import this one
+    from ._directional import DirectionalChecks
+    from ._taylor import TaylorResult
 
 # The classic reading of ‖a−b‖/(‖a‖+‖b‖) (CS231n notes; Ng's UFLDL gradient-checking notes).
 BANDS = ((1e-7, "excellent"), (1e-5, "ok"), (1e-3, "suspicious"))
@@ -48,7 +52,12 @@ class Failure:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class LeafReport:
-    """Per-leaf verdicts. Arrays are flat (row-major) and indexed like the leaf's `ravel()`."""
+    """Per-leaf verdicts. Arrays are flat (row-major) and indexed like the leaf's `ravel()`.
+
+    In the fast and sample modes the arrays hold only the components examined one by one;
+    `indices` gives their flat indices. Fast mode adds `directions` (the leaf's directional
+    checks, which decide its verdict) and `taylor` (the Taylor test along one direction).
+    """
 
     path: str
     shape: tuple[int, ...]
@@ -57,6 +66,14 @@ class LeafReport:
     numerical: np.ndarray
     tolerance: np.ndarray
     status: np.ndarray
+    indices: Optional[np.ndarray] = None
+    directions: Optional["DirectionalChecks"] = None
+    taylor: Optional["TaylorResult"] = None
+
+    @property
+    def ok(self) -> bool:
+        """No component FAILs and (fast mode) no direction FAILs."""
+        return self.n_fail == 0 and (self.directions is None or self.directions.n_fail == 0)
 
     @property
     def size(self) -> int:
@@ -69,6 +86,8 @@ class LeafReport:
 
     @property
     def relative_difference(self) -> float:
+        if self.directions is not None:  # fast mode: over the directional derivatives
+            return self.directions.relative_difference
         m = self.compared
         return relative_difference(self.analytic[m], self.numerical[m])
 
@@ -82,7 +101,8 @@ class LeafReport:
 
     def failures(self) -> list[Failure]:
         return [
-            Failure(self.path, tuple(int(i) for i in np.unravel_index(k, self.shape)),
+            Failure(self.path, tuple(int(i) for i in np.unravel_index(
+                        k if self.indices is None else self.indices[k], self.shape)),
                     float(self.analytic[k]), float(self.numerical[k]), float(self.tolerance[k]))
             for k in np.flatnonzero(self.status == FAIL)
         ]
@@ -110,7 +130,7 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return all(leaf.n_fail == 0 for leaf in self.leaves)
+        return all(leaf.ok for leaf in self.leaves)
 
     @property
     def n_components(self) -> int:
@@ -126,6 +146,11 @@ class Report:
 
     @property
     def relative_difference(self) -> float:
+        if any(leaf.directions is not None for leaf in self.leaves):  # fast mode
+            d = [leaf.directions for leaf in self.leaves if leaf.directions is not None]
+            m = [x.status != INCONCLUSIVE for x in d]
+            return relative_difference(np.concatenate([x.analytic[k] for x, k in zip(d, m)]),
+                                       np.concatenate([x.numerical[k] for x, k in zip(d, m)]))
         a = [leaf.analytic[leaf.compared] for leaf in self.leaves]
         b = [leaf.numerical[leaf.compared] for leaf in self.leaves]
         if not a:
@@ -191,6 +216,9 @@ def _table(rows: list[list[str]], right: set[int]) -> list[str]:
 
 
 def verdict_line(report: Report) -> str:
+    if report.info.get("mode") in ("fast", "sample"):
+        from ._mode_text import partial_verdict_line
+        return partial_verdict_line(report)
     n = report.n_components
     rel = f"relative difference {report.relative_difference:.1e} ({report.band})"
     kinks = (f"; {report.n_inconclusive:,} inconclusive at kinks"
@@ -204,6 +232,9 @@ def verdict_line(report: Report) -> str:
 
 def render_text(report: Report, max_failures: Optional[int] = None) -> str:
     limit = report.max_failures if max_failures is None else max_failures
+    if report.info.get("mode") in ("fast", "sample"):
+        from ._mode_text import render_partial
+        return render_partial(report, limit)
     lines = [verdict_line(report), ""]
     rows = [["leaf", "shape", "size", "rel. diff", "FAIL", "INCONCLUSIVE"]]
     for leaf in report.leaves:
