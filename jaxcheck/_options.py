@@ -34,6 +34,9 @@ class Options:
     - `method`: finite-difference method of full mode: `"central"` (default), `"forward"`,
       `"backward"` or `"complex"` (complex step).
     - `seed`: seed of the random directions / samples of the fast and sample modes.
+    - `progress`: before a long full check, an estimate and a progress bar with ETA on stderr.
+      Default `None`: shown only in an interactive terminal or notebook and when the estimate
+      exceeds a few seconds; `True`: always; `False`: no estimate, no bar, no `CostWarning`.
     """
 
     eps: Optional[float] = None
@@ -44,6 +47,7 @@ class Options:
     mode: Mode = "full"
     method: Method = "central"
     seed: int = 0
+    progress: Optional[bool] = None
 
     def __post_init__(self) -> None:
         if self.eps is not None and not (_is_real(self.eps) and 0 < self.eps < 1):
@@ -71,6 +75,8 @@ class Options:
             raise ValueError(
                 f"max_failures: expected a non-negative int, got {self.max_failures!r}"
             )
+        if self.progress is not None and not isinstance(self.progress, bool):
+            raise ValueError(f"progress: expected True, False or None, got {self.progress!r}")
 
 
 def _is_real(x: Any) -> bool:
