@@ -194,8 +194,8 @@ def torch_gradcheck(m: models.Model, fast: bool, cap_seconds: float) -> Row:
         return Row(tool, m.n, t, ok=bool(ok))
     # Full mode perturbs every element and runs a whole forward pass for each, at a cost
     # per element that does not depend on which tensor it is in: time the small tensors
-    # (all but w2) and scale to n when the whole run would exceed the cap.
-    small = tuple(x if x.shape != tensors[2].shape else x.detach() for x in tensors)
+    # (b1, b2, w3, b3) and scale to n when the whole run would exceed the cap.
+    small = tuple(x if i in (1, 3, 4, 5) else x.detach() for i, x in enumerate(tensors))
     k = sum(x.numel() for x in small if x.requires_grad)
     t_small, ok = timed(lambda: gradcheck(loss, small))
     predicted = t_small * m.n / k
@@ -302,19 +302,25 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("--sizes", type=int, nargs="*", help="parameter counts of full checks")
     parser.add_argument("--fast-size", type=int, help="parameter count for the fast modes")
-    parser.add_argument("--torch-cap", type=float, default=600.0,
+    parser.add_argument("--torch-cap", type=float, default=300.0,
                         help="seconds above which torch full mode is extrapolated")
+    parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--name", help="machine name in the results' file names")
     ns = parser.parse_args(argv)
     full_sizes = ns.sizes or (QUICK_FULL_SIZES if ns.quick else FULL_SIZES)
     fast_size = ns.fast_size or (QUICK_FAST_SIZE if ns.quick else FAST_SIZE)
+    if torch_available():
+        import torch
+        # One thread: with two, OpenMP's spinning threads collapse on a loaded machine, and
+        # one core is enough for these matrix sizes (recorded in the results).
+        torch.set_num_threads(ns.torch_threads)
     rows = run(full_sizes, fast_size, naive_coordinates=64 if ns.quick else 2000,
                torch_cap=30.0 if ns.quick else ns.torch_cap,
                numdifftools_max_n=400 if ns.quick else 1500)
     torch_version = "not installed"
     if torch_available():
         import torch
-        torch_version = torch.__version__
+        torch_version = f"{torch.__version__} ({torch.get_num_threads()} thread(s))"
     meta = {"machine": ns.name or machine_name(),
             "date": datetime.date.today().isoformat(),
             "command": "python bench/run.py " + " ".join(argv if argv is not None
