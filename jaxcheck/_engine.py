@@ -18,8 +18,10 @@ check of the same function with the same shapes compiles nothing.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import os
+import threading
 import time
 from typing import Any, Callable, Optional, Sequence
 
@@ -109,6 +111,7 @@ class Plan:
 
 _plans: "collections.OrderedDict[Any, Plan]" = collections.OrderedDict()
 _compilations = 0
+_lock = threading.Lock()  # `prepare` compiles in threads
 
 
 def compilations() -> int:
@@ -157,7 +160,8 @@ def _compile(problem: Problem, position: int, param_dynamic, arg_dynamic, batch:
     else:
         mesh, jitted = None, jax.jit(f)
     compiled = jitted.lower(tuple(param_dynamic), tuple(arg_dynamic), spec_i, spec_v).compile()
-    _compilations += 1
+    with _lock:
+        _compilations += 1
     try:
         temp = int(compiled.memory_analysis().temp_size_in_bytes)
     except Exception:  # noqa: BLE001 - no analysis: assume one leaf copy per perturbation
@@ -170,12 +174,12 @@ def plan(problem: Problem, position: int, param_dynamic: Sequence[Any],
     """The compiled program for batches of at most `batch_size` perturbations of a leaf."""
     param_dynamic, arg_dynamic = tuple(param_dynamic), tuple(arg_dynamic)
     devices = _devices.devices_for(param_dynamic)
-    key = (problem, position, batch_size, _signature(param_dynamic), _signature(arg_dynamic),
-           devices, jax.dtypes.canonicalize_dtype(np.float64) == np.float64)
-    found = _plans.get(key)
-    if found is not None:
-        _plans.move_to_end(key)
-        return found
+    key = _key(problem, position, param_dynamic, arg_dynamic, batch_size, devices)
+    with _lock:
+        found = _plans.get(key)
+        if found is not None:
+            _plans.move_to_end(key)
+            return found
     # Per device: each one holds the temporaries of its own slice of the batch.
     budget = memory_budget(devices[0]) * len(devices)
     batch = _devices.round_to_devices(batch_size, len(devices))
@@ -183,10 +187,41 @@ def plan(problem: Problem, position: int, param_dynamic: Sequence[Any],
     while p.temp_bytes > budget and batch > len(devices):
         batch = _devices.round_to_devices(batch // 2, len(devices))
         p = _compile(problem, position, param_dynamic, arg_dynamic, batch, devices)
-    _plans[key] = p
-    while len(_plans) > CACHE_SIZE:
-        _plans.popitem(last=False)
+    with _lock:
+        _plans[key] = p
+        while len(_plans) > CACHE_SIZE:
+            _plans.popitem(last=False)
     return p
+
+
+def _key(problem, position, param_dynamic, arg_dynamic, batch_size, devices) -> tuple:
+    return (problem, position, batch_size, _signature(param_dynamic), _signature(arg_dynamic),
+            devices, jax.dtypes.canonicalize_dtype(np.float64) == np.float64)
+
+
+def prepare(requests: Sequence[tuple[Problem, int, Sequence[Any], Sequence[Any], int]]) -> None:
+    """Compile the programs of several leaves at once, one thread per core.
+
+    Each request is `(problem, position, param_dynamic, arg_dynamic, batch_size)` as given to
+    `plan`. XLA compiles outside the GIL, so on a first check the leaves' programs compile
+    side by side instead of one after another; later `plan` calls find them cached.
+    """
+    missing = [r for r in requests
+               if _key(*r[:4], r[4], _devices.devices_for(r[2])) not in _plans]
+    workers = min(len(missing), os.cpu_count() or 1)
+    if workers < 2:
+        return
+    # x64 and the default device are thread-local settings: carry them into the workers.
+    x64 = bool(jax.config.jax_enable_x64)
+    device = jax.config.jax_default_device
+
+    def work(request):
+        with jax.enable_x64(x64), jax.default_device(device):
+            plan(*request)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in [pool.submit(work, r) for r in missing]:
+            future.result()
 
 
 def evaluate(problem: Problem, position: int, param_dynamic: Sequence[Any],
