@@ -238,7 +238,7 @@ def run(full_sizes, fast_size, naive_coordinates: int, torch_cap: float,
         for n in full_sizes:
             m = models.make(models.hidden_for(n))
             add(jaxcheck_mode(m, "full"))
-            if m.n <= 5_000:  # the compile-free cost, where compilation is a large share
+            if m.n <= 20_000:  # the compile-free cost, where compilation is a large share
                 add(jaxcheck_mode(m, "full", repeat=True))
             add(jaxcheck_prototype(m))
             add(jaxcheck_mode(m, "fast"))
