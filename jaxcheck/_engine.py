@@ -271,7 +271,7 @@ def seconds_per_evaluation(problem: Problem, position: int, param_dynamic: Seque
     shared_p, shared_a = p.place_shared(tuple(param_dynamic)), p.place_shared(tuple(arg_dynamic))
     indices = p.place_batch(np.zeros(p.batch, np.int32))
     values = p.place_batch(np.repeat(np.asarray(leaf).reshape(-1)[:1], p.batch))
-    p.compiled(shared_p, shared_a, indices, values).block_until_ready()  # first run allocates
+    # One run: its allocations make it slightly slower than the next (a cautious estimate).
     start = time.perf_counter()
     p.compiled(shared_p, shared_a, indices, values).block_until_ready()
     return (time.perf_counter() - start) / p.batch
