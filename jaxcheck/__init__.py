@@ -12,6 +12,7 @@ from ._jacobian_report import JacobianReport as JacobianReport
 from ._full import NonFiniteLossError as NonFiniteLossError
 from ._options import Options as Options
 from ._precision import PrecisionWarning as PrecisionWarning
+from ._progress import CostWarning as CostWarning
 from ._report import Failure as Failure
 from ._report import LeafReport as LeafReport
 from ._report import Report as Report
@@ -29,6 +30,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckedStep",
+
+    "CostWarning",
     "Failure",
     "JacobianBlock",
     "JacobianFailure",

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _differences as d
+from . import _progress
 from ._adapters import canonical
 from ._complex_params import real_view
 from ._engine import Problem
@@ -111,7 +112,9 @@ def _check_split(problem: Problem, p: Split, a: Split, grad_fn: Optional[Callabl
         return Report(leaves, info={**info, **extra}, max_failures=opts.max_failures)
     if opts.mode != "full" or opts.method != "central":
         raise NotImplementedError(f"mode={opts.mode!r}, method={opts.method!r}")
-    return Report(check_all(tasks), info=info, max_failures=opts.max_failures)
+    with _progress.full_check(_progress.jobs_for(tasks), opts.progress):
+        leaves = check_all(tasks)
+    return Report(leaves, info=info, max_failures=opts.max_failures)
 
 
 def _require_scalar_loss(problem: Problem, p: Split, a: Split) -> None:

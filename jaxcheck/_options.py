@@ -50,6 +50,9 @@ class Options:
     - `localise`: fast mode stops group testing in a leaf after this many wrong components
       are found. Default 10.
     - `samples`: sample mode's number of random components checked per leaf. Default 20.
+    - `progress`: before a long full check, an estimate and a progress bar with ETA on stderr.
+      Default `None`: shown only in an interactive terminal or notebook and when the estimate
+      exceeds a few seconds; `True`: always; `False`: no estimate, no bar, no `CostWarning`.
     """
 
     eps: Optional[float] = None
@@ -66,6 +69,7 @@ class Options:
     directions: int = 20
     localise: int = 10
     samples: int = 20
+    progress: Optional[bool] = None
 
     def __post_init__(self) -> None:
         if self.eps is not None and not (_is_real(self.eps) and 0 < self.eps < 1):
@@ -110,6 +114,8 @@ class Options:
                             f"in (params, *args)), got {self.argnums!r}")
         if not isinstance(self.has_aux, bool):
             raise TypeError(f"has_aux: expected True or False, got {self.has_aux!r}")
+        if self.progress is not None and not isinstance(self.progress, bool):
+            raise ValueError(f"progress: expected True, False or None, got {self.progress!r}")
 
 
 def _is_int(x: Any) -> bool:

@@ -1,0 +1,139 @@
+import io
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxcheck
+from jaxcheck import _engine, _parameters, _progress
+
+
+def mlp_loss(p, x):
+    h = jnp.tanh(x @ p["w1"] + p["b1"])
+    return jnp.sum((h @ p["w2"]) ** 2)
+
+
+def mlp(hidden=5, seed=0):
+    rng = np.random.default_rng(seed)
+    params = {"w1": jnp.asarray(rng.normal(size=(3, hidden))), "b1": jnp.zeros(hidden),
+              "w2": jnp.asarray(rng.normal(size=(hidden, 2)))}
+    return params, jnp.asarray(rng.normal(size=(4, 3)))
+
+
+def wrong_grad(p, x):
+    g = jax.grad(mlp_loss)(p, x)
+    return {**g, "w1": g["w1"].at[1, 2].multiply(1.001)}
+
+
+def test_second_check_with_same_shapes_compiles_no_batch_program():
+    params, x = mlp()
+    jaxcheck.check(mlp_loss, params, x)
+    before = _engine.compilations()
+    report = jaxcheck.check(mlp_loss, params, x)
+    assert report.ok
+    assert _engine.compilations() == before
+
+
+def test_one_program_per_leaf_however_many_chunks():
+    params, x = mlp(hidden=7, seed=1)
+    _engine.clear_cache()
+    before = _engine.compilations()
+    # batch_size=4 forces many chunks in both passes of every leaf.
+    report = jaxcheck.check(mlp_loss, params, x, batch_size=4)
+    assert report.ok
+    assert _engine.compilations() - before == len(params)
+
+
+def test_evaluations_do_not_depend_on_batch_size():
+    params, x = mlp()
+    with jax.enable_x64(True):
+        p = _parameters.split(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params))
+        a = _parameters.split((x.astype(jnp.float64),), check_floats=False)
+        problem = _engine.Problem(mlp_loss, p.structure, a.structure)
+        position = p.checked[p.paths.index("['w1']")]
+        idx = np.arange(15)
+        values = np.linspace(-1, 1, 15)
+        outs = [_engine.evaluate(problem, position, p.dynamic, a.dynamic, idx, values, b)
+                for b in (1, 4, 16)]
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-13)
+    np.testing.assert_allclose(outs[0], outs[2], rtol=1e-13)
+
+
+def test_batch_lowered_until_compiled_temporaries_fit_budget(monkeypatch):
+    # A 1e6-parameter leaf: the compiled program of a large batch would need ~GBs.
+    def loss(w, x):
+        return jnp.sum(jnp.tanh(x @ w) ** 2)
+
+    with jax.enable_x64(True):
+        p = _parameters.split(jnp.ones((1000, 1000)) / 1000)
+        a = _parameters.split((jnp.ones((4, 1000)),), check_floats=False)
+        problem = _engine.Problem(loss, p.structure, a.structure)
+        monkeypatch.setattr(_engine, "memory_budget", lambda device: 100 * 2**20)
+        plan = _engine.plan(problem, p.checked[0], p.dynamic, a.dynamic, 64)
+    assert plan.temp_bytes <= 100 * 2**20
+    assert 1 <= plan.batch < 64
+
+
+def test_wrong_entry_found_with_a_tiny_memory_budget(monkeypatch):
+    _engine.clear_cache()
+    monkeypatch.setattr(_engine, "memory_budget", lambda device: 1)
+    params, x = mlp(hidden=6, seed=2)
+    report = jaxcheck.check(mlp_loss, params, x, grad_fn=wrong_grad)
+    assert not report.ok
+    assert [(f.path, f.index) for f in report.failures] == [("['w1']", (1, 2))]
+    _engine.clear_cache()
+
+
+def big_leaf_loss(w):
+    return jnp.sum(jnp.cos(w) * w ** 2)
+
+
+def test_no_estimate_nor_output_when_not_interactive(capsys):
+    # 2·2500+1 evaluations: enough to be estimated, but stderr here is not a terminal.
+    report = jaxcheck.check(big_leaf_loss, jnp.linspace(-1, 1, 2500))
+    assert report.ok
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_bar_with_eta_when_asked(capsys):
+    report = jaxcheck.check(big_leaf_loss, jnp.linspace(-1, 1, 2500), progress=True)
+    assert report.ok
+    err = capsys.readouterr().err
+    assert "estimated" in err and "ETA" in err and "5001/5001 evaluations" in err
+
+
+def test_cost_warning_recommends_fast_mode_when_estimate_is_long(monkeypatch):
+    monkeypatch.setattr(_progress, "WARN_SECONDS", 0.0)
+    with pytest.warns(jaxcheck.CostWarning, match="mode='fast'"):
+        jaxcheck.check(big_leaf_loss, jnp.linspace(-1, 1, 2500))
+
+
+def test_progress_false_skips_the_estimate(monkeypatch):
+    monkeypatch.setattr(_progress, "WARN_SECONDS", 0.0)
+    jaxcheck.check(big_leaf_loss, jnp.linspace(-1, 1, 2500), progress=False)  # no warning
+
+
+def test_progress_option_must_be_bool_or_none():
+    with pytest.raises(ValueError, match="progress: expected True, False or None, got 'yes'"):
+        jaxcheck.check(big_leaf_loss, jnp.ones(3), progress="yes")
+
+
+def test_bar_counts_evaluations_and_ends_with_newline():
+    stream = io.StringIO()
+    bar = _progress.Bar(10, stream)
+    bar.advance(4)
+    bar.advance(8)     # more than announced: the total grows
+    bar.close()
+    text = stream.getvalue()
+    assert "12/12 evaluations" in text and text.endswith("\n")
+
+
+def test_durations_are_readable():
+    assert _progress.format_seconds(42.4) == "42s"
+    assert _progress.format_seconds(185) == "3m05s"
+    assert _progress.format_seconds(7260) == "2h01m"
+
+
+def test_not_interactive_for_a_plain_stream():
+    assert not _progress.interactive(io.StringIO())
