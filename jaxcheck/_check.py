@@ -1,7 +1,7 @@
 """The public entry points: `check` and `assert_gradients`."""
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -9,8 +9,10 @@ import numpy as np
 
 from . import _differences as d
 from ._engine import Problem
-from ._full import LeafTask, check_all
+from ._full import LeafTask
+from ._methods import FIRST_PASS_EXPONENTS, check_with_method
 from ._gradients import AnalyticGradient
+from ._loss_terms import check_terms
 from ._options import Options, parse_options
 from ._parameters import Split, replace_dynamic, split
 from ._precision import cast_floating, effective_epsilon, machine_epsilon, working_precision
@@ -51,6 +53,8 @@ def check(fn: Callable[..., Any], params: Any, *args: Any,
 
     ```
     """
+    if isinstance(fn, Mapping):  # named loss terms, checked one by one and summed
+        return check_terms(check, fn, params, *args, grad_fn=grad_fn, **options)
     opts = parse_options(options)
     if not callable(fn):
         raise TypeError(f"fn: expected a callable loss fn(params, *args), got {type(fn).__name__}")
@@ -82,7 +86,8 @@ def _check_split(problem: Problem, p: Split, a: Split, grad_fn: Optional[Callabl
         eps_g = effective_epsilon(
             lambda pd, ad: grad_fn(p.structure.rebuild(pd), *a.structure.rebuild(ad)),
             p.dynamic, a.dynamic, default=eps_work)
-    rel_step = opts.eps if opts.eps is not None else d.relative_step(eps_f, d.CENTRAL_EXPONENT)
+    rel_step = opts.eps if opts.eps is not None else d.relative_step(
+        eps_f, FIRST_PASS_EXPONENTS[opts.method])
     tasks = [
         LeafTask(problem, position, path, user_dtype, p.dynamic, a.dynamic, number, analytic,
                  eps_f, eps_g, rel_step, opts.safety, opts.batch_size)
@@ -91,9 +96,10 @@ def _check_split(problem: Problem, p: Split, a: Split, grad_fn: Optional[Callabl
     ]
     info = {"eps_f": eps_f, "eps_g": eps_g, "rel_step": rel_step,
             "precision": opts.precision, "mode": opts.mode, "method": opts.method}
-    if opts.mode != "full" or opts.method != "central":
+    if opts.mode != "full":
         raise NotImplementedError(f"mode={opts.mode!r}, method={opts.method!r}")
-    return Report(check_all(tasks), info=info, max_failures=opts.max_failures)
+    return Report(check_with_method(tasks, opts.method), info=info,
+                  max_failures=opts.max_failures)
 
 
 def _require_scalar_loss(problem: Problem, p: Split, a: Split) -> None:

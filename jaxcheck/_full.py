@@ -8,12 +8,13 @@ h₂ = ε^(1/5)·max(1,|θᵢ|), h₂/2, h₂/4 (6 more evaluations each) and th
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from . import _differences as d
 from . import _verdicts as v
+from ._determinism import require_same_loss
 from ._engine import Problem, choose_batch_size, evaluate
 from ._gradients import AnalyticGradient
 from ._report import LeafReport
@@ -36,6 +37,11 @@ class LeafTask:
     rel_step: float                  # first-pass relative step
     safety: float
     batch_size: int | None
+    # fn at θ evaluated by another program, to compare with this leaf's f(θ) (determinism).
+    f_reference: Optional[float] = None
+    # Rounding of the gradient's final cast to a low-precision dtype (e.g. bfloat16), when its
+    # arithmetic (eps_g) ran in a higher precision: ≤ ε/2 relative, entry by entry.
+    eps_g_out: float = 0.0
 
     @property
     def leaf(self) -> Any:
@@ -75,7 +81,9 @@ def check_leaf(task: LeafTask, g_leaf: np.ndarray) -> LeafReport:
     vals = _evaluate(task, np.concatenate([[0], idx, idx]),
                      np.concatenate([theta_w[:1], plus, minus]), batch)
     f0, fp, fm = vals[0], vals[1:n + 1], vals[n + 1:]
-    a = v.analytic_rounding(task.eps_g, g)
+    if task.f_reference is not None:
+        require_same_loss(float(f0), task.f_reference, task.eps_f)
+    a = v.analytic_rounding(task.eps_g, g, task.eps_g_out)
     result = v.screen(g, fp, fm, hp, hm, f0, task.eps_f, a, task.safety)
     status, numerical, tolerance = (result.status.copy(), result.numerical.copy(),
                                     result.tolerance.copy())

@@ -1,0 +1,43 @@
+"""Which finite-difference method full mode uses: the dispatch of `Options.method`."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+from . import _complex_step, _one_sided
+from ._determinism import eager_loss, require_same_gradient
+from ._full import LeafTask, check_all
+from ._low_precision import split_gradient_rounding
+from ._report import LeafReport
+
+FIRST_PASS_EXPONENTS = {
+    "central": 1.0 / 3.0,                          # O(h²) stencil
+    "complex": 1.0 / 3.0,                          # its central cross-check
+    "forward": _one_sided.FIRST_PASS_EXPONENT,     # O(h) stencil
+    "backward": _one_sided.FIRST_PASS_EXPONENT,
+}
+
+
+def prepare(tasks: Sequence[LeafTask]) -> list[LeafTask]:
+    """Attach what every method needs before evaluating: a second value of fn at θ (the
+    determinism check; the gradient's is done here too) and the gradient's rounding model."""
+    tasks = split_gradient_rounding(tasks)
+    first = tasks[0]
+    require_same_gradient(first.analytic, first.analytic.leaves(),
+                          max(first.eps_g, first.eps_g_out))
+    f = eager_loss(first.problem, first.param_dynamic, first.arg_dynamic)
+    return [dataclasses.replace(first, f_reference=f)] + list(tasks[1:])
+
+
+def check_with_method(tasks: Sequence[LeafTask], method: str) -> tuple[LeafReport, ...]:
+    """Per-leaf reports of full mode with `method` ("central", "forward", "backward",
+    "complex"), after the determinism check."""
+    tasks = prepare(tasks)
+    if method == "central":
+        return check_all(tasks)
+    if method in ("forward", "backward"):
+        return _one_sided.check_all(tasks, +1 if method == "forward" else -1)
+    if method == "complex":
+        return _complex_step.check_all(tasks)
+    raise ValueError(f"method: expected one of 'central', 'forward', 'backward', 'complex', "
+                     f"got {method!r}")
