@@ -31,7 +31,7 @@ import numpy as np
 
 from . import _verdicts as v
 from ._engine import Problem, choose_batch_size
-from ._full import LeafTask, check_leaf
+from ._full import FirstPass, LeafTask, check_leaf, first_pass
 from ._report import LeafReport
 
 
@@ -45,10 +45,11 @@ NON_ANALYTIC = frozenset({
     "argmax", "argmin", "clamp", "sort", "cummax", "cummin", "eq", "ne", "lt", "le", "gt",
     "ge", "round", "floor", "ceil", "reduce_precision", "pure_callback", "io_callback",
 })
-# The complex-step estimate is as accurate as a derivative computed in the loss's own
-# precision: each component carries ~ε·(|∂ₖf| + ‖∂f‖) like an analytic gradient, plus ~ε·|f|/s
-# for cancellation inside the loss's sums (s = max(1,|θₖ|), the scale of the parameter).
-LOSS_SCALE_FACTOR = 4.0
+# Rounding of a derivative: each component carries ~ε·(|∂ₖf| + ‖∂f‖) like an analytic gradient,
+# plus ~ε·Σₙ|∂ₖℓₙ| for cancellation in the sum over samples f = Σₙ ℓₙ (at an optimum ∂ₖf ≈ 0
+# but the terms are not). For ℓₙ convex in θₖ, |∂ℓₙ| ≤ √(2ℓₙ·∂²ℓₙ) (equality for squares), and
+# by Cauchy–Schwarz Σₙ|∂ₖℓₙ| ≤ √(2·f·∂ₖ²f): a bound from the loss and its curvature alone.
+CANCELLATION_FACTOR = 4.0
 
 
 def _complex_dtype(dtype: Any) -> np.dtype:
@@ -131,11 +132,12 @@ def unsafe_operations(task: LeafTask) -> Optional[str]:
     return None
 
 
-def complex_tolerance(task: LeafTask, g: np.ndarray, numerical: np.ndarray, f0: float,
-                      steps_scale: np.ndarray) -> np.ndarray:
-    a_complex = v.analytic_rounding(task.eps_f, numerical)
-    cancellation = LOSS_SCALE_FACTOR * task.eps_f * abs(f0) / steps_scale
-    return task.safety * (a_complex + cancellation
+def complex_tolerance(task: LeafTask, g: np.ndarray, numerical: np.ndarray,
+                      first: FirstPass) -> np.ndarray:
+    """Tolerance of |g − complex step|: the rounding of both derivatives, × safety."""
+    sum_of_terms = np.sqrt(2.0 * abs(first.f0) * first.curvature)
+    cancellation = CANCELLATION_FACTOR * (task.eps_f + task.eps_g) * sum_of_terms
+    return task.safety * (v.analytic_rounding(task.eps_f, numerical) + cancellation
                           + v.analytic_rounding(task.eps_g, g, task.eps_g_out))
 
 
@@ -147,21 +149,24 @@ def check_leaf_complex(task: LeafTask, g_leaf: np.ndarray) -> tuple[LeafReport, 
     leaf = task.leaf
     theta = np.asarray(leaf, np.float64).reshape(-1)
     n = theta.size
-    scale = np.maximum(1.0, np.abs(theta))
     batch = choose_batch_size(n, _complex_dtype(leaf.dtype).itemsize, n, task.batch_size)
-    numerical, values = complex_step(task.problem, task.position, task.param_dynamic, task.arg_dynamic,
-                             np.arange(n), task.eps_f * scale, batch)
+    # h = ε·max(1,|θₖ|): truncation ~h²·f'''/6 is below the loss's own rounding.
+    numerical, _ = complex_step(task.problem, task.position, task.param_dynamic,
+                                task.arg_dynamic, np.arange(n),
+                                task.eps_f * np.maximum(1.0, np.abs(theta)), batch)
     # Guard 2: central differences must accept the complex-step values as the gradient.
-    cross = check_leaf(dataclasses.replace(task, eps_g=task.eps_f, eps_g_out=0.0), numerical)
+    first = first_pass(task)
+    cross = check_leaf(dataclasses.replace(task, eps_g=task.eps_f, eps_g_out=0.0), numerical,
+                       first)
     if cross.n_fail or cross.n_inconclusive:
         k = int(np.flatnonzero(cross.status != v.PASS)[0])
-        return check_leaf(task, g_leaf), (
+        return check_leaf(task, g_leaf, first), (
             f"its complex-step derivative disagrees with central differences "
             f"({cross.n_fail + cross.n_inconclusive} of {n} components, e.g. flat index {k}: "
             f"{numerical[k]:+.6e} vs {cross.numerical[k]:+.6e}); a non-analytic operation or "
             f"a kink is likely")
     g = g_leaf.reshape(-1)
-    tolerance = complex_tolerance(task, g, numerical, float(np.max(np.abs(values))), scale)
+    tolerance = complex_tolerance(task, g, numerical, first)
     status = np.where(np.abs(g - numerical) <= tolerance, v.PASS, v.FAIL).astype(np.int8)
     return LeafReport(task.path, tuple(leaf.shape), task.dtype, g, numerical, tolerance,
                       status), None

@@ -66,23 +66,55 @@ def _evaluate(task: LeafTask, indices: np.ndarray, values: np.ndarray, batch: in
     return out
 
 
-def check_leaf(task: LeafTask, g_leaf: np.ndarray) -> LeafReport:
+@dataclasses.dataclass(frozen=True, eq=False)
+class FirstPass:
+    """The loss at θ and at θ ± h₁ for every component of a leaf (flat, float64)."""
+
+    f0: float
+    f_plus: np.ndarray
+    f_minus: np.ndarray
+    h_plus: np.ndarray      # the steps actually taken
+    h_minus: np.ndarray
+
+    @property
+    def curvature(self) -> np.ndarray:
+        """|∂ᵢ²f| from the second difference (its round-off included: an upper estimate)."""
+        slopes = (self.f_plus - self.f0) / self.h_plus - (self.f0 - self.f_minus) / self.h_minus
+        return np.abs(2.0 * slopes / (self.h_plus + self.h_minus))
+
+
+def _batch(task: LeafTask) -> int:
+    leaf = task.leaf
+    n = int(np.prod(leaf.shape, dtype=np.int64))
+    return choose_batch_size(n, np.dtype(leaf.dtype).itemsize, 2 * n + 1, task.batch_size)
+
+
+def first_pass(task: LeafTask) -> FirstPass:
+    """Pass 1: θ itself and θ ± h₁ for every component (and the determinism check of f(θ))."""
+    theta_w = np.asarray(task.leaf).reshape(-1)            # in the working dtype
+    theta = theta_w.astype(np.float64)
+    n = theta.size
+    idx = np.arange(n, dtype=np.int64)
+    plus, minus, hp, hm = d.perturbed_points(theta_w, d.component_steps(theta, task.rel_step),
+                                             np.dtype(task.leaf.dtype))
+    vals = _evaluate(task, np.concatenate([[0], idx, idx]),
+                     np.concatenate([theta_w[:1], plus, minus]), _batch(task))
+    if task.f_reference is not None:
+        require_same_loss(float(vals[0]), task.f_reference, task.eps_f)
+    return FirstPass(float(vals[0]), vals[1:n + 1], vals[n + 1:], hp, hm)
+
+
+def check_leaf(task: LeafTask, g_leaf: np.ndarray,
+               first: Optional[FirstPass] = None) -> LeafReport:
     leaf = task.leaf
     dtype = np.dtype(leaf.dtype)
     theta_w = np.asarray(leaf).reshape(-1)            # in the working dtype
     theta = theta_w.astype(np.float64)
     g = g_leaf.reshape(-1)
-    n = theta.size
-    idx = np.arange(n, dtype=np.int64)
-    batch = choose_batch_size(n, dtype.itemsize, 2 * n + 1, task.batch_size)
+    batch = _batch(task)
 
-    # Pass 1: θ itself and θ ± h₁ for every component.
-    plus, minus, hp, hm = d.perturbed_points(theta_w, d.component_steps(theta, task.rel_step), dtype)
-    vals = _evaluate(task, np.concatenate([[0], idx, idx]),
-                     np.concatenate([theta_w[:1], plus, minus]), batch)
-    f0, fp, fm = vals[0], vals[1:n + 1], vals[n + 1:]
-    if task.f_reference is not None:
-        require_same_loss(float(f0), task.f_reference, task.eps_f)
+    first = first_pass(task) if first is None else first
+    f0, fp, fm, hp, hm = first.f0, first.f_plus, first.f_minus, first.h_plus, first.h_minus
     a = v.analytic_rounding(task.eps_g, g, task.eps_g_out)
     result = v.screen(g, fp, fm, hp, hm, f0, task.eps_f, a, task.safety)
     status, numerical, tolerance = (result.status.copy(), result.numerical.copy(),
