@@ -13,6 +13,7 @@ from ._full import LeafTask
 from ._methods import FIRST_PASS_EXPONENTS, check_with_method
 from ._gradients import AnalyticGradient
 from ._loss_terms import check_terms
+from ._low_precision import native_dtype
 from ._options import Options, parse_options
 from ._parameters import Split, replace_dynamic, split
 from ._precision import cast_floating, effective_epsilon, machine_epsilon, working_precision
@@ -68,8 +69,8 @@ def check(fn: Callable[..., Any], params: Any, *args: Any,
     a = split(args, check_floats=False)
     user_dtypes = [str(x.dtype) for x in p.checked_values]
     with working_precision(opts.precision) as dtype:
-        p = replace_dynamic(p, [cast_floating(x, dtype) for x in p.dynamic])
-        a = replace_dynamic(a, [cast_floating(x, dtype) for x in a.dynamic])
+        p = replace_dynamic(p, [cast_floating(x, dtype or native_dtype(x)) for x in p.dynamic])
+        a = replace_dynamic(a, [cast_floating(x, dtype or native_dtype(x)) for x in a.dynamic])
         return _check_split(Problem(fn, p.structure, a.structure), p, a, grad_fn, opts,
                             user_dtypes)
 

@@ -97,3 +97,13 @@ def split_gradient_rounding(tasks: Sequence[Any]) -> list[Any]:
     if out <= arith or arith >= first.eps_g:
         return list(tasks)  # the output is no less precise than the arithmetic
     return [dataclasses.replace(t, eps_g=arith, eps_g_out=out) for t in tasks]
+
+
+def native_dtype(x: Any) -> Any:
+    """The dtype a leaf is checked in under `precision="native"`: its own, except that
+    bfloat16 and float16 are upcast to float32 (differences on a 2⁻⁸ grid are noise)."""
+    dtype = getattr(x, "dtype", None)
+    if (dtype is not None and jnp.issubdtype(dtype, jnp.floating)
+            and jnp.finfo(dtype).bits < 32):
+        return jnp.float32
+    return None
