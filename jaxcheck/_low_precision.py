@@ -91,6 +91,8 @@ def split_gradient_rounding(tasks: Sequence[Any]) -> list[Any]:
     if analytic.grad_fn is None:
         return list(tasks)
     default = max(machine_epsilon(first.param_dynamic[t.position].dtype) for t in tasks)
+    if first.eps_g <= default:
+        return list(tasks)  # nothing in the gradient is less precise than the params
     arith, out = gradient_epsilons(analytic.grad_fn, analytic.problem.params,
                                    analytic.problem.args, analytic.params.dynamic,
                                    analytic.arg_dynamic, default)

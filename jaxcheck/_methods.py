@@ -5,14 +5,15 @@ import dataclasses
 from typing import Sequence
 
 from . import _complex_step, _one_sided
+from . import _differences as d
 from ._determinism import eager_loss, require_same_gradient
 from ._full import LeafTask, check_all
 from ._low_precision import split_gradient_rounding
 from ._report import LeafReport
 
 FIRST_PASS_EXPONENTS = {
-    "central": 1.0 / 3.0,                          # O(h²) stencil
-    "complex": 1.0 / 3.0,                          # its central cross-check
+    "central": d.CENTRAL_EXPONENT,                 # O(h²) stencil
+    "complex": d.CENTRAL_EXPONENT,                 # its central cross-check
     "forward": _one_sided.FIRST_PASS_EXPONENT,     # O(h) stencil
     "backward": _one_sided.FIRST_PASS_EXPONENT,
 }
