@@ -141,11 +141,12 @@ def complex_tolerance(task: LeafTask, g: np.ndarray, numerical: np.ndarray,
                           + v.analytic_rounding(task.eps_g, g, task.eps_g_out))
 
 
-def check_leaf_complex(task: LeafTask, g_leaf: np.ndarray) -> tuple[LeafReport, Optional[str]]:
+def check_leaf_complex(task: LeafTask, g_leaf: np.ndarray,
+                       first: FirstPass) -> tuple[LeafReport, Optional[str]]:
     """The leaf's report by complex step, or by central differences with the reason why."""
     reason = unsafe_operations(task)
     if reason is not None:
-        return check_leaf(task, g_leaf), reason
+        return check_leaf(task, g_leaf, first), reason
     leaf = task.leaf
     theta = np.asarray(leaf, np.float64).reshape(-1)
     n = theta.size
@@ -155,7 +156,6 @@ def check_leaf_complex(task: LeafTask, g_leaf: np.ndarray) -> tuple[LeafReport, 
                                 task.arg_dynamic, np.arange(n),
                                 task.eps_f * np.maximum(1.0, np.abs(theta)), batch)
     # Guard 2: central differences must accept the complex-step values as the gradient.
-    first = first_pass(task)
     cross = check_leaf(dataclasses.replace(task, eps_g=task.eps_f, eps_g_out=0.0), numerical,
                        first)
     if cross.n_fail or cross.n_inconclusive:
@@ -173,9 +173,11 @@ def check_leaf_complex(task: LeafTask, g_leaf: np.ndarray) -> tuple[LeafReport, 
 
 
 def check_all(tasks: Sequence[LeafTask]) -> tuple[LeafReport, ...]:
-    reports, fallbacks = [], []
+    reports, fallbacks, reference = [], [], None
     for task, g in zip(tasks, tasks[0].analytic.leaves()):
-        report, reason = check_leaf_complex(task, g)
+        first = first_pass(dataclasses.replace(task, f_reference=reference))
+        reference = first.f0 if reference is None else reference
+        report, reason = check_leaf_complex(task, g, first)
         reports.append(report)
         if reason is not None:
             fallbacks.append(f"{task.path}: {reason}")

@@ -4,18 +4,23 @@ Finite differences compare values of `fn` computed by different compiled program
 leaf) with a gradient computed by yet another. A loss that draws its randomness outside its
 arguments (`np.random`, a global counter turned into a PRNG key, the clock) gets a new draw at
 every trace, so those values belong to different functions and every verdict would be noise.
-`check` therefore evaluates `fn` (and `grad_fn`) a second time, eagerly, and compares with the
-compiled values it computes anyway; two evaluations of a deterministic function differ only
-by rounding (different fusion and summation order), far below what a new dropout mask changes.
+So `check` compares two evaluations of each, as cheaply as it can:
+
+- `fn`: every leaf's compiled program evaluates f(θ) anyway; those values must agree within
+  rounding (different fusion and summation order), far below what a new dropout mask changes.
+  With a single leaf, `fn` is traced twice instead, as `grad_fn` is;
+- `grad_fn`: traced twice (no compilation); a deterministic function gives the same program
+  with the same constants. If the programs differ, both are evaluated and compared.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+import jax
 
 import numpy as np
 
-from ._engine import Problem
-from ._gradients import AnalyticGradient, extract_checked
+from ._gradients import AnalyticGradient
 
 
 class NondeterminismError(ValueError):
@@ -37,38 +42,63 @@ def tolerance(eps: float) -> float:
     return float(np.sqrt(eps))
 
 
-def eager_loss(problem: Problem, param_dynamic: Sequence[Any],
-               arg_dynamic: Sequence[Any]) -> float:
-    """`fn` evaluated op by op (a program other than the batched one the check compiles)."""
-    return float(np.asarray(problem.loss(param_dynamic, arg_dynamic), np.float64))
-
-
-def require_same_loss(compiled: float, eager: float, eps_f: float) -> None:
+def require_same_loss(value: float, reference: float, eps_f: float) -> None:
     """Raise `NondeterminismError` if two values of `fn` at the same point differ beyond rounding."""
-    scale = max(abs(compiled), abs(eager))
-    if abs(compiled - eager) > tolerance(eps_f) * scale or not np.isfinite(compiled - eager):
+    scale = max(abs(value), abs(reference))
+    if abs(value - reference) > tolerance(eps_f) * scale or not np.isfinite(value - reference):
         raise NondeterminismError(
-            f"fn: two evaluations at the same params gave {eager!r} and {compiled!r} "
-            f"(relative difference {abs(compiled - eager) / max(scale, 1e-300):.1e}, more than "
+            f"fn: two evaluations at the same params (by the compiled programs of two "
+            f"leaves) gave {reference!r} and {value!r} "
+            f"(relative difference {abs(value - reference) / max(scale, 1e-300):.1e}, more than "
             f"rounding allows, {tolerance(eps_f):.1e}). " + _ADVICE.format(who="fn"))
 
 
-def require_same_gradient(analytic: AnalyticGradient, compiled: Sequence[np.ndarray],
-                          eps_g: float) -> None:
-    """Evaluate `grad_fn` eagerly and compare with its compiled values, leaf by leaf."""
-    if analytic.grad_fn is None:  # jax.grad(fn): covered by the check of fn
+def _trace(f: Callable[..., Any], example: Sequence[Any]) -> tuple[str, list[np.ndarray]]:
+    # A fresh function object: JAX caches traces by function identity.
+    closed = jax.make_jaxpr(lambda *a: f(*a))(*example)
+    return str(closed.jaxpr), [np.asarray(c) for c in closed.consts]
+
+
+def require_same_traces(who: str, f: Callable[..., Any], example: Sequence[Any],
+                        eps: float) -> None:
+    """Trace `f` twice; where the programs differ, evaluate both ways and compare values.
+
+    Randomness drawn in Python (np.random, a global key counter) is frozen into each trace as
+    a constant, so two traces of such a function differ.
+    """
+    try:
+        text_a, consts_a = _trace(f, example)
+        text_b, consts_b = _trace(f, example)
+    except Exception:  # noqa: BLE001 - not traceable: evaluated eagerly by the check anyway
         return
-    user = Problem(analytic.grad_fn, analytic.problem.params, analytic.problem.args)
-    eager = extract_checked(user.loss(analytic.params.dynamic, analytic.arg_dynamic),
-                            analytic.params, "grad_fn")
-    for path, a, b in zip(analytic.params.paths, compiled, eager):
+    if text_a == text_b and len(consts_a) == len(consts_b):
+        if all(a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+               for a, b in zip(consts_a, consts_b)):
+            return
+        raise NondeterminismError(
+            f"{who}: two traces at the same params hold different constants (values drawn "
+            f"while tracing). " + _ADVICE.format(who=who))
+    values = [jax.tree_util.tree_leaves(f(*example)) for _ in range(2)]
+    for a, b in zip(*values):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
         scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(b), initial=0.0)))
         diff = float(np.max(np.abs(a - b), initial=0.0))
-        if diff > tolerance(eps_g) * scale or not np.isfinite(diff):
-            k = int(np.argmax(np.abs(a - b))) if a.size else 0
+        if diff > tolerance(eps) * scale or not np.isfinite(diff):
             raise NondeterminismError(
-                f"grad_fn: two evaluations at the same params differ in leaf {path}: "
-                f"component {k} (flat) is {float(b.reshape(-1)[k])!r} and then "
-                f"{float(a.reshape(-1)[k])!r} (max difference {diff:.1e} relative to the leaf's "
-                f"largest entry {scale:.1e}; rounding allows {tolerance(eps_g):.1e}). "
-                + _ADVICE.format(who="grad_fn"))
+                f"{who}: two evaluations at the same params differ (max difference {diff:.1e} "
+                f"relative to the largest value {scale:.1e}; rounding allows "
+                f"{tolerance(eps):.1e}). " + _ADVICE.format(who=who))
+
+
+def require_deterministic(analytic: AnalyticGradient, n_leaves: int, eps_f: float,
+                          eps_g: float) -> None:
+    """The checks that need no leaf's values: `grad_fn` always, `fn` if it has one leaf."""
+    params, args = analytic.problem.params, analytic.problem.args
+    example = (analytic.params.dynamic, analytic.arg_dynamic)
+    if n_leaves == 1:
+        require_same_traces("fn", analytic.problem.loss, example, eps_f)
+    if analytic.grad_fn is not None:
+        grad_fn = analytic.grad_fn
+        require_same_traces(
+            "grad_fn", lambda pd, ad: grad_fn(params.rebuild(pd), *args.rebuild(ad)),
+            example, eps_g)

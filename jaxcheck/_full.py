@@ -37,7 +37,7 @@ class LeafTask:
     rel_step: float                  # first-pass relative step
     safety: float
     batch_size: int | None
-    # fn at θ evaluated by another program, to compare with this leaf's f(θ) (determinism).
+    # f(θ) from another leaf's compiled program, to compare with this leaf's (determinism).
     f_reference: Optional[float] = None
     # Rounding of the gradient's final cast to a low-precision dtype (e.g. bfloat16), when its
     # arithmetic (eps_g) ran in a higher precision: ≤ ε/2 relative, entry by entry.
@@ -160,4 +160,10 @@ def _confirmed_beside_kinks(task: LeafTask, indices: np.ndarray, theta_w: np.nda
 
 
 def check_all(tasks: Sequence[LeafTask]) -> tuple[LeafReport, ...]:
-    return tuple(check_leaf(t, g) for t, g in zip(tasks, tasks[0].analytic.leaves()))
+    reports, reference = [], None
+    for task, g in zip(tasks, tasks[0].analytic.leaves()):
+        # Each leaf's program computes f(θ) too: later leaves compare theirs with the first's.
+        first = first_pass(dataclasses.replace(task, f_reference=reference))
+        reference = first.f0 if reference is None else reference
+        reports.append(check_leaf(task, g, first))
+    return tuple(reports)

@@ -1,12 +1,11 @@
 """Which finite-difference method full mode uses: the dispatch of `Options.method`."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Sequence
 
 from . import _complex_step, _one_sided
 from . import _differences as d
-from ._determinism import eager_loss, require_same_gradient
+from ._determinism import require_deterministic
 from ._full import LeafTask, check_all
 from ._low_precision import split_gradient_rounding
 from ._report import LeafReport
@@ -20,14 +19,13 @@ FIRST_PASS_EXPONENTS = {
 
 
 def prepare(tasks: Sequence[LeafTask]) -> list[LeafTask]:
-    """Attach what every method needs before evaluating: a second value of fn at θ (the
-    determinism check; the gradient's is done here too) and the gradient's rounding model."""
+    """Check determinism where it needs no leaf values, attach the gradient's rounding model,
+    and have every leaf after the first compare its f(θ) with the first leaf's."""
     tasks = split_gradient_rounding(tasks)
     first = tasks[0]
-    require_same_gradient(first.analytic, first.analytic.leaves(),
+    require_deterministic(first.analytic, len(tasks), first.eps_f,
                           max(first.eps_g, first.eps_g_out))
-    f = eager_loss(first.problem, first.param_dynamic, first.arg_dynamic)
-    return [dataclasses.replace(first, f_reference=f)] + list(tasks[1:])
+    return tasks
 
 
 def check_with_method(tasks: Sequence[LeafTask], method: str) -> tuple[LeafReport, ...]:

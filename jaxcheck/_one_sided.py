@@ -16,6 +16,7 @@ the slope there but not at θ, θ sits on a kink and the component is INCONCLUSI
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
@@ -41,7 +42,8 @@ def _difference(f0, f_side, h, side: int):
     return d.forward(f0, f_side, h) if side > 0 else d.backward(f0, f_side, h)
 
 
-def check_leaf(task: LeafTask, g_leaf: np.ndarray, side: int) -> LeafReport:
+def check_leaf(task: LeafTask, g_leaf: np.ndarray, side: int) -> tuple[LeafReport, float]:
+    """The leaf's report and f(θ)."""
     leaf = task.leaf
     dtype = np.dtype(leaf.dtype)
     theta_w = np.asarray(leaf).reshape(-1)
@@ -99,8 +101,14 @@ def check_leaf(task: LeafTask, g_leaf: np.ndarray, side: int) -> LeafReport:
                          <= tolerance[failing] + task.safety * curvature * step)
             status[failing[ok_beside]] = v.INCONCLUSIVE
 
-    return LeafReport(task.path, tuple(leaf.shape), task.dtype, g, numerical, tolerance, status)
+    return (LeafReport(task.path, tuple(leaf.shape), task.dtype, g, numerical, tolerance, status),
+            float(f0))
 
 
 def check_all(tasks: Sequence[LeafTask], side: int) -> tuple[LeafReport, ...]:
-    return tuple(check_leaf(t, g, side) for t, g in zip(tasks, tasks[0].analytic.leaves()))
+    reports, reference = [], None
+    for task, g in zip(tasks, tasks[0].analytic.leaves()):
+        report, f0 = check_leaf(dataclasses.replace(task, f_reference=reference), g, side)
+        reference = f0 if reference is None else reference
+        reports.append(report)
+    return tuple(reports)
