@@ -19,8 +19,8 @@ FIRST_PASS_EXPONENTS = {
 
 
 def prepare(tasks: Sequence[LeafTask]) -> list[LeafTask]:
-    """Check determinism where it needs no leaf values, attach the gradient's rounding model,
-    and have every leaf after the first compare its f(θ) with the first leaf's."""
+    """Attach the gradient's rounding model and check determinism where that needs no leaf
+    values (each method's `check_all` then compares every leaf's f(θ) with the first's)."""
     tasks = split_gradient_rounding(tasks)
     first = tasks[0]
     require_deterministic(first.analytic, len(tasks), first.eps_f,
