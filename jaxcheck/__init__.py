@@ -10,6 +10,10 @@ from ._jacobian_report import JacobianFailure as JacobianFailure
 from ._jacobian_report import JacobianReport as JacobianReport
 
 from ._full import NonFiniteLossError as NonFiniteLossError
+
+from ._complex_step import MethodFallbackWarning as MethodFallbackWarning
+from ._determinism import NondeterminismError as NondeterminismError
+from ._loss_terms import TermsReport as TermsReport
 from ._options import Options as Options
 from ._precision import PrecisionWarning as PrecisionWarning
 from ._progress import CostWarning as CostWarning
@@ -25,6 +29,9 @@ from ._health import LeafHealth as LeafHealth
 from ._health import health as health
 from ._training import CheckedStep as CheckedStep
 from ._training import GradientMonitor as GradientMonitor
+
+from ._sweep import Sweep as Sweep
+from ._sweep import sweep as sweep
 
 __version__ = "0.1.0"
 
@@ -44,13 +51,20 @@ __all__ = [
     "LeafReport",
     "NonFiniteGradientError",
     "NonFiniteLossError",
+
+    "MethodFallbackWarning",
+    "NondeterminismError",
     "Options",
     "PrecisionWarning",
     "Report",
+    "Sweep",
+    "TermsReport",
     "assert_gradients",
     "band_of",
     "check",
     "check_jacobian",
 
     "health",
+
+    "sweep",
 ]

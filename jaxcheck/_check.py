@@ -1,7 +1,7 @@
 """The public entry points: `check` and `assert_gradients`."""
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +12,11 @@ from . import _progress
 from ._adapters import canonical
 from ._complex_params import real_view
 from ._engine import Problem
-from ._full import LeafTask, check_all
+from ._full import LeafTask
 from ._gradients import AnalyticGradient
+from ._loss_terms import check_terms
+from ._low_precision import native_dtype
+from ._methods import FIRST_PASS_EXPONENTS, check_with_method
 from ._options import Options, parse_options
 from ._parameters import Split, replace_dynamic, split
 from ._precision import cast_floating, effective_epsilon, machine_epsilon, working_precision
@@ -57,6 +60,8 @@ def check(fn: Callable[..., Any], params: Any, *args: Any,
 
     ```
     """
+    if isinstance(fn, Mapping):  # named loss terms, checked one by one and summed
+        return check_terms(check, fn, params, *args, grad_fn=grad_fn, **options)
     opts = parse_options(options)
     if not callable(fn):
         raise TypeError(f"fn: expected a callable loss fn(params, *args), got {type(fn).__name__}")
@@ -76,8 +81,8 @@ def check(fn: Callable[..., Any], params: Any, *args: Any,
     a = split(args, check_floats=False)
     user_dtypes = [str(x.dtype) for x in p.checked_values]
     with working_precision(opts.precision) as dtype:
-        p = replace_dynamic(p, [cast_floating(x, dtype) for x in p.dynamic])
-        a = replace_dynamic(a, [cast_floating(x, dtype) for x in a.dynamic])
+        p = replace_dynamic(p, [cast_floating(x, dtype or native_dtype(x)) for x in p.dynamic])
+        a = replace_dynamic(a, [cast_floating(x, dtype or native_dtype(x)) for x in a.dynamic])
         return _check_split(Problem(fn, p.structure, a.structure), p, a, grad_fn, opts,
                             user_dtypes)
 
@@ -95,7 +100,8 @@ def _check_split(problem: Problem, p: Split, a: Split, grad_fn: Optional[Callabl
         eps_g = effective_epsilon(
             lambda pd, ad: grad_fn(p.structure.rebuild(pd), *a.structure.rebuild(ad)),
             p.dynamic, a.dynamic, default=eps_work)
-    rel_step = opts.eps if opts.eps is not None else d.relative_step(eps_f, d.CENTRAL_EXPONENT)
+    rel_step = opts.eps if opts.eps is not None else d.relative_step(
+        eps_f, FIRST_PASS_EXPONENTS[opts.method])
     tasks = [
         LeafTask(problem, position, path, user_dtype, p.dynamic, a.dynamic, number, analytic,
                  eps_f, eps_g, rel_step, opts.safety, opts.batch_size)
@@ -106,14 +112,15 @@ def _check_split(problem: Problem, p: Split, a: Split, grad_fn: Optional[Callabl
             "precision": opts.precision, "mode": opts.mode, "method": opts.method}
     if opts.order == 2:
         return check_second_order(problem, p, a, grad_fn, opts)
-    if opts.mode in ("fast", "sample") and opts.method == "central":
+    if opts.mode != "full":
+        if opts.method != "central":
+            raise ValueError(f"method: mode={opts.mode!r} uses central differences; "
+                             f"method={opts.method!r} is available with mode='full' only")
         from ._modes import check_partial
         leaves, extra = check_partial(tasks, opts)
         return Report(leaves, info={**info, **extra}, max_failures=opts.max_failures)
-    if opts.mode != "full" or opts.method != "central":
-        raise NotImplementedError(f"mode={opts.mode!r}, method={opts.method!r}")
     with _progress.full_check(_progress.jobs_for(tasks), opts.progress):
-        leaves = check_all(tasks)
+        leaves = check_with_method(tasks, opts.method)
     return Report(leaves, info=info, max_failures=opts.max_failures)
 
 

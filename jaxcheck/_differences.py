@@ -28,6 +28,10 @@ def perturbed_points(theta: np.ndarray, h: np.ndarray, dtype: np.dtype):
     theta = theta.astype(dtype)
     plus = (theta + h.astype(dtype)).astype(dtype)
     minus = (theta - h.astype(dtype)).astype(dtype)
+    # A step below half an ulp of θ rounds away; take the neighbouring number instead, so a
+    # difference is never 0/0 (a zero numerical derivative) however coarse the dtype.
+    plus = np.where(plus == theta, np.nextafter(theta, np.inf), plus)
+    minus = np.where(minus == theta, np.nextafter(theta, -np.inf), minus)
     h_plus = plus.astype(np.float64) - theta.astype(np.float64)
     h_minus = theta.astype(np.float64) - minus.astype(np.float64)
     return plus, minus, h_plus, h_minus

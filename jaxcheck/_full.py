@@ -8,12 +8,13 @@ h₂ = ε^(1/5)·max(1,|θᵢ|), h₂/2, h₂/4 (6 more evaluations each) and th
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from . import _differences as d
 from . import _verdicts as v
+from ._determinism import require_same_loss
 from ._engine import Problem, choose_batch_size, evaluate
 from ._gradients import AnalyticGradient
 from ._report import LeafReport
@@ -37,6 +38,11 @@ class LeafTask:
     rel_step: float                  # first-pass relative step
     safety: float
     batch_size: int | None
+    # f(θ) from another leaf's compiled program, to compare with this leaf's (determinism).
+    f_reference: Optional[float] = None
+    # Rounding of the gradient's final cast to a low-precision dtype (e.g. bfloat16), when its
+    # arithmetic (eps_g) ran in a higher precision: ≤ ε/2 relative, entry by entry.
+    eps_g_out: float = 0.0
 
     @property
     def leaf(self) -> Any:
@@ -69,25 +75,59 @@ def _evaluate(task: LeafTask, indices: np.ndarray, values: np.ndarray, batch: in
     return out
 
 
-def check_leaf(task: LeafTask, g_leaf: np.ndarray) -> LeafReport:
+@dataclasses.dataclass(frozen=True, eq=False)
+class FirstPass:
+    """The loss at θ and at θ ± h₁ for every component of a leaf (flat, float64)."""
+
+    f0: float
+    f_plus: np.ndarray
+    f_minus: np.ndarray
+    h_plus: np.ndarray      # the steps actually taken
+    h_minus: np.ndarray
+
+    @property
+    def curvature(self) -> np.ndarray:
+        """|∂ᵢ²f| from the second difference (its round-off included: an upper estimate)."""
+        slopes = (self.f_plus - self.f0) / self.h_plus - (self.f0 - self.f_minus) / self.h_minus
+        return np.abs(2.0 * slopes / (self.h_plus + self.h_minus))
+
+
+def _batch(task: LeafTask) -> int:
+    leaf = task.leaf
+    n = int(np.prod(leaf.shape, dtype=np.int64))
+    return choose_batch_size(n, np.dtype(leaf.dtype).itemsize, 2 * n + 1, task.batch_size)
+
+
+def first_pass(task: LeafTask) -> FirstPass:
+    """Pass 1: θ itself and θ ± h₁ for every component (and the determinism check of f(θ))."""
+    theta_w = np.asarray(task.leaf).reshape(-1)            # in the working dtype
+    theta = theta_w.astype(np.float64)
+    n = theta.size
+    idx = np.arange(n, dtype=np.int64)
+    plus, minus, hp, hm = d.perturbed_points(theta_w, d.component_steps(theta, task.rel_step),
+                                             np.dtype(task.leaf.dtype))
+    vals = _evaluate(task, np.concatenate([[0], idx, idx]),
+                     np.concatenate([theta_w[:1], plus, minus]), _batch(task))
+    if task.f_reference is not None:
+        require_same_loss(float(vals[0]), task.f_reference, task.eps_f)
+    return FirstPass(float(vals[0]), vals[1:n + 1], vals[n + 1:], hp, hm)
+
+
+def check_leaf(task: LeafTask, g_leaf: np.ndarray,
+               first: Optional[FirstPass] = None) -> LeafReport:
     leaf = task.leaf
     dtype = np.dtype(leaf.dtype)
     theta_w = np.asarray(leaf).reshape(-1)            # in the working dtype
     theta = theta_w.astype(np.float64)
     g = g_leaf.reshape(-1)
-    n = theta.size
-    if n == 0:  # a 0-size leaf has no component to perturb: an empty verdict
+    if theta.size == 0:  # a 0-size leaf has no component to perturb: an empty verdict
         return LeafReport(task.path, tuple(leaf.shape), task.dtype, g, g, g,
                           np.zeros(0, np.int8))
-    idx = np.arange(n, dtype=np.int64)
-    batch = choose_batch_size(n, dtype.itemsize, 2 * n + 1, task.batch_size)
+    batch = _batch(task)
 
-    # Pass 1: θ itself and θ ± h₁ for every component.
-    plus, minus, hp, hm = d.perturbed_points(theta_w, d.component_steps(theta, task.rel_step), dtype)
-    vals = _evaluate(task, np.concatenate([[0], idx, idx]),
-                     np.concatenate([theta_w[:1], plus, minus]), batch)
-    f0, fp, fm = vals[0], vals[1:n + 1], vals[n + 1:]
-    a = v.analytic_rounding(task.eps_g, g)
+    first = first_pass(task) if first is None else first
+    f0, fp, fm, hp, hm = first.f0, first.f_plus, first.f_minus, first.h_plus, first.h_minus
+    a = v.analytic_rounding(task.eps_g, g, task.eps_g_out)
     result = v.screen(g, fp, fm, hp, hm, f0, task.eps_f, a, task.safety)
     status, numerical, tolerance = (result.status.copy(), result.numerical.copy(),
                                     result.tolerance.copy())
@@ -191,4 +231,10 @@ def _confirmed_beside_kinks(task: LeafTask, indices: np.ndarray, theta_w: np.nda
 
 
 def check_all(tasks: Sequence[LeafTask]) -> tuple[LeafReport, ...]:
-    return tuple(check_leaf(t, g) for t, g in zip(tasks, tasks[0].analytic.leaves()))
+    reports, reference = [], None
+    for task, g in zip(tasks, tasks[0].analytic.leaves()):
+        # Each leaf's program computes f(θ) too: later leaves compare theirs with the first's.
+        first = first_pass(dataclasses.replace(task, f_reference=reference))
+        reference = first.f0 if reference is None else reference
+        reports.append(check_leaf(task, g, first))
+    return tuple(reports)

@@ -1,0 +1,111 @@
+"""Low-precision gradients (bfloat16, float16): rounding of the result vs rounding of the arithmetic.
+
+The check itself always runs on an upcast copy (float64 by default), so finite differences
+never see a bfloat16 grid and never collapse to a zero step. What stays low-precision is what
+`grad_fn` chooses: a gradient computed in float64/float32 and cast to bfloat16 at the end
+carries only that final rounding, ≤ ε/2·|gᵢ| per entry (ε = 2⁻⁷ for bfloat16), whereas a
+gradient whose sums run in bfloat16 carries ε·Σ|terms|. Reading the jaxpr tells the two apart;
+charging the first like the second would widen every tolerance to ~10% of the leaf's norm
+and hide a wrong entry that is off by a few percent.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from ._precision import machine_epsilon
+
+
+def _float_eps(var: Any) -> float:
+    dtype = getattr(getattr(var, "aval", None), "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jnp.inexact):
+        return machine_epsilon(dtype)
+    return 0.0
+
+
+def _sub(eqn: Any) -> Any:
+    """The single body of a call-like equation (jit, closed_call), or None."""
+    for key in ("jaxpr", "call_jaxpr"):
+        body = eqn.params.get(key)
+        if body is not None:
+            return getattr(body, "jaxpr", body)
+    return None
+
+
+def _all_eps(jaxpr: Any) -> float:
+    eps = 0.0
+    for eqn in jaxpr.eqns:
+        eps = max([eps] + [_float_eps(v) for v in eqn.outvars])
+        for param in eqn.params.values():
+            for body in (param if isinstance(param, (tuple, list)) else (param,)):
+                body = getattr(body, "jaxpr", body)
+                if hasattr(body, "eqns"):
+                    eps = max(eps, _all_eps(body))
+    return eps
+
+
+def _arithmetic_eps(jaxpr: Any) -> float:
+    """Lowest precision of the computation, leaving out casts that produce the outputs."""
+    outputs = {id(v) for v in jaxpr.outvars}
+    eps = 0.0
+    for eqn in jaxpr.eqns:
+        final = all(id(v) in outputs for v in eqn.outvars)
+        if final and eqn.primitive.name == "convert_element_type":
+            continue
+        body = _sub(eqn)
+        if final and body is not None and eqn.primitive.name in ("pjit", "jit", "closed_call"):
+            eps = max(eps, _arithmetic_eps(body))
+            continue
+        eps = max([eps] + [_float_eps(v) for v in eqn.outvars])
+        for param in eqn.params.values():
+            for sub in (param if isinstance(param, (tuple, list)) else (param,)):
+                sub = getattr(sub, "jaxpr", sub)
+                if hasattr(sub, "eqns"):
+                    eps = max(eps, _all_eps(sub))
+    return eps
+
+
+def gradient_epsilons(grad_fn: Any, params: Any, args: Any, param_dynamic: Sequence[Any],
+                      arg_dynamic: Sequence[Any], default: float) -> tuple[float, float]:
+    """(ε of the gradient's arithmetic, ε of its output dtype), each at least `default`."""
+    def call(pd, ad):
+        return grad_fn(params.rebuild(pd), *args.rebuild(ad))
+
+    try:
+        closed = jax.make_jaxpr(call)(tuple(param_dynamic), tuple(arg_dynamic))
+    except Exception:  # noqa: BLE001 - not traceable: keep the caller's estimate
+        return default, 0.0
+    jaxpr = closed.jaxpr
+    out = max([0.0] + [_float_eps(v) for v in jaxpr.outvars])
+    return max(default, _arithmetic_eps(jaxpr)), out
+
+
+def split_gradient_rounding(tasks: Sequence[Any]) -> list[Any]:
+    """Tasks whose `eps_g` covers only the gradient's arithmetic, with the final cast to a
+    lower-precision dtype charged separately (`eps_g_out`). Unchanged for `jax.grad(fn)`."""
+    first = tasks[0]
+    analytic = first.analytic
+    if analytic.grad_fn is None:
+        return list(tasks)
+    default = max(machine_epsilon(first.param_dynamic[t.position].dtype) for t in tasks)
+    if first.eps_g <= default:
+        return list(tasks)  # nothing in the gradient is less precise than the params
+    arith, out = gradient_epsilons(analytic.grad_fn, analytic.problem.params,
+                                   analytic.problem.args, analytic.params.dynamic,
+                                   analytic.arg_dynamic, default)
+    if out <= arith or arith >= first.eps_g:
+        return list(tasks)  # the output is no less precise than the arithmetic
+    return [dataclasses.replace(t, eps_g=arith, eps_g_out=out) for t in tasks]
+
+
+def native_dtype(x: Any) -> Any:
+    """The dtype a leaf is checked in under `precision="native"`: its own, except that
+    bfloat16 and float16 are upcast to float32 (differences on a 2⁻⁸ grid are noise)."""
+    dtype = getattr(x, "dtype", None)
+    if (dtype is not None and jnp.issubdtype(dtype, jnp.floating)
+            and jnp.finfo(dtype).bits < 32):
+        return jnp.float32
+    return None

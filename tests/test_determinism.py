@@ -1,0 +1,67 @@
+"""check refuses a loss or gradient whose values change between evaluations at one point."""
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxcheck
+
+X = jnp.linspace(-1.0, 1.0, 24).reshape(6, 4)
+PARAMS = {"W": jnp.full((4, 3), 0.2), "b": jnp.zeros(3)}
+
+
+def _loss_with_mask(p, x, mask):
+    h = jnp.tanh(x @ p["W"] + p["b"]) * mask
+    return jnp.mean(h ** 2)
+
+
+def test_dropout_with_a_fixed_key_in_args_passes():
+    def loss(p, x, key):
+        mask = jax.random.bernoulli(key, 0.5, (x.shape[0], 3)) / 0.5
+        return _loss_with_mask(p, x, mask)
+    assert jaxcheck.check(loss, PARAMS, X, jax.random.key(0)).ok
+
+
+def test_dropout_key_from_a_global_counter_raises():
+    counter = itertools.count()
+
+    def loss(p, x):
+        key = jax.random.PRNGKey(next(counter))      # a new key at every trace
+        mask = jax.random.bernoulli(key, 0.5, (x.shape[0], 3)) / 0.5
+        return _loss_with_mask(p, x, mask)
+    with pytest.raises(jaxcheck.NondeterminismError, match="fn: two evaluations") as e:
+        jaxcheck.check(loss, PARAMS, X)
+    assert "fixed PRNG key passed in args" in str(e.value)
+    assert isinstance(e.value, ValueError)
+
+
+def test_dropout_mask_from_np_random_raises():
+    def loss(p, x):
+        mask = np.random.default_rng().random((x.shape[0], 3)) < 0.5
+        return _loss_with_mask(p, x, mask)
+    with pytest.raises(jaxcheck.NondeterminismError, match="dropout"):
+        jaxcheck.check(loss, PARAMS, X)
+
+
+def test_nondeterministic_grad_fn_raises_naming_grad_fn():
+    def loss(p, x):
+        return _loss_with_mask(p, x, 1.0)
+
+    def grad_fn(p, x):
+        g = jax.grad(loss)(p, x)
+        noise = np.random.default_rng().random(g["W"].shape)
+        return {"W": g["W"] * (1 + 0.1 * noise), "b": g["b"]}
+    with pytest.raises(jaxcheck.NondeterminismError, match=r"grad_fn: two traces"):
+        jaxcheck.check(loss, PARAMS, X, grad_fn=grad_fn)
+
+
+def test_single_leaf_loss_with_a_fresh_key_per_trace_raises():
+    counter = itertools.count()
+
+    def loss(w, x):
+        mask = jax.random.bernoulli(jax.random.PRNGKey(next(counter)), 0.5, (x.shape[0], 3))
+        return jnp.mean((jnp.tanh(x @ w) * mask) ** 2)
+    with pytest.raises(jaxcheck.NondeterminismError, match="fn: "):
+        jaxcheck.check(loss, PARAMS["W"], X)
