@@ -6,7 +6,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import jaxcheck
-from models import mlp_problem, relu_kink_problem, with_hook
+from handwritten_models import mlp_problem, relu_kink_problem, with_hook
 
 
 def test_correct_float32_mlp_backprop_passes():

@@ -5,7 +5,7 @@ import pytest
 
 import jaxcheck
 from jaxcheck._report import band_of, relative_difference
-from models import mlp_problem, with_hook
+from handwritten_models import mlp_problem, with_hook
 
 
 @pytest.mark.parametrize("value, band", [(1e-9, "excellent"), (1e-6, "ok"), (1e-4, "suspicious"),
