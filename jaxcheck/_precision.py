@@ -9,16 +9,11 @@ the same setting because some results depend on it (dropout masks drawn by
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import Any, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-
-class PrecisionWarning(UserWarning):
-    """float64 was not available, so the check ran in the inputs' own precision."""
 
 
 @contextlib.contextmanager
