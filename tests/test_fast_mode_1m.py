@@ -1,0 +1,37 @@
+"""Fast mode at scale: one wrong entry among a million parameters, found exactly."""
+import jax.numpy as jnp
+import numpy as np
+
+import jaxcheck
+
+
+def test_fast_mode_finds_the_one_wrong_entry_of_a_million_parameter_mlp():
+    rng = np.random.default_rng(0)
+    d_in, hidden, d_out, batch = 1000, 1000, 4, 8
+    params = {"W0": jnp.asarray(rng.standard_normal((d_in, hidden)) / np.sqrt(d_in), jnp.float32),
+              "b0": jnp.zeros(hidden, jnp.float32),
+              "W1": jnp.asarray(rng.standard_normal((hidden, d_out)) / np.sqrt(hidden),
+                                jnp.float32)}
+    assert sum(v.size for v in params.values()) >= 1_000_000
+    x = jnp.asarray(rng.standard_normal((batch, d_in)), jnp.float32)
+    y = jnp.asarray(rng.standard_normal((batch, d_out)), jnp.float32)
+
+    def loss(p, x, y):
+        return 0.5 * jnp.mean((jnp.tanh(x @ p["W0"] + p["b0"]) @ p["W1"] - y) ** 2)
+
+    def backprop(p, x, y):
+        a = jnp.tanh(x @ p["W0"] + p["b0"])
+        d = (a @ p["W1"] - y) / y.size
+        dz = (d @ p["W1"].T) * (1 - a**2)
+        return {"W0": x.T @ dz, "b0": dz.sum(0), "W1": a.T @ d}
+
+    g = np.abs(np.asarray(backprop(params, x, y)["W0"]))
+    i, j = np.unravel_index(int(np.argsort(g.ravel())[int(0.9 * g.size)]), g.shape)
+
+    def buggy(p, x, y):  # exactly one entry 1% too large
+        out = backprop(p, x, y)
+        return {**out, "W0": out["W0"].at[i, j].multiply(1.01)}
+
+    report = jaxcheck.check(loss, params, x, y, grad_fn=buggy, mode="fast")
+    assert [(f.path, f.index) for f in report.failures] == [("['W0']", (int(i), int(j)))]
+    assert report.info["evaluations"] < 2_000  # full mode: > 2,000,000
