@@ -5,7 +5,6 @@ from typing import Any, Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import _differences as d
 from . import _progress

@@ -303,10 +303,10 @@ def _require_finite(out: np.ndarray, indices, values, shape, problem: VectorProb
 
 def _output_entry(problem: VectorProblem, flat: int) -> str:
     layout = problem.output
-    for path, shape, is_complex, size in zip(layout.paths, layout.leaf_shapes, layout.complex,
+    for path, shape, leaf_is_complex, size in zip(layout.paths, layout.leaf_shapes, layout.complex,
                                              layout.sizes):
         if flat < size:
-            index, part = locate(flat, shape, is_complex)
+            index, part = locate(flat, shape, leaf_is_complex)
             return entry_name("out", path, index, part)
         flat -= size
     return f"output entry {flat}"
@@ -315,12 +315,12 @@ def _output_entry(problem: VectorProblem, flat: int) -> str:
 def _blocks(name: str, problem: VectorProblem, path: str, shape: tuple[int, ...], cplx: bool,
             result: tuple[np.ndarray, ...], output_name: str) -> list[JacobianBlock]:
     layout, blocks, start = problem.output, [], 0
-    for out_path, out_shape, is_complex, size in zip(layout.paths, layout.leaf_shapes,
+    for out_path, out_shape, leaf_is_complex, size in zip(layout.paths, layout.leaf_shapes,
                                                      layout.complex, layout.sizes):
         if size == 0:
             continue
         arrays = [np.ascontiguousarray(x[:, start:start + size].T) for x in result]
         start += size
-        blocks.append(JacobianBlock(name, out_path, out_shape, is_complex, path, shape, cplx,
+        blocks.append(JacobianBlock(name, out_path, out_shape, leaf_is_complex, path, shape, cplx,
                                     *arrays, output_name))
     return blocks

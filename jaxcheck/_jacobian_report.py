@@ -11,8 +11,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ._report import _table, band_of, relative_difference
-from ._verdicts import FAIL, INCONCLUSIVE
+from ._report import VerdictTable, _table, band_of, relative_difference
+from ._verdicts import FAIL
 
 _PARTS = ("real", "imag")
 
@@ -67,7 +67,7 @@ class JacobianFailure:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class JacobianBlock:
+class JacobianBlock(VerdictTable):
     """Verdicts of one block: output leaf `output_path` by input leaf `input_path`."""
 
     ad: str
@@ -88,21 +88,8 @@ class JacobianBlock:
         return int(self.status.size)
 
     @property
-    def compared(self) -> np.ndarray:
-        return self.status != INCONCLUSIVE
-
-    @property
     def relative_difference(self) -> float:
-        m = self.compared
-        return relative_difference(self.analytic[m], self.numerical[m])
-
-    @property
-    def n_fail(self) -> int:
-        return int(np.sum(self.status == FAIL))
-
-    @property
-    def n_inconclusive(self) -> int:
-        return int(np.sum(self.status == INCONCLUSIVE))
+        return self._compared_relative_difference()
 
     def failures(self) -> list[JacobianFailure]:
         out = []

@@ -145,7 +145,7 @@ def to_html(report: Report, max_failures: Optional[int] = None) -> str:
     badge = (f'<span style="background:{colour};color:white;font-weight:bold;'
              f'padding:1px 8px;border-radius:4px">{"OK" if report.ok else "FAIL"}</span>')
     verdict = verdict_line(report).split(" - ", 1)[-1]
-    parts = [f'<div class="jaxcheck-report">',
+    parts = ['<div class="jaxcheck-report">',
              f'<div style="margin-bottom:4px">{badge} <b>jaxcheck</b>: {esc(verdict)}</div>']
 
     leaf_rows = []

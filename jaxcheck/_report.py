@@ -50,8 +50,33 @@ class Failure:
         return f"{self.path}[{', '.join(map(str, self.index))}]" if self.index else self.path
 
 
+class VerdictTable:
+    """Counts shared by every table of per-entry verdicts (`analytic`, `numerical`, `status`)."""
+
+    analytic: np.ndarray
+    numerical: np.ndarray
+    status: np.ndarray
+
+    @property
+    def compared(self) -> np.ndarray:
+        """Mask of entries with a verdict (INCONCLUSIVE kinks are left out)."""
+        return self.status != INCONCLUSIVE
+
+    @property
+    def n_fail(self) -> int:
+        return int(np.sum(self.status == FAIL))
+
+    @property
+    def n_inconclusive(self) -> int:
+        return int(np.sum(self.status == INCONCLUSIVE))
+
+    def _compared_relative_difference(self) -> float:
+        m = self.compared
+        return relative_difference(self.analytic[m], self.numerical[m])
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class LeafReport:
+class LeafReport(VerdictTable):
     """Per-leaf verdicts. Arrays are flat (row-major) and indexed like the leaf's `ravel()`.
 
     In the fast and sample modes the arrays hold only the components examined one by one;
@@ -80,24 +105,10 @@ class LeafReport:
         return int(np.prod(self.shape, dtype=np.int64))
 
     @property
-    def compared(self) -> np.ndarray:
-        """Mask of components with a verdict (INCONCLUSIVE kinks are left out)."""
-        return self.status != INCONCLUSIVE
-
-    @property
     def relative_difference(self) -> float:
         if self.directions is not None:  # fast mode: over the directional derivatives
             return self.directions.relative_difference
-        m = self.compared
-        return relative_difference(self.analytic[m], self.numerical[m])
-
-    @property
-    def n_fail(self) -> int:
-        return int(np.sum(self.status == FAIL))
-
-    @property
-    def n_inconclusive(self) -> int:
-        return int(np.sum(self.status == INCONCLUSIVE))
+        return self._compared_relative_difference()
 
     def failures(self) -> list[Failure]:
         return [

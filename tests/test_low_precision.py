@@ -1,5 +1,4 @@
 """bfloat16 / float16 leaves: checked on an upcast copy, with the gradient's own rounding."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
