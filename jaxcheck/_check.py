@@ -16,6 +16,7 @@ from ._gradients import AnalyticGradient
 from ._loss_terms import check_terms
 from ._low_precision import native_dtype
 from ._methods import FIRST_PASS_EXPONENTS, check_with_method
+from ._modes import check_partial
 from ._options import Options, parse_options
 from ._parameters import Split, replace_dynamic, split
 from ._precision import cast_floating, effective_epsilon, machine_epsilon, working_precision
@@ -90,6 +91,8 @@ def _check_split(problem: Problem, p: Split, a: Split, grad_fn: Optional[Callabl
                  opts: Options, user_dtypes: list[str]) -> Report:
     require_traceable(problem, p, a)
     _require_scalar_loss(problem, p, a)
+    if opts.order == 2:  # the gradient itself is checked, as a vector-valued function
+        return check_second_order(problem, p, a, grad_fn, opts)
     eps_work = max(machine_epsilon(x.dtype) for x in p.checked_values)
     eps_f = effective_epsilon(problem.loss, p.dynamic, a.dynamic, default=eps_work)
     analytic = AnalyticGradient(problem, p, tuple(a.dynamic), grad_fn)
@@ -109,13 +112,10 @@ def _check_split(problem: Problem, p: Split, a: Split, grad_fn: Optional[Callabl
     ]
     info = {"eps_f": eps_f, "eps_g": eps_g, "rel_step": rel_step,
             "precision": opts.precision, "mode": opts.mode, "method": opts.method}
-    if opts.order == 2:
-        return check_second_order(problem, p, a, grad_fn, opts)
     if opts.mode != "full":
         if opts.method != "central":
             raise ValueError(f"method: mode={opts.mode!r} uses central differences; "
                              f"method={opts.method!r} is available with mode='full' only")
-        from ._modes import check_partial
         leaves, extra = check_partial(tasks, opts)
         return Report(leaves, info={**info, **extra}, max_failures=opts.max_failures)
     with _progress.full_check(_progress.jobs_for(tasks), opts.progress):
