@@ -65,3 +65,20 @@ def test_single_leaf_loss_with_a_fresh_key_per_trace_raises():
         return jnp.mean((jnp.tanh(x @ w) * mask) ** 2)
     with pytest.raises(jaxcheck.NondeterminismError, match="fn: "):
         jaxcheck.check(loss, PARAMS["W"], X)
+
+
+def test_loss_near_zero_by_cancellation_is_not_called_nondeterministic():
+    # Two leaves' compiled programs sum ~500 terms of size ~1 in different orders; the loss is
+    # ~1e-14, so they differ by far more than √ε·|f| but only by rounding.
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.standard_normal(500))
+    params = {"a": a, "b": a[::-1] * (1 + 1e-9)}
+
+    def loss(p):
+        return (jnp.sum(jnp.tanh(p["a"]) ** 2) - jnp.sum(jnp.tanh(p["b"]) ** 2)
+                + 0.3 * jnp.sum(p["a"] * p["b"][::-1]) - 0.3 * jnp.sum(p["a"] ** 2))
+
+    with jax.enable_x64(True):
+        report = jaxcheck.check(loss, jax.tree_util.tree_map(lambda x: x.astype(jnp.float64),
+                                                             params))
+    assert report.ok
