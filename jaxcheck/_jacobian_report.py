@@ -7,11 +7,11 @@ leaf). Arrays are flat, of shape (output size, input size), indexed row-major li
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ._report import VerdictTable, _table, band_of, relative_difference
+from ._report import VerdictSummary, VerdictTable, _table, band_of, relative_difference
 from ._verdicts import FAIL
 
 _PARTS = ("real", "imag")
@@ -104,7 +104,7 @@ class JacobianBlock(VerdictTable):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class JacobianReport:
+class JacobianReport(VerdictSummary):
     """What `jaxcheck.check_jacobian` found; the same reading as `jaxcheck.Report`.
 
     - `ok`: False iff at least one Jacobian entry FAILs.
@@ -121,25 +121,12 @@ class JacobianReport:
     max_failures: int = 10
 
     @property
-    def failures(self) -> tuple[JacobianFailure, ...]:
-        found = [f for block in self.blocks for f in block.failures()]
-        return tuple(sorted(found, key=lambda f: -f.excess))
+    def _tables(self) -> Sequence[JacobianBlock]:
+        return self.blocks
 
     @property
     def ok(self) -> bool:
         return all(block.n_fail == 0 for block in self.blocks)
-
-    @property
-    def n_components(self) -> int:
-        return sum(block.size for block in self.blocks)
-
-    @property
-    def n_fail(self) -> int:
-        return sum(block.n_fail for block in self.blocks)
-
-    @property
-    def n_inconclusive(self) -> int:
-        return sum(block.n_inconclusive for block in self.blocks)
 
     @property
     def relative_difference(self) -> float:

@@ -75,6 +75,32 @@ class VerdictTable:
         return relative_difference(self.analytic[m], self.numerical[m])
 
 
+class VerdictSummary:
+    """Totals over a report's verdict tables (`_tables`: its leaves, or Jacobian blocks)."""
+
+    @property
+    def _tables(self) -> Sequence[Any]:
+        raise NotImplementedError
+
+    @property
+    def failures(self) -> tuple[Any, ...]:
+        """Failing entries, worst (furthest outside its tolerance) first."""
+        found = [f for table in self._tables for f in table.failures()]
+        return tuple(sorted(found, key=lambda f: -f.excess))
+
+    @property
+    def n_components(self) -> int:
+        return sum(table.size for table in self._tables)
+
+    @property
+    def n_fail(self) -> int:
+        return sum(table.n_fail for table in self._tables)
+
+    @property
+    def n_inconclusive(self) -> int:
+        return sum(table.n_inconclusive for table in self._tables)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class LeafReport(VerdictTable):
     """Per-leaf verdicts. Arrays are flat (row-major) and indexed like the leaf's `ravel()`.
@@ -120,7 +146,7 @@ class LeafReport(VerdictTable):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Report:
+class Report(VerdictSummary):
     """What `jaxcheck.check` found.
 
     - `ok`: False iff at least one component FAILs.
@@ -135,25 +161,12 @@ class Report:
     max_failures: int = 10
 
     @property
-    def failures(self) -> tuple[Failure, ...]:
-        found = [f for leaf in self.leaves for f in leaf.failures()]
-        return tuple(sorted(found, key=lambda f: -f.excess))
+    def _tables(self) -> Sequence[LeafReport]:
+        return self.leaves
 
     @property
     def ok(self) -> bool:
         return all(leaf.ok for leaf in self.leaves)
-
-    @property
-    def n_components(self) -> int:
-        return sum(leaf.size for leaf in self.leaves)
-
-    @property
-    def n_fail(self) -> int:
-        return sum(leaf.n_fail for leaf in self.leaves)
-
-    @property
-    def n_inconclusive(self) -> int:
-        return sum(leaf.n_inconclusive for leaf in self.leaves)
 
     @property
     def relative_difference(self) -> float:
