@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _devices
+from . import _local_changes
 from . import _progress
 from ._parameters import Structure
 
@@ -129,15 +130,17 @@ def _signature(tree: Sequence[Any]) -> tuple:
                  for x in tree)
 
 
-def _batch_function(problem: Problem, position: int) -> Callable[..., Any]:
+def _batch_function(problem: Problem, position: int,
+                    traced: Optional[_local_changes.Traced]) -> Callable[..., Any]:
     def batch(param_dynamic, arg_dynamic, indices, values):
-        base = param_dynamic[position]
-        flat = base.reshape(-1)
-        where = jax.lax.iota(np.int32, flat.size)
-
         def one(i, v):
+            if traced is not None:  # the change followed through the loss (`_local_changes`)
+                return traced.at_entry(param_dynamic, arg_dynamic, i, v)
+            base = param_dynamic[position]
+            flat = base.reshape(-1)
             dynamic = list(param_dynamic)
-            dynamic[position] = jnp.where(where == i, v, flat).reshape(base.shape)
+            dynamic[position] = jnp.where(jax.lax.iota(np.int32, flat.size) == i, v,
+                                          flat).reshape(base.shape)
             return problem.loss(dynamic, arg_dynamic)
 
         return jax.vmap(one)(indices, values)
@@ -147,9 +150,21 @@ def _batch_function(problem: Problem, position: int) -> Callable[..., Any]:
 
 def _compile(problem: Problem, position: int, param_dynamic, arg_dynamic, batch: int,
              devices: tuple[Any, ...]) -> Plan:
+    traced = _local_changes.trace(problem.loss, position, param_dynamic, arg_dynamic)
+    if traced is not None:
+        try:
+            return _compile_with(problem, position, param_dynamic, arg_dynamic, batch, devices,
+                                 traced)
+        except Exception:  # noqa: BLE001 - an op the interpreter cannot replay: run directly
+            pass
+    return _compile_with(problem, position, param_dynamic, arg_dynamic, batch, devices, None)
+
+
+def _compile_with(problem: Problem, position: int, param_dynamic, arg_dynamic, batch: int,
+                  devices: tuple[Any, ...], traced: Optional[_local_changes.Traced]) -> Plan:
     global _compilations
     leaf = param_dynamic[position]
-    f = _batch_function(problem, position)
+    f = _batch_function(problem, position, traced)
     spec_i = jax.ShapeDtypeStruct((batch,), np.int32)
     spec_v = jax.ShapeDtypeStruct((batch,), leaf.dtype)
     if len(devices) > 1:
