@@ -262,6 +262,22 @@ def _apply(eqn, args, changed, touched_inputs):
     return None
 
 
+def _body(eqn) -> Optional[tuple[Any, Sequence[Any]]]:
+    """(jaxpr, consts) of a call the interpreter opens, or None.
+
+    These evaluations are never differentiated, so a custom_jvp/custom_vjp call is its primal
+    function and a checkpoint is its body.
+    """
+    name, params = eqn.primitive.name, eqn.params
+    if name == "jit":
+        return params["jaxpr"].jaxpr, params["jaxpr"].consts
+    if name in ("custom_jvp_call", "custom_vjp_call"):
+        return params["call_jaxpr"].jaxpr, params["call_jaxpr"].consts
+    if name in ("remat2", "checkpoint"):
+        return params["jaxpr"], ()
+    return None
+
+
 def _run(jaxpr, consts, invals, perturbed: Sequence[bool]):
     """Evaluate `jaxpr`; `perturbed[k]` says whether input k depends on the perturbation
     (the perturbed leaf is a `Slab` or a `Direction`; other perturbed inputs are arrays)."""
@@ -287,9 +303,8 @@ def _run(jaxpr, consts, invals, perturbed: Sequence[bool]):
         if not any(hit):
             out = _bind(eqn, args)
             outs = out if eqn.primitive.multiple_results else [out]
-        elif eqn.primitive.name == "jit":
-            inner = eqn.params["jaxpr"]
-            outs = _run(inner.jaxpr, inner.consts, args, hit)
+        elif _body(eqn) is not None:
+            outs = _run(*_body(eqn), args, hit)
         else:
             out = _apply(eqn, args, changed, hit) if any(changed) else None
             if out is None:

@@ -61,9 +61,10 @@ def test_evaluations_do_not_depend_on_batch_size():
 
 
 def test_batch_lowered_until_compiled_temporaries_fit_budget(monkeypatch):
-    # A 1e6-parameter leaf: the compiled program of a large batch would need ~GBs.
+    # A 1e6-parameter leaf: the compiled program of a large batch would need ~GBs (cumsum
+    # has no local rule in `_local_changes`, so each perturbation gets its own copy of w).
     def loss(w, x):
-        return jnp.sum(jnp.tanh(x @ w) ** 2)
+        return jnp.sum(jnp.tanh(x @ jnp.cumsum(w, axis=0)) ** 2)
 
     with jax.enable_x64(True):
         p = _parameters.split(jnp.ones((1000, 1000)) / 1000)
@@ -73,6 +74,19 @@ def test_batch_lowered_until_compiled_temporaries_fit_budget(monkeypatch):
         plan = _engine.plan(problem, p.checked[0], p.dynamic, a.dynamic, 64)
     assert plan.temp_bytes <= 100 * 2**20
     assert 1 <= plan.batch < 64
+
+
+def test_a_local_change_needs_no_copy_of_the_leaf_per_perturbation():
+    def loss(w, x):
+        return jnp.sum(jnp.tanh(x @ w) ** 2)
+
+    with jax.enable_x64(True):
+        p = _parameters.split(jnp.ones((1000, 1000)) / 1000)
+        a = _parameters.split((jnp.ones((4, 1000)),), check_floats=False)
+        problem = _engine.Problem(loss, p.structure, a.structure)
+        plan = _engine.plan(problem, p.checked[0], p.dynamic, a.dynamic, 64)
+    # 64 copies of an 8 MB leaf would be 512 MB; the changed columns take kilobytes
+    assert plan.batch == 64 and plan.temp_bytes < 2**20
 
 
 def test_wrong_entry_found_with_a_tiny_memory_budget(monkeypatch):

@@ -56,6 +56,19 @@ def _selected(p, x):  # select, max, reductions over the changed axis
     return jnp.sum(jnp.where(y > 0, y, 0.1 * y)) + jnp.max(y) + jnp.sum(jnp.mean(y, axis=0) ** 2)
 
 
+@jax.custom_vjp
+def _custom_tanh(x):
+    return jnp.tanh(x)
+
+
+_custom_tanh.defvjp(lambda x: (jnp.tanh(x), x), lambda x, g: (g / jnp.cosh(x) ** 2,))
+
+
+def _relu_custom(p, x):  # custom_jvp (relu), custom_vjp and checkpoint calls, opened
+    h = jax.nn.relu(x @ p["w"])
+    return jnp.sum(jax.checkpoint(lambda z: _custom_tanh(z) @ p["v"])(h) ** 2)
+
+
 CASES = {
     "mlp": (_mlp, {"w": (4, 3), "b": (3,), "v": (3, 2)}, (5, 4), "w"),
     "mlp_second": (_mlp, {"w": (4, 3), "b": (3,), "v": (3, 2)}, (5, 4), "v"),
@@ -67,6 +80,7 @@ CASES = {
     "bias": (_mlp, {"w": (4, 3), "b": (3,), "v": (3, 2)}, (5, 4), "b"),
     "scalar": (_scaled, {"s": (), "w": (4, 3)}, (5, 4), "s"),
     "selected": (_selected, {"w": (4, 3)}, (5, 4), "w"),
+    "custom": (_relu_custom, {"w": (4, 3), "v": (3, 2)}, (5, 4), "w"),
 }
 
 
@@ -114,7 +128,7 @@ def test_loss_along_a_direction_and_whether_it_is_exact(name):
             np.testing.assert_allclose(got, loss(tuple(perturbed), args), rtol=1e-12)
             # exact only when every use of the leaf is a product
             assert exact == (name in ("mlp", "mlp_second", "transposed", "weight_first",
-                                      "attention", "nested", "selected"))
+                                      "attention", "nested", "selected", "custom"))
 
 
 def test_a_product_of_the_leaf_with_itself_is_evaluated_as_written():
