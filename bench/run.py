@@ -7,9 +7,8 @@ Models: float64 MLPs 32-H-H-10, tanh, softmax cross-entropy, batch 64 (bench/mod
 n ≈ 1e3 … 5e4 parameters for the full checks and ≈ 1e6 for the fast ones. Tools, each on the
 same weights and data:
 
-- jaxcheck full (first call: includes compilation), and the forward-screen prototype
-  (bench/prototype_screen.py); jaxcheck fast and sample modes where the installed jaxcheck
-  has them ("not available" otherwise);
+- jaxcheck full: the first call (includes compilation) and a repeated call (reuses the
+  compiled programs, as a check every N training steps does); jaxcheck fast and sample modes;
 - the naive loop of the classic recipe: a Python loop over coordinates, two calls of a jitted
   loss each (timed on a subset of coordinates at large n and extrapolated: marked "~");
 - torch.autograd.gradcheck full mode and fast_mode (only when torch is importable; full mode
@@ -44,7 +43,6 @@ import numpy as np  # noqa: E402
 
 import jaxcheck  # noqa: E402
 import models  # noqa: E402
-import prototype_screen  # noqa: E402
 
 FULL_SIZES = (1_000, 5_000, 17_000, 50_000)
 FAST_SIZE = 1_000_000
@@ -89,13 +87,6 @@ def jaxcheck_mode(m: models.Model, mode: str, repeat: bool = False) -> Row:
         except (NotImplementedError, ValueError, TypeError) as e:
             return Row(tool, m.n, None, f"not available ({type(e).__name__})")
     return Row(tool, m.n, t, ok=bool(rep.ok))
-
-
-def jaxcheck_prototype(m: models.Model) -> Row:
-    with prototype_screen.patched():
-        row = jaxcheck_mode(m, "full")
-    row.tool = "jaxcheck full, forward screen (prototype)"
-    return row
 
 
 def jaxcheck_full_estimate(m: models.Model) -> Row:
@@ -238,9 +229,7 @@ def run(full_sizes, fast_size, naive_coordinates: int, torch_cap: float,
         for n in full_sizes:
             m = models.make(models.hidden_for(n))
             add(jaxcheck_mode(m, "full"))
-            if m.n <= 20_000:  # the compile-free cost, where compilation is a large share
-                add(jaxcheck_mode(m, "full", repeat=True))
-            add(jaxcheck_prototype(m))
+            add(jaxcheck_mode(m, "full", repeat=True))
             add(jaxcheck_mode(m, "fast"))
             add(jaxcheck_mode(m, "sample"))
             add(naive_loop(m, naive_coordinates))
@@ -272,22 +261,27 @@ def markdown(rows: list[Row], meta: dict) -> str:
     lines = [f"# jaxcheck benchmark: {meta['machine']}, {meta['date']}", "",
              f"`{meta['command']}`; jax {meta['jax']}, torch {meta['torch']}, "
              f"{meta['devices']}. Times in seconds (first call, compilation included, unless "
-             "marked repeated); `~` = extrapolated or estimated (see note). Ratio = jaxcheck "
-             "full ÷ tool at the same n (< 1: jaxcheck faster).", ""]
-    lines += ["| n | tool | seconds | jaxcheck full ÷ tool | verdict ok | note |",
-              "|---:|---|---:|---:|---|---|"]
+             "marked repeated); `~` = extrapolated or estimated (see note). Ratios = jaxcheck "
+             "full (first call, or repeated call) ÷ tool at the same n (< 1: jaxcheck "
+             "faster).", ""]
+    lines += ["| n | tool | seconds | jaxcheck full ÷ tool | jaxcheck full, repeated ÷ tool "
+              "| verdict ok | note |", "|---:|---|---:|---:|---:|---|---|"]
     for n in sorted({r.n for r in rows}):
         group = [r for r in rows if r.n == n]
-        ref = next((r.seconds for r in group if r.tool == "jaxcheck full"), None)
-        if ref is None:
-            ref = next((r.seconds for r in group if r.tool.startswith("jaxcheck full")), None)
+        first = next((r.seconds for r in group if r.tool == "jaxcheck full"), None)
+        if first is None:
+            first = next((r.seconds for r in group if r.tool.startswith("jaxcheck full")), None)
+        again = next((r.seconds for r in group if r.tool == "jaxcheck full (repeated call)"),
+                     None)
         for r in group:
             secs = "n/a" if r.seconds is None else ("~" if r.extrapolated else "") + \
                 f"{r.seconds:.4g}"
-            ratio = ("" if r.seconds is None or ref is None or not r.seconds
-                     or r.tool == "jaxcheck full" else f"{ref / r.seconds:.3g}")
+            own = r.tool.startswith("jaxcheck full")
+            ratio = lambda ref: ("" if r.seconds is None or ref is None or not r.seconds  # noqa
+                                 or own else f"{ref / r.seconds:.3g}")
             ok = "" if r.ok is None else str(r.ok)
-            lines.append(f"| {n} | {r.tool} | {secs} | {ratio} | {ok} | {r.note} |")
+            lines.append(f"| {n} | {r.tool} | {secs} | {ratio(first)} | {ratio(again)} | {ok} "
+                         f"| {r.note} |")
     fb = {r.n: r.seconds for r in rows if r.tool.startswith("one forward+backward")}
     fast = [r for r in rows if r.tool.startswith("jaxcheck fast (repeated") and r.seconds]
     if fast:
