@@ -73,8 +73,9 @@ class Along(NamedTuple):
 
 
 def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u, ts, g):
-    """Loss at θ + t·u for each t in ts (1-D), and g·(P − θ) for the point P actually evaluated
-    (θ + t·u rounded to the leaf's dtype). θ is param_dynamic[position]; u and g are flat."""
+    """Loss at θ + t·u for each t in ts (1-D), and g·(P − θ) for the point P actually
+    evaluated (θ + t·u rounded to the leaf's dtype). θ is param_dynamic[position]; u and g are
+    flat."""
     base = param_dynamic[position]
     theta = base.reshape(-1)
 
@@ -88,7 +89,8 @@ def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u,
     # vmap over up to VMAP_ENTRIES perturbed entries at a time: the steps of a large leaf one
     # by one (a vmap materialises T copies in the layout of a GEMM over all of them, several
     # times slower on CPU than T plain GEMMs), those of a small leaf all at once
-    return jax.lax.map(one, ts, batch_size=max(1, min(ts.shape[0], VMAP_ENTRIES // theta.size)))
+    steps_per_vmap = max(1, min(ts.shape[0], VMAP_ENTRIES // theta.size))
+    return jax.lax.map(one, ts, batch_size=steps_per_vmap)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -195,7 +197,8 @@ class Directions:
             k, t = keys[s:s + per_call], ts[s:s + per_call]
             pad = per_call - len(k)
             # padding is direction 0 on the whole leaf at t = 0; never evaluated when looped
-            k = np.concatenate([k, np.array([[0, 0, self.size]] * pad, np.int64).reshape(-1, 3)])
+            filler = np.array([[0, 0, self.size]] * pad, np.int64).reshape(-1, 3)
+            k = np.concatenate([k, filler])
             t = np.concatenate([t, np.zeros((pad, t.shape[1]), t.dtype)])
             yield b, jnp.asarray(len(keys[s:s + per_call]), jnp.int32), *(
                 jnp.asarray(k[:, c].astype(np.int32)) for c in range(3)), jnp.asarray(t)
