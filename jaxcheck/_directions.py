@@ -4,18 +4,20 @@ Direction `i` of checked leaf `L`, restricted to the flat index range `[lo, hi)`
 
     uⱼ = rⱼ · max(1, |θⱼ|) / √(hi − lo)   for lo ≤ j < hi,   0 elsewhere,
 
-with Rademacher signs rⱼ = ±1: the top bit of a counter-based hash of (seed, L, i, j), two
-rounds of the lowbias32 integer mixer (C. Wellons, "Prospecting for hash functions", 2018),
-which compiles in a fraction of the time of `jax.random`'s threefry under `vmap`. The scale
-max(1, |θⱼ|) makes a step t along u move each component by t·max(1, |θⱼ|)/√m, the relative
-step of full mode spread over m components; dividing by √m keeps ‖u‖ near 1 whatever the size
-of the set, so the same step rule (t = ε^(1/3), Richardson at ε^(1/5)) serves a whole leaf and a
-handful of components alike.
+with Rademacher signs rⱼ = ±1: bit j mod 32 of h(⌊j/32⌋), h a counter-based hash of
+(seed, L, i) and the word index, two rounds of the lowbias32 integer mixer (C. Wellons,
+"Prospecting for hash functions", 2018); one hash per 32 entries, and it compiles in a
+fraction of the time of `jax.random`'s threefry. The scale max(1, |θⱼ|) makes a step t along
+u move each component by t·max(1, |θⱼ|)/√m, the relative step of full mode spread over m
+components; dividing by √m keeps ‖u‖ near 1 whatever the size of the set, so the same step
+rule (t = ε^(1/3), Richardson at ε^(1/5)) serves a whole leaf and a handful of components alike.
 
 The signs are generated inside the compiled function from the direction's number, so no (k, n)
-matrix of directions is ever stored: a row of a batch is just (number, lo, hi, t). As in
-`_engine`, one leaf is perturbed at a time, batches have a fixed size, and the compiled programs
-are keyed on the hashable `Problem` and the shapes, so repeated checks reuse them.
+matrix of directions is ever stored: a row of a request is just (number, lo, hi, t). Rows are
+grouped by direction: the compiled function builds each direction's u (and u·g, ‖u∘A‖, Σu)
+once and evaluates the loss at all its steps (`losses_along`). As in `_engine`, one leaf is
+perturbed at a time, batches have fixed shapes (directions and steps padded), and the compiled
+programs are keyed on the hashable `Problem` and the shapes, so repeated checks reuse them.
 """
 from __future__ import annotations
 
@@ -31,6 +33,9 @@ from ._engine import Problem, choose_batch_size
 
 # Points per compiled batch when memory allows: a test of k = 20 directions takes 2k = 40.
 POINTS_PER_CALL = 64
+# Perturbed entries (directions × steps × leaf size) evaluated in one vmap; beyond that, a
+# sequential loop (see `_evaluate_directions`, `losses_along`).
+VMAP_ENTRIES = 8192
 
 
 def _mix(x):
@@ -41,10 +46,16 @@ def _mix(x):
     return x ^ (x >> 16)
 
 
+def _signs(key, n, dtype):
+    """±1 for entries 0..n−1: bit j mod 32 of the hash of word ⌊j/32⌋."""
+    words = _mix(_mix(jnp.arange(-(-n // 32), dtype=jnp.uint32) ^ key) + key)
+    bits = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+    return jnp.where(bits.reshape(-1)[:n] == 1, 1, -1).astype(dtype)
+
+
 def _direction(seed, leaf, number, lo, hi, theta):
     key = _mix(_mix(_mix(seed) ^ leaf) ^ number.astype(jnp.uint32))
-    bits = _mix(_mix(jnp.arange(theta.size, dtype=jnp.uint32) ^ key) + key)
-    signs = jnp.where((bits >> 31) == 1, 1, -1).astype(theta.dtype)
+    signs = _signs(key, theta.size, theta.dtype)
     iota = jnp.arange(theta.size, dtype=lo.dtype)
     inside = (iota >= lo) & (iota < hi)
     scale = jnp.maximum(1, jnp.abs(theta)) / jnp.sqrt((hi - lo).astype(theta.dtype))
@@ -61,22 +72,60 @@ class Along(NamedTuple):
     u_sum: np.ndarray     # Σ uᵢ (the one entry of u, for a single-component range)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _evaluate_batch(problem: Problem, position: int, param_dynamic, arg_dynamic, g, rounding,
-                    seed, leaf, numbers, lo, hi, t):
+def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u, ts, g):
+    """Loss at θ + t·u for each t in ts (1-D), and g·(P − θ) for the point P actually
+    evaluated (θ + t·u rounded to the leaf's dtype). θ is param_dynamic[position]; u and g are
+    flat."""
     base = param_dynamic[position]
     theta = base.reshape(-1)
 
-    def one(number, lo_, hi_, t_):
-        u = _direction(seed, leaf, number, lo_, hi_, theta)
-        point = theta + t_ * u
+    def one(t):
+        point = theta + t * u
         dynamic = list(param_dynamic)
         dynamic[position] = point.reshape(base.shape)
         # elementwise products then sums: exact float32 on GPUs too (a dot could use TF32)
-        return (problem.loss(dynamic, arg_dynamic), jnp.sum(g * (point - theta)),
-                jnp.sum(u * g), jnp.sqrt(jnp.sum((u * rounding) ** 2)), jnp.sum(u))
+        return problem.loss(dynamic, arg_dynamic), jnp.sum(g * (point - theta))
 
-    return jax.vmap(one)(numbers, lo, hi, t)
+    # vmap over up to VMAP_ENTRIES perturbed entries at a time: the steps of a large leaf one
+    # by one (a vmap materialises T copies in the layout of a GEMM over all of them, several
+    # times slower on CPU than T plain GEMMs), those of a small leaf all at once
+    steps_per_vmap = max(1, min(ts.shape[0], VMAP_ENTRIES // theta.size))
+    return jax.lax.map(one, ts, batch_size=steps_per_vmap)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _evaluate_directions(problem: Problem, position: int, map_batch: int, param_dynamic,
+                         arg_dynamic, g, rounding, seed, leaf, count, numbers, lo, hi, ts):
+    """Per direction j < count (numbers, lo, hi of shape (J,)): losses_along at the steps
+    ts[j] (J, T), and u·g, ‖u∘rounding‖, Σu. Directions from `count` on are padding: their
+    outputs are left at 0 and cost nothing."""
+    theta = param_dynamic[position].reshape(-1)
+
+    def per_direction(x):
+        number, lo_, hi_, ts_ = x
+        u = _direction(seed, leaf, number, lo_, hi_, theta)
+        f, g_step = losses_along(problem, position, param_dynamic, arg_dynamic, u, ts_, g)
+        return (f, g_step, jnp.sum(u * g), jnp.sqrt(jnp.sum((u * rounding) ** 2)),
+                jnp.sum(u))
+
+    # `map_batch` directions per step of a loop over the directions: with a large leaf (one
+    # per step) the products with the perturbed leaf stay plain GEMMs instead of products
+    # batched over directions, which XLA's CPU backend runs several times slower; a small
+    # leaf vmaps many directions at once. The loop stops after the last real direction: it
+    # is `lax.map(per_direction, xs, batch_size=map_batch)` without the padding's cost.
+    xs = (numbers, lo, hi, ts)
+    batched = jax.vmap(per_direction)
+    if map_batch >= numbers.shape[0]:
+        return batched(xs)
+
+    def chunk(i, outs):
+        x = [jax.lax.dynamic_slice_in_dim(c, i * map_batch, map_batch) for c in xs]
+        return [jax.lax.dynamic_update_slice_in_dim(o, r, i * map_batch, 0)
+                for o, r in zip(outs, batched(x))]
+
+    shapes = jax.eval_shape(batched, xs)
+    outs = [jnp.zeros(r.shape, r.dtype) for r in shapes]
+    return jax.lax.fori_loop(0, (count + map_batch - 1) // map_batch, chunk, outs)
 
 
 @jax.jit
@@ -111,20 +160,48 @@ class Directions:
         self.g_device = jnp.asarray(self.g.astype(self.dtype))
         self.rounding_device = jnp.asarray(self.rounding.astype(self.dtype))
         self.size = int(self.theta.size)
-        # One batch size for every call on this leaf, so each function compiles once.
+        # Points per call, fixed for the leaf: a call holds `batch // T` directions of T steps.
         self.batch = choose_batch_size(self.size, self.dtype.itemsize, POINTS_PER_CALL,
                                        self.batch_size)
 
-    def _batches(self, numbers, lo, hi, t):
-        """Rows padded to a multiple of the batch size, cut into batches (device arrays)."""
-        m = len(numbers)
-        pad = (-m) % self.batch
-        # padding rows are direction 0 on the whole leaf at t = 0; their results are dropped
-        cols = [np.concatenate([np.asarray(x), np.full(pad, fill)]).astype(dtype)
-                for x, fill, dtype in ((numbers, 0, np.int32), (lo, 0, np.int32),
-                                       (hi, self.size, np.int32), (t, 0.0, self.dtype))]
-        for s in range(0, m + pad, self.batch):
-            yield [jnp.asarray(c[s:s + self.batch]) for c in cols]
+    def _steps(self, count: int) -> int:
+        """Steps per direction in a call: `count` padded to a power of two, at most `batch`."""
+        return min(self.batch, 1 << max(0, int(count) - 1).bit_length())
+
+    def _group(self, numbers, lo, hi):
+        """Rows grouped by direction: (J, 3) keys, each row's group and slot in it, and T.
+
+        A direction with more rows than `batch` is split into groups of at most `batch`."""
+        keys = np.stack([np.asarray(x, np.int64).reshape(-1) for x in (numbers, lo, hi)], 1)
+        keys, group = np.unique(keys, axis=0, return_inverse=True)
+        group = group.reshape(-1)
+        order = np.argsort(group, kind="stable")
+        counts = np.bincount(group, minlength=len(keys))
+        slot = np.empty_like(group)
+        slot[order] = np.arange(group.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        if counts.max() > self.batch:
+            chunk = slot // self.batch
+            pairs, group = np.unique(np.stack([group, chunk], 1), axis=0, return_inverse=True)
+            keys, group, slot = keys[pairs[:, 0]], group.reshape(-1), slot % self.batch
+        return keys, group, slot, self._steps(np.bincount(group).max())
+
+    def _map_batch(self, steps: int) -> int:
+        """Directions vmapped together: up to `VMAP_ENTRIES` perturbed entries, at least one."""
+        return max(1, min(self.batch, VMAP_ENTRIES // (steps * self.size)))
+
+    def _batches(self, keys, ts):
+        """Directions cut into calls of a fixed size, the last padded (device arrays)."""
+        b = self._map_batch(ts.shape[1])
+        per_call = -(-max(1, self.batch // ts.shape[1]) // b) * b
+        for s in range(0, len(keys), per_call):
+            k, t = keys[s:s + per_call], ts[s:s + per_call]
+            pad = per_call - len(k)
+            # padding is direction 0 on the whole leaf at t = 0; never evaluated when looped
+            filler = np.array([[0, 0, self.size]] * pad, np.int64).reshape(-1, 3)
+            k = np.concatenate([k, filler])
+            t = np.concatenate([t, np.zeros((pad, t.shape[1]), t.dtype)])
+            yield b, jnp.asarray(len(keys[s:s + per_call]), jnp.int32), *(
+                jnp.asarray(k[:, c].astype(np.int32)) for c in range(3)), jnp.asarray(t)
 
     def fresh(self, k: int) -> np.ndarray:
         """k direction numbers not used before in this leaf."""
@@ -139,16 +216,24 @@ class Directions:
               t: np.ndarray) -> Along:
         """The loss at θ + t·u (rounded to the working dtype) and the analytic side, per row."""
         m = len(numbers)
+        if m == 0:
+            return Along(*(np.zeros(0) for _ in range(5)))
+        keys, group, slot, steps = self._group(numbers, lo, hi)
+        ts = np.zeros((len(keys), steps), self.dtype)   # padding steps t = 0, dropped
+        ts[group, slot] = t
         seed, leaf = self._keys()
         outs = [  # dispatched asynchronously; gathered below
-            _evaluate_batch(self.problem, self.position, tuple(self.param_dynamic),
-                            tuple(self.arg_dynamic), self.g_device, self.rounding_device,
-                            seed, leaf, n_, l_, h_, t_)
-            for n_, l_, h_, t_ in self._batches(numbers, lo, hi, t)
+            _evaluate_directions(self.problem, self.position, map_batch,
+                                 tuple(self.param_dynamic), tuple(self.arg_dynamic),
+                                 self.g_device, self.rounding_device, seed, leaf, *batch)
+            for map_batch, *batch in self._batches(keys, ts)
         ]
         self.evaluations += m
-        return Along(*(np.concatenate([np.asarray(o[i], np.float64).reshape(-1) for o in outs]
-                                      + [np.zeros(0)])[:m] for i in range(5)))
+        f, g_step, gu, spread, u_sum = (
+            np.concatenate([np.asarray(o[i], np.float64) for o in outs])[:len(keys)]
+            for i in range(5))
+        return Along(f[group, slot], g_step[group, slot], gu[group], spread[group],
+                     u_sum[group])
 
     def vector(self, number: int, lo: int, hi: int) -> np.ndarray:
         """Direction `number` on `[lo, hi)` as a flat array of the working dtype."""

@@ -130,3 +130,38 @@ def test_group_testing_costs_order_b_log_n_tests():
 def test_directions_option_is_validated():
     with pytest.raises(ValueError, match="directions: expected a positive int, got 0"):
         jaxcheck.check(lambda w: jnp.sum(w ** 2), jnp.ones(3), mode="fast", directions=0)
+
+
+def test_rows_grouped_by_direction_match_direction_vector_and_row_order():
+    from jaxcheck._directions import Directions
+    from jaxcheck._engine import Problem
+    from jaxcheck._parameters import split
+    with jax.enable_x64(True):
+        n = 1000
+        c = np.random.default_rng(0).standard_normal(n)
+        theta = jnp.linspace(-3.0, 3.0, n)
+        p, a = split(theta), split((), check_floats=False)
+        problem = Problem(lambda w: jnp.sum(jnp.asarray(c) * w), p.structure, a.structure)
+        dirs = Directions(problem, 0, tuple(p.dynamic), tuple(a.dynamic), 0, 3, c,
+                          np.zeros(n), batch_size=4)
+        # 3 directions, 7 steps of direction 1 (more than a batch), one single-entry range
+        numbers = np.array([1, 0, 1, 2, 1, 1, 0, 1, 1, 1])
+        lo = np.array([0, 10, 0, 5, 0, 0, 10, 0, 0, 0])
+        hi = np.array([n, 500, n, 6, n, n, 500, n, n, n])
+        t = np.linspace(-1e-3, 1e-3, numbers.size)
+        r = dirs.along(numbers, lo, hi, t)
+        perm = np.random.default_rng(1).permutation(numbers.size)
+        rp = dirs.along(numbers[perm], lo[perm], hi[perm], t[perm])
+        for x, xp in zip(r, rp):
+            np.testing.assert_array_equal(x[perm], xp)
+        f0 = float(jnp.sum(jnp.asarray(c) * theta))
+        for i in range(numbers.size):
+            u = dirs.vector(int(numbers[i]), int(lo[i]), int(hi[i]))
+            assert np.count_nonzero(u) == hi[i] - lo[i]
+            assert r.gu[i] == pytest.approx(u @ c, rel=1e-12)
+            assert r.u_sum[i] == pytest.approx(u.sum(), rel=1e-12, abs=1e-14)
+            step = np.asarray(theta + t[i] * u) - np.asarray(theta)
+            assert r.g_step[i] == pytest.approx(c @ step, rel=1e-9, abs=1e-15)
+            assert r.f[i] - f0 == pytest.approx(r.g_step[i], abs=1e-12)
+        assert r.u_sum[3] == dirs.vector(2, 5, 6)[5]
+        assert dirs.evaluations == 2 * numbers.size
