@@ -2,8 +2,11 @@
 
 One leaf is perturbed at a time, so everything computed before the leaf's first use does not
 depend on the batch axis and `vmap` leaves it unbatched. Each perturbation is built from its
-(index, value) pair inside the mapped function by an elementwise select (one fused pass, no
-scatter): no (m, n) matrix of perturbed parameter vectors is materialised beyond one batch.
+(index, value) pair inside the mapped function: no (m, n) matrix of perturbed parameter
+vectors is materialised. For a leaf of `LOCAL_CHANGES_MIN_SIZE` entries or more, the change of
+one entry is followed through the loss (`_local_changes`: a weight entry changes one column of
+a product, not the whole product); smaller leaves get a copy with the entry replaced by an
+elementwise select.
 
 Batches have a fixed size, so one compiled program serves every batch of a leaf. The size is
 an upper bound from the leaf's size, lowered until XLA's compiled memory analysis of the
@@ -41,6 +44,9 @@ MAX_BATCH_ACCELERATOR = 1024
 # Bytes of perturbed-leaf copies allowed per batch by the first guess (before compiling).
 BATCH_MEMORY_BUDGET = 256 * 2**20
 CACHE_SIZE = 64
+# Leaves from this size on are evaluated by following each change (`_local_changes`): its
+# program takes ~1.5x as long to compile, which a few thousand cheap evaluations do not repay.
+LOCAL_CHANGES_MIN_SIZE = 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +156,9 @@ def _batch_function(problem: Problem, position: int,
 
 def _compile(problem: Problem, position: int, param_dynamic, arg_dynamic, batch: int,
              devices: tuple[Any, ...]) -> Plan:
-    traced = _local_changes.trace(problem.loss, position, param_dynamic, arg_dynamic)
+    traced = None
+    if param_dynamic[position].size >= LOCAL_CHANGES_MIN_SIZE:
+        traced = _local_changes.trace(problem.loss, position, param_dynamic, arg_dynamic)
     if traced is not None:
         try:
             return _compile_with(problem, position, param_dynamic, arg_dynamic, batch, devices,

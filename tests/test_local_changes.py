@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import jaxcheck
+from jaxcheck import _engine, _parameters
 from jaxcheck import _local_changes as lc
 
 RNG = np.random.default_rng(0)
@@ -140,8 +141,33 @@ def test_a_product_of_the_leaf_with_itself_is_evaluated_as_written():
         np.testing.assert_allclose(got, loss((w.at[1, 1].set(2.0),), ()), rtol=1e-13)
 
 
-def test_full_check_verdicts_are_unchanged_by_the_update():
-    """A wrong entry in a product's weight is still found, exactly, and nothing else fails."""
+@pytest.fixture
+def local_changes_everywhere(monkeypatch):
+    """Follow changes through the loss for leaves of any size (the engine skips small ones)."""
+    monkeypatch.setattr(_engine, "LOCAL_CHANGES_MIN_SIZE", 1)
+    _engine.clear_cache()
+    yield
+    _engine.clear_cache()
+
+
+def test_engine_values_match_the_direct_evaluation(local_changes_everywhere, monkeypatch):
+    with jax.enable_x64(True):
+        loss, position, dynamic, args = _setup("mlp")
+        leaf = dynamic[position]
+        p = _parameters.split(dict(zip(["b", "v", "w"], dynamic)))
+        a = _parameters.split(args, check_floats=False)
+        problem = _engine.Problem(_mlp, p.structure, a.structure)
+        idx = np.tile(np.arange(leaf.size), 2)
+        values = np.concatenate([np.asarray(leaf).reshape(-1) + 1e-5,
+                                 np.asarray(leaf).reshape(-1) - 1e-5])
+        local = _engine.evaluate(problem, position, p.dynamic, a.dynamic, idx, values, 8)
+        monkeypatch.setattr(_engine, "LOCAL_CHANGES_MIN_SIZE", 10**9)
+        _engine.clear_cache()
+        direct = _engine.evaluate(problem, position, p.dynamic, a.dynamic, idx, values, 8)
+    np.testing.assert_allclose(local, direct, rtol=1e-14)
+
+
+def test_full_check_finds_a_wrong_entry_exactly_with_local_changes(local_changes_everywhere):
     with jax.enable_x64(True):
         params = {"w": jnp.asarray(RNG.normal(size=(6, 5))), "b": jnp.zeros(5),
                   "v": jnp.asarray(RNG.normal(size=(5, 3)))}
@@ -151,5 +177,6 @@ def test_full_check_verdicts_are_unchanged_by_the_update():
             g = jax.grad(_mlp)(p, x)
             return {**g, "w": g["w"].at[2, 1].multiply(1.001)}
 
+        assert jaxcheck.check(_mlp, params, x).ok
         report = jaxcheck.check(_mlp, params, x, grad_fn=wrong)
     assert [f.location for f in report.failures] == ["['w'][2, 1]"]
