@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._engine import Problem, choose_batch_size
+from . import _local_changes
+from ._engine import LOCAL_CHANGES_MIN_SIZE, Problem, choose_batch_size
 
 # Points per compiled batch when memory allows: a test of k = 20 directions takes 2k = 40.
 POINTS_PER_CALL = 64
@@ -74,23 +75,40 @@ class Along(NamedTuple):
 
 def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u, ts, g):
     """Loss at θ + t·u for each t in ts (1-D), and g·(P − θ) for the point P actually
-    evaluated (θ + t·u rounded to the leaf's dtype). θ is param_dynamic[position]; u and g are
-    flat."""
+    evaluated. θ is param_dynamic[position]; u and g are flat.
+
+    For a leaf of `LOCAL_CHANGES_MIN_SIZE` entries or more, products with the leaf are formed
+    as θ·x + t·(u·x), with u·x shared by the steps (`_local_changes`); where every use of the
+    leaf is such a product, P is θ + t·u exactly. Otherwise P is θ + t·u rounded to the
+    leaf's dtype.
+    """
     base = param_dynamic[position]
     theta = base.reshape(-1)
+    u_dot_g = jnp.sum(u * g)
 
-    def one(t):
+    def direct(t):
         point = theta + t * u
         dynamic = list(param_dynamic)
         dynamic[position] = point.reshape(base.shape)
         # elementwise products then sums: exact float32 on GPUs too (a dot could use TF32)
         return problem.loss(dynamic, arg_dynamic), jnp.sum(g * (point - theta))
 
+    traced = (_local_changes.trace(problem.loss, position, param_dynamic, arg_dynamic)
+              if theta.size >= LOCAL_CHANGES_MIN_SIZE else None)
+    if traced is not None:
+        def local(t):
+            f, exact = traced.along(param_dynamic, arg_dynamic, u, t)
+            return f, (t * u_dot_g if exact else jnp.sum(g * ((theta + t * u) - theta)))
+
+        try:  # the steps share the products with u: all of them in one vmap
+            return jax.vmap(local)(ts)
+        except Exception:  # noqa: BLE001 - an op the interpreter cannot replay: run directly
+            pass
     # vmap over up to VMAP_ENTRIES perturbed entries at a time: the steps of a large leaf one
     # by one (a vmap materialises T copies in the layout of a GEMM over all of them, several
     # times slower on CPU than T plain GEMMs), those of a small leaf all at once
     steps_per_vmap = max(1, min(ts.shape[0], VMAP_ENTRIES // theta.size))
-    return jax.lax.map(one, ts, batch_size=steps_per_vmap)
+    return jax.lax.map(direct, ts, batch_size=steps_per_vmap)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))

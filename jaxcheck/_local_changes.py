@@ -360,8 +360,13 @@ def trace(loss: Callable[..., Any], position: int, param_dynamic: Sequence[Any],
 
     Tracing errors are left to the direct evaluation, which reports them in the user's terms.
     """
+    def spec(x):  # shapes only: `trace` may be called on tracers, inside a jit
+        aval = jax.typeof(x)
+        return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type)
+
     try:
-        closed = jax.make_jaxpr(loss)(tuple(param_dynamic), tuple(arg_dynamic))
+        closed = jax.make_jaxpr(loss)(tuple(map(spec, param_dynamic)),
+                                      tuple(map(spec, arg_dynamic)))
     except Exception:  # noqa: BLE001 - the direct path raises it again, with context
         return None
     n_in = len(param_dynamic) + len(arg_dynamic)
