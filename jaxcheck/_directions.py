@@ -37,6 +37,7 @@ POINTS_PER_CALL = 64
 # Perturbed entries (directions × steps × leaf size) evaluated in one vmap; beyond that, a
 # sequential loop (see `_evaluate_directions`, `losses_along`).
 VMAP_ENTRIES = 8192
+LOCAL_VMAP_ENTRIES = 2**19
 
 
 def _mix(x):
@@ -51,7 +52,7 @@ def _signs(key, n, dtype):
     """±1 for entries 0..n−1: bit j mod 32 of the hash of word ⌊j/32⌋."""
     words = _mix(_mix(jnp.arange(-(-n // 32), dtype=jnp.uint32) ^ key) + key)
     bits = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
-    return jnp.where(bits.reshape(-1)[:n] == 1, 1, -1).astype(dtype)
+    return 1 - 2 * bits.reshape(-1)[:n].astype(dtype)  # arithmetic: faster than a select
 
 
 def _direction(seed, leaf, number, lo, hi, theta):
@@ -59,7 +60,7 @@ def _direction(seed, leaf, number, lo, hi, theta):
     signs = _signs(key, theta.size, theta.dtype)
     iota = jnp.arange(theta.size, dtype=lo.dtype)
     inside = (iota >= lo) & (iota < hi)
-    scale = jnp.maximum(1, jnp.abs(theta)) / jnp.sqrt((hi - lo).astype(theta.dtype))
+    scale = jnp.maximum(1, jnp.abs(theta)) * (1 / jnp.sqrt((hi - lo).astype(theta.dtype)))
     return jnp.where(inside, signs * scale, 0).astype(theta.dtype)
 
 
@@ -204,8 +205,13 @@ class Directions:
         return keys, group, slot, self._steps(np.bincount(group).max())
 
     def _map_batch(self, steps: int) -> int:
-        """Directions vmapped together: up to `VMAP_ENTRIES` perturbed entries, at least one."""
-        return max(1, min(self.batch, VMAP_ENTRIES // (steps * self.size)))
+        """Directions vmapped together: up to `VMAP_ENTRIES` perturbed entries, at least one.
+
+        Where products with the leaf follow the change (`_local_changes`), a direction
+        perturbs no copy of the leaf, only the product with u: `LOCAL_VMAP_ENTRIES`.
+        """
+        entries = LOCAL_VMAP_ENTRIES if self.size >= LOCAL_CHANGES_MIN_SIZE else VMAP_ENTRIES
+        return max(1, min(self.batch, entries // (steps * self.size)))
 
     def _batches(self, keys, ts):
         """Directions cut into calls of a fixed size, the last padded (device arrays)."""
