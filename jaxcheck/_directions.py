@@ -38,6 +38,10 @@ POINTS_PER_CALL = 64
 # sequential loop (see `_evaluate_directions`, `losses_along`).
 VMAP_ENTRIES = 8192
 LOCAL_VMAP_ENTRIES = 2**19
+# Steps per direction in every call: a central difference's ±t. One compiled program per leaf
+# then serves every call (compiling is most of a small check); a direction with more rows (the
+# Taylor test's 8, Richardson's 6) is split into groups, each building u again.
+STEPS = 2
 
 
 def _mix(x):
@@ -109,6 +113,8 @@ def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u,
     # by one (a vmap materialises T copies in the layout of a GEMM over all of them, several
     # times slower on CPU than T plain GEMMs), those of a small leaf all at once
     steps_per_vmap = max(1, min(ts.shape[0], VMAP_ENTRIES // theta.size))
+    if steps_per_vmap == ts.shape[0]:
+        return jax.vmap(direct)(ts)  # no loop: quicker to compile
     return jax.lax.map(direct, ts, batch_size=steps_per_vmap)
 
 
@@ -183,14 +189,10 @@ class Directions:
         self.batch = choose_batch_size(self.size, self.dtype.itemsize, POINTS_PER_CALL,
                                        self.batch_size)
 
-    def _steps(self, count: int) -> int:
-        """Steps per direction in a call: `count` padded to a power of two, at most `batch`."""
-        return min(self.batch, 1 << max(0, int(count) - 1).bit_length())
-
     def _group(self, numbers, lo, hi):
         """Rows grouped by direction: (J, 3) keys, each row's group and slot in it, and T.
 
-        A direction with more rows than `batch` is split into groups of at most `batch`."""
+        A direction with more rows than `STEPS` is split into groups of at most `STEPS`."""
         keys = np.stack([np.asarray(x, np.int64).reshape(-1) for x in (numbers, lo, hi)], 1)
         keys, group = np.unique(keys, axis=0, return_inverse=True)
         group = group.reshape(-1)
@@ -198,11 +200,11 @@ class Directions:
         counts = np.bincount(group, minlength=len(keys))
         slot = np.empty_like(group)
         slot[order] = np.arange(group.size) - np.repeat(np.cumsum(counts) - counts, counts)
-        if counts.max() > self.batch:
-            chunk = slot // self.batch
+        if counts.max() > STEPS:
+            chunk = slot // STEPS
             pairs, group = np.unique(np.stack([group, chunk], 1), axis=0, return_inverse=True)
-            keys, group, slot = keys[pairs[:, 0]], group.reshape(-1), slot % self.batch
-        return keys, group, slot, self._steps(np.bincount(group).max())
+            keys, group, slot = keys[pairs[:, 0]], group.reshape(-1), slot % STEPS
+        return keys, group, slot, STEPS
 
     def _map_batch(self, steps: int) -> int:
         """Directions vmapped together: up to `VMAP_ENTRIES` perturbed entries, at least one.
