@@ -28,11 +28,14 @@ def wrong(p, x):
     return {**g, "w2": g["w2"].at[4, 1].add(1e-3)}
 
 out = {"devices": jax.device_count()}
-for name, grad_fn in (("right", None), ("wrong", wrong)):
-    rep = jaxcheck.check(loss, params, x, grad_fn=grad_fn, batch_size=8)
-    out[name] = {"ok": rep.ok,
-                 "status": [leaf.status.tolist() for leaf in rep.leaves],
-                 "failures": [[f.path, list(f.index)] for f in rep.failures]}
+for local in (False, True):  # each entry's change followed through the loss, or not
+    _engine.LOCAL_CHANGES_MIN_SIZE = 1 if local else 10**9
+    _engine.clear_cache()
+    for name, grad_fn in (("right", None), ("wrong", wrong)):
+        rep = jaxcheck.check(loss, params, x, grad_fn=grad_fn, batch_size=8)
+        out[name + ("_local" if local else "")] = {
+            "ok": rep.ok, "status": [leaf.status.tolist() for leaf in rep.leaves],
+            "failures": [[f.path, list(f.index)] for f in rep.failures]}
 
 # Where a batch's results live: one slice per device.
 with jax.enable_x64(True):
@@ -74,6 +77,9 @@ def test_four_devices_give_the_verdicts_of_one(one_and_four):
     assert one["right"] == four["right"] and one["right"]["ok"]
     assert one["wrong"] == four["wrong"]
     assert four["wrong"]["failures"] == [["['w2']", [4, 1]]]
+    # and the same with local changes (`_local_changes`), on 1 or 4 devices
+    for run in one_and_four:
+        assert run["right_local"] == one["right"] and run["wrong_local"] == one["wrong"]
 
 
 def test_each_device_evaluates_its_slice_of_a_batch(one_and_four):
