@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _local_changes
-from ._engine import LOCAL_CHANGES_MIN_SIZE, Problem, choose_batch_size
+from . import _engine, _local_changes
+from ._engine import Problem, choose_batch_size
 
 # Points per compiled batch when memory allows: a test of k = 20 directions takes 2k = 40.
 POINTS_PER_CALL = 64
@@ -82,10 +82,10 @@ def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u,
     """Loss at θ + t·u for each t in ts (1-D), and g·(P − θ) for the point P actually
     evaluated. θ is param_dynamic[position]; u and g are flat.
 
-    For a leaf of `LOCAL_CHANGES_MIN_SIZE` entries or more, products with the leaf are formed
-    as θ·x + t·(u·x), with u·x shared by the steps (`_local_changes`); where every use of the
-    leaf is such a product, P is θ + t·u exactly. Otherwise P is θ + t·u rounded to the
-    leaf's dtype.
+    For params of `_engine.LOCAL_CHANGES_MIN_SIZE` entries or more, products with the leaf are
+    formed as θ·x + t·(u·x), with u·x shared by the steps (`_local_changes`); where every use
+    of the leaf is such a product, P is θ + t·u exactly. Otherwise P is θ + t·u rounded to
+    the leaf's dtype.
     """
     base = param_dynamic[position]
     theta = base.reshape(-1)
@@ -99,7 +99,7 @@ def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u,
         return problem.loss(dynamic, arg_dynamic), jnp.sum(g * (point - theta))
 
     traced = (_local_changes.trace(problem.loss, position, param_dynamic, arg_dynamic)
-              if theta.size >= LOCAL_CHANGES_MIN_SIZE else None)
+              if _engine.follows_local_changes(param_dynamic) else None)
     if traced is not None:
         def local(t):
             f, exact = traced.along(param_dynamic, arg_dynamic, u, t)
@@ -212,7 +212,8 @@ class Directions:
         Where products with the leaf follow the change (`_local_changes`), a direction
         perturbs no copy of the leaf, only the product with u: `LOCAL_VMAP_ENTRIES`.
         """
-        entries = LOCAL_VMAP_ENTRIES if self.size >= LOCAL_CHANGES_MIN_SIZE else VMAP_ENTRIES
+        local = _engine.follows_local_changes(self.param_dynamic)
+        entries = LOCAL_VMAP_ENTRIES if local else VMAP_ENTRIES
         return max(1, min(self.batch, entries // (steps * self.size)))
 
     def _batches(self, keys, ts):

@@ -3,10 +3,10 @@
 One leaf is perturbed at a time, so everything computed before the leaf's first use does not
 depend on the batch axis and `vmap` leaves it unbatched. Each perturbation is built from its
 (index, value) pair inside the mapped function: no (m, n) matrix of perturbed parameter
-vectors is materialised. For a leaf of `LOCAL_CHANGES_MIN_SIZE` entries or more, the change of
-one entry is followed through the loss (`_local_changes`: a weight entry changes one column of
-a product, not the whole product); smaller leaves get a copy with the entry replaced by an
-elementwise select.
+vectors is materialised. When the params have `LOCAL_CHANGES_MIN_SIZE` entries or more, the
+change of one entry is followed through the loss (`_local_changes`: a weight entry changes one
+column of a product, not the whole product); otherwise the leaf is copied with the entry
+replaced by an elementwise select.
 
 Batches have a fixed size, so one compiled program serves every batch of a leaf. The size is
 an upper bound from the leaf's size, lowered until XLA's compiled memory analysis of the
@@ -40,12 +40,17 @@ from ._parameters import Structure
 # Larger batches stop paying on CPU once a batch's perturbed copies leave the caches; an
 # accelerator needs large batches to fill its cores.
 MAX_BATCH_CPU = 64
+# A change followed through the loss (`_local_changes`) costs little per perturbation and
+# needs no copy of the leaf: larger batches amortise the cost of each call.
+MAX_BATCH_CPU_LOCAL = 256
 MAX_BATCH_ACCELERATOR = 1024
 # Bytes of perturbed-leaf copies allowed per batch by the first guess (before compiling).
 BATCH_MEMORY_BUDGET = 256 * 2**20
 CACHE_SIZE = 64
-# Leaves from this size on are evaluated by following each change (`_local_changes`): its
-# program takes ~1.5x as long to compile, which a few thousand cheap evaluations do not repay.
+# Params of this many entries or more are evaluated by following each change
+# (`_local_changes`): its program takes ~1.5x as long to compile, which a few thousand cheap
+# evaluations do not repay. The params' size, not the leaf's: a bias is as expensive to
+# perturb as the products downstream of it.
 LOCAL_CHANGES_MIN_SIZE = 2048
 
 
@@ -74,6 +79,17 @@ def choose_batch_size(leaf_size: int, itemsize: int, n_points: int,
     by_memory = max(1, BATCH_MEMORY_BUDGET // max(1, 4 * leaf_size * itemsize))
     needed = 1 << max(0, int(np.ceil(np.log2(max(1, n_points)))))
     return int(min(cap, by_memory, needed))
+
+
+def leaf_batch_size(param_dynamic: Sequence[Any], position: int, n_points: int,
+                    requested: Optional[int] = None) -> int:
+    """`choose_batch_size` for perturbations of leaf `position` of these params."""
+    leaf = param_dynamic[position]
+    if (requested is None and jax.default_backend() == "cpu"
+            and follows_local_changes(param_dynamic)):
+        needed = 1 << max(0, int(np.ceil(np.log2(max(1, n_points)))))
+        return int(min(MAX_BATCH_CPU_LOCAL, needed))
+    return choose_batch_size(int(leaf.size), np.dtype(leaf.dtype).itemsize, n_points, requested)
 
 
 def memory_budget(device: Any) -> int:
@@ -154,10 +170,16 @@ def _batch_function(problem: Problem, position: int,
     return batch
 
 
+def follows_local_changes(param_dynamic: Sequence[Any]) -> bool:
+    """Whether perturbations of these params are evaluated by `_local_changes`."""
+    size = sum(int(np.prod(np.shape(x), dtype=np.int64)) for x in param_dynamic)
+    return size >= LOCAL_CHANGES_MIN_SIZE
+
+
 def _compile(problem: Problem, position: int, param_dynamic, arg_dynamic, batch: int,
              devices: tuple[Any, ...]) -> Plan:
     traced = None
-    if param_dynamic[position].size >= LOCAL_CHANGES_MIN_SIZE:
+    if follows_local_changes(param_dynamic):
         traced = _local_changes.trace(problem.loss, position, param_dynamic, arg_dynamic)
     if traced is not None:
         try:
@@ -289,7 +311,7 @@ def seconds_per_evaluation(problem: Problem, position: int, param_dynamic: Seque
                            requested: Optional[int] = None) -> float:
     """Seconds per perturbed evaluation of a leaf, from timing one batch (compiled first)."""
     leaf = param_dynamic[position]
-    batch = choose_batch_size(int(leaf.size), np.dtype(leaf.dtype).itemsize, n_points, requested)
+    batch = leaf_batch_size(param_dynamic, position, n_points, requested)
     p = plan(problem, position, param_dynamic, arg_dynamic, batch)
     shared_p, shared_a = p.place_shared(tuple(param_dynamic)), p.place_shared(tuple(arg_dynamic))
     indices = p.place_batch(np.zeros(p.batch, np.int32))

@@ -15,7 +15,7 @@ import numpy as np
 from . import _differences as d
 from . import _verdicts as v
 from ._determinism import require_same_loss, same_loss
-from ._engine import Problem, choose_batch_size, evaluate
+from ._engine import Problem, evaluate, leaf_batch_size
 from ._gradients import AnalyticGradient
 from ._report import LeafReport
 from ._validation import non_finite_loss, user_call
@@ -93,9 +93,8 @@ class FirstPass:
 
 
 def _batch(task: LeafTask) -> int:
-    leaf = task.leaf
-    n = int(np.prod(leaf.shape, dtype=np.int64))
-    return choose_batch_size(n, np.dtype(leaf.dtype).itemsize, 2 * n + 1, task.batch_size)
+    n = int(np.prod(task.leaf.shape, dtype=np.int64))
+    return leaf_batch_size(task.param_dynamic, task.position, 2 * n + 1, task.batch_size)
 
 
 def first_pass(task: LeafTask) -> FirstPass:

@@ -149,13 +149,11 @@ def full_check(jobs: Sequence[Job], progress: Optional[bool],
 def jobs_for(tasks: Sequence[Any]) -> list[Job]:
     """One `Job` per leaf task of a full check (2n+1 evaluations in its first pass); the
     leaves' programs are compiled here, side by side."""
-    import numpy as np
-
-    from ._engine import choose_batch_size, prepare, seconds_per_evaluation
+    from ._engine import leaf_batch_size, prepare, seconds_per_evaluation
 
     prepare([(t.problem, t.position, t.param_dynamic, t.arg_dynamic,
-              choose_batch_size(int(t.leaf.size), np.dtype(t.leaf.dtype).itemsize,
-                                2 * int(t.leaf.size) + 1, t.batch_size)) for t in tasks])
+              leaf_batch_size(t.param_dynamic, t.position, 2 * int(t.leaf.size) + 1,
+                              t.batch_size)) for t in tasks])
     jobs = []
     for t in tasks:
         points = 2 * int(t.leaf.size) + 1

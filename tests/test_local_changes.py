@@ -99,11 +99,16 @@ def _setup(name):
     return loss, position, dynamic, (x,)
 
 
+def _traced(name):
+    """The case's loss, the leaf's position, the dynamic leaves, args and the traced loss."""
+    loss, position, dynamic, args = _setup(name)
+    return loss, position, dynamic, args, lc.trace(loss, position, dynamic, args)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_one_hot_update_gives_the_loss_at_the_perturbed_point(name):
     with jax.enable_x64(True):
-        loss, position, dynamic, args = _setup(name)
-        traced = lc.trace(loss, position, dynamic, args)
+        loss, position, dynamic, args, traced = _traced(name)
         leaf = dynamic[position]
         at = jax.jit(jax.vmap(traced.at_entry, in_axes=(None, None, 0, 0)))
         values = np.asarray(leaf).reshape(-1) + 0.37
@@ -118,8 +123,7 @@ def test_one_hot_update_gives_the_loss_at_the_perturbed_point(name):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_loss_along_a_direction_and_whether_it_is_exact(name):
     with jax.enable_x64(True):
-        loss, position, dynamic, args = _setup(name)
-        traced = lc.trace(loss, position, dynamic, args)
+        loss, position, dynamic, args, traced = _traced(name)
         leaf = dynamic[position]
         u = jnp.asarray(RNG.normal(size=leaf.size))
         for t in (0.0, 1e-3, -0.5):
