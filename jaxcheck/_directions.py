@@ -37,7 +37,6 @@ POINTS_PER_CALL = 64
 # Perturbed entries (directions × steps × leaf size) evaluated in one vmap; beyond that, a
 # sequential loop (see `_evaluate_directions`, `losses_along`).
 VMAP_ENTRIES = 8192
-LOCAL_VMAP_ENTRIES = 2**19
 # Steps per direction in every call: a central difference's ±t. One compiled program per leaf
 # then serves every call (compiling is most of a small check); a direction with more rows (the
 # Taylor test's 8, Richardson's 6) is split into groups, each building u again.
@@ -207,14 +206,8 @@ class Directions:
         return keys, group, slot, STEPS
 
     def _map_batch(self, steps: int) -> int:
-        """Directions vmapped together: up to `VMAP_ENTRIES` perturbed entries, at least one.
-
-        Where products with the leaf follow the change (`_local_changes`), a direction
-        perturbs no copy of the leaf, only the product with u: `LOCAL_VMAP_ENTRIES`.
-        """
-        local = _engine.follows_local_changes(self.param_dynamic)
-        entries = LOCAL_VMAP_ENTRIES if local else VMAP_ENTRIES
-        return max(1, min(self.batch, entries // (steps * self.size)))
+        """Directions vmapped together: up to `VMAP_ENTRIES` perturbed entries, at least one."""
+        return max(1, min(self.batch, VMAP_ENTRIES // (steps * self.size)))
 
     def _batches(self, keys, ts):
         """Directions cut into calls of a fixed size, the last padded (device arrays)."""

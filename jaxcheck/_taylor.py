@@ -19,10 +19,10 @@ from . import _differences as d
 from ._directional import HOEFFDING_Z
 from ._directions import Directions
 
-# Steps t_max·4⁻ʲ, j = 0..6: a factor 4096 between the largest and smallest in 7 evaluations
-# (each costs a forward pass; the order needs only two steps above round-off); with f(θ),
-# 8 rows: steps are evaluated in groups of a power of two.
-LEVELS = 7
+# Steps t_max·4⁻ʲ, j = 0..4: a factor 256 between the largest and smallest in 5 evaluations
+# (each can cost a forward pass; the order needs only two steps above round-off); with f(θ),
+# 6 rows, evaluated in pairs (`_directions.STEPS`).
+LEVELS = 5
 RATIO = 4.0
 # A remainder is used only where it is this many times its round-off (the loss values carry
 # ~2ε|f| each and the predicted change h·u·g its own rounding).
