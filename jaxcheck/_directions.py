@@ -74,7 +74,7 @@ class Along(NamedTuple):
     g_step: np.ndarray    # g·(P − θ): the analytic change along the step actually taken
     gu: np.ndarray        # u·g
     spread: np.ndarray    # ‖u∘A‖, A the bound on the rounding of each gᵢ
-    u_sum: np.ndarray     # Σ uᵢ (the one entry of u, for a single-component range)
+    u_sum: np.ndarray     # u at lo: Σ uᵢ for a single-component range (where it is used)
 
 
 def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u, ts, g):
@@ -121,7 +121,7 @@ def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u,
 def _evaluate_directions(problem: Problem, position: int, map_batch: int, param_dynamic,
                          arg_dynamic, g, rounding, seed, leaf, count, numbers, lo, hi, ts):
     """Per direction j < count (numbers, lo, hi of shape (J,)): losses_along at the steps
-    ts[j] (J, T), and u·g, ‖u∘rounding‖, Σu. Directions from `count` on are padding: their
+    ts[j] (J, T), and u·g, ‖u∘rounding‖, u[lo]. Directions from `count` on are padding: their
     outputs are left at 0 and cost nothing."""
     theta = param_dynamic[position].reshape(-1)
 
@@ -129,8 +129,8 @@ def _evaluate_directions(problem: Problem, position: int, map_batch: int, param_
         number, lo_, hi_, ts_ = x
         u = _direction(seed, leaf, number, lo_, hi_, theta)
         f, g_step = losses_along(problem, position, param_dynamic, arg_dynamic, u, ts_, g)
-        return (f, g_step, jnp.sum(u * g), jnp.sqrt(jnp.sum((u * rounding) ** 2)),
-                jnp.sum(u))
+        # u[lo] is Σu where the range has one component, the only place it is used
+        return (f, g_step, jnp.sum(u * g), jnp.sqrt(jnp.sum((u * rounding) ** 2)), u[lo_])
 
     # `map_batch` directions per step of a loop over the directions: with a large leaf (one
     # per step) the products with the perturbed leaf stay plain GEMMs instead of products
