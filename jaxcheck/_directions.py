@@ -14,8 +14,8 @@ rule (t = ε^(1/3), Richardson at ε^(1/5)) serves a whole leaf and a handful of
 
 The signs are generated inside the compiled function from the direction's number, so no (k, n)
 matrix of directions is ever stored: a row of a request is just (number, lo, hi, t). Rows are
-grouped by direction: the compiled function builds each direction's u (and u·g, ‖u∘A‖, Σu)
-once and evaluates the loss at all its steps (`losses_along`). As in `_engine`, one leaf is
+grouped by direction: the compiled function builds each direction's u (and u·g, ‖u∘A‖,
+u[lo]) once and evaluates the loss at all its steps (`losses_along`). As in `_engine`, one leaf is
 perturbed at a time, batches have fixed shapes (directions and steps padded), and the compiled
 programs are keyed on the hashable `Problem` and the shapes, so repeated checks reuse them.
 """
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _engine, _local_changes
+from . import _engine
 from ._engine import Problem, choose_batch_size
 
 # Points per compiled batch when memory allows: a test of k = 20 directions takes 2k = 40.
@@ -39,7 +39,7 @@ POINTS_PER_CALL = 64
 VMAP_ENTRIES = 8192
 # Steps per direction in every call: a central difference's ±t. One compiled program per leaf
 # then serves every call (compiling is most of a small check); a direction with more rows (the
-# Taylor test's 8, Richardson's 6) is split into groups, each building u again.
+# Taylor test's 6, Richardson's 6) is split into groups, each building u again.
 STEPS = 2
 
 
@@ -77,9 +77,10 @@ class Along(NamedTuple):
     u_sum: np.ndarray     # u at lo: Σ uᵢ for a single-component range (where it is used)
 
 
-def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u, ts, g):
+def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u, ts, g,
+                 u_dot_g):
     """Loss at θ + t·u for each t in ts (1-D), and g·(P − θ) for the point P actually
-    evaluated. θ is param_dynamic[position]; u and g are flat.
+    evaluated. θ is param_dynamic[position]; u and g are flat; u_dot_g is u·g.
 
     For params of `_engine.LOCAL_CHANGES_MIN_SIZE` entries or more, products with the leaf are
     formed as θ·x + t·(u·x), with u·x shared by the steps (`_local_changes`); where every use
@@ -88,7 +89,6 @@ def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u,
     """
     base = param_dynamic[position]
     theta = base.reshape(-1)
-    u_dot_g = jnp.sum(u * g)
 
     def direct(t):
         point = theta + t * u
@@ -97,8 +97,7 @@ def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u,
         # elementwise products then sums: exact float32 on GPUs too (a dot could use TF32)
         return problem.loss(dynamic, arg_dynamic), jnp.sum(g * (point - theta))
 
-    traced = (_local_changes.trace(problem.loss, position, param_dynamic, arg_dynamic)
-              if _engine.follows_local_changes(param_dynamic) else None)
+    traced = _engine.traced_loss(problem, position, param_dynamic, arg_dynamic)
     if traced is not None:
         def local(t):
             f, exact = traced.along(param_dynamic, arg_dynamic, u, t)
@@ -128,9 +127,10 @@ def _evaluate_directions(problem: Problem, position: int, map_batch: int, param_
     def per_direction(x):
         number, lo_, hi_, ts_ = x
         u = _direction(seed, leaf, number, lo_, hi_, theta)
-        f, g_step = losses_along(problem, position, param_dynamic, arg_dynamic, u, ts_, g)
+        gu = jnp.sum(u * g)
+        f, g_step = losses_along(problem, position, param_dynamic, arg_dynamic, u, ts_, g, gu)
         # u[lo] is Σu where the range has one component, the only place it is used
-        return (f, g_step, jnp.sum(u * g), jnp.sqrt(jnp.sum((u * rounding) ** 2)), u[lo_])
+        return f, g_step, gu, jnp.sqrt(jnp.sum((u * rounding) ** 2)), u[lo_]
 
     # `map_batch` directions per step of a loop over the directions: with a large leaf (one
     # per step) the products with the perturbed leaf stay plain GEMMs instead of products
@@ -189,7 +189,7 @@ class Directions:
                                        self.batch_size)
 
     def _group(self, numbers, lo, hi):
-        """Rows grouped by direction: (J, 3) keys, each row's group and slot in it, and T.
+        """Rows grouped by direction: (J, 3) keys, and each row's group and slot in it.
 
         A direction with more rows than `STEPS` is split into groups of at most `STEPS`."""
         keys = np.stack([np.asarray(x, np.int64).reshape(-1) for x in (numbers, lo, hi)], 1)
@@ -203,16 +203,14 @@ class Directions:
             chunk = slot // STEPS
             pairs, group = np.unique(np.stack([group, chunk], 1), axis=0, return_inverse=True)
             keys, group, slot = keys[pairs[:, 0]], group.reshape(-1), slot % STEPS
-        return keys, group, slot, STEPS
-
-    def _map_batch(self, steps: int) -> int:
-        """Directions vmapped together: up to `VMAP_ENTRIES` perturbed entries, at least one."""
-        return max(1, min(self.batch, VMAP_ENTRIES // (steps * self.size)))
+        return keys, group, slot
 
     def _batches(self, keys, ts):
-        """Directions cut into calls of a fixed size, the last padded (device arrays)."""
-        b = self._map_batch(ts.shape[1])
-        per_call = -(-max(1, self.batch // ts.shape[1]) // b) * b
+        """Directions cut into calls of a fixed size, the last padded (device arrays).
+
+        Up to `VMAP_ENTRIES` perturbed entries are vmapped together (at least one direction)."""
+        b = max(1, min(self.batch, VMAP_ENTRIES // (STEPS * self.size)))
+        per_call = -(-max(1, self.batch // STEPS) // b) * b
         for s in range(0, len(keys), per_call):
             k, t = keys[s:s + per_call], ts[s:s + per_call]
             pad = per_call - len(k)
@@ -238,8 +236,8 @@ class Directions:
         m = len(numbers)
         if m == 0:
             return Along(*(np.zeros(0) for _ in range(5)))
-        keys, group, slot, steps = self._group(numbers, lo, hi)
-        ts = np.zeros((len(keys), steps), self.dtype)   # padding steps t = 0, dropped
+        keys, group, slot = self._group(numbers, lo, hi)
+        ts = np.zeros((len(keys), STEPS), self.dtype)   # padding steps t = 0, dropped
         ts[group, slot] = t
         seed, leaf = self._keys()
         outs = [  # dispatched asynchronously; gathered below

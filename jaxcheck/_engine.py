@@ -67,7 +67,7 @@ class Problem:
 
 
 def choose_batch_size(leaf_size: int, itemsize: int, n_points: int,
-                      requested: Optional[int] = None) -> int:
+                      requested: Optional[int] = None, local: bool = False) -> int:
     """First guess of the batch size, never more than needed for `n_points`.
 
     `evaluate` lowers it further if the compiled program's temporaries exceed the memory
@@ -75,8 +75,12 @@ def choose_batch_size(leaf_size: int, itemsize: int, n_points: int,
     """
     if requested is not None:
         return requested
-    cap = MAX_BATCH_CPU if jax.default_backend() == "cpu" else MAX_BATCH_ACCELERATOR
-    by_memory = max(1, BATCH_MEMORY_BUDGET // max(1, 4 * leaf_size * itemsize))
+    if jax.default_backend() != "cpu":
+        cap = MAX_BATCH_ACCELERATOR
+    else:
+        cap = MAX_BATCH_CPU_LOCAL if local else MAX_BATCH_CPU
+    # a followed change (`local`) copies no leaf: the compiled memory analysis alone bounds it
+    by_memory = cap if local else max(1, BATCH_MEMORY_BUDGET // max(1, 4 * leaf_size * itemsize))
     needed = 1 << max(0, int(np.ceil(np.log2(max(1, n_points)))))
     return int(min(cap, by_memory, needed))
 
@@ -85,11 +89,8 @@ def leaf_batch_size(param_dynamic: Sequence[Any], position: int, n_points: int,
                     requested: Optional[int] = None) -> int:
     """`choose_batch_size` for perturbations of leaf `position` of these params."""
     leaf = param_dynamic[position]
-    if (requested is None and jax.default_backend() == "cpu"
-            and follows_local_changes(param_dynamic)):
-        needed = 1 << max(0, int(np.ceil(np.log2(max(1, n_points)))))
-        return int(min(MAX_BATCH_CPU_LOCAL, needed))
-    return choose_batch_size(int(leaf.size), np.dtype(leaf.dtype).itemsize, n_points, requested)
+    return choose_batch_size(int(leaf.size), np.dtype(leaf.dtype).itemsize, n_points, requested,
+                             local=follows_local_changes(param_dynamic))
 
 
 def memory_budget(device: Any) -> int:
@@ -176,11 +177,18 @@ def follows_local_changes(param_dynamic: Sequence[Any]) -> bool:
     return size >= LOCAL_CHANGES_MIN_SIZE
 
 
+def traced_loss(problem: Problem, position: int, param_dynamic: Sequence[Any],
+                arg_dynamic: Sequence[Any]) -> Optional[_local_changes.Traced]:
+    """The loss traced for `_local_changes`, or None where perturbations are evaluated
+    directly (small params, or a loss that does not trace)."""
+    if not follows_local_changes(param_dynamic):
+        return None
+    return _local_changes.trace(problem.loss, position, param_dynamic, arg_dynamic)
+
+
 def _compile(problem: Problem, position: int, param_dynamic, arg_dynamic, batch: int,
              devices: tuple[Any, ...]) -> Plan:
-    traced = None
-    if follows_local_changes(param_dynamic):
-        traced = _local_changes.trace(problem.loss, position, param_dynamic, arg_dynamic)
+    traced = traced_loss(problem, position, param_dynamic, arg_dynamic)
     if traced is not None:
         try:
             return _compile_with(problem, position, param_dynamic, arg_dynamic, batch, devices,

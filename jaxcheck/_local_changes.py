@@ -83,7 +83,7 @@ class Slab:
 
 @dataclasses.dataclass(eq=False)
 class Direction:
-    """The leaf (or a view of it) moved by t·u; `densified` records a use of θ + t·u itself."""
+    """The leaf (or a view of it) moved by t·u; `record` notes a use of θ + t·u itself."""
 
     base: Any
     u: Any
@@ -114,10 +114,12 @@ def _dense(x: Any) -> Any:
 
 def _slab_or_dense(base_out, fixed, change_out) -> Any:
     """The unperturbed `base_out` changed by `change_out` on the slab `fixed`."""
-    out = Slab(base_out, tuple(fixed), None)
+    change_out = change_out.astype(base_out.dtype)
     if all(f is None for f in fixed):
-        return base_out + change_out.astype(base_out.dtype)
-    return dataclasses.replace(out, values=out.part(base_out) + change_out.astype(base_out.dtype))
+        return base_out + change_out
+    starts = [_zero() if f is None else f for f in fixed]
+    return Slab(base_out, tuple(fixed),
+                lax.dynamic_slice(base_out, starts, change_out.shape) + change_out)
 
 
 def _elementwise(eqn, args, changed):
@@ -129,6 +131,7 @@ def _elementwise(eqn, args, changed):
     if not all(isinstance(a, Slab) for a, c in zip(args, changed) if c):
         return None
     out_shape = eqn.outvars[0].aval.shape
+
     def spread(a, d):  # a broadcast along axis d (a scalar along every axis)
         return np.ndim(a) == 0 or np.shape(a)[d] != out_shape[d]
 
@@ -256,8 +259,7 @@ def _apply(eqn, args, changed, touched_inputs):
         return _elementwise(eqn, args, changed)
     if isinstance(single, Slab):
         rule = {"broadcast_in_dim": _broadcast, "reduce_sum": _reduce_sum,
-                "transpose": _transpose, "reshape": _reshape,
-                "squeeze": None}.get(name)
+                "transpose": _transpose, "reshape": _reshape}.get(name)
         return rule(eqn, single) if rule else None
     return None
 
@@ -300,11 +302,12 @@ def _run(jaxpr, consts, invals, perturbed: Sequence[bool]):
         args = [read(v) for v in eqn.invars]
         hit = [is_touched(v) for v in eqn.invars]
         changed = [isinstance(a, Change) for a in args]
+        body = _body(eqn) if any(hit) else None
         if not any(hit):
             out = _bind(eqn, args)
             outs = out if eqn.primitive.multiple_results else [out]
-        elif _body(eqn) is not None:
-            outs = _run(*_body(eqn), args, hit)
+        elif body is not None:
+            outs = _run(*body, args, hit)
         else:
             out = _apply(eqn, args, changed, hit) if any(changed) else None
             if out is None:

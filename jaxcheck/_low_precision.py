@@ -35,15 +35,20 @@ def _sub(eqn: Any) -> Any:
     return None
 
 
+def _bodies(eqn: Any):
+    """The jaxprs an equation's params hold (call and control-flow bodies)."""
+    for param in eqn.params.values():
+        for body in (param if isinstance(param, (tuple, list)) else (param,)):
+            body = getattr(body, "jaxpr", body)
+            if hasattr(body, "eqns"):
+                yield body
+
+
 def _all_eps(jaxpr: Any) -> float:
     eps = 0.0
     for eqn in jaxpr.eqns:
-        eps = max([eps] + [_float_eps(v) for v in eqn.outvars])
-        for param in eqn.params.values():
-            for body in (param if isinstance(param, (tuple, list)) else (param,)):
-                body = getattr(body, "jaxpr", body)
-                if hasattr(body, "eqns"):
-                    eps = max(eps, _all_eps(body))
+        eps = max([eps] + [_float_eps(v) for v in eqn.outvars]
+                  + [_all_eps(body) for body in _bodies(eqn)])
     return eps
 
 
@@ -59,12 +64,8 @@ def _arithmetic_eps(jaxpr: Any) -> float:
         if final and body is not None and eqn.primitive.name in ("pjit", "jit", "closed_call"):
             eps = max(eps, _arithmetic_eps(body))
             continue
-        eps = max([eps] + [_float_eps(v) for v in eqn.outvars])
-        for param in eqn.params.values():
-            for sub in (param if isinstance(param, (tuple, list)) else (param,)):
-                sub = getattr(sub, "jaxpr", sub)
-                if hasattr(sub, "eqns"):
-                    eps = max(eps, _all_eps(sub))
+        eps = max([eps] + [_float_eps(v) for v in eqn.outvars]
+                  + [_all_eps(sub) for sub in _bodies(eqn)])
     return eps
 
 

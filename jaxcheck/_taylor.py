@@ -3,8 +3,8 @@
 For a smooth loss and the true gradient, the remainder R(h) = |f(θ+hu) − f(θ) − h·u·g| is
 O(h²): halving h divides it by 4 (order 2). If u·g is wrong by δ, R(h) ≈ |h·δ| + O(h²) and
 halving h only halves it once h·|δ| dominates (order 1). The observed order
-log(R(h)/R(h/4)) / log 4 needs no tolerance and no knowledge of the loss's scale (Farrell et al.,
-*Automated derivation of the adjoint of high-level transient finite element programs*, 2013,
+log(R(h)/R(h/4)) / log 4 needs no tolerance and no knowledge of the loss's scale (Farrell et
+al., *Automated derivation of the adjoint of high-level transient finite element programs*, 2013,
 §4; dolfin-adjoint's `taylor_test`). It is reported per leaf beside the verdicts, not used for
 them: an error much smaller than h·|f''| leaves the order at 2 for every step above round-off.
 """
@@ -61,7 +61,7 @@ class TaylorResult:
 
 def taylor_test(dirs: Directions, number: int, eps_f: float) -> tuple[float, TaylorResult]:
     """The loss at θ, and the remainders along direction `number` of the whole leaf at steps
-    ε^(1/5)·4·4⁻ʲ (one batch of evaluations)."""
+    ε^(1/5)·4·4⁻ʲ (one `Directions.along` call)."""
     t_max = 4.0 * d.relative_step(eps_f, d.RICHARDSON_EXPONENT)
     steps = t_max / RATIO ** np.arange(LEVELS)
     m = steps.size + 1
