@@ -19,10 +19,11 @@ from ._methods import FIRST_PASS_EXPONENTS, check_with_method
 from ._modes import check_partial
 from ._options import Options, parse_options
 from ._parameters import Split, replace_dynamic, split
-from ._precision import cast_floating, effective_epsilon, machine_epsilon, working_precision
+from ._precision import (cast_floating, effective_epsilon, jaxpr_epsilon, machine_epsilon,
+                         working_precision)
 from ._report import Report
 from ._second_order import check_second_order
-from ._validation import require_checkable, require_concrete, require_traceable
+from ._validation import require_checkable, require_concrete, trace_loss
 
 
 def check(fn: Callable[..., Any], params: Any, *args: Any,
@@ -89,12 +90,12 @@ def check(fn: Callable[..., Any], params: Any, *args: Any,
 
 def _check_split(problem: Problem, p: Split, a: Split, grad_fn: Optional[Callable[..., Any]],
                  opts: Options, user_dtypes: list[str]) -> Report:
-    require_traceable(problem, p, a)
-    _require_scalar_loss(problem, p, a)
+    closed, out = trace_loss(problem, p, a)   # once: validation and the loss's precision
+    _require_scalar_loss(out)
     if opts.order == 2:  # the gradient itself is checked, as a vector-valued function
         return check_second_order(problem, p, a, grad_fn, opts)
     eps_work = max(machine_epsilon(x.dtype) for x in p.checked_values)
-    eps_f = effective_epsilon(problem.loss, p.dynamic, a.dynamic, default=eps_work)
+    eps_f = jaxpr_epsilon(closed, default=eps_work)
     analytic = AnalyticGradient(problem, p, tuple(a.dynamic), grad_fn)
     if grad_fn is None:
         eps_g = eps_f
@@ -123,8 +124,7 @@ def _check_split(problem: Problem, p: Split, a: Split, grad_fn: Optional[Callabl
     return Report(leaves, info=info, max_failures=opts.max_failures)
 
 
-def _require_scalar_loss(problem: Problem, p: Split, a: Split) -> None:
-    out = jax.eval_shape(problem.loss, p.dynamic, a.dynamic)
+def _require_scalar_loss(out: Any) -> None:
     if not hasattr(out, "shape") or out.shape != () or not jnp.issubdtype(out.dtype, jnp.floating):
         got = (f"shape {tuple(out.shape)} dtype {out.dtype}" if hasattr(out, "shape")
                else type(out).__name__)

@@ -40,6 +40,7 @@ class DirectionalChecks:
     status: np.ndarray        # PASS / INCONCLUSIVE / FAIL per direction
     evaluations: int = 0      # loss evaluations spent
     u_sum: Optional[np.ndarray] = None   # Σ uᵢ: the entry of u where a range has one component
+    joint: tuple[str, ...] = ()   # paths of the leaves a joint test covers (`_joint`)
 
     @property
     def k(self) -> int:
@@ -57,12 +58,6 @@ class DirectionalChecks:
     def relative_difference(self) -> float:
         m = self.status != v.INCONCLUSIVE
         return relative_difference(self.analytic[m], self.numerical[m])
-
-    def select(self, mask: np.ndarray) -> "DirectionalChecks":
-        return DirectionalChecks(self.numbers[mask], self.lo[mask], self.hi[mask],
-                                 self.analytic[mask], self.numerical[mask],
-                                 self.tolerance[mask], self.status[mask], 0,
-                                 None if self.u_sum is None else self.u_sum[mask])
 
 
 def check_directions(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.ndarray,

@@ -2,15 +2,19 @@
 
 Direction `i` of checked leaf `L`, restricted to the flat index range `[lo, hi)`, is
 
-    uⱼ = rⱼ · max(1, |θⱼ|) / √(hi − lo)   for lo ≤ j < hi,   0 elsewhere,
+    uⱼ = rⱼ · sⱼ · c   for lo ≤ j < hi,   0 elsewhere,
 
 with Rademacher signs rⱼ = ±1: bit j mod 32 of h(⌊j/32⌋), h a counter-based hash of
 (seed, L, i) and the word index, two rounds of the lowbias32 integer mixer (C. Wellons,
 "Prospecting for hash functions", 2018); one hash per 32 entries, and it compiles in a
-fraction of the time of `jax.random`'s threefry. The scale max(1, |θⱼ|) makes a step t along
-u move each component by t·max(1, |θⱼ|)/√m, the relative step of full mode spread over m
-components; dividing by √m keeps ‖u‖ near 1 whatever the size of the set, so the same step
-rule (t = ε^(1/3), Richardson at ε^(1/5)) serves a whole leaf and a handful of components alike.
+fraction of the time of `jax.random`'s threefry. The scale sⱼ is the power of two in
+[max(1, |θⱼ|), 2·max(1, |θⱼ|)), and c the power of two in (1/(2√m), 1/√m], m = hi − lo: a step t
+along u moves each component by about t·max(1, |θⱼ|)/√m, the relative step of full mode spread
+over m components, and keeping ‖u‖ near 1 whatever the size of the set lets the same step rule
+(t = ε^(1/3), Richardson at ε^(1/5)) serve a whole leaf and a handful of components alike.
+Powers of two make t·uⱼ exact for a step t that is one too (`power_of_two`), so θ + t·u is
+usually exact in the working dtype (`_joint` checks it once per call instead of summing the
+rounding of every point).
 
 The signs are generated inside the compiled function from the direction's number, so no (k, n)
 matrix of directions is ever stored: a row of a request is just (number, lo, hi, t). Rows are
@@ -32,14 +36,14 @@ import numpy as np
 from . import _engine
 from ._engine import Problem, choose_batch_size
 
-# Points per compiled batch when memory allows: a test of k = 20 directions takes 2k = 40.
+# Points per compiled batch when memory allows: a test of k = 21 directions takes 2k = 42.
 POINTS_PER_CALL = 64
 # Perturbed entries (directions × steps × leaf size) evaluated in one vmap; beyond that, a
 # sequential loop (see `_evaluate_directions`, `losses_along`).
 VMAP_ENTRIES = 8192
 # Steps per direction in every call: a central difference's ±t. One compiled program per leaf
-# then serves every call (compiling is most of a small check); a direction with more rows (the
-# Taylor test's 6, Richardson's 6) is split into groups, each building u again.
+# then serves every call (compiling is most of a small check); a direction with more rows
+# (Richardson's 6) is split into groups, each building u again.
 STEPS = 2
 
 
@@ -58,13 +62,34 @@ def _signs(key, n, dtype):
     return 1 - 2 * bits.reshape(-1)[:n].astype(dtype)  # arithmetic: faster than a select
 
 
-def _direction(seed, leaf, number, lo, hi, theta):
-    key = _mix(_mix(_mix(seed) ^ leaf) ^ number.astype(jnp.uint32))
-    signs = _signs(key, theta.size, theta.dtype)
+def _pow2_at_or_above(x):
+    """The power of two in [x, 2x) (x > 0)."""
+    mantissa, exponent = jnp.frexp(x)   # x = m·2^e, m in [0.5, 1)
+    return jnp.ldexp(jnp.ones_like(x), exponent - (mantissa == 0.5))
+
+
+def scales(lo, hi, theta):
+    """|uⱼ| of every direction on [lo, hi): sⱼ·c (powers of two), 0 outside the range."""
     iota = jnp.arange(theta.size, dtype=lo.dtype)
     inside = (iota >= lo) & (iota < hi)
-    scale = jnp.maximum(1, jnp.abs(theta)) * (1 / jnp.sqrt((hi - lo).astype(theta.dtype)))
-    return jnp.where(inside, signs * scale, 0).astype(theta.dtype)
+    c = 1 / _pow2_at_or_above(jnp.sqrt((hi - lo).astype(theta.dtype)))
+    return jnp.where(inside, _pow2_at_or_above(jnp.maximum(1, jnp.abs(theta))) * c, 0)
+
+
+def signs(seed, leaf, number, n, dtype):
+    """rⱼ = ±1 of direction `number` of checked leaf `leaf`, for j < n."""
+    key = _mix(_mix(_mix(seed) ^ leaf) ^ number.astype(jnp.uint32))
+    return _signs(key, n, dtype)
+
+
+def _direction(seed, leaf, number, lo, hi, theta):
+    return (signs(seed, leaf, number, theta.size, theta.dtype)
+            * scales(lo, hi, theta)).astype(theta.dtype)
+
+
+def power_of_two(t: float) -> float:
+    """The power of two nearest to t > 0 (in log scale)."""
+    return float(2.0 ** np.round(np.log2(t)))
 
 
 class Along(NamedTuple):

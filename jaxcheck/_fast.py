@@ -1,4 +1,4 @@
-"""Fast mode: a verdict per leaf from k random directions, then group testing to localise.
+"""Fast mode: verdicts per leaf from k random directions, then group testing to localise.
 
 **How many directions.** With Rademacher signs (uᵢ = ±sᵢ, sᵢ > 0), let e be the error of the
 gradient under test and j any component with eⱼ ≠ 0. Fix every sign but uⱼ: u·e = A ± sⱼeⱼ,
@@ -7,9 +7,8 @@ two values 2·sⱼ|eⱼ| apart, so at most one of them lies inside (−sⱼ|eⱼ
 
     P(|u·e| < max_j sⱼ|eⱼ|) ≤ 1/2,
 
-and k independent directions all miss with probability ≤ 2⁻ᵏ. k = 20 gives 2⁻²⁰ ≈ 9.5e-7
-≤ 1e-6 (option `directions`; choose k = ⌈log₂(1/p)⌉ for a miss probability p). "Miss" means
-|u·e| under the direction's tolerance τ: a wrong leaf is caught with probability ≥ 1 − 2⁻ᵏ as
+and k independent directions all miss with probability ≤ 2⁻ᵏ (option `directions`). "Miss"
+means |u·e| under the direction's tolerance τ: a wrong leaf is caught with probability ≥ 1 − 2⁻ᵏ as
 soon as one component's error, scaled as in u, exceeds τ (about twice the tolerance, to
 leave room for the numerical derivative's own error). Errors smaller than that are
 indistinguishable from round-off along that direction. Because u is normalised by √m, a single
@@ -18,6 +17,13 @@ and the bisection gains the factor back as the ranges shrink.
 
 Gaussian directions would give P(u·e = 0) = 0 but no bound on P(|u·e| < τ) that holds without
 knowing how e is spread; Rademacher signs give the distribution-free 1/2 above.
+
+**Order of the tests.** With two leaves or more, all of them are first tested together
+(`_joint`: k directions, each moving every leaf along its own direction at once). If every
+direction is within round-off, the leaves it covers pass; otherwise each leaf gets its own k
+directions, and a failing leaf is bisected (`_group_testing`). A wrong leaf then escapes only
+if the joint test or its own test misses it: probability ≤ 2·2⁻ᵏ, so k = 21 (the default) keeps
+it ≤ 2⁻²⁰ ≈ 9.5e-7 ≤ 1e-6; in general k = ⌈log₂(2/p)⌉ for a miss probability p.
 """
 from __future__ import annotations
 
@@ -27,28 +33,40 @@ import numpy as np
 
 from . import _verdicts as v
 from ._components import ComponentResults
-from ._directional import check_directions
+from ._directional import DirectionalChecks, check_directions
 from ._directions import Directions
 from ._full import LeafTask
 from ._group_testing import localise
+from ._joint import joint_screen
 from ._report import LeafReport
-from ._taylor import taylor_test
+from ._taylor import LEVELS, TaylorResult, taylor_tests
 
 
 # Directions of a subset test evaluated before the rest (see `dirty` below).
 FIRST_DIRECTIONS = 2
 
 
-def check_leaf_fast(task: LeafTask, g_leaf: np.ndarray, k: int, seed: int,
+def _report(task: LeafTask, g: np.ndarray, examined: Sequence[ComponentResults],
+            directions: DirectionalChecks, taylor: TaylorResult) -> LeafReport:
+    """The leaf's report: the verdict of `directions`, and the components examined one by one."""
+    def stack(name, dtype=np.float64):
+        parts = [getattr(r, name) for r in examined]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+    idx = stack("indices", np.int64)
+    return LeafReport(task.path, tuple(task.leaf.shape), task.dtype, g[idx], stack("numerical"),
+                      stack("tolerance"), stack("status", np.int8), indices=idx,
+                      directions=directions, taylor=taylor)
+
+
+def check_leaf_fast(task: LeafTask, g: np.ndarray, rounding: np.ndarray, f0: float,
+                    taylor: TaylorResult, k: int, seed: int,
                     limit: int) -> tuple[LeafReport, dict[str, int]]:
-    """Fast-mode report of one leaf, and counts of the work done."""
-    g = g_leaf.reshape(-1)
+    """Fast-mode report of one leaf tested on its own (flat g), and counts of the work done.
+    `f0` is the loss at θ as the leaf's program computes it (`taylor_tests`)."""
     n = g.size
-    rounding = v.analytic_rounding(task.eps_g, g)
     dirs = Directions(task.problem, task.position, task.param_dynamic, task.arg_dynamic,
                       task.leaf_number, seed, g, rounding, task.batch_size)
-    # direction 0 is also the first of the whole-leaf test below
-    f0, taylor = taylor_test(dirs, 0, task.eps_f)
 
     def analytic_at(point):
         return task.analytic.leaves(dirs.at(point))[task.leaf_number].reshape(-1)
@@ -98,26 +116,36 @@ def check_leaf_fast(task: LeafTask, g_leaf: np.ndarray, k: int, seed: int,
         # a clean half costs 2k evaluations to clear, checking s components ~2s each
         loc = localise(n, dirty, check_block, block=max(1, 2 * k), limit=limit)
         tests = loc.tests
-    idx = (np.concatenate([r.indices for r in examined]) if examined
-           else np.zeros(0, np.int64))
-    stack = (lambda name: np.concatenate([getattr(r, name) for r in examined]) if examined
-             else np.zeros(0))
-    status = (np.concatenate([r.status for r in examined]) if examined
-              else np.zeros(0, np.int8))
-    report = LeafReport(task.path, tuple(task.leaf.shape), task.dtype, g[idx],
-                        stack("numerical"), stack("tolerance"), status, indices=idx,
-                        directions=whole, taylor=taylor)
     counts = {"evaluations": dirs.evaluations, "tests": tests}
-    return report, counts
+    return _report(task, g, examined, whole, taylor), counts
 
 
 def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
                    limit: int) -> tuple[tuple[LeafReport, ...], dict[str, Any]]:
-    leaves, evaluations, tests = [], 0, 0
-    for task, g in zip(tasks, tasks[0].analytic.leaves()):
-        report, counts = check_leaf_fast(task, g, k, seed, limit)
+    gs = [g.reshape(-1) for g in tasks[0].analytic.leaves()]
+    roundings = [v.analytic_rounding(task.eps_g, g) for task, g in zip(tasks, gs)]
+    first = tasks[0]
+    positions, numbers = [t.position for t in tasks], [t.leaf_number for t in tasks]
+    info: dict[str, Any] = {"directions": k}
+    covered: tuple[int, ...] = ()
+    # every leaf's Taylor test (f(θ) and 3 steps), in one program
+    taylor = taylor_tests(first.problem, positions, numbers, first.param_dynamic,
+                          first.arg_dynamic, gs, roundings, seed, first.eps_f)
+    evaluations, tests = (1 + LEVELS) * len(tasks), 0
+    if len(tasks) > 1:
+        screen = joint_screen(first.problem, positions, numbers, first.param_dynamic,
+                              first.arg_dynamic, gs, roundings, k, seed, first.eps_f,
+                              first.rel_step, first.safety, [t.path for t in tasks])
+        evaluations += screen.evaluations
+        covered = screen.covered if screen.passed else ()
+        info["joint"] = {"passed": screen.passed, "covered": list(screen.checks.joint)}
+    leaves = []
+    for task, g, rounding, (f0, leaf_taylor) in zip(tasks, gs, roundings, taylor):
+        if task.leaf_number in covered:  # passed by the joint test
+            leaves.append(_report(task, g, (), screen.checks, leaf_taylor))
+            continue
+        report, counts = check_leaf_fast(task, g, rounding, f0, leaf_taylor, k, seed, limit)
         leaves.append(report)
         evaluations += counts["evaluations"]
         tests += counts["tests"]
-    return tuple(leaves), {"directions": k, "evaluations": evaluations,
-                           "localisation_tests": tests}
+    return tuple(leaves), {**info, "evaluations": evaluations, "localisation_tests": tests}

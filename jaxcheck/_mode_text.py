@@ -1,8 +1,8 @@
 """The text of fast- and sample-mode reports, which examine only some components.
 
-Fast mode's verdict comes from the directional checks of each leaf, so the leaf table shows
-them (and the Taylor order) beside the components localised by group testing; sample mode's
-table says how many components were drawn. The failing-components table is full mode's.
+Fast mode's verdict comes from directional checks (of all leaves together, or of each leaf on
+its own), so the leaf table shows them (and the Taylor order) beside the components localised
+by group testing; sample mode's table says how many components were drawn. The failing-components table is full mode's.
 """
 from __future__ import annotations
 
@@ -40,9 +40,15 @@ def partial_verdict_line(report: Report) -> str:
     k = report.info.get("directions", 0)
     leaves = report.leaves
     if report.ok:
-        return (f"jaxcheck (fast): OK - {len(leaves)} leaves ({n:,} components) checked by "
-                f"{k} random directions each, all within tolerance; {_rel(report)} over the "
-                f"directional derivatives{cost}")
+        joint = sum(leaf.directions is not None and bool(leaf.directions.joint)
+                    for leaf in leaves)
+        how = (f"checked together by {k} random directions (one joint test)"
+               if joint == len(leaves) else
+               f"checked by {k} random directions each" if not joint else
+               f"checked by {k} random directions ({joint} together, {len(leaves) - joint} "
+               f"each on its own)")
+        return (f"jaxcheck (fast): OK - {len(leaves)} leaves ({n:,} components) {how}, all "
+                f"within tolerance; {_rel(report)} over the directional derivatives{cost}")
     bad = [leaf.path for leaf in leaves if not leaf.ok]
     if report.failures:
         found = (f"localised {report.n_fail:,} component(s) outside tolerance, worst "
@@ -70,13 +76,15 @@ def render_partial(report: Report, limit: int) -> str:
             continue
         verdict = (f"{d.n_fail}/{d.k} FAIL" if d.n_fail else
                    f"{d.k - d.n_inconclusive}/{d.k} pass"
-                   + (f", {d.n_inconclusive} kink" if d.n_inconclusive else ""))
+                   + (f", {d.n_inconclusive} kink" if d.n_inconclusive else "")
+                   + (" (joint)" if d.joint else ""))
         order = leaf.taylor.order if leaf.taylor is not None else None
         rows.append([leaf.path, str(leaf.shape), f"{leaf.size:,}", verdict,
                      f"{leaf.relative_difference:.1e}",
                      "-" if order is None else f"{order:.2f}",
                      f"{leaf.analytic.size:,}", str(leaf.n_fail)])
     lines += _table(rows, right={2, 3, 4, 5, 6, 7})
-    lines += ["", "directions: Rademacher, P(miss a wrong leaf) <= 2^-k; Taylor order: "
-              "remainder ~ h^order, 2 for a correct gradient, 1 for a wrong one"]
+    lines += ["", "directions: Rademacher; P(miss a wrong leaf) <= 2^-k for a leaf alone, "
+              "2*2^-k after a joint test of all leaves (joint: passed by that test); "
+              "Taylor order: remainder ~ h^order, 2 for a correct gradient, 1 for a wrong one"]
     return "\n".join(lines + _worst(report, limit))

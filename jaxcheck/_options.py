@@ -44,9 +44,9 @@ class Options:
       returns a tuple of gradients.
     - `has_aux`: `fn` returns `(loss, aux)` and `grad_fn` returns `(grad, aux)`, as with
       `jax.grad(..., has_aux=True)`; aux is ignored. Default False.
-    - `directions`: fast mode's number k of random (Rademacher) directions per leaf. A wrong
-      leaf escapes all k with probability ≤ 2⁻ᵏ whatever the cancellations; default 20
-      (≤ 1e-6).
+    - `directions`: fast mode's number k of random (Rademacher) directions per test (the joint
+      test of all leaves, then each leaf's own). A wrong leaf escapes with probability
+      ≤ 2·2⁻ᵏ whatever the cancellations (2⁻ᵏ for a single leaf); default 21 (≤ 1e-6).
     - `localise`: fast mode stops group testing in a leaf after this many wrong components
       are found. Default 10.
     - `samples`: sample mode's number of random components checked per leaf. Default 20.
@@ -66,7 +66,7 @@ class Options:
     order: int = 1
     argnums: Union[int, tuple[int, ...]] = 0
     has_aux: bool = False
-    directions: int = 20
+    directions: int = 21
     localise: int = 10
     samples: int = 20
     progress: Optional[bool] = None

@@ -86,6 +86,11 @@ def effective_epsilon(f: Any, *example: Any, default: float) -> float:
         closed = jax.make_jaxpr(f)(*example)
     except Exception:  # noqa: BLE001 - not traceable (e.g. numpy inside): assume the default
         return default
+    return jaxpr_epsilon(closed, default)
+
+
+def jaxpr_epsilon(closed: Any, default: float) -> float:
+    """`effective_epsilon` of a function already traced to `closed`."""
     return max(default, _lowest_float_eps(closed.jaxpr))
 
 

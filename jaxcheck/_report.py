@@ -171,7 +171,9 @@ class Report(VerdictSummary):
     @property
     def relative_difference(self) -> float:
         if any(leaf.directions is not None for leaf in self.leaves):  # fast mode
-            d = [leaf.directions for leaf in self.leaves if leaf.directions is not None]
+            # a joint test is shared by the leaves it covers: count it once
+            d = list({id(leaf.directions): leaf.directions for leaf in self.leaves
+                      if leaf.directions is not None}.values())
             m = [x.status != INCONCLUSIVE for x in d]
             return relative_difference(np.concatenate([x.analytic[k] for x, k in zip(d, m)]),
                                        np.concatenate([x.numerical[k] for x, k in zip(d, m)]))

@@ -106,10 +106,11 @@ def user_call(who: str, when: str) -> Iterator[None]:
         raise
 
 
-def require_traceable(problem: Any, p: Split, a: Split) -> None:
-    """Trace `fn` once at params (no compile): its own errors surface here, clearly."""
+def trace_loss(problem: Any, p: Split, a: Split) -> tuple[Any, Any]:
+    """Trace `fn` once at params (no compile): its own errors surface here, clearly. Returns
+    the closed jaxpr and the shape of the output."""
     with user_call("fn", "at params"):
-        jax.eval_shape(problem.loss, p.dynamic, a.dynamic)
+        return jax.make_jaxpr(problem.loss, return_shape=True)(p.dynamic, a.dynamic)
 
 
 def non_finite_loss(value: float) -> ValueError:

@@ -34,14 +34,20 @@ def _with(loss, edit):
     return grad_fn
 
 
-def test_correct_model_passes_with_few_evaluations():
+def test_correct_model_passes_the_joint_screen_with_few_evaluations():
     loss, params, args = _mlp_problem()
     report = jaxcheck.check(loss, params, *args, mode="fast")
     assert report.ok and report.failures == ()
-    assert all(leaf.directions.k == 20 and leaf.directions.n_fail == 0 for leaf in report.leaves)
-    # 20 directions x 2 points + the Taylor ladder per leaf, far below 2 per component
-    assert report.info["evaluations"] < 0.05 * 2 * report.n_components
-    assert "checked by 20 random directions" in str(report)
+    paths = ("['W']", "['b']", "['c']", "['v']")
+    assert report.info["joint"] == {"passed": True, "covered": list(paths)}
+    joint = report.leaves[0].directions   # one test of all leaves at once, shared
+    assert joint.k == 21 and joint.n_fail == 0 and joint.joint == paths
+    assert all(leaf.directions is joint for leaf in report.leaves)
+    assert all(leaf.taylor.consistent for leaf in report.leaves)   # each leaf's own
+    # f(θ) and 21 directions x 2 points, then f(θ) + 3 Taylor steps per leaf
+    assert report.info["evaluations"] == 2 * 21 + 1 + 4 * len(paths)
+    text = str(report)
+    assert "checked together by 21 random directions" in text and "21/21 pass (joint)" in text
 
 
 def test_localises_single_entry_off_by_one_percent_among_12k():
@@ -53,6 +59,10 @@ def test_localises_single_entry_off_by_one_percent_among_12k():
     f = report.failures[0]
     assert f.analytic == pytest.approx(1.01 * f.numerical, rel=1e-6)
     assert [leaf.path for leaf in report.leaves if not leaf.ok] == ["['W']"]
+    # the joint screen failed, so every leaf had its own test
+    assert report.info["joint"]["passed"] is False
+    assert all(leaf.directions.joint == () and leaf.directions.k == 21
+               for leaf in report.leaves)
     # O(log n) tests, not O(n): far fewer evaluations than full mode's 2 per component
     assert report.info["evaluations"] < 0.25 * 2 * report.n_components
     assert "['W'][37, 91]" in str(report)
@@ -167,3 +177,66 @@ def test_rows_grouped_by_direction_match_direction_vector_and_row_order():
             assert r.f[i] - f0 == pytest.approx(r.g_step[i], abs=1e-12)
         assert r.u_sum[3] == dirs.vector(2, 5, 6)[5]
         assert dirs.evaluations == 2 * numbers.size
+
+
+def test_leaf_whose_own_tolerance_is_much_tighter_is_tested_on_its_own():
+    # w1's gradient is huge (1e8), so its rounding dominates the joint tolerance; w2's own
+    # test is far tighter, and a joint pass must not stand in for it
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(10))
+    params = {"w1": jnp.asarray(rng.standard_normal(10)),
+              "w2": jnp.asarray(rng.standard_normal(10))}
+    offset = float(jnp.sum(params["w1"] * x))
+
+    def loss(p, x):   # ≈ 0 at params: the round-off of the loss itself is tiny
+        return 1e8 * (jnp.sum(p["w1"] * x) - offset) + jnp.sum(p["w2"] ** 2)
+
+    report = jaxcheck.check(loss, params, x, mode="fast")
+    assert report.ok and report.info["joint"] == {"passed": True, "covered": ["['w1']"]}
+    assert report.leaf("['w1']").directions.joint == ("['w1']",)
+    assert report.leaf("['w2']").directions.joint == ()
+    # and an error in w2 far below the joint tolerance is still caught, by w2's own test
+    bad = jaxcheck.check(loss, params, x, mode="fast",
+                         grad_fn=_with(lambda p, x: loss(p, x),
+                                       lambda g: {**g, "w2": g["w2"].at[3].multiply(1 + 1e-6)}))
+    assert [f.location for f in bad.failures] == ["['w2'][3]"]
+
+
+def test_joint_screen_with_points_that_do_not_round_exactly():
+    # entries far below the step do not survive θ + t·u exactly: the joint test then sums
+    # g·(P − θ) at every point, and its verdicts stay right
+    from jaxcheck._joint import _exact_steps
+    rng = np.random.default_rng(0)
+    with jax.enable_x64(True):
+        W = rng.standard_normal((30, 20))
+        W[0, :5] = 1e-30 * (1 + rng.random(5))
+        params = {"W": jnp.asarray(W), "b": jnp.asarray(rng.standard_normal(20))}
+        assert not bool(_exact_steps([params["W"]], jnp.asarray(2.0 ** -17)))
+    x = jnp.asarray(rng.standard_normal((8, 30)))
+
+    def loss(p, x):
+        return jnp.mean(jnp.tanh(x @ p["W"] + p["b"]) ** 2)
+
+    good = jaxcheck.check(loss, params, x, mode="fast")
+    assert good.ok and good.info["joint"]["passed"]
+    bad = jaxcheck.check(loss, params, x, mode="fast",
+                         grad_fn=_with(loss, lambda g: {**g, "b": g["b"].at[7].multiply(1.001)}))
+    assert [f.location for f in bad.failures] == ["['b'][7]"]
+
+
+def test_errors_of_two_leaves_that_cancel_in_the_sum_are_still_caught():
+    # the same error, with opposite signs, in two leaves that enter the loss identically:
+    # along any direction moving both leaves with equal signs, they cancel
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((8, 16)))
+    params = {"a": jnp.asarray(rng.standard_normal(16) / 4),
+              "b": jnp.asarray(rng.standard_normal(16) / 4)}
+
+    def loss(p, x):
+        return jnp.mean(jnp.tanh(x @ (p["a"] + p["b"])) ** 2)
+
+    def edit(g):
+        e = 1e-3 * jnp.abs(g["a"]).max()
+        return {"a": g["a"].at[2].add(e), "b": g["b"].at[2].add(-e)}
+    report = jaxcheck.check(loss, params, x, grad_fn=_with(loss, edit), mode="fast")
+    assert sorted(f.location for f in report.failures) == ["['a'][2]", "['b'][2]"]
