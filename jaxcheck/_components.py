@@ -39,7 +39,7 @@ def check_components(task: LeafTask, g_leaf: np.ndarray, indices: np.ndarray,
     idx = np.asarray(indices, np.int64)
     m = idx.size
     batch = choose_batch_size(theta.size, dtype.itemsize, 2 * m + 1, task.batch_size)
-    a_all = v.analytic_rounding(task.eps_g, g_all)   # ‖g_leaf‖ is over the whole leaf
+    a_all = v.analytic_rounding(task.eps_g, g_all, task.eps_g_out)   # ‖g‖ over the whole leaf
     g, a = g_all[idx], a_all[idx]
 
     plus, minus, hp, hm = d.perturbed_points(theta_w[idx], d.component_steps(theta[idx],

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from . import _verdicts as v
@@ -120,21 +122,31 @@ def check_leaf_fast(task: LeafTask, g: np.ndarray, rounding: np.ndarray, f0: flo
     return _report(task, g, examined, whole, taylor), counts
 
 
+@jax.jit
+def _roundings(gs, eps_g, eps_out):
+    """`_verdicts.analytic_rounding` of every leaf, in one program."""
+    return [v.analytic_rounding(e, g, o) for g, e, o in zip(gs, eps_g, eps_out)]
+
+
 def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
                    limit: int) -> tuple[tuple[LeafReport, ...], dict[str, Any]]:
     gs = [g.reshape(-1) for g in tasks[0].analytic.leaves()]
-    roundings = [v.analytic_rounding(task.eps_g, g) for task, g in zip(tasks, gs)]
     first = tasks[0]
+    # on device, once, for the programs of every leaf (sums in float32 at least)
+    wide = np.promote_types(first.leaf.dtype, np.float32)
+    gs_device = [jnp.asarray(g, wide) for g in gs]
+    roundings = _roundings(gs_device, [task.eps_g for task in tasks],
+                           [task.eps_g_out for task in tasks])
     positions, numbers = [t.position for t in tasks], [t.leaf_number for t in tasks]
     info: dict[str, Any] = {"directions": k}
     covered: tuple[int, ...] = ()
     # every leaf's Taylor test (f(θ) and 3 steps), in one program
     taylor = taylor_tests(first.problem, positions, numbers, first.param_dynamic,
-                          first.arg_dynamic, gs, roundings, seed, first.eps_f)
+                          first.arg_dynamic, gs_device, roundings, seed, first.eps_f)
     evaluations, tests = (1 + LEVELS) * len(tasks), 0
     if len(tasks) > 1:
         screen = joint_screen(first.problem, positions, numbers, first.param_dynamic,
-                              first.arg_dynamic, gs, roundings, k, seed, first.eps_f,
+                              first.arg_dynamic, gs_device, roundings, k, seed, first.eps_f,
                               first.rel_step, first.safety, [t.path for t in tasks])
         evaluations += screen.evaluations
         covered = screen.covered if screen.passed else ()
@@ -144,7 +156,8 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
         if task.leaf_number in covered:  # passed by the joint test
             leaves.append(_report(task, g, (), screen.checks, leaf_taylor))
             continue
-        report, counts = check_leaf_fast(task, g, rounding, f0, leaf_taylor, k, seed, limit)
+        report, counts = check_leaf_fast(task, g, np.asarray(rounding, np.float64), f0,
+                                         leaf_taylor, k, seed, limit)
         leaves.append(report)
         evaluations += counts["evaluations"]
         tests += counts["tests"]

@@ -32,7 +32,7 @@ import numpy as np
 
 from . import _verdicts as v
 from ._directional import HOEFFDING_Z, DirectionalChecks
-from ._directions import VMAP_ENTRIES, power_of_two, scales, signs
+from ._directions import VMAP_ENTRIES, magnitudes, power_of_two, signs
 from ._engine import Problem
 
 # Direction numbers of the joint test, apart from those a leaf's own tests draw (from 0 up).
@@ -46,7 +46,7 @@ MAX_LOOSENING = 2.0
 def _exact_steps(thetas, t):
     """Whether θ ± t·|u| is exact for every entry of every leaf (t a power of two)."""
     def exact(theta):
-        m = t * scales(jnp.int32(0), jnp.int32(theta.size), theta)
+        m = t * magnitudes(theta, theta.size)
         # P = θ ± m exactly iff P − θ gives m back and P ∓ m gives θ back (a rounding error
         # of P is at least the ulp of one of them, so one of the two sees it)
         plus, minus = theta + m, theta - m
@@ -65,7 +65,7 @@ def _evaluate_joint(problem: Problem, positions: tuple[int, ...], leaves: tuple[
     Where the points are `exact` (`_exact_steps`), g·(P − θ) is ±t·u·g: no sum over every
     leaf per point, a pass as costly as building the point."""
     thetas = [param_dynamic[p].reshape(-1) for p in positions]
-    mags = [scales(jnp.int32(0), jnp.int32(theta.size), theta) for theta in thetas]
+    mags = [magnitudes(theta, theta.size) for theta in thetas]
     total = sum(theta.size for theta in thetas)
 
     def per_direction(number):
@@ -91,7 +91,10 @@ def _evaluate_joint(problem: Problem, positions: tuple[int, ...], leaves: tuple[
             f, g_step = jax.lax.map(at, steps)
         return f, g_step, gu
 
-    f, g_step, gu = jax.lax.map(per_direction, numbers, batch_size=directions_per_vmap)
+    if directions_per_vmap == 1:  # a plain loop: no vmap of size 1 to compile
+        f, g_step, gu = jax.lax.map(per_direction, numbers)
+    else:
+        f, g_step, gu = jax.lax.map(per_direction, numbers, batch_size=directions_per_vmap)
     spread2 = jnp.stack([jnp.sum((m * a) ** 2) for m, a in zip(mags, roundings)])
     return problem.loss(param_dynamic, arg_dynamic), f, g_step, gu, spread2
 

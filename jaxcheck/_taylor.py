@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _differences as d
 from ._directional import HOEFFDING_Z
-from ._directions import _direction, losses_along
+from ._directions import losses_along, whole_direction
 from ._engine import Problem
 
 # Steps t_max·8⁻ʲ, j = 0..2: a factor 64 between the largest and smallest in 3 evaluations
@@ -74,8 +74,7 @@ def _remainder_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[
     out = []
     for position, leaf, g, a in zip(positions, leaves, gs, roundings):
         theta = param_dynamic[position].reshape(-1)
-        u = _direction(seed, jnp.uint32(leaf), jnp.int32(0), jnp.int32(0),
-                       jnp.int32(theta.size), theta)
+        u = whole_direction(seed, jnp.uint32(leaf), jnp.int32(0), theta)
         gu = jnp.sum(u * g)
         f, g_step = losses_along(problem, position, param_dynamic, arg_dynamic, u, ts, g, gu)
         out.append((f, g_step, gu, jnp.sqrt(jnp.sum((u * a) ** 2))))

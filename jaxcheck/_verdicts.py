@@ -49,9 +49,11 @@ def roundoff(eps_f: float, f_scale: np.ndarray, h: np.ndarray) -> np.ndarray:
 
 def analytic_rounding(eps_g: float, g: np.ndarray, eps_out: float = 0.0) -> np.ndarray:
     """Rounding carried by the analytic gradient: its arithmetic in precision `eps_g`, plus
-    the final rounding of each entry to an output dtype of precision `eps_out` (≤ ε/2·|gᵢ|)."""
-    return (ANALYTIC_ROUNDING_FACTOR * eps_g * (np.abs(g) + np.linalg.norm(g))
-            + eps_out * np.abs(g))
+    the final rounding of each entry to an output dtype of precision `eps_out` (≤ ε/2·|gᵢ|).
+    `g` may be a NumPy or a JAX array (then computed on its device)."""
+    magnitude = abs(g)
+    return (ANALYTIC_ROUNDING_FACTOR * eps_g * (magnitude + (g * g).sum() ** 0.5)
+            + eps_out * magnitude)
 
 
 def screen(g, f_plus, f_minus, h_plus, h_minus, f0, eps_f, a, safety) -> ComponentVerdicts:
