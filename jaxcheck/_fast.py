@@ -18,16 +18,18 @@ and the bisection gains the factor back as the ranges shrink.
 Gaussian directions would give P(u·e = 0) = 0 but no bound on P(|u·e| < τ) that holds without
 knowing how e is spread; Rademacher signs give the distribution-free 1/2 above.
 
-**Order of the tests.** With two leaves or more, all of them are first tested together
-(`_joint`: k directions, each moving every leaf along its own direction at once). If every
+**Order of the tests.** With two leaves or more and `JOINT_MIN_SIZE` entries or more, all
+leaves are first tested together (`_joint`: k directions, each moving every leaf along its own
+direction at once), and each leaf's Taylor test runs in one program for all. If every
 direction is within round-off, the leaves it covers pass; otherwise each leaf gets its own k
 directions, and a failing leaf is bisected (`_group_testing`). A wrong leaf then escapes only
 if the joint test or its own test misses it: probability ≤ 2·2⁻ᵏ, so k = 21 (the default) keeps
-it ≤ 2⁻²⁰ ≈ 9.5e-7 ≤ 1e-6; in general k = ⌈log₂(2/p)⌉ for a miss probability p.
+it ≤ 2⁻²⁰ ≈ 9.5e-7 ≤ 1e-6; in general k = ⌈log₂(2/p)⌉ for a miss probability p. Smaller
+params go straight to the tests of each leaf (≤ 2⁻ᵏ).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -41,11 +43,14 @@ from ._full import LeafTask
 from ._group_testing import localise
 from ._joint import joint_screen
 from ._report import LeafReport
-from ._taylor import LEVELS, TaylorResult, taylor_tests
+from ._taylor import LEVELS, TaylorResult, taylor_test, taylor_tests
 
 
 # Directions of a subset test evaluated before the rest (see `dirty` below).
 FIRST_DIRECTIONS = 2
+# Parameter entries from which leaves are first tested together (`_joint`). Below, a test of
+# each leaf costs milliseconds and compiling the joint program would cost more than it saves.
+JOINT_MIN_SIZE = 1 << 16
 
 
 def _report(task: LeafTask, g: np.ndarray, examined: Sequence[ComponentResults],
@@ -61,14 +66,16 @@ def _report(task: LeafTask, g: np.ndarray, examined: Sequence[ComponentResults],
                       directions=directions, taylor=taylor)
 
 
-def check_leaf_fast(task: LeafTask, g: np.ndarray, rounding: np.ndarray, f0: float,
-                    taylor: TaylorResult, k: int, seed: int,
+def check_leaf_fast(task: LeafTask, g: np.ndarray, rounding: np.ndarray,
+                    taylor: Optional[tuple[float, TaylorResult]], k: int, seed: int,
                     limit: int) -> tuple[LeafReport, dict[str, int]]:
     """Fast-mode report of one leaf tested on its own (flat g), and counts of the work done.
-    `f0` is the loss at θ as the leaf's program computes it (`taylor_tests`)."""
+    `taylor`: f(θ) and the leaf's Taylor test if already done (`taylor_tests`)."""
     n = g.size
     dirs = Directions(task.problem, task.position, task.param_dynamic, task.arg_dynamic,
                       task.leaf_number, seed, g, rounding, task.batch_size)
+    # direction 0 is also the first of the whole-leaf test below
+    f0, taylor = taylor if taylor is not None else taylor_test(dirs, 0, task.eps_f)
 
     def analytic_at(point):
         return task.analytic.leaves(dirs.at(point))[task.leaf_number].reshape(-1)
@@ -132,31 +139,33 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
                    limit: int) -> tuple[tuple[LeafReport, ...], dict[str, Any]]:
     gs = [g.reshape(-1) for g in tasks[0].analytic.leaves()]
     first = tasks[0]
-    # on device, once, for the programs of every leaf (sums in float32 at least)
-    wide = np.promote_types(first.leaf.dtype, np.float32)
-    gs_device = [jnp.asarray(g, wide) for g in gs]
-    roundings = _roundings(gs_device, [task.eps_g for task in tasks],
-                           [task.eps_g_out for task in tasks])
-    positions, numbers = [t.position for t in tasks], [t.leaf_number for t in tasks]
     info: dict[str, Any] = {"directions": k}
-    covered: tuple[int, ...] = ()
-    # every leaf's Taylor test (f(θ) and 3 steps), in one program
-    taylor = taylor_tests(first.problem, positions, numbers, first.param_dynamic,
-                          first.arg_dynamic, gs_device, roundings, seed, first.eps_f)
-    evaluations, tests = (1 + LEVELS) * len(tasks), 0
-    if len(tasks) > 1:
+    evaluations = tests = 0
+    if len(tasks) == 1 or sum(g.size for g in gs) < JOINT_MIN_SIZE:
+        roundings = [v.analytic_rounding(t.eps_g, g, t.eps_g_out) for t, g in zip(tasks, gs)]
+        taylor: Sequence[Any] = [None] * len(tasks)
+        covered: tuple[int, ...] = ()
+    else:
+        # on device, once, for the programs of all leaves (sums in float32 at least)
+        wide = np.promote_types(first.leaf.dtype, np.float32)
+        gs_device = [jnp.asarray(g, wide) for g in gs]
+        roundings = _roundings(gs_device, [t.eps_g for t in tasks], [t.eps_g_out for t in tasks])
+        positions, numbers = [t.position for t in tasks], [t.leaf_number for t in tasks]
+        # every leaf's Taylor test (f(θ) and 3 steps), in one program
+        taylor = taylor_tests(first.problem, positions, numbers, first.param_dynamic,
+                              first.arg_dynamic, gs_device, roundings, seed, first.eps_f)
         screen = joint_screen(first.problem, positions, numbers, first.param_dynamic,
                               first.arg_dynamic, gs_device, roundings, k, seed, first.eps_f,
                               first.rel_step, first.safety, [t.path for t in tasks])
-        evaluations += screen.evaluations
+        evaluations += (1 + LEVELS) * len(tasks) + screen.evaluations
         covered = screen.covered if screen.passed else ()
         info["joint"] = {"passed": screen.passed, "covered": list(screen.checks.joint)}
     leaves = []
-    for task, g, rounding, (f0, leaf_taylor) in zip(tasks, gs, roundings, taylor):
+    for task, g, rounding, leaf_taylor in zip(tasks, gs, roundings, taylor):
         if task.leaf_number in covered:  # passed by the joint test
-            leaves.append(_report(task, g, (), screen.checks, leaf_taylor))
+            leaves.append(_report(task, g, (), screen.checks, leaf_taylor[1]))
             continue
-        report, counts = check_leaf_fast(task, g, np.asarray(rounding, np.float64), f0,
+        report, counts = check_leaf_fast(task, g, np.asarray(rounding, np.float64),
                                          leaf_taylor, k, seed, limit)
         leaves.append(report)
         evaluations += counts["evaluations"]

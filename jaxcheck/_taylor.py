@@ -20,12 +20,13 @@ import numpy as np
 
 from . import _differences as d
 from ._directional import HOEFFDING_Z
-from ._directions import losses_along, whole_direction
+from ._directions import Directions, losses_along, whole_direction
 from ._engine import Problem
 
 # Steps t_max·8⁻ʲ, j = 0..2: a factor 64 between the largest and smallest in 3 evaluations
 # (each can cost a forward pass; an order needs two steps above round-off, and the smallest
-# sees the smallest errors); with f(θ), 4 rows.
+# sees the smallest errors); with f(θ), 4 rows: two groups of `_directions.STEPS`, or one
+# program for all leaves (`taylor_tests`).
 LEVELS = 3
 RATIO = 8.0
 # A remainder is used only where it is this many times its round-off (the loss values carry
@@ -81,26 +82,42 @@ def _remainder_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[
     return out
 
 
+def _steps(eps_f: float) -> np.ndarray:
+    """ε^(1/5)·2·8⁻ʲ, j < LEVELS."""
+    return 2.0 * d.relative_step(eps_f, d.RICHARDSON_EXPONENT) / RATIO ** np.arange(LEVELS)
+
+
+def _result(f, g_step, spread: float, steps: np.ndarray,
+            eps_f: float) -> tuple[float, TaylorResult]:
+    """f(θ) and the Taylor result from the rows (0, steps...) of one direction."""
+    f, g_step = np.asarray(f, np.float64), np.asarray(g_step, np.float64)
+    f0, f, gd = float(f[0]), f[1:], g_step[1:]
+    rounding = HOEFFDING_Z * spread   # of u·g, as in the directional checks
+    remainders = np.abs(f - f0 - gd)
+    noise = 4.0 * eps_f * np.maximum(abs(f0), np.abs(f)) + rounding * steps
+    return f0, TaylorResult(steps, remainders, noise)
+
+
+def taylor_test(dirs: Directions, number: int, eps_f: float) -> tuple[float, TaylorResult]:
+    """f(θ) as the leaf's program computes it, and the remainders along direction `number` of
+    the whole leaf (one `Directions.along` call)."""
+    steps = _steps(eps_f)
+    m = steps.size + 1
+    r = dirs.along(np.full(m, number), np.zeros(m, np.int64), np.full(m, dirs.size),
+                   np.concatenate([[0.0], steps]))
+    return _result(r.f, r.g_step, float(r.spread[0]), steps, eps_f)
+
+
 def taylor_tests(problem: Problem, positions: Sequence[int], leaf_numbers: Sequence[int],
                  param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any],
-                 gs: Sequence[np.ndarray], roundings: Sequence[np.ndarray], seed: int,
+                 gs: Sequence[Any], roundings: Sequence[Any], seed: int,
                  eps_f: float) -> list[tuple[float, TaylorResult]]:
-    """Per leaf: the loss at θ as that leaf's program computes it, and the remainders along
-    its direction 0 (also the first direction of its own test) at steps ε^(1/5)·2·8⁻ʲ."""
-    t_max = 2.0 * d.relative_step(eps_f, d.RICHARDSON_EXPONENT)
-    steps = t_max / RATIO ** np.arange(LEVELS)
+    """`taylor_test` along direction 0 of every leaf, in one program (`_remainder_rows`)."""
+    steps = _steps(eps_f)
     dtype = np.dtype(param_dynamic[positions[0]].dtype)
     rows = _remainder_rows(
         problem, tuple(positions), tuple(leaf_numbers), tuple(param_dynamic),
         tuple(arg_dynamic), tuple(jnp.asarray(g, dtype) for g in gs),
         tuple(jnp.asarray(r, dtype) for r in roundings), jnp.asarray(seed, jnp.uint32),
         jnp.asarray(np.concatenate([[0.0], steps]), dtype))
-    out = []
-    for f_, g_step, gu, spread in rows:
-        f_all, gd = np.asarray(f_, np.float64), np.asarray(g_step, np.float64)[1:]
-        f0, f = float(f_all[0]), f_all[1:]
-        rounding = HOEFFDING_Z * float(spread)   # of u·g, as in the directional checks
-        remainders = np.abs(f - f0 - gd)
-        noise = 4.0 * eps_f * np.maximum(abs(f0), np.abs(f)) + rounding * steps
-        out.append((f0, TaylorResult(steps, remainders, noise)))
-    return out
+    return [_result(f, g_step, float(spread), steps, eps_f) for f, g_step, _, spread in rows]

@@ -34,7 +34,21 @@ def _with(loss, edit):
     return grad_fn
 
 
-def test_correct_model_passes_the_joint_screen_with_few_evaluations():
+@pytest.fixture
+def joint_for_small_params(monkeypatch):
+    """The joint test for the small params of these tests too (it starts at 65,536 entries)."""
+    monkeypatch.setattr(jaxcheck._fast, "JOINT_MIN_SIZE", 0)
+
+
+def test_small_params_go_straight_to_the_test_of_each_leaf():
+    loss, params, args = _mlp_problem()
+    report = jaxcheck.check(loss, params, *args, mode="fast")
+    assert report.ok and "joint" not in report.info
+    assert all(leaf.directions.k == 21 and leaf.directions.joint == () for leaf in report.leaves)
+    assert "checked by 21 random directions each" in str(report)
+
+
+def test_correct_model_passes_the_joint_screen_with_few_evaluations(joint_for_small_params):
     loss, params, args = _mlp_problem()
     report = jaxcheck.check(loss, params, *args, mode="fast")
     assert report.ok and report.failures == ()
@@ -50,7 +64,7 @@ def test_correct_model_passes_the_joint_screen_with_few_evaluations():
     assert "checked together by 21 random directions" in text and "21/21 pass (joint)" in text
 
 
-def test_localises_single_entry_off_by_one_percent_among_12k():
+def test_localises_single_entry_off_by_one_percent_among_12k(joint_for_small_params):
     loss, params, args = _mlp_problem()
     grad_fn = _with(loss, lambda g: {**g, "W": g["W"].at[37, 91].multiply(1.01)})
     report = jaxcheck.check(loss, params, *args, grad_fn=grad_fn, mode="fast")
@@ -179,7 +193,7 @@ def test_rows_grouped_by_direction_match_direction_vector_and_row_order():
         assert dirs.evaluations == 2 * numbers.size
 
 
-def test_leaf_whose_own_tolerance_is_much_tighter_is_tested_on_its_own():
+def test_leaf_whose_own_tolerance_is_much_tighter_is_tested_on_its_own(joint_for_small_params):
     # w1's gradient is huge (1e8), so its rounding dominates the joint tolerance; w2's own
     # test is far tighter, and a joint pass must not stand in for it
     rng = np.random.default_rng(0)
@@ -202,7 +216,7 @@ def test_leaf_whose_own_tolerance_is_much_tighter_is_tested_on_its_own():
     assert [f.location for f in bad.failures] == ["['w2'][3]"]
 
 
-def test_joint_screen_with_points_that_do_not_round_exactly():
+def test_joint_screen_with_points_that_do_not_round_exactly(joint_for_small_params):
     # entries far below the step do not survive θ + t·u exactly: the joint test then sums
     # g·(P − θ) at every point, and its verdicts stay right
     from jaxcheck._joint import _exact_steps
@@ -224,7 +238,7 @@ def test_joint_screen_with_points_that_do_not_round_exactly():
     assert [f.location for f in bad.failures] == ["['b'][7]"]
 
 
-def test_errors_of_two_leaves_that_cancel_in_the_sum_are_still_caught():
+def test_errors_of_two_leaves_that_cancel_in_the_sum_are_still_caught(joint_for_small_params):
     # the same error, with opposite signs, in two leaves that enter the loss identically:
     # along any direction moving both leaves with equal signs, they cancel
     rng = np.random.default_rng(0)
