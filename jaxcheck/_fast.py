@@ -135,31 +135,37 @@ def _roundings(gs, eps_g, eps_out):
     return [v.analytic_rounding(e, g, o) for g, e, o in zip(gs, eps_g, eps_out)]
 
 
+def _together(tasks: Sequence[LeafTask], gs: Sequence[np.ndarray], k: int, seed: int):
+    """The gradients' rounding, every leaf's Taylor test (one program) and the joint test."""
+    first = tasks[0]
+    # on device, once, for the programs of all leaves (sums in float32 at least)
+    wide = np.promote_types(first.leaf.dtype, np.float32)
+    gs_device = [jnp.asarray(g, wide) for g in gs]
+    roundings = _roundings(gs_device, [t.eps_g for t in tasks], [t.eps_g_out for t in tasks])
+    positions, numbers = [t.position for t in tasks], [t.leaf_number for t in tasks]
+    taylor = taylor_tests(first.problem, positions, numbers, first.param_dynamic,
+                          first.arg_dynamic, gs_device, roundings, seed, first.eps_f)
+    screen = joint_screen(first.problem, positions, numbers, first.param_dynamic,
+                          first.arg_dynamic, gs_device, roundings, k, seed, first.eps_f,
+                          first.rel_step, first.safety, [t.path for t in tasks])
+    return roundings, taylor, screen
+
+
 def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
                    limit: int) -> tuple[tuple[LeafReport, ...], dict[str, Any]]:
     gs = [g.reshape(-1) for g in tasks[0].analytic.leaves()]
-    first = tasks[0]
     info: dict[str, Any] = {"directions": k}
     evaluations = tests = 0
-    if len(tasks) == 1 or sum(g.size for g in gs) < JOINT_MIN_SIZE:
-        roundings = [v.analytic_rounding(t.eps_g, g, t.eps_g_out) for t, g in zip(tasks, gs)]
-        taylor: Sequence[Any] = [None] * len(tasks)
-        covered: tuple[int, ...] = ()
-    else:
-        # on device, once, for the programs of all leaves (sums in float32 at least)
-        wide = np.promote_types(first.leaf.dtype, np.float32)
-        gs_device = [jnp.asarray(g, wide) for g in gs]
-        roundings = _roundings(gs_device, [t.eps_g for t in tasks], [t.eps_g_out for t in tasks])
-        positions, numbers = [t.position for t in tasks], [t.leaf_number for t in tasks]
-        # every leaf's Taylor test (f(θ) and 3 steps), in one program
-        taylor = taylor_tests(first.problem, positions, numbers, first.param_dynamic,
-                              first.arg_dynamic, gs_device, roundings, seed, first.eps_f)
-        screen = joint_screen(first.problem, positions, numbers, first.param_dynamic,
-                              first.arg_dynamic, gs_device, roundings, k, seed, first.eps_f,
-                              first.rel_step, first.safety, [t.path for t in tasks])
+    covered: tuple[int, ...] = ()
+    if len(tasks) > 1 and sum(g.size for g in gs) >= JOINT_MIN_SIZE:
+        roundings, taylor, screen = _together(tasks, gs, k, seed)
         evaluations += (1 + LEVELS) * len(tasks) + screen.evaluations
         covered = screen.covered if screen.passed else ()
-        info["joint"] = {"passed": screen.passed, "covered": list(screen.checks.joint)}
+        info["joint"] = {"passed": screen.passed, "covered": [
+            t.path for t in tasks if t.leaf_number in covered]}
+    else:
+        roundings = [v.analytic_rounding(t.eps_g, g, t.eps_g_out) for t, g in zip(tasks, gs)]
+        taylor = [None] * len(tasks)
     leaves = []
     for task, g, rounding, leaf_taylor in zip(tasks, gs, roundings, taylor):
         if task.leaf_number in covered:  # passed by the joint test
