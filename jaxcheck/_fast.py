@@ -18,14 +18,14 @@ and the bisection gains the factor back as the ranges shrink.
 Gaussian directions would give P(u·e = 0) = 0 but no bound on P(|u·e| < τ) that holds without
 knowing how e is spread; Rademacher signs give the distribution-free 1/2 above.
 
-**Order of the tests.** With two leaves or more and `JOINT_MIN_SIZE` entries or more, all
-leaves are first tested together (`_joint`: k directions, each moving every leaf along its own
-direction at once), and each leaf's Taylor test runs in one program for all. If every
-direction is within round-off, the leaves it covers pass; otherwise each leaf gets its own k
-directions, and a failing leaf is bisected (`_group_testing`). A wrong leaf then escapes only
-if the joint test or its own test misses it: probability ≤ 2·2⁻ᵏ, so k = 21 (the default) keeps
-it ≤ 2⁻²⁰ ≈ 9.5e-7 ≤ 1e-6; in general k = ⌈log₂(2/p)⌉ for a miss probability p. Smaller
-params go straight to the tests of each leaf (≤ 2⁻ᵏ).
+**Order of the tests.** With two leaves or more of one dtype and `JOINT_MIN_SIZE` entries or
+more, all leaves are first tested together (`_joint`: k directions, each moving every leaf
+along its own direction at once), and each leaf's Taylor test runs in one program for all. If
+every direction is within round-off, the leaves it covers pass; otherwise each leaf gets its
+own k directions, and a failing leaf is bisected (`_group_testing`). A wrong leaf then escapes
+only if the joint test or its own test misses it: probability ≤ 2·2⁻ᵏ, so k = 21 (the
+default) keeps it ≤ 2⁻²⁰ ≈ 9.5e-7 ≤ 1e-6; in general k = ⌈log₂(2/p)⌉ for a miss probability
+p. Other params go straight to the tests of each leaf (≤ 2⁻ᵏ).
 """
 from __future__ import annotations
 
@@ -157,7 +157,8 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
     info: dict[str, Any] = {"directions": k}
     evaluations = tests = 0
     covered: tuple[int, ...] = ()
-    if len(tasks) > 1 and sum(g.size for g in gs) >= JOINT_MIN_SIZE:
+    if (len(tasks) > 1 and sum(g.size for g in gs) >= JOINT_MIN_SIZE
+            and len({t.leaf.dtype for t in tasks}) == 1):  # one dtype: one step for all
         roundings, taylor, screen = _together(tasks, gs, k, seed)
         evaluations += (1 + LEVELS) * len(tasks) + screen.evaluations
         covered = screen.covered if screen.passed else ()

@@ -254,3 +254,20 @@ def test_errors_of_two_leaves_that_cancel_in_the_sum_are_still_caught(joint_for_
         return {"a": g["a"].at[2].add(e), "b": g["b"].at[2].add(-e)}
     report = jaxcheck.check(loss, params, x, grad_fn=_with(loss, edit), mode="fast")
     assert sorted(f.location for f in report.failures) == ["['a'][2]", "['b'][2]"]
+
+
+def test_leaves_of_different_dtypes_are_each_tested_on_their_own(joint_for_small_params):
+    # with precision="native" the leaves keep their dtypes: a joint step would promote them
+    rng = np.random.default_rng(0)
+    with jax.enable_x64(True):
+        params = {"a": jnp.asarray(rng.standard_normal(16), jnp.float32),
+                  "b": jnp.asarray(rng.standard_normal(16), jnp.float64)}
+
+        def loss(p):
+            return jnp.sum(jnp.tanh(p["a"]).astype(jnp.float64) * p["b"])
+
+        report = jaxcheck.check(loss, params, mode="fast", precision="native")
+        assert report.ok and "joint" not in report.info
+        bad = jaxcheck.check(loss, params, mode="fast", precision="native",
+                             grad_fn=_with(loss, lambda g: {**g, "a": g["a"].at[5].multiply(1.2)}))
+        assert [f.location for f in bad.failures] == ["['a'][5]"]
