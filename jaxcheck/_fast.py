@@ -110,9 +110,10 @@ def check_leaf_fast(task: LeafTask, g: np.ndarray, rounding: np.ndarray,
         return verdicts
 
     def check_block(r):
-        # A direction on one component j is ±max(1,|θⱼ|)·eⱼ: its check is full mode's
-        # per-component check (same steps, same error model and kink analysis), evaluated by
-        # the function already compiled for this leaf; the values are divided back by uⱼ.
+        # A direction on one component j is ±sⱼ·eⱼ (sⱼ: max(1,|θⱼ|) rounded up to a power of
+        # two): its check is full mode's per-component check (steps up to 2x full mode's, the
+        # same error model and kink analysis), evaluated by the function already compiled for
+        # this leaf; the values are divided back by uⱼ.
         idx = np.arange(r[0], r[1])
         res = check_directions(dirs, f0, dirs.fresh(idx.size), idx, idx + 1, task.eps_f,
                                task.rel_step, task.safety, analytic_at)

@@ -8,7 +8,8 @@ u = (u₁, …, u_L). Two consequences:
 - **The same bound.** The Rademacher argument of `_fast` holds for any nonzero error vector,
   so for the errors of all leaves together: a direction misses with probability ≤ 1/2 what a
   test of the leaf alone would catch, whatever the errors of the other leaves, and a single
-  wrong entry of leaf L contributes |eⱼ|·max(1, |θⱼ|)/√m_L, exactly as in L's own test.
+  wrong entry of leaf L contributes |eⱼ|·|uⱼ| (about |eⱼ|·max(1, |θⱼ|)/√m_L), exactly as in L's
+  own test.
 - **One pass instead of one per leaf.** A point moves every leaf, so it costs one forward pass;
   testing leaf by leaf costs, per leaf, a pass downstream of that leaf (the first layer's
   leaves a whole pass each). In an MLP of d layers that is up to 2d passes per point.
