@@ -140,9 +140,9 @@ def joint_screen(problem: Problem, positions: Sequence[int], leaf_numbers: Seque
     a_leaf = HOEFFDING_Z * np.sqrt(spread2)
     a_joint = HOEFFDING_Z * np.sqrt(spread2.sum())
     screened = v.screen(gu, fp, fm, t, t, f0, eps_f, np.full(k, a_joint), safety)
-    # the tolerance each leaf's own first step would have, with the same loss values
+    # the tolerance each leaf's own first step (at rel_step) would have, with these loss values
     f_scale = np.maximum(abs(f0), np.maximum(np.abs(fp), np.abs(fm)))
-    own = safety * (v.roundoff(eps_f, f_scale, t)[:, None] + a_leaf[None, :])
+    own = safety * (v.roundoff(eps_f, f_scale, rel_step)[:, None] + a_leaf[None, :])
     covered = np.all(screened.tolerance[:, None] <= MAX_LOOSENING * own, axis=0)
     checks = DirectionalChecks(numbers, np.zeros(k, np.int64), np.full(k, total), gu,
                                screened.numerical, screened.tolerance, screened.status,
