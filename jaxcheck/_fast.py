@@ -161,7 +161,7 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
     if (len(tasks) > 1 and sum(g.size for g in gs) >= JOINT_MIN_SIZE
             and len({t.leaf.dtype for t in tasks}) == 1):  # one dtype: one step for all
         roundings, taylor, screen = _together(tasks, gs, k, seed)
-        evaluations += (1 + LEVELS) * len(tasks) + screen.evaluations
+        evaluations += (1 + LEVELS) * len(tasks) + screen.checks.evaluations
         covered = screen.covered if screen.passed else ()
         info["joint"] = {"passed": screen.passed, "covered": [
             t.path for t in tasks if t.leaf_number in covered]}

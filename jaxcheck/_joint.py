@@ -106,7 +106,6 @@ class JointScreen:
 
     checks: DirectionalChecks
     covered: tuple[int, ...]
-    evaluations: int
 
     @property
     def passed(self) -> bool:
@@ -147,5 +146,4 @@ def joint_screen(problem: Problem, positions: Sequence[int], leaf_numbers: Seque
     checks = DirectionalChecks(numbers, np.zeros(k, np.int64), np.full(k, total), gu,
                                screened.numerical, screened.tolerance, screened.status,
                                2 * k + 1, joint=tuple(p for p, c in zip(paths, covered) if c))
-    return JointScreen(checks, tuple(int(n) for n, c in zip(leaf_numbers, covered) if c),
-                       2 * k + 1)
+    return JointScreen(checks, tuple(int(n) for n, c in zip(leaf_numbers, covered) if c))

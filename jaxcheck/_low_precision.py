@@ -16,14 +16,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
-from ._precision import machine_epsilon
-
-
-def _float_eps(var: Any) -> float:
-    dtype = getattr(getattr(var, "aval", None), "dtype", None)
-    if dtype is not None and jnp.issubdtype(dtype, jnp.inexact):
-        return machine_epsilon(dtype)
-    return 0.0
+from ._precision import equation_epsilon, machine_epsilon, var_epsilon
 
 
 def _sub(eqn: Any) -> Any:
@@ -33,23 +26,6 @@ def _sub(eqn: Any) -> Any:
         if body is not None:
             return getattr(body, "jaxpr", body)
     return None
-
-
-def _bodies(eqn: Any):
-    """The jaxprs an equation's params hold (call and control-flow bodies)."""
-    for param in eqn.params.values():
-        for body in (param if isinstance(param, (tuple, list)) else (param,)):
-            body = getattr(body, "jaxpr", body)
-            if hasattr(body, "eqns"):
-                yield body
-
-
-def _all_eps(jaxpr: Any) -> float:
-    eps = 0.0
-    for eqn in jaxpr.eqns:
-        eps = max([eps] + [_float_eps(v) for v in eqn.outvars]
-                  + [_all_eps(body) for body in _bodies(eqn)])
-    return eps
 
 
 def _arithmetic_eps(jaxpr: Any) -> float:
@@ -64,8 +40,7 @@ def _arithmetic_eps(jaxpr: Any) -> float:
         if final and body is not None and eqn.primitive.name in ("pjit", "jit", "closed_call"):
             eps = max(eps, _arithmetic_eps(body))
             continue
-        eps = max([eps] + [_float_eps(v) for v in eqn.outvars]
-                  + [_all_eps(sub) for sub in _bodies(eqn)])
+        eps = max(eps, equation_epsilon(eqn))
     return eps
 
 
@@ -80,7 +55,7 @@ def gradient_epsilons(grad_fn: Any, params: Any, args: Any, param_dynamic: Seque
     except Exception:  # noqa: BLE001 - not traceable: keep the caller's estimate
         return default, 0.0
     jaxpr = closed.jaxpr
-    out = max([0.0] + [_float_eps(v) for v in jaxpr.outvars])
+    out = max([0.0] + [var_epsilon(v) for v in jaxpr.outvars])
     return max(default, _arithmetic_eps(jaxpr)), out
 
 

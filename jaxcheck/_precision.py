@@ -62,17 +62,24 @@ def _subjaxprs(value: Any) -> Iterator[Any]:
             yield from _subjaxprs(v)
 
 
-def _lowest_float_eps(jaxpr: Any) -> float:
-    eps = 0.0
-    for eqn in jaxpr.eqns:
-        for var in eqn.outvars:
-            dtype = getattr(getattr(var, "aval", None), "dtype", None)
-            if dtype is not None and jnp.issubdtype(dtype, jnp.inexact):
-                eps = max(eps, machine_epsilon(dtype))
-        for param in eqn.params.values():
-            for sub in _subjaxprs(param):
-                eps = max(eps, _lowest_float_eps(sub))
-    return eps
+def var_epsilon(var: Any) -> float:
+    """Machine epsilon of a jaxpr variable's dtype; 0 if it is not floating."""
+    dtype = getattr(getattr(var, "aval", None), "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jnp.inexact):
+        return machine_epsilon(dtype)
+    return 0.0
+
+
+def equation_epsilon(eqn: Any) -> float:
+    """The largest machine epsilon among an equation's outputs and the bodies it calls."""
+    return max([0.0] + [var_epsilon(v) for v in eqn.outvars]
+               + [lowest_float_eps(sub) for param in eqn.params.values()
+                  for sub in _subjaxprs(param)])
+
+
+def lowest_float_eps(jaxpr: Any) -> float:
+    """The machine epsilon of the least precise floating value a jaxpr computes."""
+    return max([0.0] + [equation_epsilon(eqn) for eqn in jaxpr.eqns])
 
 
 def effective_epsilon(f: Any, *example: Any, default: float) -> float:
@@ -91,7 +98,7 @@ def effective_epsilon(f: Any, *example: Any, default: float) -> float:
 
 def jaxpr_epsilon(closed: Any, default: float) -> float:
     """`effective_epsilon` of a function already traced to `closed`."""
-    return max(default, _lowest_float_eps(closed.jaxpr))
+    return max(default, lowest_float_eps(closed.jaxpr))
 
 
 def as_float64_numpy(x: Any) -> np.ndarray:
