@@ -6,7 +6,7 @@ from ._check import assert_gradients as assert_gradients
 from ._check import check as check
 from ._complex_step import MethodFallbackWarning as MethodFallbackWarning
 from ._determinism import NondeterminismError as NondeterminismError
-from ._full import NonFiniteLossError as NonFiniteLossError
+from ._tasks import NonFiniteLossError as NonFiniteLossError
 from ._health import Flag as Flag
 from ._health import Health as Health
 from ._health import LeafHealth as LeafHealth

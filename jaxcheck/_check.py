@@ -11,7 +11,7 @@ from . import _progress
 from ._adapters import canonical
 from ._complex_params import real_view
 from ._engine import Problem
-from ._full import LeafTask
+from ._tasks import LeafTask
 from ._gradients import AnalyticGradient
 from ._loss_terms import check_terms
 from ._low_precision import native_dtype

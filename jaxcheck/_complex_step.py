@@ -31,7 +31,8 @@ import numpy as np
 
 from . import _verdicts as v
 from ._engine import Problem, choose_batch_size
-from ._full import FirstPass, LeafTask, check_leaf, first_pass
+from ._full import FirstPass, check_leaf, first_pass
+from ._tasks import LeafTask
 from ._report import LeafReport
 
 

@@ -1,20 +1,22 @@
-"""The full per-component method on a chosen subset of one leaf's components.
+"""Per-component verdicts on a chosen set of one leaf's components.
 
-Sample mode checks a random subset this way, and fast mode's group testing ends with it on the
-few components a bisection has isolated. It is full mode's two passes (`_full.check_leaf`)
-restricted to `indices`: one central difference each at h₁, then Richardson levels and the
-kink analysis (`_verdicts.judge`) for those not already within round-off.
+Full mode checks every component of a leaf this way, sample mode a random subset. A
+component is the line θ + h·eᵢ; its verdict comes from `_escalation.decide`, the same
+escalation that fast mode's directions go through: the first pass at h₁ = ε^(1/3)·max(1, |θᵢ|),
+then the measured noise, Richardson levels at two scales and the kink analysis for those not
+already within round-off.
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
 from . import _differences as d
 from . import _verdicts as v
-from ._engine import choose_batch_size
-from ._full import LeafTask, _confirmed_beside_kinks, _evaluate
+from ._escalation import Level, central_levels, decide
+from ._tasks import LeafTask, batch_for, evaluate_points
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -28,50 +30,68 @@ class ComponentResults:
     evaluations: int          # loss evaluations spent
 
 
+class ComponentLine:
+    """The lines θ + h·e_{indices[r]} of one leaf (an `_escalation.Line`)."""
+
+    def __init__(self, task: LeafTask, indices: np.ndarray, batch: Optional[int] = None):
+        self.task, self.indices = task, np.asarray(indices, np.int64)
+        self.theta_w = np.asarray(task.leaf).reshape(-1)     # in the working dtype
+        self.dtype = np.dtype(task.leaf.dtype)
+        self.batch = batch if batch is not None else batch_for(task, 2 * self.indices.size + 1)
+        self.evaluations = 0
+
+    def losses(self, rows: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = self.indices[rows]
+        points, taken = d.offset_points(self.theta_w[idx], offsets, self.dtype)
+        self.evaluations += idx.size
+        return evaluate_points(self.task, idx, points, self.batch), taken
+
+    def slopes(self, rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        idx = self.indices[rows]
+        points, _ = d.offset_points(self.theta_w[idx], offsets, self.dtype)
+        return self.task.analytic.components_at(self.task.leaf_number, idx, points)
+
+    def first_steps(self) -> np.ndarray:
+        return d.component_steps(self.theta_w[self.indices], self.task.rel_step)
+
+    def extrapolation_steps(self) -> np.ndarray:
+        """The finest of the Richardson levels ε^(1/5)·max(1,|θᵢ|)·(1, 1/2, 1/4)."""
+        rel = d.relative_step(self.task.eps_f, d.RICHARDSON_EXPONENT)
+        return (d.component_steps(self.theta_w[self.indices], rel)
+                / 2.0 ** (d.RICHARDSON_LEVELS - 1))
+
+
+def first_pass(line: ComponentLine, with_f0: bool) -> tuple[Optional[float], Level]:
+    """θ ± h₁ along every line, and f(θ) in the same call when `with_f0` (the determinism
+    check compares it with other leaves' programs)."""
+    h = line.first_steps()
+    m = line.indices.size
+    rows = np.arange(m)
+    if not with_f0:
+        return None, central_levels(line, rows, [h])[0]
+    task = line.task
+    plus, minus, hp, hm = d.perturbed_points(line.theta_w[line.indices], h, line.dtype)
+    vals = evaluate_points(task, np.concatenate([[0], line.indices, line.indices]),
+                           np.concatenate([line.theta_w[:1], plus, minus]), line.batch)
+    line.evaluations += vals.size
+    return float(vals[0]), Level(vals[1:m + 1], vals[m + 1:], hp, hm)
+
+
 def check_components(task: LeafTask, g_leaf: np.ndarray, indices: np.ndarray,
-                     f0: float | None = None) -> ComponentResults:
-    """Full-mode verdicts for the flat `indices` of `task`'s leaf; `f0` = loss at θ if known."""
-    leaf = task.leaf
-    dtype = np.dtype(leaf.dtype)
-    theta_w = np.asarray(leaf).reshape(-1)
-    theta = theta_w.astype(np.float64)
+                     f0: float | None = None, first: Optional[Level] = None,
+                     line: Optional[ComponentLine] = None) -> ComponentResults:
+    """Verdicts for the flat `indices` of `task`'s leaf; `f0` = loss at θ if known, `first`
+    the first pass along `indices` if already evaluated (by `line`)."""
     g_all = g_leaf.reshape(-1)
     idx = np.asarray(indices, np.int64)
-    m = idx.size
-    batch = choose_batch_size(theta.size, dtype.itemsize, 2 * m + 1, task.batch_size)
+    line = line if line is not None else ComponentLine(task, idx)
     a_all = v.analytic_rounding(task.eps_g, g_all, task.eps_g_out)   # ‖g‖ over the whole leaf
-    g, a = g_all[idx], a_all[idx]
-
-    plus, minus, hp, hm = d.perturbed_points(theta_w[idx], d.component_steps(theta[idx],
-                                                                          task.rel_step), dtype)
-    head = [] if f0 is not None else [0]
-    vals = _evaluate(task, np.concatenate([np.asarray(head, np.int64), idx, idx]),
-                     np.concatenate([theta_w[:len(head)], plus, minus]), batch)
-    evaluations = vals.size
-    if f0 is None:
-        f0, vals = float(vals[0]), vals[1:]
-    fp, fm = vals[:m], vals[m:]
-    screened = v.screen(g, fp, fm, hp, hm, f0, task.eps_f, a, task.safety)
-    status, numerical, tolerance = (screened.status.copy(), screened.numerical.copy(),
-                                    screened.tolerance.copy())
-
-    todo = np.flatnonzero(status != v.PASS)
-    if todo.size:
-        rel2 = d.relative_step(task.eps_f, d.RICHARDSON_EXPONENT)
-        base = d.component_steps(theta[idx[todo]], rel2)
-        levels = [d.perturbed_points(theta_w[idx[todo]], base / 2.0**k, dtype)
-                  for k in range(d.RICHARDSON_LEVELS)]
-        values = np.concatenate([np.concatenate([p, q]) for p, q, _, _ in levels])
-        out = _evaluate(task, np.tile(idx[todo], 2 * d.RICHARDSON_LEVELS), values, batch)
-        evaluations += out.size
-        out = out.reshape(d.RICHARDSON_LEVELS, 2, -1)
-        hp2 = np.stack([lv[2] for lv in levels])
-        hm2 = np.stack([lv[3] for lv in levels])
-        beside = d.component_steps(theta[idx[todo]], task.rel_step)
-        judged, kinks = v.judge(g[todo], f0, out[:, 0], out[:, 1], hp2, hm2, task.eps_f,
-                                a[todo], task.safety, beside)
-        status[todo], numerical[todo], tolerance[todo] = (judged.status, judged.numerical,
-                                                          judged.tolerance)
-        confirmed = _confirmed_beside_kinks(task, idx[todo], theta_w[idx[todo]], kinks, dtype)
-        status[todo[confirmed]] = v.INCONCLUSIVE
-    return ComponentResults(idx, status, numerical, tolerance, int(evaluations))
+    if first is None:
+        f0_here, first = first_pass(line, with_f0=f0 is None)
+        f0 = f0_here if f0 is None else f0
+    assert f0 is not None
+    decision = decide(line, g_all[idx], a_all[idx], f0, first, line.extrapolation_steps(),
+                      task.eps_f, task.safety)
+    verdicts = decision.verdicts
+    return ComponentResults(idx, verdicts.status, verdicts.numerical, verdicts.tolerance,
+                            line.evaluations)

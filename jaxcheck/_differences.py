@@ -25,16 +25,21 @@ def perturbed_points(theta: np.ndarray, h: np.ndarray, dtype: np.dtype):
     Differences are divided by the step actually taken, (θ+h)−θ in the working dtype, not
     the intended h, so the representation error of θ+h does not enter the estimate.
     """
+    plus, h_plus = offset_points(theta, h, dtype)
+    minus, h_minus = offset_points(theta, -np.asarray(h), dtype)
+    return plus, minus, h_plus, -h_minus
+
+
+def offset_points(theta: np.ndarray, offset: np.ndarray, dtype: np.dtype):
+    """The points θ + offset (signed) in `dtype`, and the signed offsets actually taken."""
     theta = theta.astype(dtype)
-    plus = (theta + h.astype(dtype)).astype(dtype)
-    minus = (theta - h.astype(dtype)).astype(dtype)
+    offset = np.asarray(offset)
+    point = (theta + offset.astype(dtype)).astype(dtype)
     # A step below half an ulp of θ rounds away; take the neighbouring number instead, so a
     # difference is never 0/0 (a zero numerical derivative) however coarse the dtype.
-    plus = np.where(plus == theta, np.nextafter(theta, np.inf), plus)
-    minus = np.where(minus == theta, np.nextafter(theta, -np.inf), minus)
-    h_plus = plus.astype(np.float64) - theta.astype(np.float64)
-    h_minus = theta.astype(np.float64) - minus.astype(np.float64)
-    return plus, minus, h_plus, h_minus
+    toward = np.where(offset < 0, -np.inf, np.inf)
+    point = np.where(point == theta, np.nextafter(theta, toward.astype(dtype)), point)
+    return point, point.astype(np.float64) - theta.astype(np.float64)
 
 
 def component_steps(theta: np.ndarray, rel: float) -> np.ndarray:

@@ -1,10 +1,12 @@
 """Directional checks: u·g against the derivative of the loss along u, with full mode's error model.
 
-A direction is treated exactly like a component in full mode (`_verdicts.screen`, then
-`_verdicts.judge` with Richardson levels and the kink analysis), with these quantities:
+A direction is decided exactly like a component in full mode, by the same code
+(`_escalation.decide`: the screen, the measured noise, Richardson levels at two scales, the
+one-sided estimates and the kink analysis), with these quantities:
 
 - analytic value u·g; numerical value (f(θ+tu) − f(θ−tu))/2t at t = ε^(1/3), then at the
-  Richardson levels ε^(1/5)·(1, 1/2, 1/4) where the first step is not already within round-off;
+  levels 4t, 2t, t and ε^(1/5)·(1, 1/2, 1/4) where the first step is not already within
+  round-off;
 - the points θ ± tu are rounded to the working dtype; each loss value is corrected to first
   order back to the exact point, f(θ+tu) ≈ f(P) − g·(P − θ − tu) (a change of order ε·|u·g|),
   so the difference quotients estimate the derivative along u itself;
@@ -22,6 +24,7 @@ import numpy as np
 from . import _differences as d
 from . import _verdicts as v
 from ._directions import Directions
+from ._escalation import Level, decide
 from ._report import relative_difference
 
 HOEFFDING_Z = 2.0
@@ -41,6 +44,7 @@ class DirectionalChecks:
     evaluations: int = 0      # loss evaluations spent
     u_sum: Optional[np.ndarray] = None   # Σ uᵢ: the entry of u where a range has one component
     joint: tuple[str, ...] = ()   # paths of the leaves a joint test covers (`_joint`)
+    noise: float = 0.0            # f's rounding noise measured near θ (0: not needed)
 
     @property
     def k(self) -> int:
@@ -60,64 +64,57 @@ class DirectionalChecks:
         return relative_difference(self.analytic[m], self.numerical[m])
 
 
+class DirectionLine:
+    """The lines θ + t·u along directions `numbers` on ranges `[lo, hi)` (an
+    `_escalation.Line`). Each loss value is corrected to first order to the exact point
+    θ + t·u, so the offsets taken are the offsets asked for."""
+
+    def __init__(self, dirs: Directions, numbers: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                 analytic_at=None):
+        self.dirs, self.numbers, self.lo, self.hi = dirs, numbers, lo, hi
+        self.analytic_at = analytic_at
+
+    def along(self, rows: np.ndarray, t: np.ndarray):
+        """`Directions.along` for `rows` at steps t, and the corrected loss values."""
+        r = self.dirs.along(self.numbers[rows], self.lo[rows], self.hi[rows], t)
+        return r, r.f - (r.g_step - t * r.gu)
+
+    def losses(self, rows: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.along(rows, offsets)[1], np.asarray(offsets, np.float64)
+
+    def slopes(self, rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        # one gradient per row: only where a kink is to be confirmed, rare
+        theta = np.asarray(self.dirs.theta)
+        out = np.empty(len(rows))
+        for k, (row, t) in enumerate(zip(rows, offsets)):
+            u = self.dirs.vector(int(self.numbers[row]), int(self.lo[row]), int(self.hi[row]))
+            out[k] = float(np.sum(self.analytic_at(theta + t * u) * u))
+        return out
+
+
 def check_directions(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.ndarray,
                      hi: np.ndarray, eps_f: float, rel_step: float, safety: float,
-                     analytic_at=None) -> DirectionalChecks:
-    """Directional verdicts for directions `numbers` on the ranges `[lo, hi)` (arrays).
+                     analytic_at=None, noise: Optional[float] = None) -> DirectionalChecks:
+    """Directional verdicts for directions `numbers` on the ranges `[lo, hi)` (arrays), by
+    `_escalation.decide` as for components.
 
     `analytic_at(point)` returns the leaf's analytic gradient (flat) with the leaf at `point`;
-    it is used only where a kink must be confirmed beside θ, as in full mode.
+    it is used only where a kink must be confirmed beside θ, as in full mode. `noise`: f's
+    rounding noise near θ if already measured (`DirectionalChecks.noise`).
     """
     start = dirs.evaluations
     numbers, lo, hi = (np.asarray(x) for x in (numbers, lo, hi))
     k = numbers.size
-
-    def differences(t: np.ndarray, rows: np.ndarray):
-        """Loss at θ ± t·u for directions `rows`, corrected to the exact points; and u·g."""
-        n_, l_, h_ = numbers[rows], lo[rows], hi[rows]
-        r = dirs.along(np.concatenate([n_, n_]), np.concatenate([l_, l_]),
-                       np.concatenate([h_, h_]), np.concatenate([t, -t]))
-        m = rows.size
-        gu = r.gu[:m]
-        fp = r.f[:m] - (r.g_step[:m] - t * gu)
-        fm = r.f[m:] - (r.g_step[m:] + t * gu)
-        return fp, fm, r
-
+    line = DirectionLine(dirs, numbers, lo, hi, analytic_at)
     t1 = np.full(k, rel_step)
-    fp, fm, first = differences(t1, np.arange(k))
+    rows = np.arange(k)
+    first, f = line.along(np.concatenate([rows, rows]), np.concatenate([t1, -t1]))
+    level = Level(f[:k], f[k:], t1, t1)
     gu, a, u_sum = first.gu[:k], HOEFFDING_Z * first.spread[:k], first.u_sum[:k]
-    screened = v.screen(gu, fp, fm, t1, t1, f0, eps_f, a, safety)
-    status, numerical, tolerance = (screened.status.copy(), screened.numerical.copy(),
-                                    screened.tolerance.copy())
-
-    todo = np.flatnonzero(status != v.PASS)
-    if todo.size:
-        rel2 = d.relative_step(eps_f, d.RICHARDSON_EXPONENT)
-        levels = [np.full(todo.size, rel2 / 2.0**j) for j in range(d.RICHARDSON_LEVELS)]
-        fps, fms, _ = zip(*(differences(t, todo) for t in levels))
-        h = np.stack(levels)
-        judged, kinks = v.judge(gu[todo], f0, np.stack(fps), np.stack(fms), h, h, eps_f,
-                                a[todo], safety, np.full(todo.size, rel_step))
-        status[todo], numerical[todo], tolerance[todo] = (judged.status, judged.numerical,
-                                                          judged.tolerance)
-        if analytic_at is not None:
-            confirmed = _confirm_kinks(dirs, numbers[todo], lo[todo], hi[todo], kinks,
-                                       analytic_at)
-            status[todo[confirmed]] = v.INCONCLUSIVE
-    return DirectionalChecks(numbers, lo, hi, gu, numerical, tolerance, status,
-                             dirs.evaluations - start, u_sum)
-
-
-def _confirm_kinks(dirs: Directions, numbers, lo, hi, kinks: v.Kinks, analytic_at) -> np.ndarray:
-    """Mask of unresolved kinks where u·g just beside θ (on either side) matches the slopes."""
-    confirmed = np.zeros(kinks.unresolved.shape, bool)
-    theta = np.asarray(dirs.theta)
-    for j in np.flatnonzero(kinks.unresolved):
-        u = dirs.vector(int(numbers[j]), int(lo[j]), int(hi[j]))
-        beta = float(kinks.step[j])
-        right = float(np.sum(analytic_at(theta + beta * u) * u))
-        left = float(np.sum(analytic_at(theta - beta * u) * u))
-        one = dataclasses.replace(kinks, right=kinks.right[j:j + 1], left=kinks.left[j:j + 1],
-                                  tolerance=kinks.tolerance[j:j + 1])
-        confirmed[j] = bool(v.confirm_beside_kink(one, np.array([right]), np.array([left]))[0])
-    return confirmed
+    finest = np.full(k, d.relative_step(eps_f, d.RICHARDSON_EXPONENT)
+                     / 2.0 ** (d.RICHARDSON_LEVELS - 1))
+    decision = decide(line, gu, a, f0, level, finest, eps_f, safety, noise)
+    verdicts = decision.verdicts
+    return DirectionalChecks(numbers, lo, hi, gu, verdicts.numerical, verdicts.tolerance,
+                             verdicts.status, dirs.evaluations - start, u_sum,
+                             noise=decision.noise)

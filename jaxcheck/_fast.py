@@ -39,7 +39,7 @@ from . import _verdicts as v
 from ._components import ComponentResults
 from ._directional import DirectionalChecks, check_directions
 from ._directions import Directions
-from ._full import LeafTask
+from ._tasks import LeafTask
 from ._group_testing import localise
 from ._joint import joint_screen
 from ._report import LeafReport
@@ -80,22 +80,23 @@ def check_leaf_fast(task: LeafTask, g: np.ndarray, rounding: np.ndarray,
     def analytic_at(point):
         return task.analytic.leaves(dirs.at(point))[task.leaf_number].reshape(-1)
 
-    def test(ranges: Sequence[tuple[int, int]]):
-        lo = np.repeat([r[0] for r in ranges], k)
-        hi = np.repeat([r[1] for r in ranges], k)
-        return check_directions(dirs, f0, dirs.fresh(k * len(ranges)), lo, hi, task.eps_f,
-                                task.rel_step, task.safety, analytic_at)
+    noise: list[Optional[float]] = [None]   # f's rounding noise near θ, once measured
 
-    whole = test([(0, n)])
-    examined: list[ComponentResults] = []
+    def directions(numbers, lo, hi) -> DirectionalChecks:
+        result = check_directions(dirs, f0, numbers, lo, hi, task.eps_f, task.rel_step,
+                                  task.safety, analytic_at, noise[0])
+        noise[0] = result.noise if result.noise > 0 else noise[0]
+        return result
 
     def test_with(ranges, j):
         lo = np.repeat([r[0] for r in ranges], j)
         hi = np.repeat([r[1] for r in ranges], j)
-        result = check_directions(dirs, f0, dirs.fresh(j * len(ranges)), lo, hi, task.eps_f,
-                                  task.rel_step, task.safety, analytic_at)
+        result = directions(dirs.fresh(j * len(ranges)), lo, hi)
         return [bool(np.any(result.status[i * j:(i + 1) * j] == v.FAIL))
                 for i in range(len(ranges))]
+
+    whole = directions(dirs.fresh(k), np.zeros(k, np.int64), np.full(k, n))
+    examined: list[ComponentResults] = []
 
     def dirty(ranges):
         # A dirty range usually fails its first direction (probability >= 1/2 each), so a
@@ -115,8 +116,7 @@ def check_leaf_fast(task: LeafTask, g: np.ndarray, rounding: np.ndarray,
         # same error model and kink analysis), evaluated by the function already compiled for
         # this leaf; the values are divided back by uⱼ.
         idx = np.arange(r[0], r[1])
-        res = check_directions(dirs, f0, dirs.fresh(idx.size), idx, idx + 1, task.eps_f,
-                               task.rel_step, task.safety, analytic_at)
+        res = directions(dirs.fresh(idx.size), idx, idx + 1)
         examined.append(ComponentResults(idx, res.status, res.numerical / res.u_sum,
                                          res.tolerance / np.abs(res.u_sum), res.evaluations))
         return int(np.sum(res.status == v.FAIL))

@@ -14,8 +14,7 @@ from ._parameters import CHECKED, Split
 from ._validation import require_finite_gradient, user_call
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _autodiff_gradient(problem: Problem, checked: tuple[int, ...], param_dynamic, arg_dynamic):
+def _gradient(problem: Problem, checked: tuple[int, ...], param_dynamic, arg_dynamic):
     def loss_of_checked(values):
         dynamic = list(param_dynamic)
         for position, value in zip(checked, values):
@@ -23,6 +22,15 @@ def _autodiff_gradient(problem: Problem, checked: tuple[int, ...], param_dynamic
         return problem.loss(dynamic, arg_dynamic)
 
     return jax.grad(loss_of_checked)([param_dynamic[i] for i in checked])
+
+
+_autodiff_gradient = jax.jit(_gradient, static_argnums=(0, 1))
+
+
+def _fails_only_under_jit(error: Exception) -> bool:
+    """JAX's linearization of some ops needs concrete operands that tracing hides, e.g.
+    `lax.reduce_window` with an array init value: `jax.grad` works, `jax.jit(jax.grad)` not."""
+    return isinstance(error, ValueError) and "Linearization failed" in str(error)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -33,6 +41,8 @@ class AnalyticGradient:
     params: Split
     arg_dynamic: tuple[Any, ...]
     grad_fn: Optional[Callable[..., Any]] = None
+    # set when jax.grad(fn) works only op by op (see `_fails_only_under_jit`)
+    _eager: list[bool] = dataclasses.field(default_factory=list, repr=False)
 
     def leaves(self, param_dynamic: Optional[Sequence[Any]] = None) -> list[np.ndarray]:
         """The gradient of each checked leaf (float64), at `param_dynamic` (default: params)."""
@@ -40,8 +50,7 @@ class AnalyticGradient:
         where = "at params" if param_dynamic is None else "beside a kink"
         if self.grad_fn is None:
             with user_call("fn", f"under jax.grad {where}"):
-                leaves = _autodiff_gradient(self.problem, self.params.checked, dynamic,
-                                            self.arg_dynamic)
+                leaves = self._autodiff(dynamic)
             out = [np.asarray(g, np.float64) for g in leaves]
             who = "jax.grad(fn)"
         else:
@@ -49,7 +58,11 @@ class AnalyticGradient:
             with user_call("grad_fn", where):
                 try:  # one compiled program instead of one per operation
                     tree = _call(user, dynamic, self.arg_dynamic)
-                except jax.errors.JAXTypeError:  # not traceable (Python control flow on values)
+                except (jax.errors.JAXTypeError, ValueError) as e:
+                    # not traceable (Python control flow on values), or see
+                    # `_fails_only_under_jit`: op by op
+                    if isinstance(e, ValueError) and not _fails_only_under_jit(e):
+                        raise
                     tree = user.loss(dynamic, self.arg_dynamic)
             out = extract_checked(tree, self.params, "grad_fn")
             who = "grad_fn"
@@ -57,6 +70,18 @@ class AnalyticGradient:
             require_finite_gradient(out, self.params.paths, who, lambda: _call(
                 self.problem, self.params.dynamic, self.arg_dynamic))
         return out
+
+    def _autodiff(self, dynamic: tuple[Any, ...]) -> Any:
+        """`jax.grad(fn)`, compiled, or op by op where only the compiled one fails."""
+        if not self._eager:
+            try:
+                return _autodiff_gradient(self.problem, self.params.checked, dynamic,
+                                          self.arg_dynamic)
+            except ValueError as e:
+                if not _fails_only_under_jit(e):
+                    raise
+                self._eager.append(True)   # remembered for the gradients beside kinks
+        return _gradient(self.problem, self.params.checked, dynamic, self.arg_dynamic)
 
     def components_at(self, leaf: int, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Component `indices[k]` of checked leaf `leaf`'s gradient, with that component of

@@ -6,7 +6,8 @@ from typing import Sequence
 from . import _complex_step, _one_sided
 from . import _differences as d
 from ._determinism import require_deterministic
-from ._full import LeafTask, check_all
+from ._full import check_all
+from ._tasks import LeafTask
 from ._low_precision import split_gradient_rounding
 from ._report import LeafReport
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ._fast import check_all_fast
-from ._full import LeafTask
+from ._tasks import LeafTask
 from ._options import Options
 from ._report import LeafReport
 from ._sample import check_all_sample

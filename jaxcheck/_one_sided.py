@@ -25,7 +25,7 @@ from . import _differences as d
 from . import _verdicts as v
 from ._determinism import require_same_loss
 from ._engine import choose_batch_size
-from ._full import LeafTask, _evaluate
+from ._tasks import LeafTask, evaluate_points
 from ._report import LeafReport
 
 FIRST_PASS_EXPONENT = 1.0 / 2.0   # O(h) stencil: h ~ ε^(1/2)
@@ -55,7 +55,7 @@ def check_leaf(task: LeafTask, g_leaf: np.ndarray, side: int) -> tuple[LeafRepor
 
     # Pass 1: θ and θ + side·h₁.
     point, h1 = _one_side(theta_w, d.component_steps(theta, task.rel_step), dtype, side)
-    vals = _evaluate(task, np.concatenate([[0], idx]), np.concatenate([theta_w[:1], point]),
+    vals = evaluate_points(task, np.concatenate([[0], idx]), np.concatenate([theta_w[:1], point]),
                      batch)
     f0, fs = vals[0], vals[1:]
     if task.f_reference is not None:
@@ -73,7 +73,7 @@ def check_leaf(task: LeafTask, g_leaf: np.ndarray, side: int) -> tuple[LeafRepor
         base = d.component_steps(theta[todo], rel2)
         levels = [_one_side(theta_w[todo], base / 2.0**k, dtype, side)
                   for k in range(d.RICHARDSON_LEVELS)]
-        out = _evaluate(task, np.tile(todo, d.RICHARDSON_LEVELS),
+        out = evaluate_points(task, np.tile(todo, d.RICHARDSON_LEVELS),
                         np.concatenate([p for p, _ in levels]), batch)
         out = out.reshape(d.RICHARDSON_LEVELS, -1)
         h = np.stack([hk for _, hk in levels])

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ._components import check_components
-from ._full import LeafTask
+from ._tasks import LeafTask
 from ._report import LeafReport
 
 

@@ -115,7 +115,7 @@ def trace_loss(problem: Any, p: Split, a: Split) -> tuple[Any, Any]:
 
 def non_finite_loss(value: float) -> ValueError:
     """The error for a loss that is NaN or Inf at params itself."""
-    from ._full import NonFiniteLossError
+    from ._tasks import NonFiniteLossError
 
     return NonFiniteLossError(
         f"fn: expected a finite loss at params, got fn(params, *args) = {value} before any "

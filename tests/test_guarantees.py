@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxcheck
-from jaxcheck._full import NonFiniteLossError
+from jaxcheck import NonFiniteLossError
 
 
 def mlp_loss(p, x, y):

@@ -1,0 +1,148 @@
+"""Verdicts on randomised models (`random_models.draw`): no false alarm, planted errors found.
+
+Each draw is checked twice per mode: with its correct gradient (`jax.grad`), which must give
+no FAIL, and with one entry of the gradient off by a relative 1e-3 (an entry whose gradient
+is above its leaf's median), which must be found as the mode promises:
+
+- full mode: whenever the error exceeds the tolerance reported for that component (unless the
+  component sits on a kink, INCONCLUSIVE, where a subgradient range is valid);
+- fast mode: whenever the error's share of a direction's derivative, |uⱼ|·|eⱼ|, exceeds the
+  tolerance of every direction of the leaf's own test (`_fast`'s bound); then the leaf FAILs
+  and the exact entry is localised.
+
+The default run checks `DEFAULT_DRAWS` draws per mode; `-m slow` checks `SLOW_DRAWS`.
+Each test prints the detection rate and the sensitivity `tolerance / |gᵢ|` of the planted
+entries (median and worst).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxcheck
+from jaxcheck._directions import magnitudes
+from random_models import Model, draw, planted_entry
+
+DEFAULT_DRAWS = range(30)
+SLOW_DRAWS = range(240)
+PLANTED_ERROR = 1e-3
+
+
+@dataclasses.dataclass
+class Outcome:
+    model: Model
+    correct_ok: bool
+    correct_text: str
+    planted_found: bool          # the planted entry is reported as FAIL
+    promised: bool               # the mode's bound promises it is found
+    kink: bool                   # the planted entry is INCONCLUSIVE (full mode)
+    sensitivity: Optional[float]  # reported tolerance / |gᵢ| of the planted entry (full mode)
+
+
+def _leaf(report, name):
+    return next(leaf for leaf in report.leaves if leaf.path == f"['{name}']")
+
+
+def run_draw(seed: int, mode: str) -> Outcome:
+    model = draw(seed)
+    with jax.enable_x64(model.dtype == "float64"):
+        grads = {k: np.asarray(g) for k, g in jax.grad(model.loss)(model.params,
+                                                                   *model.args).items()}
+        name, index = planted_entry(model, grads, np.random.default_rng(seed))
+
+        def planted(p, *args):
+            g = jax.grad(model.loss)(p, *args)
+            flat = g[name].reshape(-1).at[index].multiply(1.0 + PLANTED_ERROR)
+            return {**g, name: flat.reshape(g[name].shape)}
+
+        correct = jaxcheck.check(model.loss, model.params, *model.args, mode=mode)
+        report = jaxcheck.check(model.loss, model.params, *model.args, grad_fn=planted,
+                                mode=mode)
+    leaf = _leaf(report, name)
+    found = any(f.path == leaf.path and np.ravel_multi_index(f.index, leaf.shape) == index
+                for f in report.failures) if leaf.shape else False
+    if mode == "full":
+        analytic, tolerance = float(leaf.analytic[index]), float(leaf.tolerance[index])
+        error = abs(analytic) * PLANTED_ERROR / (1.0 + PLANTED_ERROR)
+        kink = int(leaf.status[index]) == 1
+        return Outcome(model, correct.ok, str(correct), found, error > tolerance and not kink,
+                       kink, tolerance / (abs(analytic) / (1.0 + PLANTED_ERROR)))
+    # fast mode: the share of the planted error in the leaf's whole-leaf directions
+    checks = leaf.directions
+    whole = (checks.hi - checks.lo) == leaf.size
+    theta = np.asarray(model.params[name], np.float64).reshape(-1)
+    u_j = float(np.asarray(magnitudes(jnp.asarray(theta), theta.size))[index])
+    g_planted = abs(grads[name].reshape(-1)[index]) * (1.0 + PLANTED_ERROR)
+    share = u_j * g_planted * PLANTED_ERROR / (1.0 + PLANTED_ERROR)
+    promised = bool(np.all(share > checks.tolerance[whole])) if whole.any() else False
+    return Outcome(model, correct.ok, str(correct), found, promised, False, None)
+
+
+def _summarise(outcomes: list[Outcome], mode: str) -> str:
+    n = len(outcomes)
+    found = sum(o.planted_found for o in outcomes)
+    promised = [o for o in outcomes if o.promised]
+    lines = [f"{mode} mode over {n} draws: false alarms {sum(not o.correct_ok for o in outcomes)}"
+             f"/{n}; planted 1e-3 errors found {found}/{n} ({found / n:.0%}); promised by "
+             f"the bound {len(promised)}, of which found {sum(o.planted_found for o in promised)}"]
+    sens = np.array([o.sensitivity for o in outcomes if o.sensitivity is not None])
+    if sens.size:
+        kinks = sum(o.kink for o in outcomes)
+        lines.append(f"  tolerance/|g_i| of the planted entry: median {np.median(sens):.1e}, "
+                     f"worst {sens.max():.1e}; at a kink (INCONCLUSIVE): {kinks}")
+    return "\n".join(lines)
+
+
+def _check_draws(seeds, mode: str, capsys) -> list[Outcome]:
+    outcomes = [run_draw(seed, mode) for seed in seeds]
+    with capsys.disabled():
+        print("\n" + _summarise(outcomes, mode))
+    alarms = [o.model.describe() + "\n" + o.correct_text for o in outcomes if not o.correct_ok]
+    assert not alarms, "false alarms on correct gradients:\n" + "\n\n".join(alarms)
+    missed = [o.model.describe() for o in outcomes if o.promised and not o.planted_found]
+    assert not missed, "planted errors above the promised threshold missed:\n" + "\n".join(missed)
+    return outcomes
+
+
+def _sensitivity_targets(outcomes: list[Outcome]) -> None:
+    sens = np.array([o.sensitivity for o in outcomes])
+    assert np.median(sens) <= 1e-6
+    assert sens.max() <= 1e-3, [o.model.describe() for o in outcomes if o.sensitivity > 1e-3]
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_random_models_default_draws(mode, capsys):
+    outcomes = _check_draws(DEFAULT_DRAWS, mode, capsys)
+    if mode == "full":
+        _sensitivity_targets(outcomes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_random_models_many_draws(mode, capsys):
+    outcomes = _check_draws(SLOW_DRAWS, mode, capsys)
+    if mode == "full":
+        _sensitivity_targets(outcomes)
+
+
+def test_draws_cover_the_space():
+    """The generator reaches every activation, head, dtype and option within the slow draws."""
+    models = [draw(seed) for seed in SLOW_DRAWS]
+    assert {m.activation for m in models} == {"tanh", "relu", "gelu", "sigmoid", "softplus",
+                                              "silu", "elu"}
+    assert {m.head for m in models} == {"sum", "mean", "squared_mean", "mse",
+                                        "cross_entropy", "huber", "logsumexp", "l1"}
+    assert {m.dtype for m in models} == {"float32", "float64"}
+    assert {m.depth for m in models} == {1, 2, 3}
+    for option in ("layer_norm", "residual"):
+        assert {getattr(m, option) for m in models} == {True, False}
+    assert {m.dropout > 0 for m in models} == {True, False} == {m.l2 > 0 for m in models}
+    widths = [w for m in models for w in m.widths]
+    assert min(widths) <= 10 and max(widths) >= 200
+    scales = [m.input_scale for m in models] + [m.param_scale for m in models]
+    assert min(scales) < 0.03 and max(scales) > 10
