@@ -1,0 +1,123 @@
+"""Correct gradients that once drew a FAIL or a spurious kink, and must not again.
+
+Each case is a user report: a trivially correct model (gradient = `jax.grad`) where fast mode
+failed a direction or a localised entry that full mode accepts, a kink reported in a smooth
+function, or a loss whose `jax.jit(jax.grad)` JAX cannot linearise.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import jaxcheck
+from jaxcheck import _escalation
+from jaxcheck._verdicts import FAIL, PASS
+
+
+def test_fast_mode_passes_a_squared_mean_whose_terms_cancel():
+    # the loss's rounding is ε·Σ|terms|, far above ε·|f|: a direction failed by 2.3 tolerances
+    # until fast mode measured the noise as full mode does
+    rng = np.random.default_rng(0)
+    p = {"W1": jnp.asarray(rng.standard_normal((64, 256)), jnp.float32) / 8,
+         "W2": jnp.asarray(rng.standard_normal((256, 10)), jnp.float32) / 16}
+    x = jnp.asarray(rng.standard_normal((32, 64)), jnp.float32)
+    loss = lambda p, x: jnp.mean(jnp.tanh(x @ p["W1"]) @ p["W2"]) ** 2  # noqa: E731
+    report = jaxcheck.check(loss, p, x, mode="fast")
+    assert report.ok, str(report)
+    assert jaxcheck.check(loss, p, x).ok
+
+
+def test_fast_mode_localisation_accepts_what_full_mode_accepts():
+    # a localised bias entry failed at |a-n|/tol = 1.1 where full mode passes all 1,728
+    rng = np.random.default_rng(30)
+    p = {"W1": jnp.asarray(rng.standard_normal((16, 64)).astype(np.float32) / 4),
+         "b1": jnp.asarray(rng.standard_normal(64).astype(np.float32) * 0.1),
+         "W2": jnp.asarray(rng.standard_normal((64, 10)).astype(np.float32) / 8)}
+    x = jnp.asarray(rng.standard_normal((32, 16)).astype(np.float32))
+    loss = lambda p, x: jnp.sum(jax.nn.sigmoid(x @ p["W1"] + p["b1"]) @ p["W2"])  # noqa: E731
+    report = jaxcheck.check(loss, p, x, mode="fast")
+    assert report.ok, str(report)
+    full = jaxcheck.check(loss, p, x)
+    assert full.ok and full.n_components == 1728
+
+
+def test_fast_mode_passes_det_of_a_near_singular_float32_matrix_in_native_precision():
+    # det is linear in each entry: no kink, and its float32 rounding cancels heavily
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((4, 4))
+    a[3] = a[0] + a[1] + 1e-3 * rng.standard_normal(4)
+    a = jnp.asarray(a, jnp.float32)
+    for mode in ("fast", "full"):
+        report = jaxcheck.check(jnp.linalg.det, a, precision="native", mode=mode)
+        assert report.ok and report.n_inconclusive == 0, str(report)
+        if mode == "fast":
+            assert report.leaves[0].directions.n_inconclusive == 0
+
+
+def _max_pool_loss(p, x):
+    y = lax.conv_general_dilated(x, p["w"], (1, 1), "SAME")
+    # an array init value: jax.grad works, jax.jit(jax.grad) fails to linearise
+    y = lax.reduce_window(y, jnp.array(-jnp.inf), lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+    return jnp.sum(y ** 2)
+
+
+def _pool_problem():
+    rng = np.random.default_rng(2)
+    p = {"w": jnp.asarray(rng.standard_normal((4, 2, 3, 3)), jnp.float32) / 3}
+    x = jnp.asarray(rng.standard_normal((2, 2, 6, 6)), jnp.float32)
+    return p, x
+
+
+def test_jit_of_grad_fails_for_this_max_pool():
+    p, x = _pool_problem()
+    jax.grad(_max_pool_loss)(p, x)
+    with pytest.raises(ValueError, match="Linearization failed"):
+        jax.jit(jax.grad(_max_pool_loss))(p, x)
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_max_pool_with_array_init_is_checked_and_a_wrong_entry_found(mode):
+    p, x = _pool_problem()
+    assert jaxcheck.check(_max_pool_loss, p, x, mode=mode).ok
+
+    def wrong(p, x):  # a user backprop built on jax.grad, itself not jit-able here
+        g = jax.grad(_max_pool_loss)(p, x)
+        return {"w": g["w"].at[1, 0, 2, 1].multiply(1.01)}
+
+    report = jaxcheck.check(_max_pool_loss, p, x, grad_fn=wrong, mode=mode)
+    assert not report.ok
+    assert [(f.path, f.index) for f in report.failures] == [("['w']", (1, 0, 2, 1))]
+
+
+class _Line:
+    """f(t) = t³ + 2t along each line, with rounding noise of standard deviation `sigma`."""
+
+    def __init__(self, sigma: float, slope_error: float = 0.0):
+        self.rng, self.sigma, self.slope_error = np.random.default_rng(0), sigma, slope_error
+
+    def losses(self, rows, offsets):
+        t = np.asarray(offsets, np.float64)
+        return t**3 + 2 * t + self.sigma * self.rng.standard_normal(t.shape), t
+
+    def slopes(self, rows, offsets):
+        return 3 * np.asarray(offsets) ** 2 + 2
+
+
+def _decide(line, g, eps):
+    h = np.full(g.size, eps ** (1 / 3))
+    f, _ = line.losses(np.arange(g.size), np.concatenate([h, -h]))
+    first = _escalation.Level(f[:g.size], f[g.size:], h, h)
+    return _escalation.decide(line, g, np.zeros(g.size), 0.0, first, np.full(g.size, 1e-4),
+                              eps, 3.0)
+
+
+def test_escalation_measures_noise_before_it_fails_a_derivative():
+    # noise 1e3× ε·|f|: the screen alone would fail the right slope 2; with the noise
+    # measured, 2 passes and 2.001 still fails
+    eps = 2.0**-52
+    noisy = _decide(_Line(sigma=1e-12), np.array([2.0, 2.0, 2.001]), eps)
+    assert noisy.noise > 1e-13
+    assert list(noisy.verdicts.status) == [PASS, PASS, FAIL]
