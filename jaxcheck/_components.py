@@ -40,11 +40,12 @@ class ComponentLine:
         self.batch = batch if batch is not None else batch_for(task, 2 * self.indices.size + 1)
         self.evaluations = 0
 
-    def losses(self, rows: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def losses(self, rows: np.ndarray, offsets: np.ndarray,
+               strict: bool = True) -> tuple[np.ndarray, np.ndarray]:
         idx = self.indices[rows]
         points, taken = d.offset_points(self.theta_w[idx], offsets, self.dtype)
         self.evaluations += idx.size
-        return evaluate_points(self.task, idx, points, self.batch), taken
+        return evaluate_points(self.task, idx, points, self.batch, strict), taken
 
     def slopes(self, rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         idx = self.indices[rows]

@@ -79,7 +79,8 @@ class DirectionLine:
         r = self.dirs.along(self.numbers[rows], self.lo[rows], self.hi[rows], t)
         return r, r.f - (r.g_step - t * r.gu)
 
-    def losses(self, rows: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def losses(self, rows: np.ndarray, offsets: np.ndarray,
+               strict: bool = True) -> tuple[np.ndarray, np.ndarray]:
         return self.along(rows, offsets)[1], np.asarray(offsets, np.float64)
 
     def slopes(self, rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:

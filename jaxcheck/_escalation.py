@@ -20,6 +20,15 @@ At each scale an unresolved kink (the analytic value outside the one-sided slope
 confirmed beside θ: if the analytic derivative just right and left of θ matches the slopes
 there, θ sits on a kink and the derivative is INCONCLUSIVE. A derivative FAILs only if it
 fails at every scale tried.
+
+5. **Steps from curvature and noise.** A PASS can be a weak statement: where the loss barely
+   depends on a parameter (inputs scaled by 1e-2, a far upstream bias), ε·|f|/h is large next
+   to |gᵢ| and the tolerance may exceed `SENSITIVITY`·|gᵢ|. Such a derivative (if it is one
+   of those that carry the set, and its tolerance is not the gradient's own rounding) gets a
+   step from its own measured derivatives and noise (`noise_balanced_steps`, after Moré &
+   Wild, "Estimating derivatives of noisy simulations", ACM TOMS 2012) and Richardson levels
+   there. Its verdict is replaced
+   only by a tighter one at a scale that shows no kink.
 """
 from __future__ import annotations
 
@@ -35,14 +44,24 @@ from . import _verdicts as v
 # scale: no need to try larger steps.
 GROSS_EXCESS = 100.0
 NOISE_SAMPLES = 4  # lines whose neighbourhood is sampled for the noise estimate
+# A PASS with a tolerance above this fraction of |gᵢ| could hide a relative error of that size.
+SENSITIVITY = 1e-4
+# ...refined only for derivatives at least this fraction of the largest in the set.
+SIGNIFICANT = 1e-2
+# A second difference this many times f's noise measures the curvature (Moré & Wild 2012, §5).
+CURVATURE_ABOVE_NOISE = 100.0
+# Probes of the curvature at the extrapolation scale's largest step × 4ʲ, j < PROBES.
+PROBES = 4
 
 
 class Line(Protocol):
     """Loss evaluations along a set of lines through θ (rows 0..m−1)."""
 
-    def losses(self, rows: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def losses(self, rows: np.ndarray, offsets: np.ndarray,
+               strict: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """f at θ + offsets[k] along line rows[k] (float64), and the offsets actually taken
-        (signed: a component's point is rounded to the working dtype)."""
+        (signed: a component's point is rounded to the working dtype). A non-finite value
+        raises with `strict`, else it is returned."""
 
     def slopes(self, rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """The analytic derivative along line rows[k] at θ + offsets[k]."""
@@ -66,11 +85,12 @@ class Level:
         return 0.5 * (self.h_plus + self.h_minus)
 
 
-def central_levels(line: Line, rows: np.ndarray, steps: list[np.ndarray]) -> list[Level]:
+def central_levels(line: Line, rows: np.ndarray, steps: list[np.ndarray],
+                   strict: bool = True) -> list[Level]:
     """θ ± h along `rows` for each array h in `steps`, in one call of `line.losses`."""
     m = rows.size
     offsets = np.concatenate([np.concatenate([h, -h]) for h in steps])
-    f, taken = line.losses(np.tile(rows, 2 * len(steps)), offsets)
+    f, taken = line.losses(np.tile(rows, 2 * len(steps)), offsets, strict)
     f, taken = f.reshape(len(steps), 2, m), taken.reshape(len(steps), 2, m)
     return [Level(f[k, 0], f[k, 1], taken[k, 0], -taken[k, 1]) for k in range(len(steps))]
 
@@ -140,7 +160,84 @@ def decide(line: Line, g: np.ndarray, a: np.ndarray, f0: float, first: Level,
         excess = np.abs(judged.numerical - g[undecided]) / judged.tolerance
         retry = (judged_status == v.FAIL) & ((excess < GROSS_EXCESS) | kinks.unresolved)
         undecided = undecided[retry]
-    return Decision(v.ComponentVerdicts(status, numerical, tolerance), float(noise or 0.0))
+    verdicts = v.ComponentVerdicts(status, numerical, tolerance)
+    weak = _weak_passes(verdicts, g, a, safety)
+    if weak.size:
+        if not noise:
+            noise = measure_noise(line, weak, f0, beside[weak])
+        _refine(line, weak, verdicts, g, a, f0, extrapolation_step, eps_f, safety, noise)
+    return Decision(verdicts, float(noise or 0.0))
+
+
+def _weak_passes(verdicts: v.ComponentVerdicts, g: np.ndarray, a: np.ndarray,
+                 safety: float) -> np.ndarray:
+    """Rows that PASS with a tolerance above `SENSITIVITY`·|gᵢ| that a better step can lower
+    (not the gradient's own rounding), among those that carry the set."""
+    magnitude = np.abs(g)
+    if magnitude.size == 0:
+        return np.zeros(0, np.int64)
+    target = SENSITIVITY * magnitude
+    return np.flatnonzero((verdicts.status == v.PASS) & (verdicts.tolerance > target)
+                          & (safety * a < 0.5 * target)
+                          & (magnitude >= SIGNIFICANT * magnitude.max()) & (magnitude > 0))
+
+
+def noise_balanced_steps(line: Line, rows: np.ndarray, sigma: float,
+                         base: np.ndarray) -> np.ndarray:
+    """The finest Richardson step for each of `rows`, from f's measured derivatives and noise.
+
+    Central differences D(h) = f' + h²·f⁽³⁾/6 + O(σ/h) at the probe steps base·4ʲ (j <
+    `PROBES`) measure |f⁽³⁾| from the first pair of probes whose difference stands
+    `CURVATURE_ABOVE_NOISE` times above the noise σ/h (Moré & Wild 2012, who do so with
+    second differences for one-sided steps); where none does, the largest pair bounds it.
+    The step balances truncation and noise, h = (3σ/|f⁽³⁾|)^(1/3), and is kept where every
+    probe up to 4h was finite (a loss defined only near θ stays so). NaN where none was."""
+    probes = central_levels(line, rows, [base * 4.0**j for j in range(PROBES)], strict=False)
+    slopes = np.stack([d.central(lv.f_plus, lv.f_minus, lv.h_plus, lv.h_minus)
+                       for lv in probes])
+    steps = np.stack([lv.step for lv in probes])
+    finite = np.cumprod(np.isfinite(slopes), axis=0).astype(bool)
+    change = np.abs(np.diff(slopes, axis=0))                     # (PROBES − 1, m)
+    floor = CURVATURE_ABOVE_NOISE * sigma / steps[:-1]
+    measurable = finite[1:] & (change >= floor)
+    last_pair = finite[1:].sum(0) - 1
+    j = np.maximum(np.where(measurable.any(0), np.argmax(measurable, 0), last_pair), 0)
+    cols = np.arange(rows.size)
+    with np.errstate(invalid="ignore"):
+        third = (6.0 * np.maximum(change[j, cols], floor[j, cols])
+                 / (steps[j + 1, cols] ** 2 - steps[j, cols] ** 2))
+        h = (3.0 * sigma / third) ** (1.0 / 3.0)
+    largest_finite = steps[np.maximum(finite.sum(0) - 1, 0), cols]
+    h = np.clip(h, base / 4.0, largest_finite / 4.0)
+    return np.where(finite[0] & np.isfinite(h), h, np.nan)
+
+
+def _refine(line: Line, rows: np.ndarray, verdicts: v.ComponentVerdicts, g, a, f0: float,
+            extrapolation_step: np.ndarray, eps_f: float, safety: float, noise: float) -> None:
+    """Step 5 of the escalation, in place on `verdicts` for `rows` (weak passes)."""
+    sigma = max(noise, eps_f * abs(f0))
+    base = extrapolation_step[rows] * 2.0 ** (d.RICHARDSON_LEVELS - 1)
+    h = noise_balanced_steps(line, rows, sigma, base)
+    usable = np.isfinite(h)
+    rows, h = rows[usable], h[usable]
+    if rows.size == 0:
+        return
+    n_levels = d.RICHARDSON_LEVELS
+    levels = central_levels(line, rows, [h * 2.0 ** (n_levels - 1 - k) for k in range(n_levels)],
+                            strict=False)
+    stack = lambda name: np.stack([getattr(lv, name) for lv in levels])  # noqa: E731
+    f_plus, f_minus = stack("f_plus"), stack("f_minus")
+    finite = np.all(np.isfinite(f_plus) & np.isfinite(f_minus), axis=0)
+    with np.errstate(invalid="ignore"):
+        judged, kinks = v.judge(g[rows], f0, f_plus, f_minus, stack("h_plus"),
+                                stack("h_minus"), eps_f, a[rows], safety, h, noise)
+    # a tighter verdict, at a scale with no sign of a kink, replaces the weak PASS
+    clean = (finite & (judged.status != v.INCONCLUSIVE) & ~kinks.unresolved
+             & (judged.tolerance < verdicts.tolerance[rows]))
+    take = rows[clean]
+    verdicts.status[take] = judged.status[clean]
+    verdicts.numerical[take] = judged.numerical[clean]
+    verdicts.tolerance[take] = judged.tolerance[clean]
 
 
 def _confirmed_beside_kinks(line: Line, rows: np.ndarray, kinks: v.Kinks) -> np.ndarray:

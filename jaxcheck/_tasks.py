@@ -48,13 +48,14 @@ class NonFiniteLossError(ValueError):
 
 
 def evaluate_points(task: LeafTask, indices: np.ndarray, values: np.ndarray,
-                    batch: int) -> np.ndarray:
-    """Loss values (float64) with entry `indices[k]` of the task's leaf set to `values[k]`."""
+                    batch: int, strict: bool = True) -> np.ndarray:
+    """Loss values (float64) with entry `indices[k]` of the task's leaf set to `values[k]`.
+    A non-finite value raises `NonFiniteLossError` (with `strict`) or is returned as is."""
     with user_call("fn", f"under jax.vmap at perturbed values of params{task.path}"):
         out = evaluate(task.problem, task.position, task.param_dynamic, task.arg_dynamic,
                        indices, values, batch)
     bad = np.flatnonzero(~np.isfinite(out))
-    if bad.size:
+    if bad.size and strict:
         k = int(indices[bad[0]])
         if values[bad[0]] == np.asarray(task.leaf).reshape(-1)[k]:  # θ itself, unperturbed
             raise non_finite_loss(float(out[bad[0]]))

@@ -98,7 +98,7 @@ class _Line:
     def __init__(self, sigma: float, slope_error: float = 0.0):
         self.rng, self.sigma, self.slope_error = np.random.default_rng(0), sigma, slope_error
 
-    def losses(self, rows, offsets):
+    def losses(self, rows, offsets, strict=True):
         t = np.asarray(offsets, np.float64)
         return t**3 + 2 * t + self.sigma * self.rng.standard_normal(t.shape), t
 
