@@ -231,8 +231,10 @@ def _refine(line: Line, rows: np.ndarray, verdicts: v.ComponentVerdicts, g, a, f
     with np.errstate(invalid="ignore"):
         judged, kinks = v.judge(g[rows], f0, f_plus, f_minus, stack("h_plus"),
                                 stack("h_minus"), eps_f, a[rows], safety, h, noise)
-    # a tighter verdict, at a scale with no sign of a kink, replaces the weak PASS
+    # a tighter verdict, at a scale where f is seen to be smooth, replaces the weak PASS
     clean = (finite & (judged.status != v.INCONCLUSIVE) & ~kinks.unresolved
+             & _smooth_within_steps(f_plus, f_minus, stack("h_plus"), stack("h_minus"),
+                                    eps_f, f0, noise)
              & (judged.tolerance < verdicts.tolerance[rows]))
     take = rows[clean]
     verdicts.status[take] = judged.status[clean]
@@ -252,3 +254,29 @@ def _confirmed_beside_kinks(line: Line, rows: np.ndarray, kinks: v.Kinks) -> np.
                               tolerance=kinks.tolerance[where])
     confirmed[where] = v.confirm_beside_kink(sub, slopes[:where.size], slopes[where.size:])
     return confirmed
+
+
+def _smooth_within_steps(f_plus, f_minus, h_plus, h_minus, eps_f: float, f0: float,
+                         noise: float) -> np.ndarray:
+    """Whether f looks smooth enough within levels 4h, 2h, h to trust their spread.
+
+    Either central differences change as a smooth f's do (by h²: the coarser change 4 times
+    the finer, within a factor 2 and round-off, or not at all), or f' has no jump within the
+    steps: the one-sided slopes extrapolated to θ from either side agree (a jump in f'' alone,
+    elu's at 0, makes central differences change as h but leaves f' continuous). A kink
+    straddled by the steps does neither, and the spread of the levels then understates the
+    error of the estimates built on them."""
+    D = d.central(f_plus, f_minus, h_plus, h_minus)
+    h = 0.5 * (h_plus + h_minus)
+    r = v.roundoff(eps_f, np.maximum(np.abs(f0), noise / eps_f), h)
+    coarse, fine = np.abs(D[0] - D[1]), np.abs(D[1] - D[2])
+    noise_level = 2.0 * (r[1] + r[2])
+    quadratic = ((coarse >= 2.0 * fine - noise_level) & (coarse <= 8.0 * fine + noise_level)
+                 | (coarse <= 2.0 * (r[0] + r[1])) & (fine <= noise_level))
+    sides = []
+    for S in (d.forward(f0, f_plus, h_plus), d.backward(f0, f_minus, h_minus)):
+        fine_s, coarse_s = d.richardson(S[1], S[2], 1), d.richardson(S[0], S[1], 1)
+        sides.append((fine_s, np.abs(fine_s - coarse_s)))
+    (right, spread_r), (left, spread_l) = sides
+    continuous = np.abs(right - left) <= spread_r + spread_l + 4.0 * r[2]
+    return quadratic | continuous

@@ -73,9 +73,9 @@ def _head(name: str, out, y_onehot, y_real):
     raise ValueError(name)
 
 
-def draw(seed: int) -> Model:
-    """The model of draw `seed`. Build (and check) float64 models inside
-    `jax.enable_x64(True)`."""
+def draw(seed: int, arrays: bool = True) -> Model:
+    """The model of draw `seed` (float64 ones are checked inside `jax.enable_x64(True)`).
+    With `arrays=False`, only its description: params and args are left empty."""
     rng = np.random.default_rng(seed)
     dtype = str(rng.choice(["float32", "float64"]))
     depth = int(rng.integers(1, 4))
@@ -127,6 +127,9 @@ def draw(seed: int) -> Model:
             value = value + l2 * sum(jnp.sum(w**2) for k, w in p.items() if k.startswith("W"))
         return value
 
+    if not arrays:
+        return Model(seed, dtype, depth, tuple(widths), activation, head, layer_norm, residual,
+                     dropout, l2, input_scale, param_scale, {}, (), loss)
     with jax.enable_x64(dtype == "float64"):
         jparams = {k: jnp.asarray(v) for k, v in params.items()}
         args = (jnp.asarray(x), jnp.asarray(y_onehot), jnp.asarray(y_real),
