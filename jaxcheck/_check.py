@@ -15,7 +15,7 @@ from ._tasks import LeafTask
 from ._gradients import AnalyticGradient
 from ._loss_terms import check_terms
 from ._low_precision import native_dtype
-from ._methods import FIRST_PASS_EXPONENTS, check_with_method
+from ._methods import FIRST_PASS_EXPONENTS, check_with_method, prepare
 from ._modes import check_partial
 from ._options import Options, parse_options
 from ._parameters import Split, replace_dynamic, split
@@ -113,10 +113,12 @@ def _check_split(problem: Problem, p: Split, a: Split, grad_fn: Optional[Callabl
     ]
     info = {"eps_f": eps_f, "eps_g": eps_g, "rel_step": rel_step,
             "precision": opts.precision, "mode": opts.mode, "method": opts.method}
+    if opts.mode != "full" and opts.method != "central":
+        raise ValueError(f"method: mode={opts.mode!r} uses central differences; "
+                         f"method={opts.method!r} is available with mode='full' only")
+    # every mode: the determinism check, and the gradient's rounding split from its final cast
+    tasks = prepare(tasks)
     if opts.mode != "full":
-        if opts.method != "central":
-            raise ValueError(f"method: mode={opts.mode!r} uses central differences; "
-                             f"method={opts.method!r} is available with mode='full' only")
         leaves, extra = check_partial(tasks, opts)
         return Report(leaves, info={**info, **extra}, max_failures=opts.max_failures)
     with _progress.full_check(_progress.jobs_for(tasks), opts.progress):

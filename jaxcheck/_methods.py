@@ -31,8 +31,7 @@ def prepare(tasks: Sequence[LeafTask]) -> list[LeafTask]:
 
 def check_with_method(tasks: Sequence[LeafTask], method: str) -> tuple[LeafReport, ...]:
     """Per-leaf reports of full mode with `method` ("central", "forward", "backward",
-    "complex"), after the determinism check."""
-    tasks = prepare(tasks)
+    "complex"), on tasks already `prepare`d."""
     if method == "central":
         return check_all(tasks)
     if method in ("forward", "backward"):

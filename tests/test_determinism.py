@@ -82,3 +82,16 @@ def test_loss_near_zero_by_cancellation_is_not_called_nondeterministic():
         report = jaxcheck.check(loss, jax.tree_util.tree_map(lambda x: x.astype(jnp.float64),
                                                              params))
     assert report.ok
+
+
+@pytest.mark.parametrize("mode", ["fast", "sample"])
+def test_every_mode_refuses_a_nondeterministic_grad_fn(mode):
+    def loss(p, x):
+        return _loss_with_mask(p, x, 1.0)
+
+    def grad_fn(p, x):
+        g = jax.grad(loss)(p, x)
+        noise = np.random.default_rng().random(g["W"].shape)
+        return {"W": g["W"] * (1 + 0.1 * noise), "b": g["b"]}
+    with pytest.raises(jaxcheck.NondeterminismError, match=r"grad_fn: two traces"):
+        jaxcheck.check(loss, PARAMS, X, grad_fn=grad_fn, mode=mode)

@@ -121,3 +121,19 @@ def test_escalation_measures_noise_before_it_fails_a_derivative():
     noisy = _decide(_Line(sigma=1e-12), np.array([2.0, 2.0, 2.001]), eps)
     assert noisy.noise > 1e-13
     assert list(noisy.verdicts.status) == [PASS, PASS, FAIL]
+
+
+@pytest.mark.parametrize("precision", ["float64", "native"])
+def test_fast_mode_sees_no_kink_in_a_smooth_convolution_layer(precision):
+    rng = np.random.default_rng(3)
+    p = {"w": jnp.asarray(rng.standard_normal((8, 3, 3, 3)) / 5, jnp.float32),
+         "b": jnp.asarray(rng.standard_normal(8) * 0.1, jnp.float32)}
+    x = jnp.asarray(rng.standard_normal((4, 3, 8, 8)), jnp.float32)
+
+    def loss(p, x):
+        y = lax.conv_general_dilated(x, p["w"], (1, 1), "SAME") + p["b"][None, :, None, None]
+        return jnp.mean(jnp.tanh(y) ** 2)
+
+    report = jaxcheck.check(loss, p, x, mode="fast", precision=precision)
+    assert report.ok, str(report)
+    assert all(leaf.directions.n_inconclusive == 0 for leaf in report.leaves)
