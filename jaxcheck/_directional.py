@@ -114,7 +114,7 @@ def check_directions(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.nd
     gu, a, u_sum = first.gu[:k], HOEFFDING_Z * first.spread[:k], first.u_sum[:k]
     finest = np.full(k, d.relative_step(eps_f, d.RICHARDSON_EXPONENT)
                      / 2.0 ** (d.RICHARDSON_LEVELS - 1))
-    decision = decide(line, gu, a, f0, level, finest, eps_f, safety, noise)
+    decision = decide(line, gu, a, f0, level, finest, eps_f, safety, noise, refine=False)
     verdicts = decision.verdicts
     return DirectionalChecks(numbers, lo, hi, gu, verdicts.numerical, verdicts.tolerance,
                              verdicts.status, dirs.evaluations - start, u_sum,

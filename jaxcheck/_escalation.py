@@ -23,8 +23,8 @@ fails at every scale tried.
 
 5. **Steps from curvature and noise.** A PASS can be a weak statement: where the loss barely
    depends on a parameter (inputs scaled by 1e-2, a far upstream bias), ε·|f|/h is large next
-   to |gᵢ| and the tolerance may exceed `SENSITIVITY`·|gᵢ|. Such a derivative (if it is one
-   of those that carry the set, and its tolerance is not the gradient's own rounding) gets a
+   to |gᵢ| and the tolerance may exceed `SENSITIVITY`·|gᵢ|. Such a derivative (if |gᵢ| is at
+   least the set's median, and its tolerance is not the gradient's own rounding) gets a
    step from its own measured derivatives and noise (`noise_balanced_steps`, after Moré &
    Wild, "Estimating derivatives of noisy simulations", ACM TOMS 2012) and Richardson levels
    there. Its verdict is replaced
@@ -46,12 +46,11 @@ GROSS_EXCESS = 100.0
 NOISE_SAMPLES = 4  # lines whose neighbourhood is sampled for the noise estimate
 # A PASS with a tolerance above this fraction of |gᵢ| could hide a relative error of that size.
 SENSITIVITY = 1e-4
-# ...refined only for derivatives at least this fraction of the largest in the set.
-SIGNIFICANT = 1e-2
 # A second difference this many times f's noise measures the curvature (Moré & Wild 2012, §5).
 CURVATURE_ABOVE_NOISE = 100.0
-# Probes of the curvature at the extrapolation scale's largest step × 4ʲ, j < PROBES.
-PROBES = 4
+# Probes of f's derivatives at the extrapolation scale's largest step × 4ʲ, j < PROBES: up to
+# ~0.76·max(1, |θᵢ|) in float64, where ε·|f|/h of a loss ~1e3 is ~1e-12.
+PROBES = 6
 
 
 class Line(Protocol):
@@ -117,7 +116,7 @@ class Decision:
 
 def decide(line: Line, g: np.ndarray, a: np.ndarray, f0: float, first: Level,
            extrapolation_step: np.ndarray, eps_f: float, safety: float,
-           noise: Optional[float] = None) -> Decision:
+           noise: Optional[float] = None, refine: bool = True) -> Decision:
     """Verdicts of the derivatives along every line of `line` (rows 0..m−1).
 
     **Arguments:**
@@ -126,6 +125,8 @@ def decide(line: Line, g: np.ndarray, a: np.ndarray, f0: float, first: Level,
     - `f0`: f(θ); `first`: the first pass, θ ± h₁ along every line.
     - `extrapolation_step`: the finest step h₂/4 of the last scale, per line.
     - `noise`: f's rounding noise if already measured near θ (else measured here if needed).
+    - `refine`: take weak passes through step 5 (fast mode's directions do not: their bound is
+      stated against their tolerance, and they are meant to be cheap).
     """
     screened = v.screen(g, first.f_plus, first.f_minus, first.h_plus, first.h_minus, f0,
                         eps_f, a, safety)
@@ -161,7 +162,7 @@ def decide(line: Line, g: np.ndarray, a: np.ndarray, f0: float, first: Level,
         retry = (judged_status == v.FAIL) & ((excess < GROSS_EXCESS) | kinks.unresolved)
         undecided = undecided[retry]
     verdicts = v.ComponentVerdicts(status, numerical, tolerance)
-    weak = _weak_passes(verdicts, g, a, safety)
+    weak = _weak_passes(verdicts, g, a, safety) if refine else np.zeros(0, np.int64)
     if weak.size:
         if not noise:
             noise = measure_noise(line, weak, f0, beside[weak])
@@ -172,18 +173,19 @@ def decide(line: Line, g: np.ndarray, a: np.ndarray, f0: float, first: Level,
 def _weak_passes(verdicts: v.ComponentVerdicts, g: np.ndarray, a: np.ndarray,
                  safety: float) -> np.ndarray:
     """Rows that PASS with a tolerance above `SENSITIVITY`·|gᵢ| that a better step can lower
-    (not the gradient's own rounding), among those that carry the set."""
+    (not the gradient's own rounding), among those that carry the set: |gᵢ| at or above the
+    median (at most half the rows, so the cost stays bounded)."""
     magnitude = np.abs(g)
     if magnitude.size == 0:
         return np.zeros(0, np.int64)
     target = SENSITIVITY * magnitude
     return np.flatnonzero((verdicts.status == v.PASS) & (verdicts.tolerance > target)
                           & (safety * a < 0.5 * target)
-                          & (magnitude >= SIGNIFICANT * magnitude.max()) & (magnitude > 0))
+                          & (magnitude >= np.median(magnitude)) & (magnitude > 0))
 
 
 def noise_balanced_steps(line: Line, rows: np.ndarray, sigma: float,
-                         base: np.ndarray) -> np.ndarray:
+                         base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The finest Richardson step for each of `rows`, from f's measured derivatives and noise.
 
     Central differences D(h) = f' + h²·f⁽³⁾/6 + O(σ/h) at the probe steps base·4ʲ (j <
@@ -191,7 +193,8 @@ def noise_balanced_steps(line: Line, rows: np.ndarray, sigma: float,
     `CURVATURE_ABOVE_NOISE` times above the noise σ/h (Moré & Wild 2012, who do so with
     second differences for one-sided steps); where none does, the largest pair bounds it.
     The step balances truncation and noise, h = (3σ/|f⁽³⁾|)^(1/3), and is kept where every
-    probe up to 4h was finite (a loss defined only near θ stays so). NaN where none was."""
+    probe up to 4h was finite (a loss defined only near θ stays so). NaN where none was.
+    Also returns the largest step so kept, for Richardson levels, which can afford more."""
     probes = central_levels(line, rows, [base * 4.0**j for j in range(PROBES)], strict=False)
     slopes = np.stack([d.central(lv.f_plus, lv.f_minus, lv.h_plus, lv.h_minus)
                        for lv in probes])
@@ -209,19 +212,32 @@ def noise_balanced_steps(line: Line, rows: np.ndarray, sigma: float,
         h = (3.0 * sigma / third) ** (1.0 / 3.0)
     largest_finite = steps[np.maximum(finite.sum(0) - 1, 0), cols]
     h = np.clip(h, base / 4.0, largest_finite / 4.0)
-    return np.where(finite[0] & np.isfinite(h), h, np.nan)
+    return np.where(finite[0] & np.isfinite(h), h, np.nan), largest_finite / 4.0
 
 
 def _refine(line: Line, rows: np.ndarray, verdicts: v.ComponentVerdicts, g, a, f0: float,
             extrapolation_step: np.ndarray, eps_f: float, safety: float, noise: float) -> None:
-    """Step 5 of the escalation, in place on `verdicts` for `rows` (weak passes)."""
+    """Step 5 of the escalation, in place on `verdicts` for `rows` (weak passes).
+
+    Richardson levels 4h, 2h, h at the noise-balanced step h of plain central differences,
+    and at 4 times it (extrapolation removes the h² term that h balances, so its error grows
+    as h⁴ and a larger step often wins): each row keeps the tightest verdict that is clean."""
     sigma = max(noise, eps_f * abs(f0))
     base = extrapolation_step[rows] * 2.0 ** (d.RICHARDSON_LEVELS - 1)
-    h = noise_balanced_steps(line, rows, sigma, base)
+    h, h_max = noise_balanced_steps(line, rows, sigma, base)
     usable = np.isfinite(h)
-    rows, h = rows[usable], h[usable]
+    rows, h, h_max = rows[usable], h[usable], h_max[usable]
     if rows.size == 0:
         return
+    larger = np.minimum(4.0 * h, h_max)
+    for step, where in ((h, np.arange(rows.size)), (larger, np.flatnonzero(larger > h))):
+        if where.size:
+            _refine_at(line, rows[where], step[where], verdicts, g, a, f0, eps_f, safety, noise)
+
+
+def _refine_at(line: Line, rows: np.ndarray, h: np.ndarray, verdicts: v.ComponentVerdicts,
+               g, a, f0: float, eps_f: float, safety: float, noise: float) -> None:
+    """Richardson levels 4h, 2h, h for `rows`; a tighter clean verdict replaces theirs."""
     n_levels = d.RICHARDSON_LEVELS
     levels = central_levels(line, rows, [h * 2.0 ** (n_levels - 1 - k) for k in range(n_levels)],
                             strict=False)

@@ -99,7 +99,12 @@ def _summarise(outcomes: list[Outcome], mode: str) -> str:
 
 
 def _check_draws(seeds, mode: str, capsys) -> list[Outcome]:
-    outcomes = [run_draw(seed, mode) for seed in seeds]
+    outcomes = []
+    for seed in seeds:
+        outcomes.append(run_draw(seed, mode))
+        # every draw is a new fn: its compiled programs are never needed again, and hundreds
+        # of them held at once exhaust memory
+        jax.clear_caches()
     with capsys.disabled():
         print("\n" + _summarise(outcomes, mode))
     alarms = [o.model.describe() + "\n" + o.correct_text for o in outcomes if not o.correct_ok]
