@@ -219,9 +219,12 @@ def _refine(line: Line, rows: np.ndarray, verdicts: v.ComponentVerdicts, g, a, f
             extrapolation_step: np.ndarray, eps_f: float, safety: float, noise: float) -> None:
     """Step 5 of the escalation, in place on `verdicts` for `rows` (weak passes).
 
-    Richardson levels 4h, 2h, h at the noise-balanced step h of plain central differences,
-    and at 4 times it (extrapolation removes the h² term that h balances, so its error grows
-    as h⁴ and a larger step often wins): each row keeps the tightest verdict that is clean."""
+    Richardson levels 4h, 2h, h at two scales: the noise-balanced step h of plain central
+    differences, and 4 times it (extrapolation removes the h² term that h balances, so a
+    larger step often wins; h/4 where 4h would leave the probed range). The tighter verdict
+    replaces the weak PASS only where both scales are clean (finite, smooth f, no kink) and
+    the other scale's estimate lies within its tolerance: a FAIL here is confirmed by a second
+    scale, as a FAIL is everywhere else."""
     sigma = max(noise, eps_f * abs(f0))
     base = extrapolation_step[rows] * 2.0 ** (d.RICHARDSON_LEVELS - 1)
     h, h_max = noise_balanced_steps(line, rows, sigma, base)
@@ -229,15 +232,25 @@ def _refine(line: Line, rows: np.ndarray, verdicts: v.ComponentVerdicts, g, a, f
     rows, h, h_max = rows[usable], h[usable], h_max[usable]
     if rows.size == 0:
         return
-    larger = np.minimum(4.0 * h, h_max)
-    for step, where in ((h, np.arange(rows.size)), (larger, np.flatnonzero(larger > h))):
-        if where.size:
-            _refine_at(line, rows[where], step[where], verdicts, g, a, f0, eps_f, safety, noise)
+    other = np.where(4.0 * h <= h_max, 4.0 * h, h / 4.0)
+    (a_status, a_num, a_tol, a_clean), (b_status, b_num, b_tol, b_clean) = (
+        _judge_at(line, rows, step, g, a, f0, eps_f, safety, noise) for step in (h, other))
+    tighter_a = a_tol <= b_tol
+    tolerance = np.minimum(a_tol, b_tol)
+    # the other scale's estimate must lie within the tighter one's tolerance: two honest
+    # estimates agree that closely, and a kink straddled at one scale breaks it
+    agree = (a_clean & b_clean & (np.abs(a_num - b_num) <= tolerance)
+             & (tolerance < verdicts.tolerance[rows]))
+    take = rows[agree]
+    verdicts.status[take] = np.where(tighter_a, a_status, b_status)[agree]
+    verdicts.numerical[take] = np.where(tighter_a, a_num, b_num)[agree]
+    verdicts.tolerance[take] = tolerance[agree]
 
 
-def _refine_at(line: Line, rows: np.ndarray, h: np.ndarray, verdicts: v.ComponentVerdicts,
-               g, a, f0: float, eps_f: float, safety: float, noise: float) -> None:
-    """Richardson levels 4h, 2h, h for `rows`; a tighter clean verdict replaces theirs."""
+def _judge_at(line: Line, rows: np.ndarray, h: np.ndarray, g, a, f0: float, eps_f: float,
+              safety: float, noise: float):
+    """Verdicts from Richardson levels 4h, 2h, h for `rows`, and whether each is clean:
+    finite, no kink seen, f smooth within the steps (`_smooth_within_steps`)."""
     n_levels = d.RICHARDSON_LEVELS
     levels = central_levels(line, rows, [h * 2.0 ** (n_levels - 1 - k) for k in range(n_levels)],
                             strict=False)
@@ -247,15 +260,10 @@ def _refine_at(line: Line, rows: np.ndarray, h: np.ndarray, verdicts: v.Componen
     with np.errstate(invalid="ignore"):
         judged, kinks = v.judge(g[rows], f0, f_plus, f_minus, stack("h_plus"),
                                 stack("h_minus"), eps_f, a[rows], safety, h, noise)
-    # a tighter verdict, at a scale where f is seen to be smooth, replaces the weak PASS
-    clean = (finite & (judged.status != v.INCONCLUSIVE) & ~kinks.unresolved
-             & _smooth_within_steps(f_plus, f_minus, stack("h_plus"), stack("h_minus"),
-                                    eps_f, f0, noise)
-             & (judged.tolerance < verdicts.tolerance[rows]))
-    take = rows[clean]
-    verdicts.status[take] = judged.status[clean]
-    verdicts.numerical[take] = judged.numerical[clean]
-    verdicts.tolerance[take] = judged.tolerance[clean]
+        clean = (finite & (judged.status != v.INCONCLUSIVE) & ~kinks.unresolved
+                 & _smooth_within_steps(f_plus, f_minus, stack("h_plus"), stack("h_minus"),
+                                        eps_f, f0, noise))
+    return judged.status, judged.numerical, judged.tolerance, clean
 
 
 def _confirmed_beside_kinks(line: Line, rows: np.ndarray, kinks: v.Kinks) -> np.ndarray:
