@@ -48,11 +48,24 @@ def _leaf(report, name):
     return next(leaf for leaf in report.leaves if leaf.path == f"['{name}']")
 
 
+def _float64(x):
+    return jnp.asarray(x, jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x
+
+
+def working_gradient(model: Model) -> dict[str, np.ndarray]:
+    """The gradient as the check sees it: on float64 copies of the floating params and args,
+    inside `jax.enable_x64(True)` (dropout masks depend on that setting)."""
+    with jax.enable_x64(True):
+        params = {k: _float64(v) for k, v in model.params.items()}
+        args = [_float64(a) if isinstance(a, jax.Array) and not jax.dtypes.issubdtype(
+            a.dtype, jax.dtypes.prng_key) else a for a in model.args]
+        return {k: np.asarray(g) for k, g in jax.grad(model.loss)(params, *args).items()}
+
+
 def run_draw(seed: int, mode: str) -> Outcome:
     model = draw(seed)
+    grads = working_gradient(model)
     with jax.enable_x64(model.dtype == "float64"):
-        grads = {k: np.asarray(g) for k, g in jax.grad(model.loss)(model.params,
-                                                                   *model.args).items()}
         name, index = planted_entry(model, grads, np.random.default_rng(seed))
 
         def planted(p, *args):
