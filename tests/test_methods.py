@@ -42,13 +42,17 @@ def test_complex_step_in_float32_agrees_with_float64_central():
         assert np.abs(a.numerical - b.numerical).max() <= 3e-6 * scale
 
 
-def test_complex_step_in_float32_catches_what_float32_central_cannot():
+def test_complex_step_in_float32_catches_an_error_at_the_limit_of_central_differences():
     loss, params, x, y = _mlp()
     wrong = _scaled_entry(jax.grad(loss), "W0", (1, 2), 1 + 3e-4)
     report = jaxcheck.check(loss, params, x, y, grad_fn=wrong, method="complex",
                             precision="native")
     assert [f.location for f in report.failures] == ["['W0'][1, 2]"]
-    assert jaxcheck.check(loss, params, x, y, grad_fn=wrong, precision="native").ok
+    # float32 central differences reach it only with the refined steps of a weak PASS
+    # (`_escalation`), and only just: 1.6 tolerances where the complex step has margin
+    central = jaxcheck.check(loss, params, x, y, grad_fn=wrong, precision="native")
+    assert [f.location for f in central.failures] == ["['W0'][1, 2]"]
+    assert central.failures[0].excess < report.failures[0].excess
 
 
 def _l1_loss(p, x):
