@@ -45,16 +45,19 @@ def test_dropout_mask_from_np_random_raises():
         jaxcheck.check(loss, PARAMS, X)
 
 
-def test_nondeterministic_grad_fn_raises_naming_grad_fn():
-    def loss(p, x):
-        return _loss_with_mask(p, x, 1.0)
+def _deterministic_loss(p, x):
+    return _loss_with_mask(p, x, 1.0)
 
-    def grad_fn(p, x):
-        g = jax.grad(loss)(p, x)
-        noise = np.random.default_rng().random(g["W"].shape)
-        return {"W": g["W"] * (1 + 0.1 * noise), "b": g["b"]}
+
+def _noisy_grad_fn(p, x):
+    g = jax.grad(_deterministic_loss)(p, x)
+    noise = np.random.default_rng().random(g["W"].shape)
+    return {"W": g["W"] * (1 + 0.1 * noise), "b": g["b"]}
+
+
+def test_nondeterministic_grad_fn_raises_naming_grad_fn():
     with pytest.raises(jaxcheck.NondeterminismError, match=r"grad_fn: two traces"):
-        jaxcheck.check(loss, PARAMS, X, grad_fn=grad_fn)
+        jaxcheck.check(_deterministic_loss, PARAMS, X, grad_fn=_noisy_grad_fn)
 
 
 def test_single_leaf_loss_with_a_fresh_key_per_trace_raises():
@@ -86,12 +89,5 @@ def test_loss_near_zero_by_cancellation_is_not_called_nondeterministic():
 
 @pytest.mark.parametrize("mode", ["fast", "sample"])
 def test_every_mode_refuses_a_nondeterministic_grad_fn(mode):
-    def loss(p, x):
-        return _loss_with_mask(p, x, 1.0)
-
-    def grad_fn(p, x):
-        g = jax.grad(loss)(p, x)
-        noise = np.random.default_rng().random(g["W"].shape)
-        return {"W": g["W"] * (1 + 0.1 * noise), "b": g["b"]}
     with pytest.raises(jaxcheck.NondeterminismError, match=r"grad_fn: two traces"):
-        jaxcheck.check(loss, PARAMS, X, grad_fn=grad_fn, mode=mode)
+        jaxcheck.check(_deterministic_loss, PARAMS, X, grad_fn=_noisy_grad_fn, mode=mode)
