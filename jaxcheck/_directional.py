@@ -81,6 +81,8 @@ class DirectionLine:
 
     def losses(self, rows: np.ndarray, offsets: np.ndarray,
                strict: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        # non-finite values are returned either way: a direction's verdict is never refined
+        # (`decide(..., refine=False)`), and its other steps are those full mode takes
         return self.along(rows, offsets)[1], np.asarray(offsets, np.float64)
 
     def slopes(self, rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:

@@ -24,11 +24,12 @@ fails at every scale tried.
 5. **Steps from curvature and noise.** A PASS can be a weak statement: where the loss barely
    depends on a parameter (inputs scaled by 1e-2, a far upstream bias), ε·|f|/h is large next
    to |gᵢ| and the tolerance may exceed `SENSITIVITY`·|gᵢ|. Such a derivative (if |gᵢ| is at
-   least the set's median, and its tolerance is not the gradient's own rounding) gets a
-   step from its own measured derivatives and noise (`noise_balanced_steps`, after Moré &
-   Wild, "Estimating derivatives of noisy simulations", ACM TOMS 2012) and Richardson levels
-   there. Its verdict is replaced
-   only by a tighter one at a scale that shows no kink.
+   least the set's median, and its tolerance is not the gradient's own rounding) gets a step
+   from its own measured derivatives and noise (`noise_balanced_steps`, after Moré & Wild,
+   "Estimating derivatives of noisy simulations", ACM TOMS 2012), and Richardson levels at
+   that step and at 4 times it. The tighter verdict of the two replaces the PASS only where
+   both show a smooth f and agree with each other within it: a FAIL here too is confirmed at
+   a second scale.
 """
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ GROSS_EXCESS = 100.0
 NOISE_SAMPLES = 4  # lines whose neighbourhood is sampled for the noise estimate
 # A PASS with a tolerance above this fraction of |gᵢ| could hide a relative error of that size.
 SENSITIVITY = 1e-4
-# A second difference this many times f's noise measures the curvature (Moré & Wild 2012, §5).
+# A change of the central difference between two probes this many times its noise (σ/h)
+# measures f⁽³⁾ (Moré & Wild 2012 ask as much of a second difference, for f'').
 CURVATURE_ABOVE_NOISE = 100.0
 # Probes of f's derivatives at the extrapolation scale's largest step × 4ʲ, j < PROBES: up to
 # ~0.76·max(1, |θᵢ|) in float64, where ε·|f|/h of a loss ~1e3 is ~1e-12.
@@ -94,6 +96,21 @@ def central_levels(line: Line, rows: np.ndarray, steps: list[np.ndarray],
     return [Level(f[k, 0], f[k, 1], taken[k, 0], -taken[k, 1]) for k in range(len(steps))]
 
 
+def richardson_levels(line: Line, rows: np.ndarray, finest: np.ndarray, count: int,
+                      strict: bool = True) -> list[Level]:
+    """Levels finest·2^(count−1), ..., 2·finest, finest along `rows` (coarsest first)."""
+    return central_levels(line, rows, [finest * 2.0 ** (count - 1 - k) for k in range(count)],
+                          strict)
+
+
+def _judge(levels: list[Level], g, a, f0: float, eps_f: float, safety: float, beside,
+           noise: float):
+    """`_verdicts.judge` on `levels` (coarsest first), and the stacked values it used."""
+    stacked = [np.stack([getattr(lv, name) for lv in levels])
+               for name in ("f_plus", "f_minus", "h_plus", "h_minus")]
+    return (*v.judge(g, f0, *stacked, eps_f, a, safety, beside, noise), stacked)
+
+
 def measure_noise(line: Line, rows: np.ndarray, f0: float, step: np.ndarray) -> float:
     """Standard deviation of f's rounding noise near θ, from up to `NOISE_SAMPLES` of `rows`
     (`step`: their first steps); 0 if `rows` is empty."""
@@ -139,21 +156,15 @@ def decide(line: Line, g: np.ndarray, a: np.ndarray, f0: float, first: Level,
     n_levels = d.RICHARDSON_LEVELS
     scales = (
         # the first step reused as the finest level
-        lambda todo: central_levels(line, todo, [beside[todo] * 2.0 ** (n_levels - 1 - k)
-                                                 for k in range(n_levels - 1)])
+        lambda todo: richardson_levels(line, todo, 2.0 * beside[todo], n_levels - 1)
         + [first.take(todo)],
-        lambda todo: central_levels(line, todo, [extrapolation_step[todo]
-                                                 * 2.0 ** (n_levels - 1 - k)
-                                                 for k in range(n_levels)]),
+        lambda todo: richardson_levels(line, todo, extrapolation_step[todo], n_levels),
     )
     for evaluate_levels in scales:
         if undecided.size == 0:
             break
-        levels = evaluate_levels(undecided)
-        stack = lambda name: np.stack([getattr(lv, name) for lv in levels])  # noqa: E731
-        judged, kinks = v.judge(g[undecided], f0, stack("f_plus"), stack("f_minus"),
-                                stack("h_plus"), stack("h_minus"), eps_f, a[undecided],
-                                safety, beside[undecided], noise)
+        judged, kinks, _ = _judge(evaluate_levels(undecided), g[undecided], a[undecided], f0,
+                                  eps_f, safety, beside[undecided], noise)
         judged_status = judged.status.copy()
         judged_status[_confirmed_beside_kinks(line, undecided, kinks)] = v.INCONCLUSIVE
         status[undecided] = judged_status
@@ -251,18 +262,13 @@ def _judge_at(line: Line, rows: np.ndarray, h: np.ndarray, g, a, f0: float, eps_
               safety: float, noise: float):
     """Verdicts from Richardson levels 4h, 2h, h for `rows`, and whether each is clean:
     finite, no kink seen, f smooth within the steps (`_smooth_within_steps`)."""
-    n_levels = d.RICHARDSON_LEVELS
-    levels = central_levels(line, rows, [h * 2.0 ** (n_levels - 1 - k) for k in range(n_levels)],
-                            strict=False)
-    stack = lambda name: np.stack([getattr(lv, name) for lv in levels])  # noqa: E731
-    f_plus, f_minus = stack("f_plus"), stack("f_minus")
-    finite = np.all(np.isfinite(f_plus) & np.isfinite(f_minus), axis=0)
+    levels = richardson_levels(line, rows, h, d.RICHARDSON_LEVELS, strict=False)
     with np.errstate(invalid="ignore"):
-        judged, kinks = v.judge(g[rows], f0, f_plus, f_minus, stack("h_plus"),
-                                stack("h_minus"), eps_f, a[rows], safety, h, noise)
+        judged, kinks, (f_plus, f_minus, h_plus, h_minus) = _judge(
+            levels, g[rows], a[rows], f0, eps_f, safety, h, noise)
+        finite = np.all(np.isfinite(f_plus) & np.isfinite(f_minus), axis=0)
         clean = (finite & (judged.status != v.INCONCLUSIVE) & ~kinks.unresolved
-                 & _smooth_within_steps(f_plus, f_minus, stack("h_plus"), stack("h_minus"),
-                                        eps_f, f0, noise))
+                 & _smooth_within_steps(f_plus, f_minus, h_plus, h_minus, eps_f, f0, noise))
     return judged.status, judged.numerical, judged.tolerance, clean
 
 

@@ -80,12 +80,13 @@ def check_leaf_fast(task: LeafTask, g: np.ndarray, rounding: np.ndarray,
     def analytic_at(point):
         return task.analytic.leaves(dirs.at(point))[task.leaf_number].reshape(-1)
 
-    noise: list[Optional[float]] = [None]   # f's rounding noise near θ, once measured
+    noise: Optional[float] = None   # f's rounding noise near θ, measured once per leaf
 
     def directions(numbers, lo, hi) -> DirectionalChecks:
+        nonlocal noise
         result = check_directions(dirs, f0, numbers, lo, hi, task.eps_f, task.rel_step,
-                                  task.safety, analytic_at, noise[0])
-        noise[0] = result.noise if result.noise > 0 else noise[0]
+                                  task.safety, analytic_at, noise)
+        noise = result.noise if result.noise > 0 else noise
         return result
 
     def test_with(ranges, j):

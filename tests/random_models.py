@@ -90,7 +90,8 @@ def draw(seed: int, arrays: bool = True) -> Model:
     l2 = float(rng.choice([0.0, _log_uniform(rng, 1e-5, 1e-2)]))
     input_scale = _log_uniform(rng, 1e-2, 30)
     param_scale = _log_uniform(rng, 1e-2, 30)
-    batch, d_in, d_out = int(rng.integers(4, 17)), int(rng.integers(2, 17)), int(rng.integers(2, 11))
+    batch, d_in = int(rng.integers(4, 17)), int(rng.integers(2, 17))
+    d_out = int(rng.integers(2, 11))
 
     sizes = [d_in, *widths, d_out]
     np_dtype = np.dtype(dtype)
