@@ -91,16 +91,18 @@ def jaxcheck_mode(m: models.Model, mode: str, repeat: bool = False) -> Row:
 
 def jaxcheck_full_estimate(m: models.Model) -> Row:
     """The engine's own estimate of a full check (one timed batch per leaf)."""
-    from jaxcheck import _engine, _parameters
+    from jaxcheck.evaluation import engine
+    from jaxcheck.inputs import pytree
+    from jaxcheck.inputs.problem import Problem
     with jax.enable_x64(True):
-        p = _parameters.split(models.jax_params(m))
-        a = _parameters.split((jnp.asarray(m.x), jnp.asarray(m.labels)), check_floats=False)
-        problem = _engine.Problem(lambda q, x, y: models.jax_loss(q, x, y), p.structure,
-                                  a.structure)
+        p = pytree.split(models.jax_params(m))
+        a = pytree.split((jnp.asarray(m.x), jnp.asarray(m.labels)), check_floats=False)
+        problem = Problem(lambda q, x, y: models.jax_loss(q, x, y), p.structure,
+                           a.structure)
         seconds = 0.0
         for position in p.checked:
             points = 2 * int(p.dynamic[position].size) + 1
-            seconds += points * _engine.seconds_per_evaluation(problem, position, p.dynamic,
+            seconds += points * engine.seconds_per_evaluation(problem, position, p.dynamic,
                                                                a.dynamic, points)
     return Row("jaxcheck full (engine's estimate)", m.n, seconds, "estimated, not run",
                extrapolated=True)

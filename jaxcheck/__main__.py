@@ -1,6 +1,6 @@
 import sys
 
-from ._cli import main
+from .tools.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from jaxcheck._cli import main, split_target
+from jaxcheck.tools.cli import main, split_target
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLE = str(ROOT / "examples" / "regression.py")

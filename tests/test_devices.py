@@ -12,7 +12,8 @@ SCRIPT = r"""
 import json
 import jax, jax.numpy as jnp, numpy as np
 import jaxcheck
-from jaxcheck import _engine, _parameters
+from jaxcheck.evaluation import engine
+from jaxcheck.inputs import pytree
 
 def loss(p, x):
     h = jnp.tanh(x @ p["w1"] + p["b1"])
@@ -29,8 +30,8 @@ def wrong(p, x):
 
 out = {"devices": jax.device_count()}
 for local in (False, True):  # each entry's change followed through the loss, or not
-    _engine.LOCAL_CHANGES_MIN_SIZE = 1 if local else 10**9
-    _engine.clear_cache()
+    engine.LOCAL_CHANGES_MIN_SIZE = 1 if local else 10**9
+    engine.clear_cache()
     for name, grad_fn in (("right", None), ("wrong", wrong)):
         rep = jaxcheck.check(loss, params, x, grad_fn=grad_fn, batch_size=8)
         out[name + ("_local" if local else "")] = {
@@ -39,10 +40,10 @@ for local in (False, True):  # each entry's change followed through the loss, or
 
 # Where a batch's results live: one slice per device.
 with jax.enable_x64(True):
-    p = _parameters.split(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params))
-    a = _parameters.split((x.astype(jnp.float64),), check_floats=False)
-    problem = _engine.Problem(loss, p.structure, a.structure)
-    plan = _engine.plan(problem, p.checked[0], p.dynamic, a.dynamic, 8)
+    p = pytree.split(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params))
+    a = pytree.split((x.astype(jnp.float64),), check_floats=False)
+    problem = engine.Problem(loss, p.structure, a.structure)
+    plan = engine.plan(problem, p.checked[0], p.dynamic, a.dynamic, 8)
     res = plan.compiled(plan.place_shared(p.dynamic), plan.place_shared(a.dynamic),
                         plan.place_batch(np.arange(8, dtype=np.int32)),
                         plan.place_batch(np.zeros(8)))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import jaxcheck
-from jaxcheck import _engine, _parameters, _progress
+from jaxcheck.evaluation import engine, progress
+from jaxcheck.inputs import pytree
 
 
 def mlp_loss(p, x):
@@ -29,32 +30,32 @@ def wrong_grad(p, x):
 def test_second_check_with_same_shapes_compiles_no_batch_program():
     params, x = mlp()
     jaxcheck.check(mlp_loss, params, x)
-    before = _engine.compilations()
+    before = engine.compilations()
     report = jaxcheck.check(mlp_loss, params, x)
     assert report.ok
-    assert _engine.compilations() == before
+    assert engine.compilations() == before
 
 
 def test_one_program_per_leaf_however_many_chunks():
     params, x = mlp(hidden=7, seed=1)
-    _engine.clear_cache()
-    before = _engine.compilations()
+    engine.clear_cache()
+    before = engine.compilations()
     # batch_size=4 forces many chunks in both passes of every leaf.
     report = jaxcheck.check(mlp_loss, params, x, batch_size=4)
     assert report.ok
-    assert _engine.compilations() - before == len(params)
+    assert engine.compilations() - before == len(params)
 
 
 def test_evaluations_do_not_depend_on_batch_size():
     params, x = mlp()
     with jax.enable_x64(True):
-        p = _parameters.split(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params))
-        a = _parameters.split((x.astype(jnp.float64),), check_floats=False)
-        problem = _engine.Problem(mlp_loss, p.structure, a.structure)
+        p = pytree.split(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params))
+        a = pytree.split((x.astype(jnp.float64),), check_floats=False)
+        problem = engine.Problem(mlp_loss, p.structure, a.structure)
         position = p.checked[p.paths.index("['w1']")]
         idx = np.arange(15)
         values = np.linspace(-1, 1, 15)
-        outs = [_engine.evaluate(problem, position, p.dynamic, a.dynamic, idx, values, b)
+        outs = [engine.evaluate(problem, position, p.dynamic, a.dynamic, idx, values, b)
                 for b in (1, 4, 16)]
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-13)
     np.testing.assert_allclose(outs[0], outs[2], rtol=1e-13)
@@ -67,11 +68,11 @@ def test_batch_lowered_until_compiled_temporaries_fit_budget(monkeypatch):
         return jnp.sum(jnp.tanh(x @ jnp.cumsum(w, axis=0)) ** 2)
 
     with jax.enable_x64(True):
-        p = _parameters.split(jnp.ones((1000, 1000)) / 1000)
-        a = _parameters.split((jnp.ones((4, 1000)),), check_floats=False)
-        problem = _engine.Problem(loss, p.structure, a.structure)
-        monkeypatch.setattr(_engine, "memory_budget", lambda device: 100 * 2**20)
-        plan = _engine.plan(problem, p.checked[0], p.dynamic, a.dynamic, 64)
+        p = pytree.split(jnp.ones((1000, 1000)) / 1000)
+        a = pytree.split((jnp.ones((4, 1000)),), check_floats=False)
+        problem = engine.Problem(loss, p.structure, a.structure)
+        monkeypatch.setattr(engine, "memory_budget", lambda device: 100 * 2**20)
+        plan = engine.plan(problem, p.checked[0], p.dynamic, a.dynamic, 64)
     assert plan.temp_bytes <= 100 * 2**20
     assert 1 <= plan.batch < 64
 
@@ -81,22 +82,22 @@ def test_a_local_change_needs_no_copy_of_the_leaf_per_perturbation():
         return jnp.sum(jnp.tanh(x @ w) ** 2)
 
     with jax.enable_x64(True):
-        p = _parameters.split(jnp.ones((1000, 1000)) / 1000)
-        a = _parameters.split((jnp.ones((4, 1000)),), check_floats=False)
-        problem = _engine.Problem(loss, p.structure, a.structure)
-        plan = _engine.plan(problem, p.checked[0], p.dynamic, a.dynamic, 64)
+        p = pytree.split(jnp.ones((1000, 1000)) / 1000)
+        a = pytree.split((jnp.ones((4, 1000)),), check_floats=False)
+        problem = engine.Problem(loss, p.structure, a.structure)
+        plan = engine.plan(problem, p.checked[0], p.dynamic, a.dynamic, 64)
     # 64 copies of an 8 MB leaf would be 512 MB; the changed columns take kilobytes
     assert plan.batch == 64 and plan.temp_bytes < 2**20
 
 
 def test_wrong_entry_found_with_a_tiny_memory_budget(monkeypatch):
-    _engine.clear_cache()
-    monkeypatch.setattr(_engine, "memory_budget", lambda device: 1)
+    engine.clear_cache()
+    monkeypatch.setattr(engine, "memory_budget", lambda device: 1)
     params, x = mlp(hidden=6, seed=2)
     report = jaxcheck.check(mlp_loss, params, x, grad_fn=wrong_grad)
     assert not report.ok
     assert [(f.path, f.index) for f in report.failures] == [("['w1']", (1, 2))]
-    _engine.clear_cache()
+    engine.clear_cache()
 
 
 def big_leaf_loss(w):
@@ -118,13 +119,13 @@ def test_progress_bar_with_eta_when_asked(capsys):
 
 
 def test_cost_warning_recommends_fast_mode_when_estimate_is_long(monkeypatch):
-    monkeypatch.setattr(_progress, "WARN_SECONDS", 0.0)
+    monkeypatch.setattr(progress, "WARN_SECONDS", 0.0)
     with pytest.warns(jaxcheck.CostWarning, match="mode='fast'"):
         jaxcheck.check(big_leaf_loss, jnp.linspace(-1, 1, 2500))
 
 
 def test_progress_false_skips_the_estimate(monkeypatch):
-    monkeypatch.setattr(_progress, "WARN_SECONDS", 0.0)
+    monkeypatch.setattr(progress, "WARN_SECONDS", 0.0)
     jaxcheck.check(big_leaf_loss, jnp.linspace(-1, 1, 2500), progress=False)  # no warning
 
 
@@ -135,7 +136,7 @@ def test_progress_option_must_be_bool_or_none():
 
 def test_bar_counts_evaluations_and_ends_with_newline():
     stream = io.StringIO()
-    bar = _progress.Bar(10, stream)
+    bar = progress.Bar(10, stream)
     bar.advance(4)
     bar.advance(8)     # more than announced: the total grows
     bar.close()
@@ -144,10 +145,10 @@ def test_bar_counts_evaluations_and_ends_with_newline():
 
 
 def test_durations_are_readable():
-    assert _progress.format_seconds(42.4) == "42s"
-    assert _progress.format_seconds(185) == "3m05s"
-    assert _progress.format_seconds(7260) == "2h01m"
+    assert progress.format_seconds(42.4) == "42s"
+    assert progress.format_seconds(185) == "3m05s"
+    assert progress.format_seconds(7260) == "2h01m"
 
 
 def test_not_interactive_for_a_plain_stream():
-    assert not _progress.interactive(io.StringIO())
+    assert not progress.interactive(io.StringIO())

@@ -10,7 +10,7 @@ import pytest
 
 import jaxcheck
 from jaxcheck import NonFiniteLossError
-from jaxcheck._validation import NonFiniteGradientError
+from jaxcheck import NonFiniteGradientError
 
 PACKAGE = os.path.dirname(jaxcheck.__file__)
 

@@ -13,8 +13,8 @@ import pytest
 from jax import lax
 
 import jaxcheck
-from jaxcheck import _escalation
-from jaxcheck._verdicts import FAIL, PASS
+from jaxcheck.numerics import escalation
+from jaxcheck.numerics.verdicts import FAIL, PASS
 
 
 def test_fast_mode_passes_a_squared_mean_whose_terms_cancel():
@@ -109,8 +109,8 @@ class _Line:
 def _decide(line, g, eps):
     h = np.full(g.size, eps ** (1 / 3))
     f, _ = line.losses(np.arange(g.size), np.concatenate([h, -h]))
-    first = _escalation.Level(f[:g.size], f[g.size:], h, h)
-    return _escalation.decide(line, g, np.zeros(g.size), 0.0, first, np.full(g.size, 1e-4),
+    first = escalation.Level(f[:g.size], f[g.size:], h, h)
+    return escalation.decide(line, g, np.zeros(g.size), 0.0, first, np.full(g.size, 1e-4),
                               eps, 3.0)
 
 

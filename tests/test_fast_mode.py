@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import jaxcheck
-from jaxcheck._directions import _vector
-from jaxcheck._group_testing import localise
+from jaxcheck.evaluation.directions import direction_vector
+from jaxcheck.numerics.group_testing import localise
 
 
 def _mlp_problem(n_in=100, n_hidden=120, batch=8, seed=0):
@@ -37,7 +37,7 @@ def _with(loss, edit):
 @pytest.fixture
 def joint_for_small_params(monkeypatch):
     """The joint test for the small params of these tests too (it starts at 65,536 entries)."""
-    monkeypatch.setattr(jaxcheck._fast, "JOINT_MIN_SIZE", 0)
+    monkeypatch.setattr(jaxcheck.numerics.fast, "JOINT_MIN_SIZE", 0)
 
 
 def test_small_params_go_straight_to_the_test_of_each_leaf():
@@ -100,7 +100,7 @@ def test_catches_whole_wrong_leaf_that_cancels_in_one_direction():
     n = params["W"].size
     with jax.enable_x64(True):   # direction 0 of leaf 0 (['W']), as fast mode draws it
         theta = jnp.asarray(params["W"], jnp.float64).reshape(-1)
-        u = np.asarray(_vector(jnp.uint32(0), jnp.uint32(0), jnp.int32(0), jnp.int32(0),
+        u = np.asarray(direction_vector(jnp.uint32(0), jnp.uint32(0), jnp.int32(0), jnp.int32(0),
                                jnp.int32(n), theta))
     e = np.random.default_rng(1).standard_normal(n)
     e -= (e @ u) / (u @ u) * u            # an error in every entry, invisible along u
@@ -157,9 +157,9 @@ def test_directions_option_is_validated():
 
 
 def test_rows_grouped_by_direction_match_direction_vector_and_row_order():
-    from jaxcheck._directions import Directions
-    from jaxcheck._engine import Problem
-    from jaxcheck._parameters import split
+    from jaxcheck.evaluation.directions import Directions
+    from jaxcheck.inputs.problem import Problem
+    from jaxcheck.inputs.pytree import split
     with jax.enable_x64(True):
         n = 1000
         c = np.random.default_rng(0).standard_normal(n)
@@ -219,13 +219,13 @@ def test_leaf_whose_own_tolerance_is_much_tighter_is_tested_on_its_own(joint_for
 def test_joint_screen_with_points_that_do_not_round_exactly(joint_for_small_params):
     # entries far below the step do not survive θ + t·u exactly: the joint test then sums
     # g·(P − θ) at every point, and its verdicts stay right
-    from jaxcheck._joint import _exact_steps
+    from jaxcheck.numerics.joint import exact_steps
     rng = np.random.default_rng(0)
     with jax.enable_x64(True):
         W = rng.standard_normal((30, 20))
         W[0, :5] = 1e-30 * (1 + rng.random(5))
         params = {"W": jnp.asarray(W), "b": jnp.asarray(rng.standard_normal(20))}
-        assert not bool(_exact_steps([params["W"]], jnp.asarray(2.0 ** -17)))
+        assert not bool(exact_steps([params["W"]], jnp.asarray(2.0 ** -17)))
     x = jnp.asarray(rng.standard_normal((8, 30)))
 
     def loss(p, x):

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import jaxcheck
-from jaxcheck import _engine, _parameters
-from jaxcheck import _local_changes as lc
+from jaxcheck.evaluation import engine
+from jaxcheck.inputs import pytree
+from jaxcheck.evaluation import local_changes as lc
 
 RNG = np.random.default_rng(0)
 
@@ -148,26 +149,26 @@ def test_a_product_of_the_leaf_with_itself_is_evaluated_as_written():
 @pytest.fixture
 def local_changes_everywhere(monkeypatch):
     """Follow changes through the loss for leaves of any size (the engine skips small ones)."""
-    monkeypatch.setattr(_engine, "LOCAL_CHANGES_MIN_SIZE", 1)
-    _engine.clear_cache()
+    monkeypatch.setattr(engine, "LOCAL_CHANGES_MIN_SIZE", 1)
+    engine.clear_cache()
     yield
-    _engine.clear_cache()
+    engine.clear_cache()
 
 
 def test_engine_values_match_the_direct_evaluation(local_changes_everywhere, monkeypatch):
     with jax.enable_x64(True):
         loss, position, dynamic, args = _setup("mlp")
         leaf = dynamic[position]
-        p = _parameters.split(dict(zip(["b", "v", "w"], dynamic)))
-        a = _parameters.split(args, check_floats=False)
-        problem = _engine.Problem(_mlp, p.structure, a.structure)
+        p = pytree.split(dict(zip(["b", "v", "w"], dynamic)))
+        a = pytree.split(args, check_floats=False)
+        problem = engine.Problem(_mlp, p.structure, a.structure)
         idx = np.tile(np.arange(leaf.size), 2)
         values = np.concatenate([np.asarray(leaf).reshape(-1) + 1e-5,
                                  np.asarray(leaf).reshape(-1) - 1e-5])
-        local = _engine.evaluate(problem, position, p.dynamic, a.dynamic, idx, values, 8)
-        monkeypatch.setattr(_engine, "LOCAL_CHANGES_MIN_SIZE", 10**9)
-        _engine.clear_cache()
-        direct = _engine.evaluate(problem, position, p.dynamic, a.dynamic, idx, values, 8)
+        local = engine.evaluate(problem, position, p.dynamic, a.dynamic, idx, values, 8)
+        monkeypatch.setattr(engine, "LOCAL_CHANGES_MIN_SIZE", 10**9)
+        engine.clear_cache()
+        direct = engine.evaluate(problem, position, p.dynamic, a.dynamic, idx, values, 8)
     np.testing.assert_allclose(local, direct, rtol=1e-14)
 
 

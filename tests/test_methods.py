@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import jaxcheck
-from jaxcheck import _complex_step
+from jaxcheck.numerics import complex_step
 
 
 def _mlp():
@@ -72,7 +72,7 @@ def test_complex_step_through_abs_falls_back_to_central_with_a_warning():
 
 def test_complex_step_disagreeing_with_central_differences_falls_back(monkeypatch):
     # Without the structural guard, abs still cannot slip through: the cross-check catches it.
-    monkeypatch.setattr(_complex_step, "NON_ANALYTIC", frozenset())
+    monkeypatch.setattr(complex_step, "NON_ANALYTIC", frozenset())
     p, x = {"w": jnp.array([0.5, -0.7, 0.2])}, jnp.linspace(-1, 1, 6).reshape(2, 3)
     with pytest.warns(jaxcheck.MethodFallbackWarning, match="disagrees with central"):
         report = jaxcheck.check(_l1_loss, p, x, method="complex")

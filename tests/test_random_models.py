@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import jaxcheck
-from jaxcheck._directions import magnitudes
+from jaxcheck.evaluation.directions import magnitudes
 from random_models import Model, draw, planted_entry
 
 DEFAULT_DRAWS = range(30)

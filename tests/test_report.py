@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import pytest
 
 import jaxcheck
-from jaxcheck._report import band_of, relative_difference
+from jaxcheck import band_of
+from jaxcheck.numerics.results import relative_difference
 from handwritten_models import mlp_problem, with_hook
 
 

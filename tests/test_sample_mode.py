@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import jaxcheck
-from jaxcheck._sample import sample_indices
+from jaxcheck.numerics.sample import sample_indices
 
 
 def _problem():

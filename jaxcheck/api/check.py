@@ -1,0 +1,161 @@
+"""The public entry points: `check` and `assert_gradients`."""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+
+from ..evaluation import engine, progress
+from ..inputs.adapters import canonical
+from ..inputs.complex_params import real_view
+from ..inputs.low_precision import native_dtype
+from ..inputs.options import Options, parse_options
+from ..inputs.precision import (
+    cast_floating,
+    effective_epsilon,
+    jaxpr_epsilon,
+    machine_epsilon,
+    working_precision,
+)
+from ..inputs.problem import Problem
+from ..inputs.pytree import Split, replace_dynamic, split
+from ..inputs.validation import require_checkable, require_concrete, trace_loss
+from ..numerics import differences as d
+from ..numerics.methods import FIRST_PASS_EXPONENTS, check_with_method
+from ..numerics.modes import check_partial
+from ..plan.gradients import AnalyticGradient
+from ..plan.setup import shared_setup
+from ..plan.tasks import LeafTask
+from ..report.report import Report
+from .hessian import check_second_order
+from .loss_terms import check_terms
+
+
+def check(fn: Callable[..., Any], params: Any, *args: Any,
+          grad_fn: Optional[Callable[..., Any]] = None, **options: Any) -> Report:
+    """Check the gradient of the scalar loss `fn(params, *args)` with respect to `params`.
+
+    Every floating component of `params` gets a verdict: PASS, FAIL (the analytic value is
+    outside the error bound of its finite-difference estimate) or INCONCLUSIVE (at a kink, where
+    the analytic value is a valid subgradient).
+
+    **Arguments:**
+
+    - `fn`: the loss, `fn(params, *args) -> scalar`.
+    - `params`: any pytree. Only floating leaves are checked; int/bool leaves, strings and PRNG
+      keys are passed through unchanged. A Flax nnx or Equinox module, or Flax linen
+      variables, are checked as such (see the README's "Frameworks" section).
+    - `*args`: further arguments of `fn` (data, labels, PRNG keys); not checked.
+    - `grad_fn`: the gradient under test, `grad_fn(params, *args)` returning a pytree like
+      `params` (integer leaves may be zeros or float0). Default: `jax.grad(fn)`.
+    - `**options`: see `jaxcheck.Options` (`eps`, `safety`, `batch_size`, `precision`, ...).
+
+    **Returns:** a `jaxcheck.Report`; `report.ok` is False iff some component FAILs.
+
+    **Example:**
+
+    ```python
+    >>> import jax.numpy as jnp, jaxcheck
+    >>> loss = lambda p, x: jnp.sum(jnp.tanh(x @ p["w"]) ** 2)
+    >>> params, x = {"w": jnp.ones((3, 2))}, jnp.arange(6.0).reshape(2, 3) / 6
+    >>> jaxcheck.check(loss, params, x).ok
+    True
+    >>> wrong = lambda p, x: {"w": 2 * jax.grad(loss)(p, x)["w"]}
+    >>> jaxcheck.check(loss, params, x, grad_fn=wrong).ok
+    False
+
+    ```
+    """
+    if isinstance(fn, Mapping):  # named loss terms, checked one by one and summed
+        return check_terms(check, fn, params, *args, grad_fn=grad_fn, **options)
+    opts = parse_options(options)
+    if not callable(fn):
+        raise TypeError(f"fn: expected a callable loss fn(params, *args), got {type(fn).__name__}")
+    if grad_fn is not None and not callable(grad_fn):
+        raise TypeError("grad_fn: expected a callable grad_fn(params, *args) or None, "
+                        f"got {type(grad_fn).__name__}")
+    require_concrete(params, args)
+    # argnums, has_aux and framework objects (nnx, linen, Equinox) -> fn(params, *args).
+    fn, params, args, grad_fn = canonical(fn, params, args, grad_fn, opts.argnums,
+                                          opts.has_aux)
+    fn, params, grad_fn = real_view(fn, params, grad_fn)  # complex leaves as (re, im) pairs
+    p = split(params)
+    if not p.checked:
+        raise ValueError("params: expected a pytree with at least one floating-point array "
+                         f"leaf to check; got {jax.tree_util.tree_structure(params)}")
+    require_checkable(p)
+    a = split(args, check_floats=False)
+    user_dtypes = [str(x.dtype) for x in p.checked_values]
+    with working_precision(opts.precision) as dtype:
+        p = replace_dynamic(p, [cast_floating(x, dtype or native_dtype(x)) for x in p.dynamic])
+        a = replace_dynamic(a, [cast_floating(x, dtype or native_dtype(x)) for x in a.dynamic])
+        return _check_split(Problem(fn, p.structure, a.structure), p, a, grad_fn, opts,
+                            user_dtypes)
+
+
+def _check_split(problem: Problem, p: Split, a: Split, grad_fn: Optional[Callable[..., Any]],
+                 opts: Options, user_dtypes: list[str]) -> Report:
+    closed, out = trace_loss(problem, p, a)   # once: validation and the loss's precision
+    _require_scalar_loss(out)
+    if opts.order == 2:  # the gradient itself is checked, as a vector-valued function
+        return check_second_order(problem, p, a, grad_fn, opts)
+    eps_work = max(machine_epsilon(x.dtype) for x in p.checked_values)
+    eps_f = jaxpr_epsilon(closed, default=eps_work)
+    analytic = AnalyticGradient(problem, p, tuple(a.dynamic), grad_fn)
+    if grad_fn is None:
+        eps_g = eps_f
+    else:
+        eps_g = effective_epsilon(
+            lambda pd, ad: grad_fn(p.structure.rebuild(pd), *a.structure.rebuild(ad)),
+            p.dynamic, a.dynamic, default=eps_work)
+    rel_step = opts.eps if opts.eps is not None else d.relative_step(
+        eps_f, FIRST_PASS_EXPONENTS[opts.method])
+    tasks = [
+        LeafTask(problem, position, path, user_dtype, p.dynamic, a.dynamic, number, analytic,
+                 eps_f, eps_g, rel_step, opts.safety, opts.batch_size)
+        for number, (position, path, user_dtype) in enumerate(zip(p.checked, p.paths,
+                                                                   user_dtypes))
+    ]
+    info = {"eps_f": eps_f, "eps_g": eps_g, "rel_step": rel_step,
+            "precision": opts.precision, "mode": opts.mode, "method": opts.method}
+    if opts.mode != "full" and opts.method != "central":
+        raise ValueError(f"method: mode={opts.mode!r} uses central differences; "
+                         f"method={opts.method!r} is available with mode='full' only")
+    # every mode: the determinism check, and the gradient's rounding split from its final cast
+    tasks = shared_setup(tasks)
+    if opts.mode != "full":
+        leaves, extra = check_partial(tasks, opts)
+        return Report(leaves, info={**info, **extra}, max_failures=opts.max_failures)
+    with progress.full_check(engine.jobs_for(tasks), opts.progress):
+        leaves = check_with_method(tasks, opts.method)
+    return Report(leaves, info=info, max_failures=opts.max_failures)
+
+
+def _require_scalar_loss(out: Any) -> None:
+    if not hasattr(out, "shape") or out.shape != () or not jnp.issubdtype(out.dtype, jnp.floating):
+        got = (f"shape {tuple(out.shape)} dtype {out.dtype}" if hasattr(out, "shape")
+               else type(out).__name__)
+        raise ValueError(f"fn: expected fn(params, *args) to return a real scalar loss; got "
+                         f"{got}. Reduce the loss to a scalar (e.g. jnp.mean).")
+
+
+def assert_gradients(fn: Callable[..., Any], params: Any, *args: Any,
+                     grad_fn: Optional[Callable[..., Any]] = None, **options: Any) -> Report:
+    """Like `check`, but raise `AssertionError` with the report's table if any component FAILs.
+
+    **Returns:** the `Report` when every component passes (or is INCONCLUSIVE at a kink).
+
+    **Example:**
+
+    ```python
+    >>> import jax.numpy as jnp, jaxcheck
+    >>> jaxcheck.assert_gradients(lambda w: jnp.sum(jnp.sin(w)), jnp.ones(4)).ok
+    True
+
+    ```
+    """
+    report = check(fn, params, *args, grad_fn=grad_fn, **options)
+    if not report.ok:
+        raise AssertionError(str(report))
+    return report

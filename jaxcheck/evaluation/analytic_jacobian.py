@@ -1,0 +1,172 @@
+"""The Jacobian under test, by reverse mode (rows) or forward mode (columns).
+
+Sources: `"rev"` (rows by `jax.vjp`, what `jax.jacrev` computes), `"fwd"` (columns by
+`jax.jvp`, what `jax.jacfwd` computes), a user's `vjp_fn` (rows), `jvp_fn` (columns) or
+`jac_fn` (the whole Jacobian in `jax.jacrev`'s layout). Rows and columns are computed by
+`vmap` over fixed-size batches of basis vectors, each built from its index inside the mapped
+function, in one compiled program per (problem, source, leaf, batch size).
+
+Forward mode through a `jax.custom_vjp` function is impossible (JAX has no JVP rule for it);
+that is reported as `ForwardModeUnavailable`, so the caller can skip it with a note.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._errors import ForwardModeUnavailable
+from ..inputs.pytree import is_prng_key
+from ..inputs.vector_problem import VectorProblem
+from .engine import choose_batch_size
+
+REVERSE = ("rev", "vjp_fn")
+FORWARD = ("fwd", "jvp_fn")
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One analytic side: `name` is "rev", "fwd", "vjp_fn", "jvp_fn" or "jac_fn"."""
+
+    name: str
+    user: Optional[Callable[..., Any]] = None
+
+
+def _put(dynamic: Sequence[Any], positions: Sequence[int], values: Sequence[Any]) -> list:
+    dynamic = list(dynamic)
+    for position, value in zip(positions, values):
+        dynamic[position] = value
+    return dynamic
+
+
+def _row(problem: VectorProblem, vjp_fn, param_dynamic, arg_dynamic, i) -> list:
+    """Row i of the Jacobian w.r.t. each checked leaf, flattened (one VJP)."""
+    c = jax.nn.one_hot(i, problem.output.size, dtype=problem.output.dtype)
+    checked = [param_dynamic[k] for k in problem.checked]
+    if vjp_fn is None:
+        def f(values):
+            return problem.outputs(_put(param_dynamic, problem.checked, values), arg_dynamic)
+        (g,) = jax.vjp(f, checked)[1](c)
+    else:
+        u = vjp_fn(problem.params.rebuild(param_dynamic), problem.output.cotangent_tree(c),
+                   *problem.args.rebuild(arg_dynamic))
+        g = problem.checked_of(u, "vjp_fn", [x.shape for x in checked])
+    return [jnp.asarray(x).reshape(-1) for x in g]
+
+
+def _column(problem: VectorProblem, jvp_fn, position, param_dynamic, arg_dynamic, j):
+    """Column j (of checked leaf at `position`) of the Jacobian (one JVP)."""
+    base = param_dynamic[position]
+    t = jax.nn.one_hot(j, base.size, dtype=base.dtype).reshape(base.shape)
+    if jvp_fn is None:
+        def f(x):
+            return problem.outputs(_put(param_dynamic, (position,), (x,)), arg_dynamic)
+        return jax.jvp(f, (base,), (t,))[1]
+    tangents = [x if is_prng_key(x) else jnp.zeros_like(x) for x in param_dynamic]
+    tangents[position] = t
+    out = jvp_fn(problem.params.rebuild(param_dynamic), problem.params.rebuild(tangents),
+                 *problem.args.rebuild(arg_dynamic))
+    try:
+        return problem.output.flatten(out)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"jvp_fn must return output tangents with the structure of fn's "
+                         f"output ({problem.output.treedef}); got "
+                         f"{jax.tree_util.tree_structure(out)}") from e
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _rows(problem, vjp_fn, param_dynamic, arg_dynamic, rows):
+    return jax.vmap(lambda i: _row(problem, vjp_fn, param_dynamic, arg_dynamic, i))(rows)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _columns(problem, jvp_fn, position, param_dynamic, arg_dynamic, cols):
+    return jax.vmap(
+        lambda j: _column(problem, jvp_fn, position, param_dynamic, arg_dynamic, j))(cols)
+
+
+def _batched(call: Callable[[np.ndarray], Any], count: int, batch: int) -> list[np.ndarray]:
+    """`call` on fixed-size batches of indices 0..count-1; each output concatenated."""
+    pad = (-count) % batch
+    indices = np.concatenate([np.arange(count), np.zeros(pad, np.int64)]).astype(np.int32)
+    outs = [call(indices[s:s + batch]) for s in range(0, count + pad, batch)]
+    outs = [o if isinstance(o, (list, tuple)) else [o] for o in outs]
+    return [np.concatenate([np.asarray(o[k], np.float64) for o in outs])[:count]
+            for k in range(len(outs[0]))]
+
+
+def _traced_or_eager(traced: Callable[[np.ndarray], Any],
+                     eager: Callable[[int], Any]) -> Callable[[np.ndarray], Any]:
+    """`traced` on a batch; a user function that cannot be traced runs one index at a time."""
+    def call(indices):
+        try:
+            return traced(jnp.asarray(indices))
+        except jax.errors.JAXTypeError:  # Python control flow on values in user code
+            per = [eager(int(i)) for i in indices]
+            per = [p if isinstance(p, (list, tuple)) else [p] for p in per]
+            return [np.stack([np.asarray(p[k]) for p in per]) for k in range(len(per[0]))]
+    return call
+
+
+def analytic_jacobian(source: Source, problem: VectorProblem, param_dynamic: Sequence[Any],
+                      arg_dynamic: Sequence[Any],
+                      batch_size: Optional[int] = None) -> list[np.ndarray]:
+    """The Jacobian w.r.t. each checked leaf, as float64 arrays (output size, leaf size)."""
+    pd, ad = tuple(param_dynamic), tuple(arg_dynamic)
+    n_out = problem.output.size
+    sizes = [int(pd[k].size) for k in problem.checked]
+    itemsize = max(np.dtype(pd[k].dtype).itemsize for k in problem.checked)
+    if source.name in REVERSE:
+        batch = choose_batch_size(sum(sizes) + n_out, itemsize, n_out, batch_size)
+        call = _traced_or_eager(
+            lambda rows: _rows(problem, source.user, pd, ad, rows),
+            lambda i: _row(problem, source.user, pd, ad, i))
+        return [r.reshape(n_out, -1) for r in _batched(call, n_out, batch)]
+    if source.name in FORWARD:
+        out = []
+        for position, size in zip(problem.checked, sizes):
+            batch = choose_batch_size(size + n_out, itemsize, size, batch_size)
+            call = _traced_or_eager(
+                lambda cols, p=position: _columns(problem, source.user, p, pd, ad, cols),
+                lambda j, p=position: _column(problem, source.user, p, pd, ad, j))
+            try:
+                (columns,) = _batched(call, size, batch)
+            except TypeError as e:
+                if "custom_vjp" in str(e):
+                    raise ForwardModeUnavailable(str(e)) from e
+                raise
+            out.append(columns.reshape(size, n_out).T)
+        return out
+    return _full_jacobian(source.user, problem, pd, ad)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _call(jac_fn, problem: VectorProblem, pd, ad):
+    return jac_fn(problem.params.rebuild(pd), *problem.args.rebuild(ad))
+
+
+def _full_jacobian(jac_fn, problem: VectorProblem, pd, ad) -> list[np.ndarray]:
+    try:  # one compiled program instead of one per operation
+        tree = _call(jac_fn, problem, pd, ad)
+    except jax.errors.JAXTypeError:  # not traceable (Python control flow on values)
+        tree = _call.__wrapped__(jac_fn, problem, pd, ad)
+    layout = problem.output
+    try:
+        parts = layout.treedef.flatten_up_to(tree)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"jac_fn must return a pytree like jax.jacrev(fn)'s: the structure of "
+                         f"fn's output ({layout.treedef}) with a tree like primals at each "
+                         f"leaf; got {jax.tree_util.tree_structure(tree)}") from e
+    in_shapes = [tuple(pd[k].shape) for k in problem.checked]
+    blocks: list[list[np.ndarray]] = [[] for _ in in_shapes]
+    for part, shape, compared in zip(parts, layout.leaf_shapes, layout.compared):
+        if not compared:
+            continue
+        leaves = problem.checked_of(part, "jac_fn", [shape + s for s in in_shapes])
+        for k, leaf in enumerate(leaves):
+            blocks[k].append(np.asarray(leaf, np.float64).reshape(int(np.prod(shape)), -1))
+    return [np.concatenate(b, axis=0) for b in blocks]

@@ -1,0 +1,314 @@
+"""Random directions in one leaf, and batched evaluation of the loss along them.
+
+Direction `i` of checked leaf `L`, restricted to the flat index range `[lo, hi)`, is
+
+    uⱼ = rⱼ · sⱼ · c   for lo ≤ j < hi,   0 elsewhere,
+
+with Rademacher signs rⱼ = ±1: bit j mod 32 of h(⌊j/32⌋), h a counter-based hash of
+(seed, L, i) and the word index, two rounds of the lowbias32 integer mixer (C. Wellons,
+"Prospecting for hash functions", 2018); one hash per 32 entries, and it compiles in a
+fraction of the time of `jax.random`'s threefry. The scale sⱼ is the power of two in
+[max(1, |θⱼ|), 2·max(1, |θⱼ|)), and c the power of two in (1/(2√m), 1/√m], m = hi − lo: a step t
+along u moves each component by about t·max(1, |θⱼ|)/√m, the relative step of full mode spread
+over m components, and keeping ‖u‖ near 1 whatever the size of the set lets the same step rule
+(t = ε^(1/3), Richardson at ε^(1/5)) serve a whole leaf and a handful of components alike.
+Powers of two make t·uⱼ exact for a step t that is one too (`power_of_two`), so θ + t·u is
+usually exact in the working dtype (`_joint` checks it once per call instead of summing the
+rounding of every point).
+
+The signs are generated inside the compiled function from the direction's number, so no (k, n)
+matrix of directions is ever stored: a row of a request is just (number, lo, hi, t). Rows are
+grouped by direction: the compiled function builds each direction's u (and u·g, ‖u∘A‖,
+u[lo]) once and evaluates the loss at all its steps (`losses_along`). As in `_engine`, one leaf is
+perturbed at a time, batches have fixed shapes (directions and steps padded), and the compiled
+programs are keyed on the hashable `Problem` and the shapes, so repeated checks reuse them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..inputs.problem import Problem
+from . import engine
+from .engine import choose_batch_size
+
+# Points per compiled batch when memory allows: a test of k = 21 directions takes 2k = 42.
+POINTS_PER_CALL = 64
+# Perturbed entries (directions × steps × leaf size) evaluated in one vmap; beyond that, a
+# sequential loop (see `_evaluate_directions`, `losses_along`).
+VMAP_ENTRIES = 8192
+# Steps per direction in every call: a central difference's ±t. One compiled program per leaf
+# then serves every call (compiling is most of a small check); a direction with more rows
+# (Richardson's 6) is split into groups, each building u again.
+STEPS = 2
+
+
+def _mix(x):
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _signs(key, n, dtype):
+    """±1 for entries 0..n−1: bit j mod 32 of the hash of word ⌊j/32⌋."""
+    w = -(-n // 32)
+    words = _mix(_mix(jnp.arange(w, dtype=jnp.uint32) ^ key) + key)
+    bits = (jnp.broadcast_to(words[:, None], (w, 32))
+            >> jax.lax.broadcasted_iota(jnp.uint32, (w, 32), 1)) & 1
+    # arithmetic: faster than a select; converted before the reshape: half the compile time
+    return (1 - 2 * bits.astype(dtype)).reshape(-1)[:n]
+
+
+def _pow2_at_or_above(x):
+    """The power of two in [x, 2x), for normal x ≥ 1: x with its mantissa bits cleared is the
+    power of two at or below it (bit operations: a fraction of frexp's compile time)."""
+    dtype = jnp.dtype(x.dtype)
+    uint = {2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}[dtype.itemsize]
+    mantissa_bits = (1 << jnp.finfo(dtype).nmant) - 1
+    bits = jax.lax.bitcast_convert_type(x, uint)
+    below = jax.lax.bitcast_convert_type(bits & ~jnp.asarray(mantissa_bits, uint), dtype)
+    return jnp.where(below == x, below, 2 * below)
+
+
+def magnitudes(theta, m):
+    """|uⱼ| = sⱼ·c of a direction on a range of m entries (powers of two), for every entry.
+
+    Without a mask, so that a whole leaf's direction has no 1-vs-0 array for XLA to fold."""
+    scale = _pow2_at_or_above(jnp.maximum(1, jnp.abs(theta)))
+    return scale / _pow2_at_or_above(jnp.sqrt(jnp.asarray(m, theta.dtype)))
+
+
+def scales(lo, hi, theta):
+    """|uⱼ| of every direction on [lo, hi): sⱼ·c, 0 outside the range."""
+    iota = jnp.arange(theta.size, dtype=lo.dtype)
+    inside = (iota >= lo) & (iota < hi)
+    return jnp.where(inside, magnitudes(theta, hi - lo), 0)
+
+
+def signs(seed, leaf, number, n, dtype):
+    """rⱼ = ±1 of direction `number` of checked leaf `leaf`, for j < n."""
+    key = _mix(_mix(_mix(seed) ^ leaf) ^ number.astype(jnp.uint32))
+    return _signs(key, n, dtype)
+
+
+def _direction(seed, leaf, number, lo, hi, theta):
+    return (signs(seed, leaf, number, theta.size, theta.dtype)
+            * scales(lo, hi, theta)).astype(theta.dtype)
+
+
+def whole_direction(seed, leaf, number, theta):
+    """`_direction` on the whole leaf."""
+    return (signs(seed, leaf, number, theta.size, theta.dtype)
+            * magnitudes(theta, theta.size)).astype(theta.dtype)
+
+
+def power_of_two(t: float) -> float:
+    """The power of two nearest to t > 0 (in log scale)."""
+    return float(2.0 ** np.round(np.log2(t)))
+
+
+class Along(NamedTuple):
+    """Per row: the loss at the point P = θ + t·u, and the analytic side of that row."""
+
+    f: np.ndarray         # loss at P (rounded to the working dtype)
+    g_step: np.ndarray    # g·(P − θ): the analytic change along the step actually taken
+    gu: np.ndarray        # u·g
+    spread: np.ndarray    # ‖u∘A‖, A the bound on the rounding of each gᵢ
+    u_sum: np.ndarray     # u at lo: Σ uᵢ for a single-component range (where it is used)
+
+
+def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u, ts, g,
+                 u_dot_g):
+    """Loss at θ + t·u for each t in ts (1-D), and g·(P − θ) for the point P actually
+    evaluated. θ is param_dynamic[position]; u and g are flat; u_dot_g is u·g.
+
+    For params of `engine.LOCAL_CHANGES_MIN_SIZE` entries or more, products with the leaf are
+    formed as θ·x + t·(u·x), with u·x shared by the steps (`_local_changes`); where every use
+    of the leaf is such a product, P is θ + t·u exactly. Otherwise P is θ + t·u rounded to
+    the leaf's dtype.
+    """
+    base = param_dynamic[position]
+    theta = base.reshape(-1)
+
+    def direct(t):
+        point = theta + t * u
+        dynamic = list(param_dynamic)
+        dynamic[position] = point.reshape(base.shape)
+        # elementwise products then sums: exact float32 on GPUs too (a dot could use TF32)
+        return problem.loss(dynamic, arg_dynamic), jnp.sum(g * (point - theta))
+
+    traced = engine.traced_loss(problem, position, param_dynamic, arg_dynamic)
+    if traced is not None:
+        def local(t):
+            f, exact = traced.along(param_dynamic, arg_dynamic, u, t)
+            return f, (t * u_dot_g if exact else jnp.sum(g * ((theta + t * u) - theta)))
+
+        try:  # the steps share the products with u: all of them in one vmap
+            return jax.vmap(local)(ts)
+        except Exception:  # noqa: BLE001 - an op the interpreter cannot replay: run directly
+            pass
+    # vmap over up to VMAP_ENTRIES perturbed entries at a time: the steps of a large leaf one
+    # by one (a vmap materialises T copies in the layout of a GEMM over all of them, several
+    # times slower on CPU than T plain GEMMs), those of a small leaf all at once
+    steps_per_vmap = max(1, min(ts.shape[0], VMAP_ENTRIES // theta.size))
+    if steps_per_vmap == ts.shape[0]:
+        return jax.vmap(direct)(ts)  # no loop: quicker to compile
+    return jax.lax.map(direct, ts, batch_size=steps_per_vmap)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _evaluate_directions(problem: Problem, position: int, map_batch: int, param_dynamic,
+                         arg_dynamic, g, rounding, seed, leaf, count, numbers, lo, hi, ts):
+    """Per direction j < count (numbers, lo, hi of shape (J,)): losses_along at the steps
+    ts[j] (J, T), and u·g, ‖u∘rounding‖, u[lo]. Directions from `count` on are padding: their
+    outputs are left at 0 and cost nothing."""
+    theta = param_dynamic[position].reshape(-1)
+
+    def per_direction(x):
+        number, lo_, hi_, ts_ = x
+        u = _direction(seed, leaf, number, lo_, hi_, theta)
+        gu = jnp.sum(u * g)
+        f, g_step = losses_along(problem, position, param_dynamic, arg_dynamic, u, ts_, g, gu)
+        # u[lo] is Σu where the range has one component, the only place it is used
+        return f, g_step, gu, jnp.sqrt(jnp.sum((u * rounding) ** 2)), u[lo_]
+
+    # `map_batch` directions per step of a loop over the directions: with a large leaf (one
+    # per step) the products with the perturbed leaf stay plain GEMMs instead of products
+    # batched over directions, which XLA's CPU backend runs several times slower; a small
+    # leaf vmaps many directions at once. The loop stops after the last real direction: it
+    # is `lax.map(per_direction, xs, batch_size=map_batch)` without the padding's cost.
+    xs = (numbers, lo, hi, ts)
+    batched = jax.vmap(per_direction)
+    if map_batch >= numbers.shape[0]:
+        return batched(xs)
+
+    def chunk(i, outs):
+        x = [jax.lax.dynamic_slice_in_dim(c, i * map_batch, map_batch) for c in xs]
+        return [jax.lax.dynamic_update_slice_in_dim(o, r, i * map_batch, 0)
+                for o, r in zip(outs, batched(x))]
+
+    shapes = jax.eval_shape(batched, xs)
+    outs = [jnp.zeros(r.shape, r.dtype) for r in shapes]
+    return jax.lax.fori_loop(0, (count + map_batch - 1) // map_batch, chunk, outs)
+
+
+@jax.jit
+def direction_vector(seed, leaf, number, lo, hi, theta):
+    return _direction(seed, leaf, number, lo, hi, theta)
+
+
+@dataclasses.dataclass
+class Directions:
+    """Evaluates the loss and the analytic gradient along directions of one leaf.
+
+    Keeps a count of loss evaluations (`evaluations`) and of the direction numbers handed out
+    (`fresh`), so that every test draws signs independent of the tests before it.
+    """
+
+    problem: Problem
+    position: int
+    param_dynamic: tuple[Any, ...]
+    arg_dynamic: tuple[Any, ...]
+    leaf_number: int
+    seed: int
+    g: np.ndarray                   # the analytic gradient of the leaf, flat, float64
+    rounding: np.ndarray            # bound on the rounding of each gᵢ (`_verdicts`)
+    batch_size: int | None = None
+    evaluations: int = 0
+    issued: int = 0
+
+    def __post_init__(self) -> None:
+        leaf = self.param_dynamic[self.position]
+        self.theta = jnp.asarray(leaf).reshape(-1)
+        self.dtype = np.dtype(leaf.dtype)
+        self.g_device = jnp.asarray(self.g.astype(self.dtype))
+        self.rounding_device = jnp.asarray(self.rounding.astype(self.dtype))
+        self.size = int(self.theta.size)
+        # Points per call, fixed for the leaf: a call holds `batch // T` directions of T steps.
+        self.batch = choose_batch_size(self.size, self.dtype.itemsize, POINTS_PER_CALL,
+                                       self.batch_size)
+
+    def _group(self, numbers, lo, hi):
+        """Rows grouped by direction: (J, 3) keys, and each row's group and slot in it.
+
+        A direction with more rows than `STEPS` is split into groups of at most `STEPS`."""
+        keys = np.stack([np.asarray(x, np.int64).reshape(-1) for x in (numbers, lo, hi)], 1)
+        keys, group = np.unique(keys, axis=0, return_inverse=True)
+        group = group.reshape(-1)
+        order = np.argsort(group, kind="stable")
+        counts = np.bincount(group, minlength=len(keys))
+        slot = np.empty_like(group)
+        slot[order] = np.arange(group.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        if counts.max() > STEPS:
+            chunk = slot // STEPS
+            pairs, group = np.unique(np.stack([group, chunk], 1), axis=0, return_inverse=True)
+            keys, group, slot = keys[pairs[:, 0]], group.reshape(-1), slot % STEPS
+        return keys, group, slot
+
+    def _batches(self, keys, ts):
+        """Directions cut into calls of a fixed size, the last padded (device arrays).
+
+        Up to `VMAP_ENTRIES` perturbed entries are vmapped together (at least one direction)."""
+        b = max(1, min(self.batch, VMAP_ENTRIES // (STEPS * self.size)))
+        per_call = -(-max(1, self.batch // STEPS) // b) * b
+        for s in range(0, len(keys), per_call):
+            k, t = keys[s:s + per_call], ts[s:s + per_call]
+            pad = per_call - len(k)
+            # padding is direction 0 on the whole leaf at t = 0; never evaluated when looped
+            filler = np.array([[0, 0, self.size]] * pad, np.int64).reshape(-1, 3)
+            k = np.concatenate([k, filler])
+            t = np.concatenate([t, np.zeros((pad, t.shape[1]), t.dtype)])
+            yield b, jnp.asarray(len(keys[s:s + per_call]), jnp.int32), *(
+                jnp.asarray(k[:, c].astype(np.int32)) for c in range(3)), jnp.asarray(t)
+
+    def fresh(self, k: int) -> np.ndarray:
+        """k direction numbers not used before in this leaf."""
+        numbers = np.arange(self.issued, self.issued + k, dtype=np.int32)
+        self.issued += k
+        return numbers
+
+    def _keys(self):
+        return (jnp.asarray(self.seed, jnp.uint32), jnp.asarray(self.leaf_number, jnp.uint32))
+
+    def along(self, numbers: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+              t: np.ndarray) -> Along:
+        """The loss at θ + t·u (rounded to the working dtype) and the analytic side, per row."""
+        m = len(numbers)
+        if m == 0:
+            return Along(*(np.zeros(0) for _ in range(5)))
+        keys, group, slot = self._group(numbers, lo, hi)
+        ts = np.zeros((len(keys), STEPS), self.dtype)   # padding steps t = 0, dropped
+        ts[group, slot] = t
+        seed, leaf = self._keys()
+        outs = [  # dispatched asynchronously; gathered below
+            _evaluate_directions(self.problem, self.position, map_batch,
+                                 tuple(self.param_dynamic), tuple(self.arg_dynamic),
+                                 self.g_device, self.rounding_device, seed, leaf, *batch)
+            for map_batch, *batch in self._batches(keys, ts)
+        ]
+        self.evaluations += m
+        f, g_step, gu, spread, u_sum = (
+            np.concatenate([np.asarray(o[i], np.float64) for o in outs])[:len(keys)]
+            for i in range(5))
+        return Along(f[group, slot], g_step[group, slot], gu[group], spread[group],
+                     u_sum[group])
+
+    def vector(self, number: int, lo: int, hi: int) -> np.ndarray:
+        """Direction `number` on `[lo, hi)` as a flat array of the working dtype."""
+        seed, leaf = self._keys()
+        return np.asarray(direction_vector(seed, leaf, jnp.asarray(number, jnp.int32),
+                                  jnp.asarray(lo, jnp.int32), jnp.asarray(hi, jnp.int32),
+                                  self.theta))
+
+    def at(self, point: np.ndarray) -> Sequence[Any]:
+        """The params' dynamic leaves with this leaf set to the flat `point`."""
+        dynamic = list(self.param_dynamic)
+        dynamic[self.position] = jnp.asarray(point.reshape(self.param_dynamic[self.position].shape))
+        return dynamic

@@ -1,0 +1,68 @@
+"""Low-precision gradients (bfloat16, float16): rounding of the result vs rounding of the arithmetic.
+
+The check itself always runs on an upcast copy (float64 by default), so finite differences
+never see a bfloat16 grid and never collapse to a zero step. What stays low-precision is what
+`grad_fn` chooses: a gradient computed in float64/float32 and cast to bfloat16 at the end
+carries only that final rounding, ≤ ε/2·|gᵢ| per entry (ε = 2⁻⁷ for bfloat16), whereas a
+gradient whose sums run in bfloat16 carries ε·Σ|terms|. Reading the jaxpr tells the two apart;
+charging the first like the second would widen every tolerance to ~10% of the leaf's norm
+and hide a wrong entry that is off by a few percent.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from .precision import equation_epsilon, var_epsilon
+
+
+def _sub(eqn: Any) -> Any:
+    """The single body of a call-like equation (jit, closed_call), or None."""
+    for key in ("jaxpr", "call_jaxpr"):
+        body = eqn.params.get(key)
+        if body is not None:
+            return getattr(body, "jaxpr", body)
+    return None
+
+
+def _arithmetic_eps(jaxpr: Any) -> float:
+    """Lowest precision of the computation, leaving out casts that produce the outputs."""
+    outputs = {id(v) for v in jaxpr.outvars}
+    eps = 0.0
+    for eqn in jaxpr.eqns:
+        final = all(id(v) in outputs for v in eqn.outvars)
+        if final and eqn.primitive.name == "convert_element_type":
+            continue
+        body = _sub(eqn)
+        if final and body is not None and eqn.primitive.name in ("pjit", "jit", "closed_call"):
+            eps = max(eps, _arithmetic_eps(body))
+            continue
+        eps = max(eps, equation_epsilon(eqn))
+    return eps
+
+
+def gradient_epsilons(grad_fn: Any, params: Any, args: Any, param_dynamic: Sequence[Any],
+                      arg_dynamic: Sequence[Any], default: float) -> tuple[float, float]:
+    """(ε of the gradient's arithmetic, ε of its output dtype), each at least `default`."""
+    def call(pd, ad):
+        return grad_fn(params.rebuild(pd), *args.rebuild(ad))
+
+    try:
+        closed = jax.make_jaxpr(call)(tuple(param_dynamic), tuple(arg_dynamic))
+    except Exception:  # noqa: BLE001 - not traceable: keep the caller's estimate
+        return default, 0.0
+    jaxpr = closed.jaxpr
+    out = max([0.0] + [var_epsilon(v) for v in jaxpr.outvars])
+    return max(default, _arithmetic_eps(jaxpr)), out
+
+
+def native_dtype(x: Any) -> Any:
+    """The dtype a leaf is checked in under `precision="native"`: its own, except that
+    bfloat16 and float16 are upcast to float32 (differences on a 2⁻⁸ grid are noise)."""
+    dtype = getattr(x, "dtype", None)
+    if (dtype is not None and jnp.issubdtype(dtype, jnp.floating)
+            and jnp.finfo(dtype).bits < 32):
+        return jnp.float32
+    return None

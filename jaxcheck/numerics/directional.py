@@ -1,0 +1,123 @@
+"""Directional checks: u·g against the derivative of the loss along u, with full mode's error model.
+
+A direction is decided exactly like a component in full mode, by the same code
+(`_escalation.decide`: the screen, the measured noise, Richardson levels at two scales, the
+one-sided estimates and the kink analysis), with these quantities:
+
+- analytic value u·g; numerical value (f(θ+tu) − f(θ−tu))/2t at t = ε^(1/3), then at the
+  levels 4t, 2t, t and ε^(1/5)·(1, 1/2, 1/4) where the first step is not already within
+  round-off;
+- the points θ ± tu are rounded to the working dtype; each loss value is corrected to first
+  order back to the exact point, f(θ+tu) ≈ f(P) − g·(P − θ − tu) (a change of order ε·|u·g|),
+  so the difference quotients estimate the derivative along u itself;
+- the gradient's own rounding enters as 2·‖u∘A‖, where Aᵢ is full mode's bound on the rounding of
+  gᵢ: with random signs, |Σ uᵢ errᵢ| exceeds z·‖u∘err‖ with probability ≤ 2·exp(−z²/2)
+  (Hoeffding), and times the safety factor 3 this is z = 6 (≤ 3e-8 per direction).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from ..evaluation.directions import Directions
+from . import differences as d
+from . import verdicts as v
+from .escalation import Level, decide
+from .results import relative_difference
+
+HOEFFDING_Z = 2.0
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DirectionalChecks:
+    """Verdicts of directional derivatives: one entry per (direction, index range)."""
+
+    numbers: np.ndarray       # direction numbers (the seed of their signs)
+    lo: np.ndarray            # each direction is supported on flat indices [lo, hi)
+    hi: np.ndarray
+    analytic: np.ndarray      # u·g
+    numerical: np.ndarray     # derivative of the loss along u, by differences
+    tolerance: np.ndarray
+    status: np.ndarray        # PASS / INCONCLUSIVE / FAIL per direction
+    evaluations: int = 0      # loss evaluations spent
+    u_sum: Optional[np.ndarray] = None   # Σ uᵢ: the entry of u where a range has one component
+    joint: tuple[str, ...] = ()   # paths of the leaves a joint test covers (`_joint`)
+    noise: float = 0.0            # f's rounding noise measured near θ (0: not needed)
+
+    @property
+    def k(self) -> int:
+        return int(self.status.size)
+
+    @property
+    def n_fail(self) -> int:
+        return int(np.sum(self.status == v.FAIL))
+
+    @property
+    def n_inconclusive(self) -> int:
+        return int(np.sum(self.status == v.INCONCLUSIVE))
+
+    @property
+    def relative_difference(self) -> float:
+        m = self.status != v.INCONCLUSIVE
+        return relative_difference(self.analytic[m], self.numerical[m])
+
+
+class DirectionLine:
+    """The lines θ + t·u along directions `numbers` on ranges `[lo, hi)` (an
+    `_escalation.Line`). Each loss value is corrected to first order to the exact point
+    θ + t·u, so the offsets taken are the offsets asked for."""
+
+    def __init__(self, dirs: Directions, numbers: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                 analytic_at=None):
+        self.dirs, self.numbers, self.lo, self.hi = dirs, numbers, lo, hi
+        self.analytic_at = analytic_at
+
+    def along(self, rows: np.ndarray, t: np.ndarray):
+        """`Directions.along` for `rows` at steps t, and the corrected loss values."""
+        r = self.dirs.along(self.numbers[rows], self.lo[rows], self.hi[rows], t)
+        return r, r.f - (r.g_step - t * r.gu)
+
+    def losses(self, rows: np.ndarray, offsets: np.ndarray,
+               strict: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        # non-finite values are returned either way: a direction's verdict is never refined
+        # (`decide(..., refine=False)`), and its other steps are those full mode takes
+        return self.along(rows, offsets)[1], np.asarray(offsets, np.float64)
+
+    def slopes(self, rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        # one gradient per row: only where a kink is to be confirmed, rare
+        theta = np.asarray(self.dirs.theta)
+        out = np.empty(len(rows))
+        for k, (row, t) in enumerate(zip(rows, offsets)):
+            u = self.dirs.vector(int(self.numbers[row]), int(self.lo[row]), int(self.hi[row]))
+            out[k] = float(np.sum(self.analytic_at(theta + t * u) * u))
+        return out
+
+
+def check_directions(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.ndarray,
+                     hi: np.ndarray, eps_f: float, rel_step: float, safety: float,
+                     analytic_at=None, noise: Optional[float] = None) -> DirectionalChecks:
+    """Directional verdicts for directions `numbers` on the ranges `[lo, hi)` (arrays), by
+    `_escalation.decide` as for components.
+
+    `analytic_at(point)` returns the leaf's analytic gradient (flat) with the leaf at `point`;
+    it is used only where a kink must be confirmed beside θ, as in full mode. `noise`: f's
+    rounding noise near θ if already measured (`DirectionalChecks.noise`).
+    """
+    start = dirs.evaluations
+    numbers, lo, hi = (np.asarray(x) for x in (numbers, lo, hi))
+    k = numbers.size
+    line = DirectionLine(dirs, numbers, lo, hi, analytic_at)
+    t1 = np.full(k, rel_step)
+    rows = np.arange(k)
+    first, f = line.along(np.concatenate([rows, rows]), np.concatenate([t1, -t1]))
+    level = Level(f[:k], f[k:], t1, t1)
+    gu, a, u_sum = first.gu[:k], HOEFFDING_Z * first.spread[:k], first.u_sum[:k]
+    finest = np.full(k, d.relative_step(eps_f, d.RICHARDSON_EXPONENT)
+                     / 2.0 ** (d.RICHARDSON_LEVELS - 1))
+    decision = decide(line, gu, a, f0, level, finest, eps_f, safety, noise, refine=False)
+    verdicts = decision.verdicts
+    return DirectionalChecks(numbers, lo, hi, gu, verdicts.numerical, verdicts.tolerance,
+                             verdicts.status, dirs.evaluations - start, u_sum,
+                             noise=decision.noise)

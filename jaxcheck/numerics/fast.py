@@ -1,0 +1,181 @@
+"""Fast mode: verdicts per leaf from k random directions, then group testing to localise.
+
+**How many directions.** With Rademacher signs (uᵢ = ±sᵢ, sᵢ > 0), let e be the error of the
+gradient under test and j any component with eⱼ ≠ 0. Fix every sign but uⱼ: u·e = A ± sⱼeⱼ,
+two values 2·sⱼ|eⱼ| apart, so at most one of them lies inside (−sⱼ|eⱼ|, sⱼ|eⱼ|). Hence for
+*every* nonzero error vector, whatever cancellations it holds,
+
+    P(|u·e| < max_j sⱼ|eⱼ|) ≤ 1/2,
+
+and k independent directions all miss with probability ≤ 2⁻ᵏ (option `directions`). "Miss"
+means |u·e| under the direction's tolerance τ: a wrong leaf is caught with probability ≥ 1 − 2⁻ᵏ as
+soon as one component's error, scaled as in u, exceeds τ (about twice the tolerance, to
+leave room for the numerical derivative's own error). Errors smaller than that are
+indistinguishable from round-off along that direction. Because u is normalised by √m, a single
+wrong entry contributes |eⱼ|·sⱼ/√m: fast mode is √m less sensitive to one entry than full mode,
+and the bisection gains the factor back as the ranges shrink.
+
+Gaussian directions would give P(u·e = 0) = 0 but no bound on P(|u·e| < τ) that holds without
+knowing how e is spread; Rademacher signs give the distribution-free 1/2 above.
+
+**Order of the tests.** With two leaves or more of one dtype and `JOINT_MIN_SIZE` entries or
+more, all leaves are first tested together (`_joint`: k directions, each moving every leaf
+along its own direction at once), and each leaf's Taylor test runs in one program for all. If
+every direction is within round-off, the leaves it covers pass; otherwise each leaf gets its
+own k directions, and a failing leaf is bisected (`_group_testing`). A wrong leaf then escapes
+only if the joint test or its own test misses it: probability ≤ 2·2⁻ᵏ, so k = 21 (the
+default) keeps it ≤ 2⁻²⁰ ≈ 9.5e-7 ≤ 1e-6; in general k = ⌈log₂(2/p)⌉ for a miss probability
+p. Other params go straight to the tests of each leaf (≤ 2⁻ᵏ).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..evaluation.directions import Directions
+from ..plan.tasks import LeafTask
+from . import verdicts as v
+from .components import ComponentResults
+from .directional import DirectionalChecks, check_directions
+from .group_testing import localise
+from .joint import joint_screen
+from .results import LeafReport
+from .taylor import LEVELS, TaylorResult, taylor_test, taylor_tests
+
+# Directions of a subset test evaluated before the rest (see `dirty` below).
+FIRST_DIRECTIONS = 2
+# Parameter entries from which leaves are first tested together (`_joint`). Below, a test of
+# each leaf costs milliseconds and compiling the joint program would cost more than it saves.
+JOINT_MIN_SIZE = 1 << 16
+
+
+def _report(task: LeafTask, g: np.ndarray, examined: Sequence[ComponentResults],
+            directions: DirectionalChecks, taylor: TaylorResult) -> LeafReport:
+    """The leaf's report: the verdict of `directions`, and the components examined one by one."""
+    def stack(name, dtype=np.float64):
+        parts = [getattr(r, name) for r in examined]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+    idx = stack("indices", np.int64)
+    return LeafReport(task.path, tuple(task.leaf.shape), task.dtype, g[idx], stack("numerical"),
+                      stack("tolerance"), stack("status", np.int8), indices=idx,
+                      directions=directions, taylor=taylor)
+
+
+def check_leaf_fast(task: LeafTask, g: np.ndarray, rounding: np.ndarray,
+                    taylor: Optional[tuple[float, TaylorResult]], k: int, seed: int,
+                    limit: int) -> tuple[LeafReport, dict[str, int]]:
+    """Fast-mode report of one leaf tested on its own (flat g), and counts of the work done.
+    `taylor`: f(θ) and the leaf's Taylor test if already done (`taylor_tests`)."""
+    n = g.size
+    dirs = Directions(task.problem, task.position, task.param_dynamic, task.arg_dynamic,
+                      task.leaf_number, seed, g, rounding, task.batch_size)
+    # direction 0 is also the first of the whole-leaf test below
+    f0, taylor = taylor if taylor is not None else taylor_test(dirs, 0, task.eps_f)
+
+    def analytic_at(point):
+        return task.analytic.leaves(dirs.at(point))[task.leaf_number].reshape(-1)
+
+    noise: Optional[float] = None   # f's rounding noise near θ, measured once per leaf
+
+    def directions(numbers, lo, hi) -> DirectionalChecks:
+        nonlocal noise
+        result = check_directions(dirs, f0, numbers, lo, hi, task.eps_f, task.rel_step,
+                                  task.safety, analytic_at, noise)
+        noise = result.noise if result.noise > 0 else noise
+        return result
+
+    def test_with(ranges, j):
+        lo = np.repeat([r[0] for r in ranges], j)
+        hi = np.repeat([r[1] for r in ranges], j)
+        result = directions(dirs.fresh(j * len(ranges)), lo, hi)
+        return [bool(np.any(result.status[i * j:(i + 1) * j] == v.FAIL))
+                for i in range(len(ranges))]
+
+    whole = directions(dirs.fresh(k), np.zeros(k, np.int64), np.full(k, n))
+    examined: list[ComponentResults] = []
+
+    def dirty(ranges):
+        # A dirty range usually fails its first direction (probability >= 1/2 each), so a
+        # few directions first, and the rest of the k only for ranges still looking clean.
+        # A range is called clean only after k fresh directions all pass, as for the leaf.
+        first = min(k, FIRST_DIRECTIONS)
+        verdicts = test_with(ranges, first)
+        rest = [r for r, bad in zip(ranges, verdicts) if not bad]
+        if rest and k > first:
+            more = iter(test_with(rest, k - first))
+            verdicts = [bad or next(more) for bad in verdicts]
+        return verdicts
+
+    def check_block(r):
+        # A direction on one component j is ±sⱼ·eⱼ (sⱼ: max(1,|θⱼ|) rounded up to a power of
+        # two): its check is full mode's per-component check (steps up to 2x full mode's, the
+        # same error model and kink analysis), evaluated by the function already compiled for
+        # this leaf; the values are divided back by uⱼ.
+        idx = np.arange(r[0], r[1])
+        res = directions(dirs.fresh(idx.size), idx, idx + 1)
+        examined.append(ComponentResults(idx, res.status, res.numerical / res.u_sum,
+                                         res.tolerance / np.abs(res.u_sum), res.evaluations))
+        return int(np.sum(res.status == v.FAIL))
+
+    tests = 0
+    if whole.n_fail:
+        # a clean half costs 2k evaluations to clear, checking s components ~2s each
+        loc = localise(n, dirty, check_block, block=max(1, 2 * k), limit=limit)
+        tests = loc.tests
+    counts = {"evaluations": dirs.evaluations, "tests": tests}
+    return _report(task, g, examined, whole, taylor), counts
+
+
+@jax.jit
+def _roundings(gs, eps_g, eps_out):
+    """`_verdicts.analytic_rounding` of every leaf, in one program."""
+    return [v.analytic_rounding(e, g, o) for g, e, o in zip(gs, eps_g, eps_out)]
+
+
+def _together(tasks: Sequence[LeafTask], gs: Sequence[np.ndarray], k: int, seed: int):
+    """The gradients' rounding, every leaf's Taylor test (one program) and the joint test."""
+    first = tasks[0]
+    # on device, once, for the programs of all leaves (sums in float32 at least)
+    wide = np.promote_types(first.leaf.dtype, np.float32)
+    gs_device = [jnp.asarray(g, wide) for g in gs]
+    roundings = _roundings(gs_device, [t.eps_g for t in tasks], [t.eps_g_out for t in tasks])
+    positions, numbers = [t.position for t in tasks], [t.leaf_number for t in tasks]
+    taylor = taylor_tests(first.problem, positions, numbers, first.param_dynamic,
+                          first.arg_dynamic, gs_device, roundings, seed, first.eps_f)
+    screen = joint_screen(first.problem, positions, numbers, first.param_dynamic,
+                          first.arg_dynamic, gs_device, roundings, k, seed, first.eps_f,
+                          first.rel_step, first.safety, [t.path for t in tasks])
+    return roundings, taylor, screen
+
+
+def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
+                   limit: int) -> tuple[tuple[LeafReport, ...], dict[str, Any]]:
+    gs = [g.reshape(-1) for g in tasks[0].analytic.leaves()]
+    info: dict[str, Any] = {"directions": k}
+    evaluations = tests = 0
+    covered: tuple[int, ...] = ()
+    if (len(tasks) > 1 and sum(g.size for g in gs) >= JOINT_MIN_SIZE
+            and len({t.leaf.dtype for t in tasks}) == 1):  # one dtype: one step for all
+        roundings, taylor, screen = _together(tasks, gs, k, seed)
+        evaluations += (1 + LEVELS) * len(tasks) + screen.checks.evaluations
+        covered = screen.covered if screen.passed else ()
+        info["joint"] = {"passed": screen.passed, "covered": [
+            t.path for t in tasks if t.leaf_number in covered]}
+    else:
+        roundings = [v.analytic_rounding(t.eps_g, g, t.eps_g_out) for t, g in zip(tasks, gs)]
+        taylor = [None] * len(tasks)
+    leaves = []
+    for task, g, rounding, leaf_taylor in zip(tasks, gs, roundings, taylor):
+        if task.leaf_number in covered:  # passed by the joint test
+            leaves.append(_report(task, g, (), screen.checks, leaf_taylor[1]))
+            continue
+        report, counts = check_leaf_fast(task, g, np.asarray(rounding, np.float64),
+                                         leaf_taylor, k, seed, limit)
+        leaves.append(report)
+        evaluations += counts["evaluations"]
+        tests += counts["tests"]
+    return tuple(leaves), {**info, "evaluations": evaluations, "localisation_tests": tests}

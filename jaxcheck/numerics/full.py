@@ -1,0 +1,75 @@
+"""Full mode: every component of every checked leaf gets its own verdict.
+
+Per leaf: one pass of central differences at the small step h₁ = ε^(1/3)·max(1,|θᵢ|)
+(2 evaluations per component, plus the unperturbed point) screens out every component
+already within round-off of the analytic value; the rest go through `_escalation.decide`
+(measured noise, Richardson levels at two scales, the kink analysis), as in every mode.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..plan.determinism import require_same_loss, same_loss
+from ..plan.tasks import LeafTask
+from .components import ComponentLine, check_components
+from .components import first_pass as components_first_pass
+from .escalation import Level, measure_noise
+from .results import LeafReport
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FirstPass:
+    """The loss at θ and at θ ± h₁ for every component of a leaf (flat, float64)."""
+
+    f0: float
+    level: Level
+    line: ComponentLine     # the leaf's components, with the engine's batch for them
+
+    @property
+    def curvature(self) -> np.ndarray:
+        """|∂ᵢ²f| from the second difference (its round-off included: an upper estimate)."""
+        lv = self.level
+        slopes = (lv.f_plus - self.f0) / lv.h_plus - (self.f0 - lv.f_minus) / lv.h_minus
+        return np.abs(2.0 * slopes / (lv.h_plus + lv.h_minus))
+
+
+def first_pass(task: LeafTask) -> FirstPass:
+    """Pass 1: θ itself and θ ± h₁ for every component (and the determinism check of f(θ))."""
+    n = int(np.prod(task.leaf.shape, dtype=np.int64))
+    line = ComponentLine(task, np.arange(n, dtype=np.int64))
+    f0, level = components_first_pass(line, with_f0=True)
+    assert f0 is not None
+    if task.f_reference is not None and not same_loss(f0, task.f_reference, task.eps_f):
+        # rounding, or a different draw? the noise of f near θ tells
+        noise = measure_noise(line, np.arange(n), f0, level.step)
+        require_same_loss(f0, task.f_reference, task.eps_f, noise)
+    return FirstPass(f0, level, line)
+
+
+def check_leaf(task: LeafTask, g_leaf: np.ndarray,
+               first: Optional[FirstPass] = None) -> LeafReport:
+    leaf = task.leaf
+    g = g_leaf.reshape(-1)
+    if g.size == 0:  # a 0-size leaf has no component to perturb: an empty verdict
+        return LeafReport(task.path, tuple(leaf.shape), task.dtype, g, g, g,
+                          np.zeros(0, np.int8))
+    first = first_pass(task) if first is None else first
+    result = check_components(task, g, first.line.indices, first.f0, first.level, first.line)
+    return LeafReport(task.path, tuple(leaf.shape), task.dtype, g, result.numerical,
+                      result.tolerance, result.status)
+
+
+def check_all(tasks: Sequence[LeafTask]) -> tuple[LeafReport, ...]:
+    reports, reference = [], None
+    for task, g in zip(tasks, tasks[0].analytic.leaves()):
+        if task.leaf.size == 0:  # nothing to perturb: an empty verdict
+            reports.append(check_leaf(task, g, None))
+            continue
+        # Each leaf's program computes f(θ) too: later leaves compare theirs with the first's.
+        first = first_pass(dataclasses.replace(task, f_reference=reference))
+        reference = first.f0 if reference is None else reference
+        reports.append(check_leaf(task, g, first))
+    return tuple(reports)

@@ -1,0 +1,113 @@
+"""What the numerics hand to the report: per-leaf verdict tables and failing components.
+
+`LeafReport` holds, per checked leaf, the analytic and numerical values, tolerances and
+verdicts of the components examined; fast mode adds the leaf's directional checks. A
+`Report` (`report/report.py`) gathers them and renders them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+
+from .verdicts import FAIL, INCONCLUSIVE
+
+if TYPE_CHECKING:  # fast mode's results; those modules import this one
+    from .directional import DirectionalChecks
+    from .taylor import TaylorResult
+
+
+def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """‖a−b‖ / (‖a‖+‖b‖); 0 when both are zero."""
+    denom = float(np.linalg.norm(a) + np.linalg.norm(b))
+    return float(np.linalg.norm(a - b)) / denom if denom > 0 else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """One failing component: where it is, both values, and the tolerance it broke."""
+
+    path: str
+    index: tuple[int, ...]
+    analytic: float
+    numerical: float
+    tolerance: float
+
+    @property
+    def excess(self) -> float:
+        """|analytic − numerical| / tolerance: how far outside its tolerance (> 1)."""
+        return abs(self.analytic - self.numerical) / self.tolerance if self.tolerance else np.inf
+
+    @property
+    def location(self) -> str:
+        return f"{self.path}[{', '.join(map(str, self.index))}]" if self.index else self.path
+
+
+class VerdictTable:
+    """Counts shared by every table of per-entry verdicts (`analytic`, `numerical`, `status`)."""
+
+    analytic: np.ndarray
+    numerical: np.ndarray
+    status: np.ndarray
+
+    @property
+    def compared(self) -> np.ndarray:
+        """Mask of entries with a verdict (INCONCLUSIVE kinks are left out)."""
+        return self.status != INCONCLUSIVE
+
+    @property
+    def n_fail(self) -> int:
+        return int(np.sum(self.status == FAIL))
+
+    @property
+    def n_inconclusive(self) -> int:
+        return int(np.sum(self.status == INCONCLUSIVE))
+
+    def _compared_relative_difference(self) -> float:
+        m = self.compared
+        return relative_difference(self.analytic[m], self.numerical[m])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LeafReport(VerdictTable):
+    """Per-leaf verdicts. Arrays are flat (row-major) and indexed like the leaf's `ravel()`.
+
+    In the fast and sample modes the arrays hold only the components examined one by one;
+    `indices` gives their flat indices. Fast mode adds `directions` (the leaf's directional
+    checks, which decide its verdict) and `taylor` (the Taylor test along one direction).
+    """
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: str
+    analytic: np.ndarray
+    numerical: np.ndarray
+    tolerance: np.ndarray
+    status: np.ndarray
+    indices: Optional[np.ndarray] = None
+    directions: Optional["DirectionalChecks"] = None
+    taylor: Optional["TaylorResult"] = None
+
+    @property
+    def ok(self) -> bool:
+        """No component FAILs and (fast mode) no direction FAILs."""
+        return self.n_fail == 0 and (self.directions is None or self.directions.n_fail == 0)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def relative_difference(self) -> float:
+        if self.directions is not None:  # fast mode: over the directional derivatives
+            return self.directions.relative_difference
+        return self._compared_relative_difference()
+
+    def failures(self) -> list[Failure]:
+        return [
+            Failure(self.path, tuple(int(i) for i in np.unravel_index(
+                        k if self.indices is None else self.indices[k], self.shape)),
+                    float(self.analytic[k]), float(self.numerical[k]), float(self.tolerance[k]))
+            for k in np.flatnonzero(self.status == FAIL)
+        ]

@@ -1,0 +1,138 @@
+"""The analytic side: the gradient under test, as float64-comparable arrays per checked leaf."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..inputs.problem import Problem
+from ..inputs.pytree import CHECKED, Split
+from ..inputs.validation import require_finite_gradient, user_call
+
+
+def _gradient(problem: Problem, checked: tuple[int, ...], param_dynamic, arg_dynamic):
+    def loss_of_checked(values):
+        dynamic = list(param_dynamic)
+        for position, value in zip(checked, values):
+            dynamic[position] = value
+        return problem.loss(dynamic, arg_dynamic)
+
+    return jax.grad(loss_of_checked)([param_dynamic[i] for i in checked])
+
+
+_autodiff_gradient = jax.jit(_gradient, static_argnums=(0, 1))
+
+
+def _fails_only_under_jit(error: Exception) -> bool:
+    """JAX's linearization of some ops needs concrete operands that tracing hides, e.g.
+    `lax.reduce_window` with an array init value: `jax.grad` works, `jax.jit(jax.grad)` not."""
+    return isinstance(error, ValueError) and "Linearization failed" in str(error)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AnalyticGradient:
+    """The gradient under test: `grad_fn`'s, or `jax.grad(fn)`'s when `grad_fn` is None."""
+
+    problem: Problem
+    params: Split
+    arg_dynamic: tuple[Any, ...]
+    grad_fn: Optional[Callable[..., Any]] = None
+    # set when jax.grad(fn) works only op by op (see `_fails_only_under_jit`)
+    _eager: list[bool] = dataclasses.field(default_factory=list, repr=False)
+
+    def leaves(self, param_dynamic: Optional[Sequence[Any]] = None) -> list[np.ndarray]:
+        """The gradient of each checked leaf (float64), at `param_dynamic` (default: params)."""
+        dynamic = self.params.dynamic if param_dynamic is None else tuple(param_dynamic)
+        where = "at params" if param_dynamic is None else "beside a kink"
+        if self.grad_fn is None:
+            with user_call("fn", f"under jax.grad {where}"):
+                leaves = self._autodiff(dynamic)
+            out = [np.asarray(g, np.float64) for g in leaves]
+            who = "jax.grad(fn)"
+        else:
+            user = Problem(self.grad_fn, self.problem.params, self.problem.args)
+            with user_call("grad_fn", where):
+                try:  # one compiled program instead of one per operation
+                    tree = _call(user, dynamic, self.arg_dynamic)
+                except (jax.errors.JAXTypeError, ValueError) as e:
+                    # not traceable (Python control flow on values), or see
+                    # `_fails_only_under_jit`: op by op
+                    if isinstance(e, ValueError) and not _fails_only_under_jit(e):
+                        raise
+                    tree = user.loss(dynamic, self.arg_dynamic)
+            out = extract_checked(tree, self.params, "grad_fn")
+            who = "grad_fn"
+        if param_dynamic is None:
+            require_finite_gradient(out, self.params.paths, who, lambda: _call(
+                self.problem, self.params.dynamic, self.arg_dynamic))
+        return out
+
+    def _autodiff(self, dynamic: tuple[Any, ...]) -> Any:
+        """`jax.grad(fn)`, compiled, or op by op where only the compiled one fails."""
+        if not self._eager:
+            try:
+                return _autodiff_gradient(self.problem, self.params.checked, dynamic,
+                                          self.arg_dynamic)
+            except ValueError as e:
+                if not _fails_only_under_jit(e):
+                    raise
+                self._eager.append(True)   # remembered for the gradients beside kinks
+        return _gradient(self.problem, self.params.checked, dynamic, self.arg_dynamic)
+
+    def components_at(self, leaf: int, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Component `indices[k]` of checked leaf `leaf`'s gradient, with that component of
+        the parameter set to `values[k]` (one gradient evaluation per entry)."""
+        position = self.params.checked[leaf]
+        base = self.params.dynamic[position]
+        flat = np.asarray(base).reshape(-1)
+        out = np.empty(len(indices))
+        for k, (i, value) in enumerate(zip(indices, values)):
+            moved = flat.copy()
+            moved[i] = value
+            dynamic = list(self.params.dynamic)
+            dynamic[position] = jnp.asarray(moved.reshape(base.shape))
+            out[k] = self.leaves(dynamic)[leaf].reshape(-1)[i]
+        return out
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _call(problem: Problem, param_dynamic, arg_dynamic):
+    # Strings and objects that a grad_fn echoes back from params cannot leave a jit; they
+    # become None, which `extract_checked` accepts for leaves that are not checked.
+    return jax.tree_util.tree_map(lambda x: x if _is_jax_type(x) else None,
+                                  problem.loss(param_dynamic, arg_dynamic))
+
+
+def _is_jax_type(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, np.generic, bool, int, float, complex))
+
+
+def extract_checked(tree: Any, params: Split, who: str) -> list[np.ndarray]:
+    """The leaves of `tree` at the checked positions of `params`, validated against them."""
+    structure = params.structure
+    try:
+        parts = structure.treedef.flatten_up_to(tree)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"{who} must return a pytree with the structure of params "
+            f"({structure.treedef}); got {jax.tree_util.tree_structure(tree)}"
+        ) from e
+    positions = [k for k, kind in enumerate(structure.kinds) if kind == CHECKED]
+    out = []
+    for path, position, dynamic_position in zip(params.paths, positions, params.checked):
+        value, expected = parts[position], params.dynamic[dynamic_position]
+        if value is None or not hasattr(value, "shape"):
+            raise ValueError(f"{who} returned {value!r} for leaf {path}; expected an array "
+                             f"of shape {tuple(expected.shape)}")
+        if tuple(value.shape) != tuple(expected.shape):
+            raise ValueError(f"{who} returned shape {tuple(value.shape)} for leaf {path}; "
+                             f"expected {tuple(expected.shape)} (the shape of params{path})")
+        if not jnp.issubdtype(value.dtype, jnp.floating):
+            raise ValueError(f"{who} returned dtype {value.dtype} for floating leaf {path}; "
+                             f"expected a real floating array")
+        out.append(np.asarray(value, np.float64))
+    return out

@@ -1,0 +1,45 @@
+"""The setup every mode shares, run once per check before any leaf is examined.
+
+- The gradient's rounding: a `grad_fn` whose arithmetic runs in a higher precision than its
+  final cast (e.g. float32 sums cast to bfloat16) carries only that cast's rounding per entry
+  (`eps_g_out`), not ε·Σ|terms| of low-precision arithmetic (`inputs/low_precision`).
+- Determinism: `fn` and the gradient evaluated twice at params must agree within rounding
+  (`determinism`); each mode then compares every leaf's f(θ) with the first's.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+from ..inputs.low_precision import gradient_epsilons
+from ..inputs.precision import machine_epsilon
+from .determinism import require_deterministic
+from .tasks import LeafTask
+
+
+def split_gradient_rounding(tasks: Sequence[Any]) -> list[Any]:
+    """Tasks whose `eps_g` covers only the gradient's arithmetic, with the final cast to a
+    lower-precision dtype charged separately (`eps_g_out`). Unchanged for `jax.grad(fn)`."""
+    first = tasks[0]
+    analytic = first.analytic
+    if analytic.grad_fn is None:
+        return list(tasks)
+    default = max(machine_epsilon(first.param_dynamic[t.position].dtype) for t in tasks)
+    if first.eps_g <= default:
+        return list(tasks)  # nothing in the gradient is less precise than the params
+    arith, out = gradient_epsilons(analytic.grad_fn, analytic.problem.params,
+                                   analytic.problem.args, analytic.params.dynamic,
+                                   analytic.arg_dynamic, default)
+    if out <= arith or arith >= first.eps_g:
+        return list(tasks)  # the output is no less precise than the arithmetic
+    return [dataclasses.replace(t, eps_g=arith, eps_g_out=out) for t in tasks]
+
+
+def shared_setup(tasks: Sequence[LeafTask]) -> list[LeafTask]:
+    """Attach the gradient's rounding model and check determinism where that needs no leaf
+    values (each method's `check_all` then compares every leaf's f(θ) with the first's)."""
+    tasks = split_gradient_rounding(tasks)
+    first = tasks[0]
+    require_deterministic(first.analytic, len(tasks), first.eps_f,
+                          max(first.eps_g, first.eps_g_out))
+    return tasks
