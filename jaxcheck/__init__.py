@@ -1,14 +1,18 @@
 """jaxcheck: gradient checking for JAX with per-component, localised, error-model verdicts.
 
-The public API is exactly what this module re-exports.
+The public API is exactly what this module re-exports. The subpackages are the stages of the
+pipeline (`inputs`, `plan`, `evaluation`, `numerics`, `report`, `api`, `tools`; see
+ARCHITECTURE.md): internal, and free to change between releases.
 """
 from ._errors import CostWarning as CostWarning
+from ._errors import GradientCheckError as GradientCheckError
 from ._errors import MethodFallbackWarning as MethodFallbackWarning
 from ._errors import NondeterminismError as NondeterminismError
 from ._errors import NonFiniteGradientError as NonFiniteGradientError
 from ._errors import NonFiniteLossError as NonFiniteLossError
 from .api.check import assert_gradients as assert_gradients
 from .api.check import check as check
+from .api.hessian import check_hessian as check_hessian
 from .api.jacobian import check_jacobian as check_jacobian
 from .inputs.options import Options as Options
 from .numerics.results import Failure as Failure
@@ -35,6 +39,7 @@ __all__ = [
     "CostWarning",
     "Failure",
     "Flag",
+    "GradientCheckError",
     "GradientMonitor",
     "Health",
     "JacobianBlock",
@@ -53,6 +58,7 @@ __all__ = [
     "assert_gradients",
     "band_of",
     "check",
+    "check_hessian",
     "check_jacobian",
     "health",
     "sweep",

@@ -14,6 +14,7 @@ import jax, jax.numpy as jnp, numpy as np
 import jaxcheck
 from jaxcheck.evaluation import engine
 from jaxcheck.inputs import pytree
+from jaxcheck.inputs.problem import Problem
 
 def loss(p, x):
     h = jnp.tanh(x @ p["w1"] + p["b1"])
@@ -42,11 +43,10 @@ for local in (False, True):  # each entry's change followed through the loss, or
 with jax.enable_x64(True):
     p = pytree.split(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params))
     a = pytree.split((x.astype(jnp.float64),), check_floats=False)
-    problem = engine.Problem(loss, p.structure, a.structure)
-    plan = engine.plan(problem, p.checked[0], p.dynamic, a.dynamic, 8)
-    res = plan.compiled(plan.place_shared(p.dynamic), plan.place_shared(a.dynamic),
-                        plan.place_batch(np.arange(8, dtype=np.int32)),
-                        plan.place_batch(np.zeros(8)))
+    problem = Problem(loss, p.structure, a.structure)
+    shared = (tuple(p.dynamic), tuple(a.dynamic))
+    plan = engine.program(engine.EntryLoss(problem, p.checked[0]), shared, 8)
+    res = plan(plan.place_shared(shared), [np.arange(8, dtype=np.int32), np.zeros(8)])
     out["batch"] = plan.batch
     out["shards"] = sorted(s.data.shape[0] for s in res.addressable_shards)
     out["result_devices"] = len(res.sharding.device_set)

@@ -8,6 +8,7 @@ import pytest
 import jaxcheck
 from jaxcheck.evaluation import engine, progress
 from jaxcheck.inputs import pytree
+from jaxcheck.inputs.problem import Problem
 
 
 def mlp_loss(p, x):
@@ -51,7 +52,7 @@ def test_evaluations_do_not_depend_on_batch_size():
     with jax.enable_x64(True):
         p = pytree.split(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params))
         a = pytree.split((x.astype(jnp.float64),), check_floats=False)
-        problem = engine.Problem(mlp_loss, p.structure, a.structure)
+        problem = Problem(mlp_loss, p.structure, a.structure)
         position = p.checked[p.paths.index("['w1']")]
         idx = np.arange(15)
         values = np.linspace(-1, 1, 15)
@@ -70,9 +71,10 @@ def test_batch_lowered_until_compiled_temporaries_fit_budget(monkeypatch):
     with jax.enable_x64(True):
         p = pytree.split(jnp.ones((1000, 1000)) / 1000)
         a = pytree.split((jnp.ones((4, 1000)),), check_floats=False)
-        problem = engine.Problem(loss, p.structure, a.structure)
+        problem = Problem(loss, p.structure, a.structure)
         monkeypatch.setattr(engine, "memory_budget", lambda device: 100 * 2**20)
-        plan = engine.plan(problem, p.checked[0], p.dynamic, a.dynamic, 64)
+        plan = engine.program(engine.EntryLoss(problem, p.checked[0]),
+                              (tuple(p.dynamic), tuple(a.dynamic)), 64)
     assert plan.temp_bytes <= 100 * 2**20
     assert 1 <= plan.batch < 64
 
@@ -84,8 +86,9 @@ def test_a_local_change_needs_no_copy_of_the_leaf_per_perturbation():
     with jax.enable_x64(True):
         p = pytree.split(jnp.ones((1000, 1000)) / 1000)
         a = pytree.split((jnp.ones((4, 1000)),), check_floats=False)
-        problem = engine.Problem(loss, p.structure, a.structure)
-        plan = engine.plan(problem, p.checked[0], p.dynamic, a.dynamic, 64)
+        problem = Problem(loss, p.structure, a.structure)
+        plan = engine.program(engine.EntryLoss(problem, p.checked[0]),
+                              (tuple(p.dynamic), tuple(a.dynamic)), 64)
     # 64 copies of an 8 MB leaf would be 512 MB; the changed columns take kilobytes
     assert plan.batch == 64 and plan.temp_bytes < 2**20
 

@@ -13,6 +13,7 @@ import pytest
 import jaxcheck
 from jaxcheck.evaluation import engine
 from jaxcheck.inputs import pytree
+from jaxcheck.inputs.problem import Problem
 from jaxcheck.evaluation import local_changes as lc
 
 RNG = np.random.default_rng(0)
@@ -161,7 +162,7 @@ def test_engine_values_match_the_direct_evaluation(local_changes_everywhere, mon
         leaf = dynamic[position]
         p = pytree.split(dict(zip(["b", "v", "w"], dynamic)))
         a = pytree.split(args, check_floats=False)
-        problem = engine.Problem(_mlp, p.structure, a.structure)
+        problem = Problem(_mlp, p.structure, a.structure)
         idx = np.tile(np.arange(leaf.size), 2)
         values = np.concatenate([np.asarray(leaf).reshape(-1) + 1e-5,
                                  np.asarray(leaf).reshape(-1) - 1e-5])

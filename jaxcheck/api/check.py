@@ -3,24 +3,15 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional
 
-import jax
-import jax.numpy as jnp
-
 from ..evaluation import engine, progress
-from ..inputs.adapters import canonical
-from ..inputs.complex_params import real_view
-from ..inputs.low_precision import native_dtype
 from ..inputs.options import Options, parse_options
 from ..inputs.precision import (
-    cast_floating,
     effective_epsilon,
     jaxpr_epsilon,
     machine_epsilon,
-    working_precision,
 )
-from ..inputs.problem import Problem
-from ..inputs.pytree import Split, replace_dynamic, split
-from ..inputs.validation import require_checkable, require_concrete, trace_loss
+from ..inputs.prepare import Inputs, prepared
+from ..inputs.validation import require_scalar_loss, trace_loss
 from ..numerics import differences as d
 from ..numerics.methods import FIRST_PASS_EXPONENTS, check_with_method
 from ..numerics.modes import check_partial
@@ -28,7 +19,6 @@ from ..plan.gradients import AnalyticGradient
 from ..plan.setup import shared_setup
 from ..plan.tasks import LeafTask
 from ..report.report import Report
-from .hessian import check_second_order
 from .loss_terms import check_terms
 
 
@@ -67,39 +57,22 @@ def check(fn: Callable[..., Any], params: Any, *args: Any,
 
     ```
     """
+    opts = parse_options(options)
+    if opts.order != 1:
+        raise ValueError(f"order: check verifies first derivatives and returns a Report; got "
+                         f"order={opts.order!r}. Second derivatives have their own entry point: "
+                         f"jaxcheck.check_hessian(fn, params, *args), which returns a "
+                         f"JacobianReport.")
     if isinstance(fn, Mapping):  # named loss terms, checked one by one and summed
         return check_terms(check, fn, params, *args, grad_fn=grad_fn, **options)
-    opts = parse_options(options)
-    if not callable(fn):
-        raise TypeError(f"fn: expected a callable loss fn(params, *args), got {type(fn).__name__}")
-    if grad_fn is not None and not callable(grad_fn):
-        raise TypeError("grad_fn: expected a callable grad_fn(params, *args) or None, "
-                        f"got {type(grad_fn).__name__}")
-    require_concrete(params, args)
-    # argnums, has_aux and framework objects (nnx, linen, Equinox) -> fn(params, *args).
-    fn, params, args, grad_fn = canonical(fn, params, args, grad_fn, opts.argnums,
-                                          opts.has_aux)
-    fn, params, grad_fn = real_view(fn, params, grad_fn)  # complex leaves as (re, im) pairs
-    p = split(params)
-    if not p.checked:
-        raise ValueError("params: expected a pytree with at least one floating-point array "
-                         f"leaf to check; got {jax.tree_util.tree_structure(params)}")
-    require_checkable(p)
-    a = split(args, check_floats=False)
-    user_dtypes = [str(x.dtype) for x in p.checked_values]
-    with working_precision(opts.precision) as dtype:
-        p = replace_dynamic(p, [cast_floating(x, dtype or native_dtype(x)) for x in p.dynamic])
-        a = replace_dynamic(a, [cast_floating(x, dtype or native_dtype(x)) for x in a.dynamic])
-        return _check_split(Problem(fn, p.structure, a.structure), p, a, grad_fn, opts,
-                            user_dtypes)
+    with prepared(fn, params, args, grad_fn, opts) as inputs:
+        return _check_prepared(inputs, opts)
 
 
-def _check_split(problem: Problem, p: Split, a: Split, grad_fn: Optional[Callable[..., Any]],
-                 opts: Options, user_dtypes: list[str]) -> Report:
+def _check_prepared(inputs: Inputs, opts: Options) -> Report:
+    problem, p, a, grad_fn = inputs.problem, inputs.params, inputs.args, inputs.grad_fn
     closed, out = trace_loss(problem, p, a)   # once: validation and the loss's precision
-    _require_scalar_loss(out)
-    if opts.order == 2:  # the gradient itself is checked, as a vector-valued function
-        return check_second_order(problem, p, a, grad_fn, opts)
+    require_scalar_loss(out)
     eps_work = max(machine_epsilon(x.dtype) for x in p.checked_values)
     eps_f = jaxpr_epsilon(closed, default=eps_work)
     analytic = AnalyticGradient(problem, p, tuple(a.dynamic), grad_fn)
@@ -115,7 +88,7 @@ def _check_split(problem: Problem, p: Split, a: Split, grad_fn: Optional[Callabl
         LeafTask(problem, position, path, user_dtype, p.dynamic, a.dynamic, number, analytic,
                  eps_f, eps_g, rel_step, opts.safety, opts.batch_size)
         for number, (position, path, user_dtype) in enumerate(zip(p.checked, p.paths,
-                                                                   user_dtypes))
+                                                                   inputs.user_dtypes))
     ]
     info = {"eps_f": eps_f, "eps_g": eps_g, "rel_step": rel_step,
             "precision": opts.precision, "mode": opts.mode, "method": opts.method}
@@ -130,14 +103,6 @@ def _check_split(problem: Problem, p: Split, a: Split, grad_fn: Optional[Callabl
     with progress.full_check(engine.jobs_for(tasks), opts.progress):
         leaves = check_with_method(tasks, opts.method)
     return Report(leaves, info=info, max_failures=opts.max_failures)
-
-
-def _require_scalar_loss(out: Any) -> None:
-    if not hasattr(out, "shape") or out.shape != () or not jnp.issubdtype(out.dtype, jnp.floating):
-        got = (f"shape {tuple(out.shape)} dtype {out.dtype}" if hasattr(out, "shape")
-               else type(out).__name__)
-        raise ValueError(f"fn: expected fn(params, *args) to return a real scalar loss; got "
-                         f"{got}. Reduce the loss to a scalar (e.g. jnp.mean).")
 
 
 def assert_gradients(fn: Callable[..., Any], params: Any, *args: Any,

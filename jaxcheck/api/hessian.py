@@ -1,4 +1,4 @@
-"""`check(..., order=2)`: second derivatives, as the Jacobian of the gradient.
+"""`check_hessian`: second derivatives, as the Jacobian of the gradient.
 
 The gradient (`grad_fn`, or `jax.grad(fn)` w.r.t. the checked leaves) is a tree-valued
 function of the params; its Jacobian is the Hessian. Column j is a central difference of the
@@ -14,14 +14,16 @@ A hand-written Hessian-vector product is a JVP of the gradient: check it with
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 
 from ..evaluation.analytic_jacobian import Source
-from ..inputs.options import Options
+from ..inputs.options import Options, parse_options
+from ..inputs.prepare import prepared
 from ..inputs.problem import Problem
 from ..inputs.pytree import CHECKED, Split, Structure
+from ..inputs.validation import require_scalar_loss, trace_loss
 from ..inputs.vector_problem import VectorProblem
 from ..report.jacobian import JacobianReport
 from .jacobian import compare
@@ -65,3 +67,39 @@ def check_second_order(problem: Problem, p: Split, a: Split,
     sources = [Source("rev"), Source("fwd")]
     return compare(vector, p, a, sources, opts, (False,) * len(p.checked),
                    who="grad_fn" if grad_fn is not None else "jax.grad(fn)", output_name="grad")
+
+
+def check_hessian(fn: Callable[..., Any], params: Any, *args: Any,
+                  grad_fn: Optional[Callable[..., Any]] = None, **options: Any) -> JacobianReport:
+    """Check the second derivatives of the scalar loss `fn(params, *args)`.
+
+    The gradient (`grad_fn`, default `jax.grad(fn)`) is checked as a function of `params`: its
+    Jacobian, the Hessian, from JAX's forward-over-reverse and reverse-over-reverse
+    differentiation, against central differences of the gradient, entry by entry.
+
+    **Arguments:** as for `jaxcheck.check` (`fn`, `params`, `*args`, `grad_fn`, `**options`).
+
+    **Returns:** a `jaxcheck.JacobianReport` whose blocks are (gradient leaf, param leaf);
+    failures are named like `grad['a'][1, 0] wrt ['a'][0, 0]`.
+
+    **Example:**
+
+    ```python
+    >>> import jax.numpy as jnp, jaxcheck
+    >>> jaxcheck.check_hessian(lambda w: jnp.sum(jnp.sin(w) * w[0]), jnp.ones(3)).ok
+    True
+
+    ```
+    """
+    if isinstance(fn, Mapping):
+        raise TypeError("fn: check_hessian takes one loss function; for named terms, check "
+                        "each term (or their sum) separately")
+    opts = parse_options(options)
+    if opts.order != 1:
+        raise ValueError(f"order: check_hessian checks second derivatives itself; leave order "
+                         f"at its default, got order={opts.order!r}")
+    with prepared(fn, params, args, grad_fn, opts) as inputs:
+        _, out = trace_loss(inputs.problem, inputs.params, inputs.args)
+        require_scalar_loss(out)
+        return check_second_order(inputs.problem, inputs.params, inputs.args, inputs.grad_fn,
+                                  opts)

@@ -22,7 +22,7 @@ import numpy as np
 from .._errors import ForwardModeUnavailable
 from ..inputs.pytree import is_prng_key
 from ..inputs.vector_problem import VectorProblem
-from .engine import choose_batch_size
+from .engine import Kernel, choose_batch_size, run
 
 REVERSE = ("rev", "vjp_fn")
 FORWARD = ("fwd", "jvp_fn")
@@ -78,38 +78,47 @@ def _column(problem: VectorProblem, jvp_fn, position, param_dynamic, arg_dynamic
                          f"{jax.tree_util.tree_structure(out)}") from e
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _rows(problem, vjp_fn, param_dynamic, arg_dynamic, rows):
-    return jax.vmap(lambda i: _row(problem, vjp_fn, param_dynamic, arg_dynamic, i))(rows)
+@dataclasses.dataclass(frozen=True)
+class JacobianRows(Kernel):
+    """Row `i` of the Jacobian w.r.t. each checked leaf (one VJP): a point is `i`."""
+
+    problem: VectorProblem
+    vjp_fn: Optional[Callable[..., Any]]
+
+    def point_specs(self, shared):
+        return (jax.ShapeDtypeStruct((), np.int32),)
+
+    def variants(self, shared):
+        return [lambda sh, i: _row(self.problem, self.vjp_fn, sh[0], sh[1], i)]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _columns(problem, jvp_fn, position, param_dynamic, arg_dynamic, cols):
-    return jax.vmap(
-        lambda j: _column(problem, jvp_fn, position, param_dynamic, arg_dynamic, j))(cols)
+@dataclasses.dataclass(frozen=True)
+class JacobianColumns(Kernel):
+    """Column `j` (of the checked leaf at `position`) of the Jacobian (one JVP)."""
+
+    problem: VectorProblem
+    jvp_fn: Optional[Callable[..., Any]]
+    position: int
+
+    def point_specs(self, shared):
+        return (jax.ShapeDtypeStruct((), np.int32),)
+
+    def variants(self, shared):
+        return [lambda sh, j: _column(self.problem, self.jvp_fn, self.position, sh[0], sh[1], j)]
 
 
-def _batched(call: Callable[[np.ndarray], Any], count: int, batch: int) -> list[np.ndarray]:
-    """`call` on fixed-size batches of indices 0..count-1; each output concatenated."""
-    pad = (-count) % batch
-    indices = np.concatenate([np.arange(count), np.zeros(pad, np.int64)]).astype(np.int32)
-    outs = [call(indices[s:s + batch]) for s in range(0, count + pad, batch)]
-    outs = [o if isinstance(o, (list, tuple)) else [o] for o in outs]
-    return [np.concatenate([np.asarray(o[k], np.float64) for o in outs])[:count]
-            for k in range(len(outs[0]))]
-
-
-def _traced_or_eager(traced: Callable[[np.ndarray], Any],
-                     eager: Callable[[int], Any]) -> Callable[[np.ndarray], Any]:
-    """`traced` on a batch; a user function that cannot be traced runs one index at a time."""
-    def call(indices):
-        try:
-            return traced(jnp.asarray(indices))
-        except jax.errors.JAXTypeError:  # Python control flow on values in user code
-            per = [eager(int(i)) for i in indices]
-            per = [p if isinstance(p, (list, tuple)) else [p] for p in per]
-            return [np.stack([np.asarray(p[k]) for p in per]) for k in range(len(per[0]))]
-    return call
+def _traced_or_eager(kernel: Kernel, shared: Any, count: int, batch: int,
+                     eager: Callable[[int], Any]) -> list[np.ndarray]:
+    """The engine's batches of indices 0..count-1; a user function that cannot be traced
+    (Python control flow on values) runs one index at a time, op by op."""
+    indices = np.arange(count, dtype=np.int32)
+    try:
+        out = run(kernel, shared, (indices,), batch)
+    except jax.errors.JAXTypeError:
+        per = [eager(int(i)) for i in indices]
+        per = [p if isinstance(p, (list, tuple)) else [p] for p in per]
+        out = [np.stack([np.asarray(p[k], np.float64) for p in per]) for k in range(len(per[0]))]
+    return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
 def analytic_jacobian(source: Source, problem: VectorProblem, param_dynamic: Sequence[Any],
@@ -122,19 +131,17 @@ def analytic_jacobian(source: Source, problem: VectorProblem, param_dynamic: Seq
     itemsize = max(np.dtype(pd[k].dtype).itemsize for k in problem.checked)
     if source.name in REVERSE:
         batch = choose_batch_size(sum(sizes) + n_out, itemsize, n_out, batch_size)
-        call = _traced_or_eager(
-            lambda rows: _rows(problem, source.user, pd, ad, rows),
-            lambda i: _row(problem, source.user, pd, ad, i))
-        return [r.reshape(n_out, -1) for r in _batched(call, n_out, batch)]
+        rows = _traced_or_eager(JacobianRows(problem, source.user), (pd, ad), n_out, batch,
+                                lambda i: _row(problem, source.user, pd, ad, i))
+        return [r.reshape(n_out, -1) for r in rows]
     if source.name in FORWARD:
         out = []
         for position, size in zip(problem.checked, sizes):
             batch = choose_batch_size(size + n_out, itemsize, size, batch_size)
-            call = _traced_or_eager(
-                lambda cols, p=position: _columns(problem, source.user, p, pd, ad, cols),
-                lambda j, p=position: _column(problem, source.user, p, pd, ad, j))
             try:
-                (columns,) = _batched(call, size, batch)
+                (columns,) = _traced_or_eager(
+                    JacobianColumns(problem, source.user, position), (pd, ad), size, batch,
+                    lambda j, p=position: _column(problem, source.user, p, pd, ad, j))
             except TypeError as e:
                 if "custom_vjp" in str(e):
                     raise ForwardModeUnavailable(str(e)) from e

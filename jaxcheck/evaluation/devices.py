@@ -39,11 +39,11 @@ def split_over(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(AXIS))
 
 
-def shard_batch(f: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
-    """`f(params, args, indices, values)` with `indices`/`values` split over the mesh."""
+def shard_batch(f: Callable[..., Any], mesh: Mesh, n_points: int) -> Callable[..., Any]:
+    """`f(shared, *points)` with the `n_points` arrays of `points` split over the mesh and
+    `shared` replicated."""
     return jax.shard_map(f, mesh=mesh,
-                         in_specs=(PartitionSpec(), PartitionSpec(), PartitionSpec(AXIS),
-                                   PartitionSpec(AXIS)),
+                         in_specs=(PartitionSpec(),) + (PartitionSpec(AXIS),) * n_points,
                          out_specs=PartitionSpec(AXIS))
 
 

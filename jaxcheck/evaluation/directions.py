@@ -26,7 +26,6 @@ programs are keyed on the hashable `Problem` and the shapes, so repeated checks 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -163,12 +162,25 @@ def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u,
     return jax.lax.map(direct, ts, batch_size=steps_per_vmap)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _evaluate_directions(problem: Problem, position: int, map_batch: int, param_dynamic,
-                         arg_dynamic, g, rounding, seed, leaf, count, numbers, lo, hi, ts):
+@dataclasses.dataclass(frozen=True)
+class DirectionBatch:
     """Per direction j < count (numbers, lo, hi of shape (J,)): losses_along at the steps
     ts[j] (J, T), and u·g, ‖u∘rounding‖, u[lo]. Directions from `count` on are padding: their
-    outputs are left at 0 and cost nothing."""
+    outputs are left at 0 and cost nothing. Run by `engine.call`."""
+
+    problem: Problem
+    position: int
+    map_batch: int
+
+    def __call__(self, param_dynamic, arg_dynamic, g, rounding, seed, leaf, count, numbers,
+                 lo, hi, ts):
+        return _evaluate_directions(self.problem, self.position, self.map_batch,
+                                    param_dynamic, arg_dynamic, g, rounding, seed, leaf,
+                                    count, numbers, lo, hi, ts)
+
+
+def _evaluate_directions(problem: Problem, position: int, map_batch: int, param_dynamic,
+                         arg_dynamic, g, rounding, seed, leaf, count, numbers, lo, hi, ts):
     theta = param_dynamic[position].reshape(-1)
 
     def per_direction(x):
@@ -288,9 +300,9 @@ class Directions:
         ts[group, slot] = t
         seed, leaf = self._keys()
         outs = [  # dispatched asynchronously; gathered below
-            _evaluate_directions(self.problem, self.position, map_batch,
-                                 tuple(self.param_dynamic), tuple(self.arg_dynamic),
-                                 self.g_device, self.rounding_device, seed, leaf, *batch)
+            engine.call(DirectionBatch(self.problem, self.position, map_batch),
+                        tuple(self.param_dynamic), tuple(self.arg_dynamic),
+                        self.g_device, self.rounding_device, seed, leaf, *batch)
             for map_batch, *batch in self._batches(keys, ts)
         ]
         self.evaluations += m

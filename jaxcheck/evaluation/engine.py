@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import os
 import threading
 import time
@@ -100,9 +101,59 @@ def memory_budget(device: Any) -> int:
     return int(min(2**30, physical // 16))
 
 
+class Kernel:
+    """What the engine evaluates at one point: subclasses are frozen dataclasses (hashable:
+    with the shapes of their inputs they key the compiled program).
+
+    A batch of points is `(shared, *points)`: `shared` (e.g. the params' and args' dynamic
+    leaves) is the same for every point, each array of `points` has one row per point (e.g.
+    the index of the moved entry and its value). The engine vmaps `variants(shared)[k]` over
+    the rows and runs the first variant that compiles.
+    """
+
+    def point_specs(self, shared: Any) -> tuple[jax.ShapeDtypeStruct, ...]:
+        """Shape and dtype of one point's inputs (one row of each array of `points`)."""
+        raise NotImplementedError
+
+    def variants(self, shared: Any) -> list[Callable[..., Any]]:
+        """Functions `one(shared, *point) -> outputs` to try in order: the first that compiles
+        is used (e.g. the change followed through the loss, then the direct evaluation)."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryLoss(Kernel):
+    """The loss with entry `i` of leaf `position` set to `v`: a point is `(i, v)`."""
+
+    problem: Problem
+    position: int
+
+    def point_specs(self, shared):
+        leaf = shared[0][self.position]
+        return jax.ShapeDtypeStruct((), np.int32), jax.ShapeDtypeStruct((), leaf.dtype)
+
+    def variants(self, shared):
+        param_dynamic, arg_dynamic = shared
+        traced = traced_loss(self.problem, self.position, param_dynamic, arg_dynamic)
+        out = []
+        if traced is not None:  # the change followed through the loss (`local_changes`)
+            out.append(lambda sh, i, v: traced.at_entry(sh[0], sh[1], i, v))
+        out.append(self._direct)
+        return out
+
+    def _direct(self, shared, i, v):
+        param_dynamic, arg_dynamic = shared
+        base = param_dynamic[self.position]
+        flat = base.reshape(-1)
+        dynamic = list(param_dynamic)
+        dynamic[self.position] = jnp.where(jax.lax.iota(np.int32, flat.size) == i, v,
+                                           flat).reshape(base.shape)
+        return self.problem.loss(dynamic, arg_dynamic)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class Plan:
-    """A compiled batch program for one leaf, and where its inputs go."""
+class Program:
+    """A compiled batch program of a kernel, and where its inputs go."""
 
     compiled: Any
     batch: int
@@ -119,8 +170,11 @@ class Plan:
             return x
         return jax.device_put(x, mesh_devices.split_over(self.mesh))
 
+    def __call__(self, shared: Any, points: Sequence[np.ndarray]) -> Any:
+        return self.compiled(shared, *(self.place_batch(x) for x in points))
 
-_plans: "collections.OrderedDict[Any, Plan]" = collections.OrderedDict()
+
+_programs: "collections.OrderedDict[Any, Program]" = collections.OrderedDict()
 _compilations = 0
 _lock = threading.Lock()  # `compile_ahead` compiles in threads
 
@@ -132,122 +186,105 @@ def compilations() -> int:
 
 def clear_cache() -> None:
     """Drop every cached compiled program (they hold references to the checked `fn`)."""
-    _plans.clear()
+    _programs.clear()
 
 
-def _signature(tree: Sequence[Any]) -> tuple:
+def _signature(tree: Any) -> tuple:
     return tuple((tuple(np.shape(x)), str(x.dtype), bool(getattr(x, "weak_type", False)))
-                 for x in tree)
-
-
-def _batch_function(problem: Problem, position: int,
-                    traced: Optional[local_changes.Traced]) -> Callable[..., Any]:
-    def batch(param_dynamic, arg_dynamic, indices, values):
-        def one(i, v):
-            if traced is not None:  # the change followed through the loss (`_local_changes`)
-                return traced.at_entry(param_dynamic, arg_dynamic, i, v)
-            base = param_dynamic[position]
-            flat = base.reshape(-1)
-            dynamic = list(param_dynamic)
-            dynamic[position] = jnp.where(jax.lax.iota(np.int32, flat.size) == i, v,
-                                          flat).reshape(base.shape)
-            return problem.loss(dynamic, arg_dynamic)
-
-        return jax.vmap(one)(indices, values)
-
-    return batch
+                 for x in jax.tree_util.tree_leaves(tree))
 
 
 def follows_local_changes(param_dynamic: Sequence[Any]) -> bool:
-    """Whether perturbations of these params are evaluated by `_local_changes`."""
+    """Whether perturbations of these params are evaluated by `local_changes`."""
     size = sum(int(np.prod(np.shape(x), dtype=np.int64)) for x in param_dynamic)
     return size >= LOCAL_CHANGES_MIN_SIZE
 
 
 def traced_loss(problem: Problem, position: int, param_dynamic: Sequence[Any],
                 arg_dynamic: Sequence[Any]) -> Optional[local_changes.Traced]:
-    """The loss traced for `_local_changes`, or None where perturbations are evaluated
+    """The loss traced for `local_changes`, or None where perturbations are evaluated
     directly (small params, or a loss that does not trace)."""
     if not follows_local_changes(param_dynamic):
         return None
     return local_changes.trace(problem.loss, position, param_dynamic, arg_dynamic)
 
 
-def _compile(problem: Problem, position: int, param_dynamic, arg_dynamic, batch: int,
-             devices: tuple[Any, ...]) -> Plan:
-    traced = traced_loss(problem, position, param_dynamic, arg_dynamic)
-    if traced is not None:
+def _compile(kernel: Kernel, shared: Any, batch: int, devices: tuple[Any, ...]) -> Program:
+    variants = kernel.variants(shared)
+    for k, one in enumerate(variants):
         try:
-            return _compile_with(problem, position, param_dynamic, arg_dynamic, batch, devices,
-                                 traced)
-        except Exception:  # noqa: BLE001 - an op the interpreter cannot replay: run directly
-            pass
-    return _compile_with(problem, position, param_dynamic, arg_dynamic, batch, devices, None)
+            return _compile_with(kernel, one, shared, batch, devices)
+        except Exception:  # noqa: BLE001 - e.g. an op the interpreter cannot replay
+            if k == len(variants) - 1:
+                raise
+    raise AssertionError("a kernel has at least one variant")
 
 
-def _compile_with(problem: Problem, position: int, param_dynamic, arg_dynamic, batch: int,
-                  devices: tuple[Any, ...], traced: Optional[local_changes.Traced]) -> Plan:
+def _compile_with(kernel: Kernel, one: Callable[..., Any], shared: Any, batch: int,
+                  devices: tuple[Any, ...]) -> Program:
     global _compilations
-    leaf = param_dynamic[position]
-    f = _batch_function(problem, position, traced)
-    spec_i = jax.ShapeDtypeStruct((batch,), np.int32)
-    spec_v = jax.ShapeDtypeStruct((batch,), leaf.dtype)
+    specs = kernel.point_specs(shared)
+
+    def f(shared, *points):
+        return jax.vmap(lambda *point: one(shared, *point))(*points)
+
+    batch_specs = [jax.ShapeDtypeStruct((batch,) + s.shape, s.dtype) for s in specs]
     if len(devices) > 1:
         mesh = mesh_devices.mesh_of(devices)
-        shared, split = mesh_devices.replicated(mesh), mesh_devices.split_over(mesh)
-        jitted = jax.jit(mesh_devices.shard_batch(f, mesh),
-                         in_shardings=(shared, shared, split, split), out_shardings=split)
+        shared_s, split = mesh_devices.replicated(mesh), mesh_devices.split_over(mesh)
+        jitted = jax.jit(mesh_devices.shard_batch(f, mesh, len(specs)),
+                         in_shardings=(shared_s,) + (split,) * len(specs), out_shardings=split)
     else:
         mesh, jitted = None, jax.jit(f)
-    compiled = jitted.lower(tuple(param_dynamic), tuple(arg_dynamic), spec_i, spec_v).compile()
+    compiled = jitted.lower(shared, *batch_specs).compile()
     with _lock:
         _compilations += 1
     try:
         temp = int(compiled.memory_analysis().temp_size_in_bytes)
-    except Exception:  # noqa: BLE001 - no analysis: assume one leaf copy per perturbation
-        temp = batch * leaf.size * leaf.dtype.itemsize
-    return Plan(compiled, batch, mesh, temp)
+    except Exception:  # noqa: BLE001 - no analysis: assume one copy of the shared inputs per point
+        temp = batch * sum(int(x.size) * x.dtype.itemsize
+                           for x in jax.tree_util.tree_leaves(shared))
+    return Program(compiled, batch, mesh, temp)
 
 
-def plan(problem: Problem, position: int, param_dynamic: Sequence[Any],
-         arg_dynamic: Sequence[Any], batch_size: int) -> Plan:
-    """The compiled program for batches of at most `batch_size` perturbations of a leaf."""
-    param_dynamic, arg_dynamic = tuple(param_dynamic), tuple(arg_dynamic)
-    devices = mesh_devices.devices_for(param_dynamic)
-    key = _key(problem, position, param_dynamic, arg_dynamic, batch_size, devices)
+def program(kernel: Kernel, shared: Any, batch_size: int) -> Program:
+    """The compiled program for batches of at most `batch_size` points of `kernel`."""
+    devices = mesh_devices.devices_for(jax.tree_util.tree_leaves(shared))
+    key = _key(kernel, shared, batch_size, devices)
     with _lock:
-        found = _plans.get(key)
+        found = _programs.get(key)
         if found is not None:
-            _plans.move_to_end(key)
+            _programs.move_to_end(key)
             return found
     # Per device: each one holds the temporaries of its own slice of the batch.
     budget = memory_budget(devices[0]) * len(devices)
     batch = mesh_devices.round_to_devices(batch_size, len(devices))
-    p = _compile(problem, position, param_dynamic, arg_dynamic, batch, devices)
+    p = _compile(kernel, shared, batch, devices)
     while p.temp_bytes > budget and batch > len(devices):
         batch = mesh_devices.round_to_devices(batch // 2, len(devices))
-        p = _compile(problem, position, param_dynamic, arg_dynamic, batch, devices)
+        p = _compile(kernel, shared, batch, devices)
     with _lock:
-        _plans[key] = p
-        while len(_plans) > CACHE_SIZE:
-            _plans.popitem(last=False)
+        _programs[key] = p
+        while len(_programs) > CACHE_SIZE:
+            _programs.popitem(last=False)
     return p
 
 
-def _key(problem, position, param_dynamic, arg_dynamic, batch_size, devices) -> tuple:
-    return (problem, position, batch_size, _signature(param_dynamic), _signature(arg_dynamic),
-            devices, jax.dtypes.canonicalize_dtype(np.float64) == np.float64)
+def _key(kernel: Kernel, shared: Any, batch_size: int, devices: tuple[Any, ...]) -> tuple:
+    return (kernel, batch_size, _signature(shared), devices,
+            jax.dtypes.canonicalize_dtype(np.float64) == np.float64)
 
 
-def compile_ahead(requests: Sequence[tuple[Problem, int, Sequence[Any], Sequence[Any], int]]) -> None:
-    """Compile the programs of several leaves at once, one thread per core.
+def compile_ahead(requests: Sequence[tuple[Kernel, Any, int]]) -> None:
+    """Compile the programs of several kernels at once, one thread per core.
 
-    Each request is `(problem, position, param_dynamic, arg_dynamic, batch_size)` as given to
-    `plan`. XLA compiles outside the GIL, so on a first check the leaves' programs compile
-    side by side instead of one after another; later `plan` calls find them cached.
+    Each request is `(kernel, shared, batch_size)` as given to `program`. XLA compiles
+    outside the GIL, so on a first check the leaves' programs compile side by side instead of
+    one after another; later `program` calls find them cached.
     """
     missing = [r for r in requests
-               if _key(*r[:4], r[4], mesh_devices.devices_for(r[2])) not in _plans]
+               if _key(*r, mesh_devices.devices_for(jax.tree_util.tree_leaves(r[1])))
+               not in _programs]
     workers = min(len(missing), os.cpu_count() or 1)
     if workers < 2:
         return
@@ -257,11 +294,58 @@ def compile_ahead(requests: Sequence[tuple[Problem, int, Sequence[Any], Sequence
 
     def work(request):
         with jax.enable_x64(x64), jax.default_device(device):
-            plan(*request)
+            program(*request)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         for future in [pool.submit(work, r) for r in missing]:
             future.result()
+
+
+def run(kernel: Kernel, shared: Any, points: Sequence[np.ndarray], batch_size: int) -> Any:
+    """`kernel` at every point (row k of each array of `points`): its outputs stacked along a
+    first axis of length m, as float64 numpy arrays (the kernel's output tree).
+
+    Points go in fixed-size batches (the last padded with copies of the first point, whose
+    results are dropped); `batch_size` is an upper bound that the memory budget may lower;
+    results do not depend on it. With a progress bar, finished batches are counted.
+    """
+    m = len(points[0])
+    p = program(kernel, shared, batch_size)
+    b = p.batch
+    pad = (-m) % b
+    specs = kernel.point_specs(shared)
+    points = [np.concatenate([np.asarray(x), np.repeat(np.asarray(x)[:1], pad, axis=0)])
+              .astype(s.dtype) for x, s in zip(points, specs)]
+    shared = p.place_shared(shared)
+    track = progress.active()
+    outs, reported = [], 0
+    for k, s in enumerate(range(0, m + pad, b)):
+        # Dispatched asynchronously; with a progress bar, finished batches are counted two
+        # behind the one just dispatched so the device never waits for the host.
+        outs.append(p(shared, [x[s:s + b] for x in points]))
+        if track and k >= 2:
+            jax.block_until_ready(outs[k - 2])
+            done = min(m, (k - 1) * b)
+            progress.advance(done - reported)
+            reported = done
+    result = jax.tree_util.tree_map(
+        lambda *o: np.concatenate([np.asarray(x, dtype=np.float64) for x in o])[:m], *outs)
+    if track:
+        progress.advance(m - reported)
+    return result
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _call(kernel: Callable[..., Any], *dynamic: Any) -> Any:
+    return kernel(*dynamic)
+
+
+def call(kernel: Callable[..., Any], *dynamic: Any) -> Any:
+    """One compiled call of a whole-batch kernel: a hashable callable (a frozen dataclass
+    whose fields are its static configuration) over `dynamic` arrays. For the programs whose
+    batches have a structure of their own (all steps of a direction share its vector, all
+    directions of the joint test their signs): compiled once per (kernel, shapes), like `run`'s."""
+    return _call(kernel, *dynamic)
 
 
 def evaluate(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -271,34 +355,10 @@ def evaluate(problem: Problem, position: int, param_dynamic: Sequence[Any],
 
     `batch_size` is an upper bound: the memory budget may lower it; results do not depend on it.
     """
-    m = len(indices)
-    if m == 0:
+    if len(indices) == 0:
         return np.zeros(0)
-    leaf = param_dynamic[position]
-    p = plan(problem, position, param_dynamic, arg_dynamic, batch_size)
-    b = p.batch
-    pad = (-m) % b
-    # Padding entries evaluate the unperturbed point; their results are dropped.
-    indices = np.concatenate([np.asarray(indices), np.zeros(pad, np.int64)]).astype(np.int32)
-    first = np.asarray(leaf).reshape(-1)[:1]
-    values = np.concatenate([np.asarray(values), np.repeat(first, pad)]).astype(leaf.dtype)
-    shared_p, shared_a = p.place_shared(tuple(param_dynamic)), p.place_shared(tuple(arg_dynamic))
-    track = progress.active()
-    outs, reported = [], 0
-    for k, s in enumerate(range(0, m + pad, b)):
-        # Dispatched asynchronously; with a progress bar, finished batches are counted two
-        # behind the one just dispatched so the device never waits for the host.
-        outs.append(p.compiled(shared_p, shared_a, p.place_batch(indices[s:s + b]),
-                               p.place_batch(values[s:s + b])))
-        if track and k >= 2:
-            outs[k - 2].block_until_ready()
-            done = min(m, (k - 1) * b)
-            progress.advance(done - reported)
-            reported = done
-    result = np.concatenate([np.asarray(o, dtype=np.float64).reshape(-1) for o in outs])[:m]
-    if track:
-        progress.advance(m - reported)
-    return result
+    return run(EntryLoss(problem, position), (tuple(param_dynamic), tuple(arg_dynamic)),
+               (indices, values), batch_size)
 
 
 def seconds_per_evaluation(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -307,22 +367,22 @@ def seconds_per_evaluation(problem: Problem, position: int, param_dynamic: Seque
     """Seconds per perturbed evaluation of a leaf, from timing one batch (compiled first)."""
     leaf = param_dynamic[position]
     batch = leaf_batch_size(param_dynamic, position, n_points, requested)
-    p = plan(problem, position, param_dynamic, arg_dynamic, batch)
-    shared_p, shared_a = p.place_shared(tuple(param_dynamic)), p.place_shared(tuple(arg_dynamic))
-    indices = p.place_batch(np.zeros(p.batch, np.int32))
-    values = p.place_batch(np.repeat(np.asarray(leaf).reshape(-1)[:1], p.batch))
+    shared = (tuple(param_dynamic), tuple(arg_dynamic))
+    p = program(EntryLoss(problem, position), shared, batch)
+    placed = p.place_shared(shared)
+    points = [np.zeros(p.batch, np.int32), np.repeat(np.asarray(leaf).reshape(-1)[:1], p.batch)]
     # One run: its allocations make it slightly slower than the next (a cautious estimate).
     start = time.perf_counter()
-    p.compiled(shared_p, shared_a, indices, values).block_until_ready()
+    jax.block_until_ready(p(placed, points))
     return (time.perf_counter() - start) / p.batch
 
 
 def jobs_for(tasks: Sequence[Any]) -> list[progress.Job]:
     """One `Job` per leaf task of a full check (2n+1 evaluations in its first pass); the
     leaves' programs are compiled here, side by side."""
-    compile_ahead([(t.problem, t.position, t.param_dynamic, t.arg_dynamic,
-              leaf_batch_size(t.param_dynamic, t.position, 2 * int(t.leaf.size) + 1,
-                              t.batch_size)) for t in tasks])
+    compile_ahead([(EntryLoss(t.problem, t.position), (t.param_dynamic, t.arg_dynamic),
+                    leaf_batch_size(t.param_dynamic, t.position, 2 * int(t.leaf.size) + 1,
+                                    t.batch_size)) for t in tasks])
     jobs = []
     for t in tasks:
         points = 2 * int(t.leaf.size) + 1

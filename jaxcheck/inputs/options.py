@@ -15,7 +15,16 @@ METHODS = ("central", "forward", "backward", "complex")
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """Options accepted by `jaxcheck.check` and `jaxcheck.assert_gradients` as keywords.
+    """Options of `jaxcheck.check` (and `assert_gradients`, `check_jacobian`, `check_hessian`):
+    pass them as keywords, or as one `options=Options(...)` that further keywords override.
+
+    ```python
+    >>> import jax.numpy as jnp, jaxcheck
+    >>> ci = jaxcheck.Options(mode="fast", seed=1)
+    >>> jaxcheck.check(lambda w: jnp.sum(w ** 3), jnp.ones(5), options=ci).info["mode"]
+    'fast'
+
+    ```
 
     **Arguments:**
 
@@ -34,10 +43,9 @@ class Options:
     - `method`: finite-difference method of full mode: `"central"` (default), `"forward"`,
       `"backward"` or `"complex"` (complex step).
     - `seed`: seed of the random directions / samples of the fast and sample modes.
-    - `order`: `1` (default) checks the gradient; `2` checks second derivatives: the gradient
-      (`grad_fn`, default `jax.grad(fn)`) is itself checked as a vector-valued function, its
-      Jacobian (the Hessian, by JAX's AD of the gradient) against central differences of the
-      gradient. Returns a `jaxcheck.JacobianReport`.
+    - `order`: `1` (default): `check` verifies first derivatives and always returns a
+      `Report`. Second derivatives have their own entry point, `jaxcheck.check_hessian`, which
+      returns a `JacobianReport`; `check(..., order=2)` raises a `ValueError` saying so.
     - `argnums`: which entries of `(params, *args)` are checked, like `jax.grad`'s `argnums`
       but indexing that tuple: 0 (default) is `params`, 1 the first of `args`. A tuple checks
       several; paths then start with the entry's position (`[0]['W']`, `[1]`) and `grad_fn`
@@ -127,7 +135,16 @@ def _is_real(x: Any) -> bool:
 
 
 def parse_options(options: dict[str, Any]) -> Options:
-    """Build `Options` from keyword arguments, naming unknown ones with a did-you-mean."""
+    """Build `Options` from keyword arguments, naming unknown ones with a did-you-mean.
+
+    `options=Options(...)` gives a base that the other keywords override, so one `Options`
+    can configure many checks: `check(fn, params, options=ci, mode="fast")`.
+    """
+    options = dict(options)
+    base = options.pop("options", None)
+    if base is not None and not isinstance(base, Options):
+        raise TypeError(f"options: expected a jaxcheck.Options or None, got "
+                        f"{type(base).__name__}")
     known = [f.name for f in dataclasses.fields(Options)]
     for name in options:
         if name not in known:
@@ -135,6 +152,8 @@ def parse_options(options: dict[str, Any]) -> Options:
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise TypeError(
                 f"check() got an unknown option {name!r}.{hint} Known options: "
-                + ", ".join(known)
+                + ", ".join(known + ["options"])
             )
+    if base is not None:
+        return dataclasses.replace(base, **options)
     return Options(**options)

@@ -137,3 +137,11 @@ def require_finite_gradient(leaves: Sequence[np.ndarray], paths: Sequence[str], 
                 f"{who}: expected a finite gradient, got {g.reshape(-1)[k]} for component "
                 f"{path}{_index(k, g.shape)} at params; a NaN or Inf gradient cannot be "
                 f"compared (fn itself is finite there, so the gradient code produces it)")
+
+
+def require_scalar_loss(out: Any) -> None:
+    if not hasattr(out, "shape") or out.shape != () or not jnp.issubdtype(out.dtype, jnp.floating):
+        got = (f"shape {tuple(out.shape)} dtype {out.dtype}" if hasattr(out, "shape")
+               else type(out).__name__)
+        raise ValueError(f"fn: expected fn(params, *args) to return a real scalar loss; got "
+                         f"{got}. Reduce the loss to a scalar (e.g. jnp.mean).")

@@ -21,7 +21,6 @@ A leaf that fails either guard is checked with central differences instead, and 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import warnings
 from typing import Any, Optional, Sequence
 
@@ -30,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import MethodFallbackWarning
-from ..evaluation.engine import choose_batch_size
+from ..evaluation.engine import Kernel, choose_batch_size, run
 from ..inputs.problem import Problem
 from ..plan.tasks import LeafTask
 from . import verdicts as v
@@ -54,18 +53,28 @@ def _complex_dtype(dtype: Any) -> np.dtype:
     return np.result_type(dtype, np.complex64)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _complex_batch(problem: Problem, position: int, param_dynamic, arg_dynamic, indices, steps):
-    base = param_dynamic[position]
-    flat = base.reshape(-1).astype(_complex_dtype(base.dtype))
+@dataclasses.dataclass(frozen=True)
+class ComplexStep(Kernel):
+    """f(θ + i·h·eᵢ) as (Im f / h, Re f): a point is `(i, h)`."""
 
-    def one(i, h):
+    problem: Problem
+    position: int
+
+    def point_specs(self, shared):
+        real = np.finfo(_complex_dtype(shared[0][self.position].dtype)).dtype
+        return jax.ShapeDtypeStruct((), np.int32), jax.ShapeDtypeStruct((), real)
+
+    def variants(self, shared):
+        return [self._one]
+
+    def _one(self, shared, i, h):
+        param_dynamic, arg_dynamic = shared
+        base = param_dynamic[self.position]
+        flat = base.reshape(-1).astype(_complex_dtype(base.dtype))
         dynamic = list(param_dynamic)
-        dynamic[position] = flat.at[i].add(1j * h).reshape(base.shape)
-        out = problem.loss(dynamic, arg_dynamic)
+        dynamic[self.position] = flat.at[i].add(1j * h).reshape(base.shape)
+        out = self.problem.loss(dynamic, arg_dynamic)
         return jnp.stack([jnp.imag(out) / h, jnp.real(out)])
-
-    return jax.vmap(one)(indices, steps)
 
 
 def complex_step(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -73,20 +82,10 @@ def complex_step(problem: Problem, position: int, param_dynamic: Sequence[Any],
                  batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Im f(θ + i·steps[k]·e_indices[k]) / steps[k] for every k (float64), in fixed batches,
     and the real parts (f(θ) up to O(h²))."""
-    m = len(indices)
-    if m == 0:
+    if len(indices) == 0:
         return np.zeros(0), np.zeros(0)
-    leaf = param_dynamic[position]
-    real = np.finfo(_complex_dtype(leaf.dtype)).dtype
-    pad = (-m) % batch_size
-    indices = np.concatenate([indices, np.zeros(pad, np.int64)]).astype(np.int32)
-    steps = np.concatenate([steps, np.ones(pad)]).astype(real)
-    param_dynamic, arg_dynamic = tuple(param_dynamic), tuple(arg_dynamic)
-    outs = [_complex_batch(problem, position, param_dynamic, arg_dynamic,
-                           jnp.asarray(indices[s:s + batch_size]),
-                           jnp.asarray(steps[s:s + batch_size]))
-            for s in range(0, m + pad, batch_size)]
-    both = np.concatenate([np.asarray(o, np.float64) for o in outs])[:m]
+    both = run(ComplexStep(problem, position), (tuple(param_dynamic), tuple(arg_dynamic)),
+               (indices, steps), batch_size)
     return both[:, 0], both[:, 1]
 
 

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..evaluation import engine
 from ..evaluation.directions import VMAP_ENTRIES, magnitudes, power_of_two, signs
 from ..inputs.problem import Problem
 from . import verdicts as v
@@ -56,7 +57,21 @@ def exact_steps(thetas, t):
     return functools.reduce(jnp.logical_and, [exact(theta.reshape(-1)) for theta in thetas])
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+@dataclasses.dataclass(frozen=True)
+class JointBatch:
+    """All k joint directions in one program (`_evaluate_joint`), run by `engine.call`."""
+
+    problem: Problem
+    positions: tuple[int, ...]
+    leaves: tuple[int, ...]
+    directions_per_vmap: int
+    exact: bool
+
+    def __call__(self, *dynamic):
+        return _evaluate_joint(self.problem, self.positions, self.leaves,
+                               self.directions_per_vmap, self.exact, *dynamic)
+
+
 def _evaluate_joint(problem: Problem, positions: tuple[int, ...], leaves: tuple[int, ...],
                     directions_per_vmap: int, exact: bool, param_dynamic, arg_dynamic, gs,
                     roundings, seed, numbers, t):
@@ -125,8 +140,9 @@ def joint_screen(problem: Problem, positions: Sequence[int], leaf_numbers: Seque
     step = power_of_two(rel_step)
     t = jnp.asarray(step, dtype)
     exact = bool(exact_steps([param_dynamic[p] for p in positions], t))
-    out = _evaluate_joint(
-        problem, tuple(positions), tuple(leaf_numbers), per_vmap, exact, tuple(param_dynamic),
+    out = engine.call(
+        JointBatch(problem, tuple(positions), tuple(leaf_numbers), per_vmap, exact),
+        tuple(param_dynamic),
         tuple(arg_dynamic), tuple(jnp.asarray(g.reshape(-1), dtype) for g in g_leaves),
         tuple(jnp.asarray(r, dtype) for r in roundings), jnp.asarray(seed, jnp.uint32),
         jnp.asarray(numbers, jnp.int32), t)

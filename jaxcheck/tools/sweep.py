@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..evaluation import engine
 from ..inputs.precision import cast_floating
 from ..inputs.problem import Problem
 from ..inputs.pytree import replace_dynamic, split
@@ -96,6 +97,27 @@ def _direction(sizes: Sequence[int], seed: int) -> np.ndarray:
     return u / np.linalg.norm(u)
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckedLeavesAt(engine.Kernel):
+    """The loss with the checked leaves set to given values: a point is one value per leaf."""
+
+    problem: Problem
+    checked: tuple[int, ...]
+
+    def point_specs(self, shared):
+        return tuple(jax.ShapeDtypeStruct(shared[0][i].shape, shared[0][i].dtype)
+                     for i in self.checked)
+
+    def variants(self, shared):
+        return [self._one]
+
+    def _one(self, shared, *values):
+        dynamic = list(shared[0])
+        for i, value in zip(self.checked, values):
+            dynamic[i] = value
+        return self.problem.loss(dynamic, shared[1])
+
+
 def _values_along(fn: Callable[..., Any], params: Any, args: tuple, direction: np.ndarray,
                   steps: np.ndarray, dtype: str) -> np.ndarray:
     """fn at θ + s·u for each s in `steps`, with floating params and args in `dtype`."""
@@ -114,16 +136,9 @@ def _values_along(fn: Callable[..., Any], params: Any, args: tuple, direction: n
                   for s in steps]
         stacked = [jnp.stack([pt[k] for pt in points]) for k in range(len(theta))]
 
-        @jax.jit
-        def along(values, param_dynamic, arg_dynamic):
-            def one(vals):
-                dynamic = list(param_dynamic)
-                for i, value in zip(p.checked, vals):
-                    dynamic[i] = value
-                return problem.loss(dynamic, arg_dynamic)
-            return jax.vmap(one)(values)
-
-        return np.asarray(along(stacked, p.dynamic, a.dynamic), np.float64)
+        kernel = CheckedLeavesAt(problem, tuple(p.checked))
+        return engine.run(kernel, (tuple(p.dynamic), tuple(a.dynamic)), stacked,
+                          len(steps))
 
 
 def sweep(fn: Callable[..., Any], params: Any, *args: Any,

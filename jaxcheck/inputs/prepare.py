@@ -1,0 +1,73 @@
+"""From what the user passed to what the pipeline checks, the same for every entry point.
+
+`prepared(...)` validates the callables, maps framework objects, `argnums` and `has_aux` onto
+`fn(params, *args)`, replaces complex leaves by real views, splits the pytrees into checked
+and carried leaves, and makes the working copies of every floating leaf inside the working
+precision (`precision.working_precision`): float64, or under `precision="native"` the leaves'
+own dtypes with bfloat16/float16 upcast to float32 (`working_copies`, used by `check_jacobian`
+too).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any, Callable, Iterator, Optional
+
+import jax
+
+from .adapters import canonical
+from .complex_params import real_view
+from .low_precision import native_dtype
+from .options import Options
+from .precision import cast_floating, working_precision
+from .problem import Problem
+from .pytree import Split, replace_dynamic, split
+from .validation import require_checkable, require_concrete
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """The loss and its split inputs, as working copies (inside `prepared`'s precision)."""
+
+    problem: Problem
+    params: Split
+    args: Split
+    grad_fn: Optional[Callable[..., Any]]
+    user_dtypes: tuple[str, ...]      # per checked leaf, the dtype the user gave
+
+
+def working_copies(s: Split, dtype: Optional[Any]) -> Split:
+    """`s` with its floating leaves cast to `dtype`, or with `dtype=None` (native precision)
+    kept as they are except bfloat16/float16, upcast to float32."""
+    return replace_dynamic(s, [cast_floating(x, dtype or native_dtype(x)) for x in s.dynamic])
+
+
+def require_callables(fn: Any, grad_fn: Any) -> None:
+    if not callable(fn):
+        raise TypeError(f"fn: expected a callable loss fn(params, *args), got {type(fn).__name__}")
+    if grad_fn is not None and not callable(grad_fn):
+        raise TypeError("grad_fn: expected a callable grad_fn(params, *args) or None, "
+                        f"got {type(grad_fn).__name__}")
+
+
+@contextlib.contextmanager
+def prepared(fn: Callable[..., Any], params: Any, args: tuple[Any, ...],
+             grad_fn: Optional[Callable[..., Any]], opts: Options) -> Iterator[Inputs]:
+    """The checked inputs of `check(fn, params, *args, grad_fn=...)`, in working precision
+    for the duration of the `with` block."""
+    require_callables(fn, grad_fn)
+    require_concrete(params, args)
+    # argnums, has_aux and framework objects (nnx, linen, Equinox) -> fn(params, *args).
+    fn, params, args, grad_fn = canonical(fn, params, args, grad_fn, opts.argnums,
+                                          opts.has_aux)
+    fn, params, grad_fn = real_view(fn, params, grad_fn)  # complex leaves as (re, im) pairs
+    p = split(params)
+    if not p.checked:
+        raise ValueError("params: expected a pytree with at least one floating-point array "
+                         f"leaf to check; got {jax.tree_util.tree_structure(params)}")
+    require_checkable(p)
+    a = split(args, check_floats=False)
+    user_dtypes = tuple(str(x.dtype) for x in p.checked_values)
+    with working_precision(opts.precision) as dtype:
+        p, a = working_copies(p, dtype), working_copies(a, dtype)
+        yield Inputs(Problem(fn, p.structure, a.structure), p, a, grad_fn, user_dtypes)
