@@ -9,7 +9,7 @@ perturbation, which is exact up to rounding (and the shared parts round identica
 perturbations, so differences of losses carry less rounding noise, not more).
 
 How: the loss is traced to a jaxpr once per compiled program and interpreted equation by
-equation (`jit` calls are opened; everything else is applied as a whole). A perturbed value is
+equation (calls are opened, `_jaxpr.call_body`; everything else is applied as a whole). A perturbed value is
 held in one of three forms:
 
 - `Slab`: equal to the unperturbed value except on a slab (fixed coordinates on some axes,
@@ -31,20 +31,12 @@ import dataclasses
 from typing import Any, Callable, Optional, Sequence
 
 import jax
-import jax.extend.core as jcore
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _jaxpr
+
 lax = jax.lax
-
-# Elementwise primitives: a slab of the inputs gives the same slab of the output.
-_ELEMENTWISE = frozenset("""
-    abs acos acosh add asin asinh atan atan2 atanh cbrt ceil clamp convert_element_type copy
-    copy_p cos cosh div eq erf erf_inv erfc exp exp2 expm1 floor ge gt integer_pow is_finite
-    le log log1p logistic lt max min mul ne neg nextafter not or pow rem round rsqrt select_n
-    sign sin sinh sqrt square sub tan tanh and xor
-""".split())
-
 
 def _zero():
     return jnp.zeros((), np.int32)
@@ -98,11 +90,7 @@ class Direction:
 Change = (Slab, Direction)
 
 
-def _bind(eqn: Any, invals: Sequence[Any], **overrides) -> Any:
-    """Apply the equation's primitive to `invals` (a list of outputs if it has several)."""
-    params = {**eqn.primitive.get_bind_params(eqn.params), **overrides}
-    with eqn.ctx.manager:  # the config the equation was traced under (as jax's eval_jaxpr)
-        return eqn.primitive.bind(*invals, **params)
+_bind = _jaxpr.bind
 
 
 def _dense(x: Any) -> Any:
@@ -225,9 +213,9 @@ def _slab_product(eqn, slab: Slab, side: int, other):
 
 
 def _direction_view(eqn, x: Direction):
-    name = eqn.primitive.name
-    if name in ("transpose", "reshape", "squeeze") or (
-            name == "convert_element_type" and eqn.params["new_dtype"] == x.base.dtype):
+    kind = _jaxpr.name(eqn)
+    if kind in (_jaxpr.TRANSPOSE, _jaxpr.RESHAPE, _jaxpr.SQUEEZE) or (
+            kind == _jaxpr.CONVERT and eqn.params["new_dtype"] == x.base.dtype):
         return Direction(_bind(eqn, [x.base]), _bind(eqn, [x.u]), x.t, x.record)
     return None
 
@@ -243,8 +231,8 @@ def _direction_product(eqn, x: Direction, side: int, other):
 
 def _apply(eqn, args, changed, touched_inputs):
     """The output of `eqn` by a rule for its changed operands, or None (no rule applies)."""
-    name = eqn.primitive.name
-    if name == "dot_general":
+    kind = _jaxpr.name(eqn)
+    if kind == _jaxpr.DOT:
         for side in (0, 1):
             if changed[side] and not touched_inputs[1 - side]:
                 x, other = args[side], args[1 - side]
@@ -255,28 +243,12 @@ def _apply(eqn, args, changed, touched_inputs):
     single = args[0] if len(args) == 1 else None
     if isinstance(single, Direction):
         return _direction_view(eqn, single)
-    if name in _ELEMENTWISE and not any(t and not c for t, c in zip(touched_inputs, changed)):
+    if kind in _jaxpr.ELEMENTWISE and not any(t and not c for t, c in zip(touched_inputs, changed)):
         return _elementwise(eqn, args, changed)
     if isinstance(single, Slab):
-        rule = {"broadcast_in_dim": _broadcast, "reduce_sum": _reduce_sum,
-                "transpose": _transpose, "reshape": _reshape}.get(name)
+        rule = {_jaxpr.BROADCAST: _broadcast, _jaxpr.REDUCE_SUM: _reduce_sum,
+                _jaxpr.TRANSPOSE: _transpose, _jaxpr.RESHAPE: _reshape}.get(kind)
         return rule(eqn, single) if rule else None
-    return None
-
-
-def _body(eqn) -> Optional[tuple[Any, Sequence[Any]]]:
-    """(jaxpr, consts) of a call the interpreter opens, or None.
-
-    These evaluations are never differentiated, so a custom_jvp/custom_vjp call is its primal
-    function and a checkpoint is its body.
-    """
-    name, params = eqn.primitive.name, eqn.params
-    if name == "jit":
-        return params["jaxpr"].jaxpr, params["jaxpr"].consts
-    if name in ("custom_jvp_call", "custom_vjp_call"):
-        return params["call_jaxpr"].jaxpr, params["call_jaxpr"].consts
-    if name in ("remat2", "checkpoint"):
-        return params["jaxpr"], ()
     return None
 
 
@@ -287,10 +259,10 @@ def _run(jaxpr, consts, invals, perturbed: Sequence[bool]):
     touched = set()   # vars whose value depends on the perturbation
 
     def read(v):
-        return v.val if isinstance(v, jcore.Literal) else env[v]
+        return v.val if _jaxpr.is_literal(v) else env[v]
 
     def is_touched(v):
-        return isinstance(v, jcore.Var) and v in touched
+        return _jaxpr.is_var(v) and v in touched
 
     for v, x in zip(jaxpr.constvars, consts):
         env[v] = x
@@ -302,23 +274,23 @@ def _run(jaxpr, consts, invals, perturbed: Sequence[bool]):
         args = [read(v) for v in eqn.invars]
         hit = [is_touched(v) for v in eqn.invars]
         changed = [isinstance(a, Change) for a in args]
-        body = _body(eqn) if any(hit) else None
+        body = _jaxpr.call_body(eqn) if any(hit) else None
         if not any(hit):
             out = _bind(eqn, args)
-            outs = out if eqn.primitive.multiple_results else [out]
+            outs = out if _jaxpr.multiple_results(eqn) else [out]
         elif body is not None:
             outs = _run(*body, args, hit)
         else:
             out = _apply(eqn, args, changed, hit) if any(changed) else None
             if out is None:
                 out = _bind(eqn, [_dense(a) for a in args])
-                outs = out if eqn.primitive.multiple_results else [out]
+                outs = out if _jaxpr.multiple_results(eqn) else [out]
             else:
                 outs = [out]
         if any(hit):
-            touched.update(v for v in eqn.outvars if isinstance(v, jcore.Var))
+            touched.update(v for v in eqn.outvars if _jaxpr.is_var(v))
         for v, x in zip(eqn.outvars, outs):
-            if not isinstance(v, jcore.DropVar):
+            if not _jaxpr.is_dropped(v):
                 env[v] = x
     return [read(v) for v in jaxpr.outvars]
 
@@ -368,8 +340,8 @@ def trace(loss: Callable[..., Any], position: int, param_dynamic: Sequence[Any],
         return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type)
 
     try:
-        closed = jax.make_jaxpr(loss)(tuple(map(spec, param_dynamic)),
-                                      tuple(map(spec, arg_dynamic)))
+        closed = _jaxpr.trace(loss, tuple(map(spec, param_dynamic)),
+                              tuple(map(spec, arg_dynamic)))
     except Exception:  # noqa: BLE001 - the direct path raises it again, with context
         return None
     n_in = len(param_dynamic) + len(arg_dynamic)

@@ -12,19 +12,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import jax
 import jax.numpy as jnp
 
+from .. import _jaxpr
 from .precision import equation_epsilon, var_epsilon
-
-
-def _sub(eqn: Any) -> Any:
-    """The single body of a call-like equation (jit, closed_call), or None."""
-    for key in ("jaxpr", "call_jaxpr"):
-        body = eqn.params.get(key)
-        if body is not None:
-            return getattr(body, "jaxpr", body)
-    return None
 
 
 def _arithmetic_eps(jaxpr: Any) -> float:
@@ -33,11 +24,11 @@ def _arithmetic_eps(jaxpr: Any) -> float:
     eps = 0.0
     for eqn in jaxpr.eqns:
         final = all(id(v) in outputs for v in eqn.outvars)
-        if final and eqn.primitive.name == "convert_element_type":
+        if final and _jaxpr.name(eqn) == _jaxpr.CONVERT:
             continue
-        body = _sub(eqn)
-        if final and body is not None and eqn.primitive.name in ("pjit", "jit", "closed_call"):
-            eps = max(eps, _arithmetic_eps(body))
+        body = _jaxpr.call_body(eqn) if _jaxpr.name(eqn) in _jaxpr.CALLS else None
+        if final and body is not None:
+            eps = max(eps, _arithmetic_eps(body[0]))
             continue
         eps = max(eps, equation_epsilon(eqn))
     return eps
@@ -50,7 +41,7 @@ def gradient_epsilons(grad_fn: Any, params: Any, args: Any, param_dynamic: Seque
         return grad_fn(params.rebuild(pd), *args.rebuild(ad))
 
     try:
-        closed = jax.make_jaxpr(call)(tuple(param_dynamic), tuple(arg_dynamic))
+        closed = _jaxpr.trace(call, tuple(param_dynamic), tuple(arg_dynamic))
     except Exception:  # noqa: BLE001 - not traceable: keep the caller's estimate
         return default, 0.0
     jaxpr = closed.jaxpr

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _jaxpr
+
 
 @contextlib.contextmanager
 def working_precision(precision: str) -> Iterator[Optional[Any]]:
@@ -52,19 +54,9 @@ def machine_epsilon(dtype: Any) -> float:
     return float(jnp.finfo(dtype).eps)
 
 
-def _subjaxprs(value: Any) -> Iterator[Any]:
-    if hasattr(value, "eqns"):
-        yield value
-    elif hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):
-        yield value.jaxpr
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _subjaxprs(v)
-
-
 def var_epsilon(var: Any) -> float:
     """Machine epsilon of a jaxpr variable's dtype; 0 if it is not floating."""
-    dtype = getattr(getattr(var, "aval", None), "dtype", None)
+    dtype = _jaxpr.var_dtype(var)
     if dtype is not None and jnp.issubdtype(dtype, jnp.inexact):
         return machine_epsilon(dtype)
     return 0.0
@@ -73,8 +65,7 @@ def var_epsilon(var: Any) -> float:
 def equation_epsilon(eqn: Any) -> float:
     """The largest machine epsilon among an equation's outputs and the bodies it calls."""
     return max([0.0] + [var_epsilon(v) for v in eqn.outvars]
-               + [lowest_float_eps(sub) for param in eqn.params.values()
-                  for sub in _subjaxprs(param)])
+               + [lowest_float_eps(sub) for sub in _jaxpr.sub_jaxprs(eqn)])
 
 
 def lowest_float_eps(jaxpr: Any) -> float:
@@ -90,7 +81,7 @@ def effective_epsilon(f: Any, *example: Any, default: float) -> float:
     sized for that, or every component would be a false alarm.
     """
     try:
-        closed = jax.make_jaxpr(f)(*example)
+        closed = _jaxpr.trace(f, *example)
     except Exception:  # noqa: BLE001 - not traceable (e.g. numpy inside): assume the default
         return default
     return jaxpr_epsilon(closed, default)
