@@ -7,7 +7,7 @@ verdicts of the components examined; fast mode adds the leaf's directional check
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
@@ -98,11 +98,23 @@ class LeafReport(VerdictTable):
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
+    def compared_values(self) -> tuple[Any, np.ndarray, np.ndarray]:
+        """`(owner, analytic, numerical)`: the values this leaf's verdict was decided on (kinks
+        left out), and the object holding them: the leaf's own components, or in fast mode
+        its directional checks, which one joint test shares among several leaves (a report
+        counts each owner once)."""
+        if self.directions is not None:
+            d = self.directions
+            m = d.status != INCONCLUSIVE
+            return d, d.analytic[m], d.numerical[m]
+        m = self.compared
+        return self, self.analytic[m], self.numerical[m]
+
     @property
     def relative_difference(self) -> float:
-        if self.directions is not None:  # fast mode: over the directional derivatives
-            return self.directions.relative_difference
-        return self._compared_relative_difference()
+        """‖a−n‖/(‖a‖+‖n‖) over `compared_values`."""
+        _, a, n = self.compared_values()
+        return relative_difference(a, n)
 
     def failures(self) -> list[Failure]:
         return [

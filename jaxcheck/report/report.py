@@ -10,7 +10,6 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..numerics.results import LeafReport, relative_difference
-from ..numerics.verdicts import INCONCLUSIVE
 from . import formats, text
 from .bands import band_of
 
@@ -66,18 +65,16 @@ class Report(VerdictSummary):
 
     @property
     def relative_difference(self) -> float:
-        if any(leaf.directions is not None for leaf in self.leaves):  # fast mode
-            # a joint test is shared by the leaves it covers: count it once
-            d = list({id(leaf.directions): leaf.directions for leaf in self.leaves
-                      if leaf.directions is not None}.values())
-            m = [x.status != INCONCLUSIVE for x in d]
-            return relative_difference(np.concatenate([x.analytic[k] for x, k in zip(d, m)]),
-                                       np.concatenate([x.numerical[k] for x, k in zip(d, m)]))
-        a = [leaf.analytic[leaf.compared] for leaf in self.leaves]
-        b = [leaf.numerical[leaf.compared] for leaf in self.leaves]
-        if not a:
+        """‖a−n‖/(‖a‖+‖n‖) over the values every leaf's verdict was decided on (each shared
+        test counted once; see `LeafReport.compared_values`)."""
+        owners = {}
+        for leaf in self.leaves:
+            owner, a, n = leaf.compared_values()
+            owners.setdefault(id(owner), (a, n))
+        if not owners:
             return 0.0
-        return relative_difference(np.concatenate(a), np.concatenate(b))
+        return relative_difference(np.concatenate([a for a, _ in owners.values()]),
+                                   np.concatenate([n for _, n in owners.values()]))
 
     @property
     def band(self) -> str:

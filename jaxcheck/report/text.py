@@ -1,17 +1,21 @@
-"""The text of a report: the verdict line, the per-leaf table and the worst components.
+"""The text of a report: a renderer of its data, one per mode.
 
-Full mode's table lists every leaf's relative difference and counts; fast and sample mode,
-which examine only some components, have their own tables (below).
+Every mode's text is a verdict line, a per-leaf table and the worst components. Full mode's
+table lists every leaf's relative difference and counts; sample mode says how many components
+were drawn; fast mode, whose verdict comes from directional checks, shows them and the Taylor
+order beside the components localised by group testing. `RENDERERS` maps `info["mode"]` to
+the mode's (verdict line, leaf table); a new mode adds its pair there.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 if TYPE_CHECKING:
     from .report import Report
 
 
 def table(rows: list[list[str]], right: set[int]) -> list[str]:
+    """Rows as aligned text columns (those in `right` right-aligned)."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []
     for r in rows:
@@ -20,43 +24,13 @@ def table(rows: list[list[str]], right: set[int]) -> list[str]:
     return out
 
 
-def verdict_line(report: Report) -> str:
-    if report.info.get("mode") in ("fast", "sample"):
-        return partial_verdict_line(report)
-    n = report.n_components
-    rel = f"relative difference {report.relative_difference:.1e} ({report.band})"
-    kinks = (f"; {report.n_inconclusive:,} inconclusive at kinks"
-             if report.n_inconclusive else "")
-    if report.ok:
-        return f"jaxcheck: OK - all {n:,} components within tolerance; {rel}{kinks}"
-    worst = report.failures[0].location
-    return (f"jaxcheck: FAIL - {report.n_fail:,} of {n:,} components outside tolerance, "
-            f"worst {worst}; {rel}{kinks}")
+def _rel(report: Report) -> str:
+    return f"relative difference {report.relative_difference:.1e} ({report.band})"
 
 
-def render_text(report: Report, max_failures: Optional[int] = None) -> str:
-    limit = report.max_failures if max_failures is None else max_failures
-    if report.info.get("mode") in ("fast", "sample"):
-        return render_partial(report, limit)
-    lines = [verdict_line(report), ""]
-    rows = [["leaf", "shape", "size", "rel. diff", "FAIL", "INCONCLUSIVE"]]
-    for leaf in report.leaves:
-        rows.append([leaf.path, str(leaf.shape), f"{leaf.size:,}",
-                     f"{leaf.relative_difference:.1e}", str(leaf.n_fail),
-                     str(leaf.n_inconclusive)])
-    lines += table(rows, right={2, 3, 4, 5})
-    failures = report.failures
-    if failures and limit:
-        lines += ["", f"worst components ({min(limit, len(failures))} of {len(failures):,}):"]
-        rows = [["component", "analytic", "numerical", "tolerance", "|a-n|/tol"]]
-        for f in failures[:limit]:
-            rows.append([f.location, f"{f.analytic:+.6e}", f"{f.numerical:+.6e}",
-                         f"{f.tolerance:.1e}", f"{f.excess:.1e}"])
-        lines += table(rows, right={1, 2, 3, 4})
-    return "\n".join(lines)
-
-
-# ---------------------------------------------- fast and sample mode: only some components
+def _cost(report: Report) -> str:
+    evaluations = report.info.get("evaluations")
+    return f"; {evaluations:,} loss evaluations" if evaluations is not None else ""
 
 
 def _worst(report: Report, limit: int) -> list[str]:
@@ -71,22 +45,57 @@ def _worst(report: Report, limit: int) -> list[str]:
     return lines + table(rows, right={1, 2, 3, 4})
 
 
-def _rel(report: Report) -> str:
-    return f"relative difference {report.relative_difference:.1e} ({report.band})"
+# ----------------------------------------------------------------------------------- full
 
 
-def partial_verdict_line(report: Report) -> str:
+def _full_verdict(report: Report) -> str:
     n = report.n_components
-    evaluations = report.info.get("evaluations")
-    cost = f"; {evaluations:,} loss evaluations" if evaluations is not None else ""
-    if report.info.get("mode") == "sample":
-        m = sum(leaf.analytic.size for leaf in report.leaves)
-        if report.ok:
-            return (f"jaxcheck (sample): OK - {m:,} sampled of {n:,} components within "
-                    f"tolerance; {_rel(report)}{cost}")
-        return (f"jaxcheck (sample): FAIL - {report.n_fail:,} of {m:,} sampled components "
-                f"(of {n:,}) outside tolerance, worst {report.failures[0].location}; "
-                f"{_rel(report)}{cost}")
+    kinks = (f"; {report.n_inconclusive:,} inconclusive at kinks"
+             if report.n_inconclusive else "")
+    if report.ok:
+        return f"jaxcheck: OK - all {n:,} components within tolerance; {_rel(report)}{kinks}"
+    worst = report.failures[0].location
+    return (f"jaxcheck: FAIL - {report.n_fail:,} of {n:,} components outside tolerance, "
+            f"worst {worst}; {_rel(report)}{kinks}")
+
+
+def _full_table(report: Report) -> list[str]:
+    rows = [["leaf", "shape", "size", "rel. diff", "FAIL", "INCONCLUSIVE"]]
+    for leaf in report.leaves:
+        rows.append([leaf.path, str(leaf.shape), f"{leaf.size:,}",
+                     f"{leaf.relative_difference:.1e}", str(leaf.n_fail),
+                     str(leaf.n_inconclusive)])
+    return table(rows, right={2, 3, 4, 5})
+
+
+# --------------------------------------------------------------------------------- sample
+
+
+def _sample_verdict(report: Report) -> str:
+    n = report.n_components
+    m = sum(leaf.analytic.size for leaf in report.leaves)
+    if report.ok:
+        return (f"jaxcheck (sample): OK - {m:,} sampled of {n:,} components within "
+                f"tolerance; {_rel(report)}{_cost(report)}")
+    return (f"jaxcheck (sample): FAIL - {report.n_fail:,} of {m:,} sampled components "
+            f"(of {n:,}) outside tolerance, worst {report.failures[0].location}; "
+            f"{_rel(report)}{_cost(report)}")
+
+
+def _sample_table(report: Report) -> list[str]:
+    rows = [["leaf", "shape", "size", "sampled", "rel. diff", "FAIL", "INCONCLUSIVE"]]
+    for leaf in report.leaves:
+        rows.append([leaf.path, str(leaf.shape), f"{leaf.size:,}",
+                     f"{leaf.analytic.size:,}", f"{leaf.relative_difference:.1e}",
+                     str(leaf.n_fail), str(leaf.n_inconclusive)])
+    return table(rows, right={2, 3, 4, 5, 6})
+
+
+# ----------------------------------------------------------------------------------- fast
+
+
+def _fast_verdict(report: Report) -> str:
+    n = report.n_components
     k = report.info.get("directions", 0)
     leaves = report.leaves
     if report.ok:
@@ -98,7 +107,8 @@ def partial_verdict_line(report: Report) -> str:
                f"checked by {k} random directions ({joint} together, {len(leaves) - joint} "
                f"each on its own)")
         return (f"jaxcheck (fast): OK - {len(leaves)} leaves ({n:,} components) {how}, all "
-                f"within tolerance; {_rel(report)} over the directional derivatives{cost}")
+                f"within tolerance; {_rel(report)} over the directional derivatives"
+                f"{_cost(report)}")
     bad = [leaf.path for leaf in leaves if not leaf.ok]
     if report.failures:
         found = (f"localised {report.n_fail:,} component(s) outside tolerance, worst "
@@ -106,18 +116,10 @@ def partial_verdict_line(report: Report) -> str:
     else:
         found = "no single component outside its own tolerance (the error is spread thin)"
     return (f"jaxcheck (fast): FAIL - {len(bad)} of {len(leaves)} leaves wrong along random "
-            f"directions ({', '.join(bad)}); {found}; {_rel(report)}{cost}")
+            f"directions ({', '.join(bad)}); {found}; {_rel(report)}{_cost(report)}")
 
 
-def render_partial(report: Report, limit: int) -> str:
-    lines = [partial_verdict_line(report), ""]
-    if report.info.get("mode") == "sample":
-        rows = [["leaf", "shape", "size", "sampled", "rel. diff", "FAIL", "INCONCLUSIVE"]]
-        for leaf in report.leaves:
-            rows.append([leaf.path, str(leaf.shape), f"{leaf.size:,}",
-                         f"{leaf.analytic.size:,}", f"{leaf.relative_difference:.1e}",
-                         str(leaf.n_fail), str(leaf.n_inconclusive)])
-        return "\n".join(lines + table(rows, right={2, 3, 4, 5, 6}) + _worst(report, limit))
+def _fast_table(report: Report) -> list[str]:
     rows = [["leaf", "shape", "size", "directions", "rel. diff", "Taylor order",
              "examined", "FAIL"]]
     for leaf in report.leaves:
@@ -133,8 +135,34 @@ def render_partial(report: Report, limit: int) -> str:
                      f"{leaf.relative_difference:.1e}",
                      "-" if order is None else f"{order:.2f}",
                      f"{leaf.analytic.size:,}", str(leaf.n_fail)])
-    lines += table(rows, right={2, 3, 4, 5, 6, 7})
-    lines += ["", "directions: Rademacher; P(miss a wrong leaf) <= 2^-k for a leaf alone, "
-              "2*2^-k after a joint test of all leaves (joint: passed by that test); "
-              "Taylor order: remainder ~ h^order, 2 for a correct gradient, 1 for a wrong one"]
-    return "\n".join(lines + _worst(report, limit))
+    return table(rows, right={2, 3, 4, 5, 6, 7}) + [
+        "", "directions: Rademacher; P(miss a wrong leaf) <= 2^-k for a leaf alone, "
+        "2*2^-k after a joint test of all leaves (joint: passed by that test); "
+        "Taylor order: remainder ~ h^order, 2 for a correct gradient, 1 for a wrong one"]
+
+
+# ------------------------------------------------------------------------------- dispatch
+
+Renderer = tuple[Callable[["Report"], str], Callable[["Report"], list[str]]]
+RENDERERS: dict[str, Renderer] = {
+    "full": (_full_verdict, _full_table),
+    "sample": (_sample_verdict, _sample_table),
+    "fast": (_fast_verdict, _fast_table),
+}
+
+
+def _renderer(report: Report) -> Renderer:
+    return RENDERERS[report.info.get("mode", "full")]
+
+
+def verdict_line(report: Report) -> str:
+    """The report's first line: OK or FAIL, where, and the classic relative difference."""
+    return _renderer(report)[0](report)
+
+
+def render_text(report: Report, max_failures: Optional[int] = None) -> str:
+    """The verdict line, the per-leaf table and the worst `max_failures` components
+    (default: the report's own `max_failures`)."""
+    limit = report.max_failures if max_failures is None else max_failures
+    verdict, leaf_table = _renderer(report)
+    return "\n".join([verdict(report), ""] + leaf_table(report) + _worst(report, limit))
