@@ -75,10 +75,11 @@ def main() -> None:
         return {**out, "W1": out["W1"].at[where].multiply(1.01)}
 
     for name, grad_fn in (("correct", None), (f"W1{list(where)} off by 1%", wrong)):
-        t_first, rep = timed(lambda: jaxcheck.check(loss, params, *args, grad_fn=grad_fn,
-                                                    mode="fast"))
-        t_rep, rep = timed(lambda: jaxcheck.check(loss, params, *args, grad_fn=grad_fn,
-                                                  mode="fast"), repeats=a.repeats)
+        def one(grad_fn=grad_fn):
+            return jaxcheck.check(loss, params, *args, grad_fn=grad_fn, mode="fast")
+
+        t_first, rep = timed(one)
+        t_rep, rep = timed(one, repeats=a.repeats)
         print(f"[{name}] ok={rep.ok} failures={[f.location for f in rep.failures]} "
               f"evaluations={rep.info['evaluations']:,} (full mode: >= {2 * n + 1:,})")
         print(f"[{name}] first call {t_first:.2f} s ({t_first / t_fb:,.0f} x fwd+bwd), "

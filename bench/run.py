@@ -31,7 +31,8 @@ import platform
 import sys
 import time
 import warnings
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -39,10 +40,10 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import models  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxcheck  # noqa: E402
-import models  # noqa: E402
 
 FULL_SIZES = (1_000, 5_000, 17_000, 50_000)
 FAST_SIZE = 1_000_000
@@ -54,10 +55,10 @@ QUICK_FAST_SIZE = 2_000
 class Row:
     tool: str
     n: int
-    seconds: Optional[float]
+    seconds: float | None
     note: str = ""
     extrapolated: bool = False
-    ok: Optional[bool] = None
+    ok: bool | None = None
 
 
 def timed(f: Callable[[], Any]) -> tuple[float, Any]:
@@ -179,7 +180,6 @@ def torch_gradcheck(m: models.Model, fast: bool, cap_seconds: float) -> Row:
     tool = f"torch gradcheck {'fast_mode' if fast else 'full'}"
     if not torch_available():
         return Row(tool, m.n, None, "torch not installed")
-    import torch
     from torch.autograd import gradcheck
     loss, tensors = models.torch_loss(m)
     if fast:
@@ -279,8 +279,9 @@ def markdown(rows: list[Row], meta: dict) -> str:
             secs = "n/a" if r.seconds is None else ("~" if r.extrapolated else "") + \
                 f"{r.seconds:.4g}"
             own = r.tool.startswith("jaxcheck full")
-            ratio = lambda ref: ("" if r.seconds is None or ref is None or not r.seconds  # noqa
-                                 or own else f"{ref / r.seconds:.3g}")
+            def ratio(ref, r=r, own=own):
+                return ("" if r.seconds is None or ref is None or not r.seconds or own
+                        else f"{ref / r.seconds:.3g}")
             ok = "" if r.ok is None else str(r.ok)
             lines.append(f"| {n} | {r.tool} | {secs} | {ratio(first)} | {ratio(again)} | {ok} "
                          f"| {r.note} |")
@@ -292,7 +293,7 @@ def markdown(rows: list[Row], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny models: a smoke run")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))

@@ -10,7 +10,8 @@ through this module, so a JAX release that renames something is fixed here, once
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import jax
 import jax.extend.core as jcore
@@ -53,7 +54,7 @@ def name(eqn: Any) -> str:
     return eqn.primitive.name
 
 
-def var_dtype(var: Any) -> Optional[Any]:
+def var_dtype(var: Any) -> Any | None:
     """The dtype of a jaxpr variable or literal (None if it has none)."""
     return getattr(getattr(var, "aval", None), "dtype", None)
 
@@ -82,7 +83,7 @@ def equations(jaxpr: Any) -> Iterator[Any]:
             yield from equations(sub)
 
 
-def call_body(eqn: Any) -> Optional[tuple[Any, Sequence[Any]]]:
+def call_body(eqn: Any) -> tuple[Any, Sequence[Any]] | None:
     """(jaxpr, consts) of a call whose value is its body's, evaluated without
     differentiation (a jit, a custom_jvp/custom_vjp call, a checkpoint), or None."""
     kind, params = name(eqn), eqn.params

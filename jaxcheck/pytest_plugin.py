@@ -1,4 +1,5 @@
-"""The pytest plugin's public module (entry point `pytest11: jaxcheck`, or `-p jaxcheck.pytest_plugin`).
+"""The pytest plugin's public module: entry point `pytest11: jaxcheck`, or
+`-p jaxcheck.pytest_plugin`.
 
 The plugin lives in `jaxcheck/tools/pytest_plugin.py`; this module is its stable import path.
 """

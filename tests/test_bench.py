@@ -6,7 +6,6 @@ import sys
 import jax
 import pytest
 
-
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 
 

@@ -3,10 +3,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from handwritten_models import mlp_problem, relu_kink_problem, with_hook
 from jax.flatten_util import ravel_pytree
 
 import jaxcheck
-from handwritten_models import mlp_problem, relu_kink_problem, with_hook
 
 
 def test_correct_float32_mlp_backprop_passes():
@@ -59,7 +59,7 @@ def test_flags_transposed_square_weight():
 
 def test_flags_missing_regulariser_term_with_small_lambda():
     loss, backprop, params, args = mlp_problem(lam=1e-5)
-    bad = lambda p, x, y: backprop(p, x, y, l2_factor=0.0)  # noqa: E731
+    bad = lambda p, x, y: backprop(p, x, y, l2_factor=0.0)
     report = jaxcheck.check(loss, params, *args, grad_fn=bad)
     assert not report.ok
     assert {f.path for f in report.failures} <= {"['W0']", "['W1']"}
@@ -161,7 +161,7 @@ def test_loss_computed_in_float32_inside_is_not_a_false_alarm():
     report = jaxcheck.check(loss, w, x)
     assert report.ok
     assert report.info["eps_f"] == pytest.approx(float(jnp.finfo(jnp.float32).eps))
-    bad = lambda w, x: jax.grad(loss)(w, x).at[2, 3].multiply(1.05)  # noqa: E731
+    bad = lambda w, x: jax.grad(loss)(w, x).at[2, 3].multiply(1.05)
     assert [f.index for f in jaxcheck.check(loss, w, x, grad_fn=bad).failures] == [(2, 3)]
 
 

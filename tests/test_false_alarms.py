@@ -24,7 +24,7 @@ def test_fast_mode_passes_a_squared_mean_whose_terms_cancel():
     p = {"W1": jnp.asarray(rng.standard_normal((64, 256)), jnp.float32) / 8,
          "W2": jnp.asarray(rng.standard_normal((256, 10)), jnp.float32) / 16}
     x = jnp.asarray(rng.standard_normal((32, 64)), jnp.float32)
-    loss = lambda p, x: jnp.mean(jnp.tanh(x @ p["W1"]) @ p["W2"]) ** 2  # noqa: E731
+    loss = lambda p, x: jnp.mean(jnp.tanh(x @ p["W1"]) @ p["W2"]) ** 2
     report = jaxcheck.check(loss, p, x, mode="fast")
     assert report.ok, str(report)
     assert jaxcheck.check(loss, p, x).ok
@@ -37,7 +37,7 @@ def test_fast_mode_localisation_accepts_what_full_mode_accepts():
          "b1": jnp.asarray(rng.standard_normal(64).astype(np.float32) * 0.1),
          "W2": jnp.asarray(rng.standard_normal((64, 10)).astype(np.float32) / 8)}
     x = jnp.asarray(rng.standard_normal((32, 16)).astype(np.float32))
-    loss = lambda p, x: jnp.sum(jax.nn.sigmoid(x @ p["W1"] + p["b1"]) @ p["W2"])  # noqa: E731
+    loss = lambda p, x: jnp.sum(jax.nn.sigmoid(x @ p["W1"] + p["b1"]) @ p["W2"])
     report = jaxcheck.check(loss, p, x, mode="fast")
     assert report.ok, str(report)
     full = jaxcheck.check(loss, p, x)

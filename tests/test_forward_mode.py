@@ -14,7 +14,7 @@ def scaled_sin(x, a):
 
 @scaled_sin.defjvp
 def _scaled_sin_jvp(primals, tangents):
-    (x, a), (tx, ta) = primals, tangents
+    (x, a), (tx, _ta) = primals, tangents
     # bug: the tangent of `a` is dropped (the rule should add jnp.sin(x) * ta)
     return scaled_sin(x, a), a * jnp.cos(x) * tx
 

@@ -12,9 +12,9 @@ import pytest
 
 import jaxcheck
 from jaxcheck.evaluation import engine
+from jaxcheck.evaluation import local_changes as lc
 from jaxcheck.inputs import pytree
 from jaxcheck.inputs.problem import Problem
-from jaxcheck.evaluation import local_changes as lc
 
 RNG = np.random.default_rng(0)
 
@@ -141,7 +141,7 @@ def test_loss_along_a_direction_and_whether_it_is_exact(name):
 def test_a_product_of_the_leaf_with_itself_is_evaluated_as_written():
     with jax.enable_x64(True):
         w = jnp.asarray(RNG.normal(size=(3, 3)))
-        loss = lambda pd, ad: jnp.sum(jnp.sin(pd[0] @ pd[0].T))  # noqa: E731
+        loss = lambda pd, ad: jnp.sum(jnp.sin(pd[0] @ pd[0].T))
         traced = lc.trace(loss, 0, (w,), ())
         got = traced.at_entry((w,), (), 4, 2.0)
         np.testing.assert_allclose(got, loss((w.at[1, 1].set(2.0),), ()), rtol=1e-13)
@@ -158,7 +158,7 @@ def local_changes_everywhere(monkeypatch):
 
 def test_engine_values_match_the_direct_evaluation(local_changes_everywhere, monkeypatch):
     with jax.enable_x64(True):
-        loss, position, dynamic, args = _setup("mlp")
+        _, position, dynamic, args = _setup("mlp")
         leaf = dynamic[position]
         p = pytree.split(dict(zip(["b", "v", "w"], dynamic)))
         a = pytree.split(args, check_floats=False)

@@ -46,7 +46,7 @@ def nest(draw, items, depth=0):
     groups = [items[a:b] for a, b in zip([0] + cuts, cuts + [len(items)])]
     children = [draw(nest(group, depth + 1)) for group in groups]
     if kind == "dict":
-        return {key: child for key, child in zip("abc", children)}   # keys keep leaf order
+        return dict(zip("abc", children))   # keys keep leaf order
     return children if kind == "list" else tuple(children)
 
 

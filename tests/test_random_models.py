@@ -17,16 +17,15 @@ entries (median and worst).
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from random_models import Model, draw, planted_entry
 
 import jaxcheck
 from jaxcheck.evaluation.directions import magnitudes
-from random_models import Model, draw, planted_entry
 
 DEFAULT_DRAWS = range(30)
 SLOW_DRAWS = range(240)
@@ -41,7 +40,7 @@ class Outcome:
     planted_found: bool          # the planted entry is reported as FAIL
     promised: bool               # the mode's bound promises it is found
     kink: bool                   # the planted entry is INCONCLUSIVE (full mode)
-    sensitivity: Optional[float]  # reported tolerance / |gᵢ| of the planted entry (full mode)
+    sensitivity: float | None  # reported tolerance / |gᵢ| of the planted entry (full mode)
 
 
 def _leaf(report, name):

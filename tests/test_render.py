@@ -69,7 +69,7 @@ def test_to_dict_max_failures_truncates_but_keeps_the_count(passing):
 
 
 def synthetic(path: str, analytic, numerical, tolerance, status) -> Report:
-    arr = lambda v: np.asarray(v, np.float64)  # noqa: E731
+    arr = lambda v: np.asarray(v, np.float64)
     leaf = LeafReport(path, (len(analytic),), "float64", arr(analytic), arr(numerical),
                       arr(tolerance), np.asarray(status))
     return Report((leaf,), info={"rel_step": np.float64(1e-5), "shape": (2, 3),

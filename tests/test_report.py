@@ -2,11 +2,11 @@
 import jax
 import jax.numpy as jnp
 import pytest
+from handwritten_models import mlp_problem, with_hook
 
 import jaxcheck
 from jaxcheck import band_of
 from jaxcheck.numerics.results import relative_difference
-from handwritten_models import mlp_problem, with_hook
 
 
 @pytest.mark.parametrize("value, band", [(1e-9, "excellent"), (1e-6, "ok"), (1e-4, "suspicious"),

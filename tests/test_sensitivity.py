@@ -13,7 +13,7 @@ def _weakly_coupled():
     rng = np.random.default_rng(5)
     p = {"w": jnp.asarray(rng.standard_normal((6, 4))), "v": jnp.asarray(rng.standard_normal(4))}
     x = jnp.asarray(rng.standard_normal((8, 6)) * 1e-5)
-    loss = lambda p, x: 1e3 + jnp.sum(jnp.tanh(x @ p["w"] + 0.3) @ p["v"])  # noqa: E731
+    loss = lambda p, x: 1e3 + jnp.sum(jnp.tanh(x @ p["w"] + 0.3) @ p["v"])
     return loss, p, x
 
 

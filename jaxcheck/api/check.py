@@ -1,7 +1,8 @@
 """The public entry points: `check` and `assert_gradients`."""
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ..evaluation import engine, progress
 from ..inputs.options import Options, parse_options
@@ -23,7 +24,7 @@ from .loss_terms import check_terms
 
 
 def check(fn: Callable[..., Any], params: Any, *args: Any,
-          grad_fn: Optional[Callable[..., Any]] = None, **options: Any) -> Report:
+          grad_fn: Callable[..., Any] | None = None, **options: Any) -> Report:
     """Check the gradient of the scalar loss `fn(params, *args)` with respect to `params`.
 
     Every floating component of `params` gets a verdict: PASS, FAIL (the analytic value is
@@ -106,7 +107,7 @@ def _check_prepared(inputs: Inputs, opts: Options) -> Report:
 
 
 def assert_gradients(fn: Callable[..., Any], params: Any, *args: Any,
-                     grad_fn: Optional[Callable[..., Any]] = None, **options: Any) -> Report:
+                     grad_fn: Callable[..., Any] | None = None, **options: Any) -> Report:
     """Like `check`, but raise `AssertionError` with the report's table if any component FAILs.
 
     **Returns:** the `Report` when every component passes (or is INCONCLUSIVE at a kink).

@@ -14,7 +14,8 @@ A hand-written Hessian-vector product is a JVP of the gradient: check it with
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 
@@ -56,7 +57,7 @@ class _GradientOfChecked:
 
 
 def check_second_order(problem: Problem, p: Split, a: Split,
-                       grad_fn: Optional[Callable[..., Any]], opts: Options) -> JacobianReport:
+                       grad_fn: Callable[..., Any] | None, opts: Options) -> JacobianReport:
     """The Hessian (JAX's AD of the gradient, forward and reverse) against central differences
     of the gradient; `p`, `a` already split and cast to the working precision."""
     if opts.mode != "full" or opts.method != "central":
@@ -70,7 +71,7 @@ def check_second_order(problem: Problem, p: Split, a: Split,
 
 
 def check_hessian(fn: Callable[..., Any], params: Any, *args: Any,
-                  grad_fn: Optional[Callable[..., Any]] = None, **options: Any) -> JacobianReport:
+                  grad_fn: Callable[..., Any] | None = None, **options: Any) -> JacobianReport:
     """Check the second derivatives of the scalar loss `fn(params, *args)`.
 
     The gradient (`grad_fn`, default `jax.grad(fn)`) is checked as a function of `params`: its

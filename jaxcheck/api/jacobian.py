@@ -10,7 +10,8 @@ entry's own magnitude |fᵢ| rather than a scalar loss's.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -31,10 +32,10 @@ AD_MODES = ("rev", "fwd", "both")
 
 
 def check_jacobian(fn: Callable[..., Any], primals: Any, *args: Any,
-                   jac_fn: Optional[Callable[..., Any]] = None,
-                   vjp_fn: Optional[Callable[..., Any]] = None,
-                   jvp_fn: Optional[Callable[..., Any]] = None,
-                   ad: Optional[str] = None, **options: Any) -> JacobianReport:
+                   jac_fn: Callable[..., Any] | None = None,
+                   vjp_fn: Callable[..., Any] | None = None,
+                   jvp_fn: Callable[..., Any] | None = None,
+                   ad: str | None = None, **options: Any) -> JacobianReport:
     """Check the Jacobian of `fn(primals, *args)` (any pytree of arrays) entry by entry.
 
     Each entry ∂ output[i] / ∂ primals[j] of every (output leaf, input leaf) block gets a
@@ -106,7 +107,7 @@ def check_jacobian(fn: Callable[..., Any], primals: Any, *args: Any,
         return compare(problem, p, a, sources, opts, input_complex, who="fn")
 
 
-def _sources(jac_fn, vjp_fn, jvp_fn, ad: Optional[str]) -> list[Source]:
+def _sources(jac_fn, vjp_fn, jvp_fn, ad: str | None) -> list[Source]:
     if ad is not None and ad not in AD_MODES:
         raise ValueError(f"ad: expected one of {AD_MODES} or None, got {ad!r}")
     user = [Source(name, f) for name, f in

@@ -6,7 +6,8 @@ regulariser, an auxiliary loss. Checked as one sum, a wrong regulariser derivati
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -85,7 +86,7 @@ def check_terms(check: Callable[..., Report], fns: Mapping[str, Callable[..., An
         term_grads = {name: grad_fn[name] for name in fns}
         sum_grad = _sum_of_gradients(term_grads)
     elif grad_fn is None or callable(grad_fn):
-        term_grads = {name: None for name in fns}
+        term_grads = dict.fromkeys(fns)
         sum_grad = grad_fn
     else:
         raise TypeError(f"grad_fn: expected None, a callable or a mapping of per-term "

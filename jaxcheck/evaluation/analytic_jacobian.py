@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,7 @@ class Source:
     """One analytic side: `name` is "rev", "fwd", "vjp_fn", "jvp_fn" or "jac_fn"."""
 
     name: str
-    user: Optional[Callable[..., Any]] = None
+    user: Callable[..., Any] | None = None
 
 
 def _put(dynamic: Sequence[Any], positions: Sequence[int], values: Sequence[Any]) -> list:
@@ -83,7 +84,7 @@ class JacobianRows(Kernel):
     """Row `i` of the Jacobian w.r.t. each checked leaf (one VJP): a point is `i`."""
 
     problem: VectorProblem
-    vjp_fn: Optional[Callable[..., Any]]
+    vjp_fn: Callable[..., Any] | None
 
     def point_specs(self, shared):
         return (jax.ShapeDtypeStruct((), np.int32),)
@@ -97,7 +98,7 @@ class JacobianColumns(Kernel):
     """Column `j` (of the checked leaf at `position`) of the Jacobian (one JVP)."""
 
     problem: VectorProblem
-    jvp_fn: Optional[Callable[..., Any]]
+    jvp_fn: Callable[..., Any] | None
     position: int
 
     def point_specs(self, shared):
@@ -123,7 +124,7 @@ def _traced_or_eager(kernel: Kernel, shared: Any, count: int, batch: int,
 
 def analytic_jacobian(source: Source, problem: VectorProblem, param_dynamic: Sequence[Any],
                       arg_dynamic: Sequence[Any],
-                      batch_size: Optional[int] = None) -> list[np.ndarray]:
+                      batch_size: int | None = None) -> list[np.ndarray]:
     """The Jacobian w.r.t. each checked leaf, as float64 arrays (output size, leaf size)."""
     pd, ad = tuple(param_dynamic), tuple(arg_dynamic)
     n_out = problem.output.size

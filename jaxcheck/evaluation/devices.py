@@ -7,7 +7,8 @@ with the same program, so the verdicts do not depend on the number of devices.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np

@@ -26,7 +26,8 @@ programs are keyed on the hashable `Problem` and the shapes, so repeated checks 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -151,7 +152,7 @@ def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u,
 
         try:  # the steps share the products with u: all of them in one vmap
             return jax.vmap(local)(ts)
-        except Exception:  # noqa: BLE001 - an op the interpreter cannot replay: run directly
+        except Exception:
             pass
     # vmap over up to VMAP_ENTRIES perturbed entries at a time: the steps of a large leaf one
     # by one (a vmap materialises T copies in the layout of a GEMM over all of them, several

@@ -27,7 +27,8 @@ import functools
 import os
 import threading
 import time
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +56,7 @@ LOCAL_CHANGES_MIN_SIZE = 2048
 
 
 def choose_batch_size(leaf_size: int, itemsize: int, n_points: int,
-                      requested: Optional[int] = None, local: bool = False) -> int:
+                      requested: int | None = None, local: bool = False) -> int:
     """First guess of the batch size, never more than needed for `n_points`.
 
     `evaluate` lowers it further if the compiled program's temporaries exceed the memory
@@ -74,7 +75,7 @@ def choose_batch_size(leaf_size: int, itemsize: int, n_points: int,
 
 
 def leaf_batch_size(param_dynamic: Sequence[Any], position: int, n_points: int,
-                    requested: Optional[int] = None) -> int:
+                    requested: int | None = None) -> int:
     """`choose_batch_size` for perturbations of leaf `position` of these params."""
     leaf = param_dynamic[position]
     return choose_batch_size(int(leaf.size), np.dtype(leaf.dtype).itemsize, n_points, requested,
@@ -90,7 +91,7 @@ def memory_budget(device: Any) -> int:
     stats = None
     try:
         stats = device.memory_stats()
-    except Exception:  # noqa: BLE001 - not every backend reports memory
+    except Exception:
         pass
     if stats and "bytes_limit" in stats:
         return int(0.5 * (stats["bytes_limit"] - stats.get("bytes_in_use", 0)))
@@ -174,7 +175,7 @@ class Program:
         return self.compiled(shared, *(self.place_batch(x) for x in points))
 
 
-_programs: "collections.OrderedDict[Any, Program]" = collections.OrderedDict()
+_programs: collections.OrderedDict[Any, Program] = collections.OrderedDict()
 _compilations = 0
 _lock = threading.Lock()  # `compile_ahead` compiles in threads
 
@@ -201,7 +202,7 @@ def follows_local_changes(param_dynamic: Sequence[Any]) -> bool:
 
 
 def traced_loss(problem: Problem, position: int, param_dynamic: Sequence[Any],
-                arg_dynamic: Sequence[Any]) -> Optional[local_changes.Traced]:
+                arg_dynamic: Sequence[Any]) -> local_changes.Traced | None:
     """The loss traced for `local_changes`, or None where perturbations are evaluated
     directly (small params, or a loss that does not trace)."""
     if not follows_local_changes(param_dynamic):
@@ -214,7 +215,7 @@ def _compile(kernel: Kernel, shared: Any, batch: int, devices: tuple[Any, ...]) 
     for k, one in enumerate(variants):
         try:
             return _compile_with(kernel, one, shared, batch, devices)
-        except Exception:  # noqa: BLE001 - e.g. an op the interpreter cannot replay
+        except Exception:
             if k == len(variants) - 1:
                 raise
     raise AssertionError("a kernel has at least one variant")
@@ -241,7 +242,7 @@ def _compile_with(kernel: Kernel, one: Callable[..., Any], shared: Any, batch: i
         _compilations += 1
     try:
         temp = int(compiled.memory_analysis().temp_size_in_bytes)
-    except Exception:  # noqa: BLE001 - no analysis: assume one copy of the shared inputs per point
+    except Exception:
         temp = batch * sum(int(x.size) * x.dtype.itemsize
                            for x in jax.tree_util.tree_leaves(shared))
     return Program(compiled, batch, mesh, temp)
@@ -363,7 +364,7 @@ def evaluate(problem: Problem, position: int, param_dynamic: Sequence[Any],
 
 def seconds_per_evaluation(problem: Problem, position: int, param_dynamic: Sequence[Any],
                            arg_dynamic: Sequence[Any], n_points: int,
-                           requested: Optional[int] = None) -> float:
+                           requested: int | None = None) -> float:
     """Seconds per perturbed evaluation of a leaf, from timing one batch (compiled first)."""
     leaf = param_dynamic[position]
     batch = leaf_batch_size(param_dynamic, position, n_points, requested)

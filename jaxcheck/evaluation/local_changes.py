@@ -9,8 +9,8 @@ perturbation, which is exact up to rounding (and the shared parts round identica
 perturbations, so differences of losses carry less rounding noise, not more).
 
 How: the loss is traced to a jaxpr once per compiled program and interpreted equation by
-equation (calls are opened, `_jaxpr.call_body`; everything else is applied as a whole). A perturbed value is
-held in one of three forms:
+equation (calls are opened, `_jaxpr.call_body`; everything else is applied as a whole).
+A perturbed value is held in one of three forms:
 
 - `Slab`: equal to the unperturbed value except on a slab (fixed coordinates on some axes,
   whole extent on the others). A one-hot change of the leaf (full mode) is a slab of one entry.
@@ -28,7 +28,8 @@ so `vmap` leaves them unbatched.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -330,7 +331,7 @@ class Traced:
 
 
 def trace(loss: Callable[..., Any], position: int, param_dynamic: Sequence[Any],
-          arg_dynamic: Sequence[Any]) -> Optional[Traced]:
+          arg_dynamic: Sequence[Any]) -> Traced | None:
     """`loss(param_dynamic, arg_dynamic)` as a jaxpr to interpret, or None (evaluate directly).
 
     Tracing errors are left to the direct evaluation, which reports them in the user's terms.
@@ -342,7 +343,7 @@ def trace(loss: Callable[..., Any], position: int, param_dynamic: Sequence[Any],
     try:
         closed = _jaxpr.trace(loss, tuple(map(spec, param_dynamic)),
                               tuple(map(spec, arg_dynamic)))
-    except Exception:  # noqa: BLE001 - the direct path raises it again, with context
+    except Exception:
         return None
     n_in = len(param_dynamic) + len(arg_dynamic)
     if len(closed.jaxpr.invars) != n_in or len(closed.jaxpr.outvars) != 1:

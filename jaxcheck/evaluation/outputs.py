@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -34,7 +35,7 @@ class EntryOutputs(Kernel):
 
 
 def output_batch_size(problem: VectorProblem, leaf: Any, n_points: int,
-                      requested: Optional[int] = None) -> int:
+                      requested: int | None = None) -> int:
     """Batch size for `n_points` perturbations of `leaf`, from the engine's memory budget."""
     return choose_batch_size(int(leaf.size) + problem.output.size,
                              np.dtype(leaf.dtype).itemsize, n_points, requested)

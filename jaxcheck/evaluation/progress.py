@@ -14,7 +14,8 @@ import dataclasses
 import sys
 import time
 import warnings
-from typing import Callable, Iterator, Optional, Sequence, TextIO
+from collections.abc import Callable, Iterator, Sequence
+from typing import TextIO
 
 from .._errors import CostWarning
 
@@ -28,7 +29,7 @@ REDRAW_SECONDS = 0.25
 WIDTH = 30
 
 
-def interactive(stream: Optional[TextIO] = None) -> bool:
+def interactive(stream: TextIO | None = None) -> bool:
     """True in a Jupyter/IPython kernel or when `stream` (default stderr) is a terminal."""
     shell = sys.modules.get("IPython")
     if shell is not None and getattr(shell, "get_ipython", lambda: None)() is not None:
@@ -84,7 +85,7 @@ class Bar:
         self.stream.flush()
 
 
-_ACTIVE: contextvars.ContextVar[Optional[Bar]] = contextvars.ContextVar("jaxcheck_bar",
+_ACTIVE: contextvars.ContextVar[Bar | None] = contextvars.ContextVar("jaxcheck_bar",
                                                                        default=None)
 
 
@@ -108,8 +109,8 @@ class Job:
 
 
 @contextlib.contextmanager
-def full_check(jobs: Sequence[Job], progress: Optional[bool],
-               stream: Optional[TextIO] = None) -> Iterator[Optional[float]]:
+def full_check(jobs: Sequence[Job], progress: bool | None,
+               stream: TextIO | None = None) -> Iterator[float | None]:
     """Estimate the check's duration (yielded, or None when not estimated), warn if it is
     long, and show a progress bar while the body runs when `progress` asks for one.
 

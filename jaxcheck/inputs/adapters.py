@@ -37,15 +37,15 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Mapping
-from typing import Any, Callable, Optional, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Union
 
 import jax
 from jax.tree_util import DictKey, GetAttrKey, SequenceKey
 
 from .pytree import is_checkable
 
-Argnums = Union[int, tuple[int, ...]]
+Argnums = Union[int, tuple[int, ...]]  # noqa: UP007 - a runtime alias, evaluated on 3.10
 
 
 # --- readable paths ------------------------------------------------------------------------
@@ -351,8 +351,8 @@ def positions(argnums: Argnums, n: int) -> tuple[int, ...]:
 
 
 def canonical(fn: Callable[..., Any], params: Any, args: tuple[Any, ...],
-              grad_fn: Optional[Callable[..., Any]], argnums: Argnums, has_aux: bool
-              ) -> tuple[Callable[..., Any], Any, tuple[Any, ...], Optional[Callable[..., Any]]]:
+              grad_fn: Callable[..., Any] | None, argnums: Argnums, has_aux: bool
+              ) -> tuple[Callable[..., Any], Any, tuple[Any, ...], Callable[..., Any] | None]:
     """`(fn, params, args, grad_fn)` in the core's form: `fn(checked, *carried) -> scalar`.
 
     `checked` holds exactly what is checked (its key paths are the report's paths), `carried`

@@ -16,7 +16,8 @@ cotangents and tangents without conjugation, `Re(ct · jvp(dz)) = Re(vjp(ct) · 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -120,7 +121,7 @@ def _restore(wrapper: Any, params: Any) -> Any:
         from_real_view(x) if c else x for x, c in zip(leaves, wrapper.complex_leaves)])
 
 
-def real_view(fn: Callable[..., Any], params: Any, grad_fn: Optional[Callable[..., Any]]):
+def real_view(fn: Callable[..., Any], params: Any, grad_fn: Callable[..., Any] | None):
     """`(fn, params, grad_fn)` with every complex leaf of `params` replaced by its real view.
 
     Unchanged when `params` has no complex leaf. The real part of a complex leaf `z` is then
@@ -136,8 +137,8 @@ def real_view(fn: Callable[..., Any], params: Any, grad_fn: Optional[Callable[..
     return _RealViewLoss(fn, treedef, flags), params, wrapped_grad
 
 
-def real_view_function(fn: Callable[..., Any], primals: Any, vjp_fn: Optional[Callable[..., Any]],
-                       jvp_fn: Optional[Callable[..., Any]]):
+def real_view_function(fn: Callable[..., Any], primals: Any, vjp_fn: Callable[..., Any] | None,
+                       jvp_fn: Callable[..., Any] | None):
     """`(fn, primals, vjp_fn, jvp_fn)` on real views of the complex leaves of `primals`."""
     leaves, treedef = jax.tree_util.tree_flatten(primals)
     flags = tuple(is_complex(x) for x in leaves)

@@ -1,4 +1,4 @@
-"""Low-precision gradients (bfloat16, float16): rounding of the result vs rounding of the arithmetic.
+"""Low-precision gradients (bfloat16, float16): rounding of the result vs of the arithmetic.
 
 The check itself always runs on an upcast copy (float64 by default), so finite differences
 never see a bfloat16 grid and never collapse to a zero step. What stays low-precision is what
@@ -10,7 +10,8 @@ and hide a wrong entry that is off by a few percent.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax.numpy as jnp
 
@@ -42,7 +43,7 @@ def gradient_epsilons(grad_fn: Any, params: Any, args: Any, param_dynamic: Seque
 
     try:
         closed = _jaxpr.trace(call, tuple(param_dynamic), tuple(arg_dynamic))
-    except Exception:  # noqa: BLE001 - not traceable: keep the caller's estimate
+    except Exception:
         return default, 0.0
     jaxpr = closed.jaxpr
     out = max([0.0] + [var_epsilon(v) for v in jaxpr.outvars])

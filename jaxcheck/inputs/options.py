@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 Precision = Literal["float64", "native"]
 Mode = Literal["full", "fast", "sample"]
@@ -63,21 +63,21 @@ class Options:
       exceeds a few seconds; `True`: always; `False`: no estimate, no bar, no `CostWarning`.
     """
 
-    eps: Optional[float] = None
+    eps: float | None = None
     safety: float = 3.0
-    batch_size: Optional[int] = None
+    batch_size: int | None = None
     precision: Precision = "float64"
     max_failures: int = 10
     mode: Mode = "full"
     method: Method = "central"
     seed: int = 0
     order: int = 1
-    argnums: Union[int, tuple[int, ...]] = 0
+    argnums: int | tuple[int, ...] = 0
     has_aux: bool = False
     directions: int = 21
     localise: int = 10
     samples: int = 20
-    progress: Optional[bool] = None
+    progress: bool | None = None
 
     def __post_init__(self) -> None:
         if self.eps is not None and not (_is_real(self.eps) and 0 < self.eps < 1):

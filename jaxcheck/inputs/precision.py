@@ -9,7 +9,8 @@ the same setting because some results depend on it (dropout masks drawn by
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +20,7 @@ from .. import _jaxpr
 
 
 @contextlib.contextmanager
-def working_precision(precision: str) -> Iterator[Optional[Any]]:
+def working_precision(precision: str) -> Iterator[Any | None]:
     """Yield the dtype floating inputs are cast to (float64), or None to keep them as given."""
     if precision == "native":
         yield None
@@ -34,7 +35,7 @@ def working_precision(precision: str) -> Iterator[Optional[Any]]:
         yield jnp.float64
 
 
-def cast_floating(x: Any, dtype: Optional[Any]) -> Any:
+def cast_floating(x: Any, dtype: Any | None) -> Any:
     """Cast a floating array to `dtype` (complex to its complex counterpart); others as they are."""
     if dtype is None or not hasattr(x, "dtype") or jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
         return x
@@ -82,7 +83,7 @@ def effective_epsilon(f: Any, *example: Any, default: float) -> float:
     """
     try:
         closed = _jaxpr.trace(f, *example)
-    except Exception:  # noqa: BLE001 - not traceable (e.g. numpy inside): assume the default
+    except Exception:
         return default
     return jaxpr_epsilon(closed, default)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 
@@ -32,11 +33,11 @@ class Inputs:
     problem: Problem
     params: Split
     args: Split
-    grad_fn: Optional[Callable[..., Any]]
+    grad_fn: Callable[..., Any] | None
     user_dtypes: tuple[str, ...]      # per checked leaf, the dtype the user gave
 
 
-def working_copies(s: Split, dtype: Optional[Any]) -> Split:
+def working_copies(s: Split, dtype: Any | None) -> Split:
     """`s` with its floating leaves cast to `dtype`, or with `dtype=None` (native precision)
     kept as they are except bfloat16/float16, upcast to float32."""
     return replace_dynamic(s, [cast_floating(x, dtype or native_dtype(x)) for x in s.dynamic])
@@ -52,7 +53,7 @@ def require_callables(fn: Any, grad_fn: Any) -> None:
 
 @contextlib.contextmanager
 def prepared(fn: Callable[..., Any], params: Any, args: tuple[Any, ...],
-             grad_fn: Optional[Callable[..., Any]], opts: Options) -> Iterator[Inputs]:
+             grad_fn: Callable[..., Any] | None, opts: Options) -> Iterator[Inputs]:
     """The checked inputs of `check(fn, params, *args, grad_fn=...)`, in working precision
     for the duration of the `with` block."""
     require_callables(fn, grad_fn)

@@ -6,7 +6,8 @@ program of a check: a second check of the same function with the same shapes com
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .pytree import Structure
 

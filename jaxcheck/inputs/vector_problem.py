@@ -9,7 +9,8 @@ key compiled programs the way `_engine.Problem` does.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -101,7 +102,7 @@ class VectorProblem:
     params: Structure
     args: Structure
     checked: tuple[int, ...]       # positions of the checked leaves among the dynamic leaves
-    output: Optional[OutputLayout] = None
+    output: OutputLayout | None = None
 
     def call(self, param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any]) -> Any:
         return self.fn(self.params.rebuild(param_dynamic), *self.args.rebuild(arg_dynamic))

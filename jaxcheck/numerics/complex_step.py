@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -102,7 +103,7 @@ def _non_analytic(jaxpr: Any) -> set[str]:
     return found
 
 
-def unsafe_operations(task: LeafTask) -> Optional[str]:
+def unsafe_operations(task: LeafTask) -> str | None:
     """Why the complex step cannot be trusted for this leaf, or None."""
     leaf = task.leaf
 
@@ -116,7 +117,7 @@ def unsafe_operations(task: LeafTask) -> Optional[str]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numpy's ComplexWarning on a cast to real
             closed = _jaxpr.trace(loss, z)
-    except Exception as e:  # noqa: BLE001 - any failure on complex input disqualifies it
+    except Exception as e:
         return f"fn cannot be evaluated at complex params ({type(e).__name__}: {e})"
     found = _non_analytic(closed.jaxpr)
     if found:
@@ -134,7 +135,7 @@ def complex_tolerance(task: LeafTask, g: np.ndarray, numerical: np.ndarray,
 
 
 def check_leaf_complex(task: LeafTask, g_leaf: np.ndarray,
-                       first: FirstPass) -> tuple[LeafReport, Optional[str]]:
+                       first: FirstPass) -> tuple[LeafReport, str | None]:
     """The leaf's report by complex step, or by central differences with the reason why."""
     reason = unsafe_operations(task)
     if reason is not None:

@@ -9,7 +9,6 @@ already within round-off.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import numpy as np
 
@@ -34,7 +33,7 @@ class ComponentResults:
 class ComponentLine:
     """The lines θ + h·e_{indices[r]} of one leaf (an `_escalation.Line`)."""
 
-    def __init__(self, task: LeafTask, indices: np.ndarray, batch: Optional[int] = None):
+    def __init__(self, task: LeafTask, indices: np.ndarray, batch: int | None = None):
         self.task, self.indices = task, np.asarray(indices, np.int64)
         self.theta_w = np.asarray(task.leaf).reshape(-1)     # in the working dtype
         self.dtype = np.dtype(task.leaf.dtype)
@@ -63,7 +62,7 @@ class ComponentLine:
                 / 2.0 ** (d.RICHARDSON_LEVELS - 1))
 
 
-def first_pass(line: ComponentLine, with_f0: bool) -> tuple[Optional[float], Level]:
+def first_pass(line: ComponentLine, with_f0: bool) -> tuple[float | None, Level]:
     """θ ± h₁ along every line, and f(θ) in the same call when `with_f0` (the determinism
     check compares it with other leaves' programs)."""
     h = line.first_steps()
@@ -80,8 +79,8 @@ def first_pass(line: ComponentLine, with_f0: bool) -> tuple[Optional[float], Lev
 
 
 def check_components(task: LeafTask, g_leaf: np.ndarray, indices: np.ndarray,
-                     f0: float | None = None, first: Optional[Level] = None,
-                     line: Optional[ComponentLine] = None) -> ComponentResults:
+                     f0: float | None = None, first: Level | None = None,
+                     line: ComponentLine | None = None) -> ComponentResults:
     """Verdicts for the flat `indices` of `task`'s leaf; `f0` = loss at θ if known, `first`
     the first pass along `indices` if already evaluated (by `line`)."""
     g_all = g_leaf.reshape(-1)

@@ -17,7 +17,6 @@ one-sided estimates and the kink analysis), with these quantities:
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import numpy as np
 
@@ -42,7 +41,7 @@ class DirectionalChecks:
     tolerance: np.ndarray
     status: np.ndarray        # PASS / INCONCLUSIVE / FAIL per direction
     evaluations: int = 0      # loss evaluations spent
-    u_sum: Optional[np.ndarray] = None   # Σ uᵢ: the entry of u where a range has one component
+    u_sum: np.ndarray | None = None   # Σ uᵢ: the entry of u where a range has one component
     joint: tuple[str, ...] = ()   # paths of the leaves a joint test covers (`_joint`)
     noise: float = 0.0            # f's rounding noise measured near θ (0: not needed)
 
@@ -97,7 +96,7 @@ class DirectionLine:
 
 def check_directions(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.ndarray,
                      hi: np.ndarray, eps_f: float, rel_step: float, safety: float,
-                     analytic_at=None, noise: Optional[float] = None) -> DirectionalChecks:
+                     analytic_at=None, noise: float | None = None) -> DirectionalChecks:
     """Directional verdicts for directions `numbers` on the ranges `[lo, hi)` (arrays), by
     `_escalation.decide` as for components.
 

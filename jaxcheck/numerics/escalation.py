@@ -34,7 +34,7 @@ fails at every scale tried.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -77,7 +77,7 @@ class Level:
     h_plus: np.ndarray
     h_minus: np.ndarray
 
-    def take(self, where: np.ndarray) -> "Level":
+    def take(self, where: np.ndarray) -> Level:
         return Level(self.f_plus[where], self.f_minus[where], self.h_plus[where],
                      self.h_minus[where])
 
@@ -133,7 +133,7 @@ class Decision:
 
 def decide(line: Line, g: np.ndarray, a: np.ndarray, f0: float, first: Level,
            extrapolation_step: np.ndarray, eps_f: float, safety: float,
-           noise: Optional[float] = None, refine: bool = True) -> Decision:
+           noise: float | None = None, refine: bool = True) -> Decision:
     """Verdicts of the derivatives along every line of `line` (rows 0..m−1).
 
     **Arguments:**

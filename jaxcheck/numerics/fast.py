@@ -29,7 +29,8 @@ p. Other params go straight to the tests of each leaf (≤ 2⁻ᵏ).
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -66,7 +67,7 @@ def _report(task: LeafTask, g: np.ndarray, examined: Sequence[ComponentResults],
 
 
 def check_leaf_fast(task: LeafTask, g: np.ndarray, rounding: np.ndarray,
-                    taylor: Optional[tuple[float, TaylorResult]], k: int, seed: int,
+                    taylor: tuple[float, TaylorResult] | None, k: int, seed: int,
                     limit: int) -> tuple[LeafReport, dict[str, int]]:
     """Fast-mode report of one leaf tested on its own (flat g), and counts of the work done.
     `taylor`: f(θ) and the leaf's Taylor test if already done (`taylor_tests`)."""
@@ -79,7 +80,7 @@ def check_leaf_fast(task: LeafTask, g: np.ndarray, rounding: np.ndarray,
     def analytic_at(point):
         return task.analytic.leaves(dirs.at(point))[task.leaf_number].reshape(-1)
 
-    noise: Optional[float] = None   # f's rounding noise near θ, measured once per leaf
+    noise: float | None = None   # f's rounding noise near θ, measured once per leaf
 
     def directions(numbers, lo, hi) -> DirectionalChecks:
         nonlocal noise

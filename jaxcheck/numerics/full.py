@@ -8,7 +8,7 @@ already within round-off of the analytic value; the rest go through `_escalation
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -50,7 +50,7 @@ def first_pass(task: LeafTask) -> FirstPass:
 
 
 def check_leaf(task: LeafTask, g_leaf: np.ndarray,
-               first: Optional[FirstPass] = None) -> LeafReport:
+               first: FirstPass | None = None) -> LeafReport:
     leaf = task.leaf
     g = g_leaf.reshape(-1)
     if g.size == 0:  # a 0-size leaf has no component to perturb: an empty verdict

@@ -18,7 +18,7 @@ would otherwise cost more than a full check).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 Range = tuple[int, int]
 

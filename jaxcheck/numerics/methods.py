@@ -1,7 +1,7 @@
 """Which finite-difference method full mode uses: the dispatch of `Options.method`."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..plan.tasks import LeafTask
 from . import complex_step, one_sided

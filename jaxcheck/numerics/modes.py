@@ -1,7 +1,8 @@
 """Dispatch of the modes that examine only some components: fast and sample."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..inputs.options import Options
 from ..plan.tasks import LeafTask

@@ -17,7 +17,7 @@ the slope there but not at θ, θ sits on a kink and the component is INCONCLUSI
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -7,7 +7,7 @@ verdicts of the components examined; fast mode adds the leaf's directional check
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -85,9 +85,9 @@ class LeafReport(VerdictTable):
     numerical: np.ndarray
     tolerance: np.ndarray
     status: np.ndarray
-    indices: Optional[np.ndarray] = None
-    directions: Optional["DirectionalChecks"] = None
-    taylor: Optional["TaylorResult"] = None
+    indices: np.ndarray | None = None
+    directions: DirectionalChecks | None = None
+    taylor: TaylorResult | None = None
 
     @property
     def ok(self) -> bool:

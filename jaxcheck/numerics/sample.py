@@ -8,7 +8,8 @@ found with probability m/n. The draw is reproducible: component indices come fro
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

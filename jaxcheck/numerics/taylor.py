@@ -11,7 +11,8 @@ them: an error much smaller than h·|f''| leaves the order at 2 for every step a
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -51,13 +52,13 @@ class TaylorResult:
         return np.where(ok[:-1] & ok[1:], out, np.nan)
 
     @property
-    def order(self) -> Optional[float]:
+    def order(self) -> float | None:
         """The order at the smallest pair of steps above round-off; None if there is none."""
         usable = np.flatnonzero(np.isfinite(self.orders))
         return float(self.orders[usable[-1]]) if usable.size else None
 
     @property
-    def consistent(self) -> Optional[bool]:
+    def consistent(self) -> bool | None:
         """True if the remainder shrinks as h² (or faster), False if as h; None if unknown."""
         order = self.order
         return None if order is None else order > 1.5

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -40,11 +41,11 @@ class AnalyticGradient:
     problem: Problem
     params: Split
     arg_dynamic: tuple[Any, ...]
-    grad_fn: Optional[Callable[..., Any]] = None
+    grad_fn: Callable[..., Any] | None = None
     # set when jax.grad(fn) works only op by op (see `_fails_only_under_jit`)
     _eager: list[bool] = dataclasses.field(default_factory=list, repr=False)
 
-    def leaves(self, param_dynamic: Optional[Sequence[Any]] = None) -> list[np.ndarray]:
+    def leaves(self, param_dynamic: Sequence[Any] | None = None) -> list[np.ndarray]:
         """The gradient of each checked leaf (float64), at `param_dynamic` (default: params)."""
         dynamic = self.params.dynamic if param_dynamic is None else tuple(param_dynamic)
         where = "at params" if param_dynamic is None else "beside a kink"

@@ -9,7 +9,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..inputs.low_precision import gradient_epsilons
 from ..inputs.precision import machine_epsilon

@@ -6,7 +6,7 @@ Every mode and method receives its leaves as tasks, and evaluates them through
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
 from ..inputs.problem import Problem
 from .gradients import AnalyticGradient
@@ -30,7 +30,7 @@ class LeafTask:
     safety: float
     batch_size: int | None
     # f(θ) from another leaf's compiled program, to compare with this leaf's (determinism).
-    f_reference: Optional[float] = None
+    f_reference: float | None = None
     # Rounding of the gradient's final cast to a low-precision dtype (e.g. bfloat16), when its
     # arithmetic (eps_g) ran in a higher precision: ≤ ε/2 relative, entry by entry.
     eps_g_out: float = 0.0

@@ -21,7 +21,8 @@ from __future__ import annotations
 import html
 import json
 import math
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ SCHEMA = "jaxcheck.report/1"
 # ---------------------------------------------------------------------------------------- dict
 
 
-def _number(x: Any) -> Optional[float]:
+def _number(x: Any) -> float | None:
     # JSON has no NaN or Infinity; `null` is the portable spelling of "no finite value".
     x = float(x)
     return x if math.isfinite(x) else None
@@ -89,7 +90,7 @@ def failure_dict(failure: Failure) -> dict[str, Any]:
     }
 
 
-def to_dict(report: Report, max_failures: Optional[int] = None) -> dict[str, Any]:
+def to_dict(report: Report, max_failures: int | None = None) -> dict[str, Any]:
     """The report as plain Python data (schema `"jaxcheck.report/1"`, see this module)."""
     if max_failures is not None and not (isinstance(max_failures, int) and max_failures >= 0):
         raise ValueError(
@@ -111,7 +112,7 @@ def to_dict(report: Report, max_failures: Optional[int] = None) -> dict[str, Any
     }
 
 
-def to_json(report: Report, indent: Optional[int] = 2, max_failures: Optional[int] = None) -> str:
+def to_json(report: Report, indent: int | None = 2, max_failures: int | None = None) -> str:
     # allow_nan=False: the dict is already free of NaN/Infinity, and this keeps it that way.
     return json.dumps(to_dict(report, max_failures), indent=indent, allow_nan=False)
 
@@ -141,7 +142,7 @@ def table(header: Sequence[str], rows: Sequence[tuple[Sequence[str], str]],
             f'margin:4px 0">{_row(header, header=True, right=right)}{body}</table>')
 
 
-def to_html(report: Report, max_failures: Optional[int] = None) -> str:
+def to_html(report: Report, max_failures: int | None = None) -> str:
     """A styled verdict, the per-leaf table and the worst components (all text escaped)."""
     esc = html.escape
     limit = report.max_failures if max_failures is None else max_failures
@@ -204,7 +205,7 @@ def _points(leaf: LeafReport, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([rest, marked])
 
 
-def plot(report: Report, leaves: Optional[Sequence[str]] = None) -> "Figure":
+def plot(report: Report, leaves: Sequence[str] | None = None) -> Figure:
     """A matplotlib `Figure`: per-leaf relative difference against the classic bands, then one
     analytic-vs-numerical scatter per leaf (FAIL red, INCONCLUSIVE orange).
 

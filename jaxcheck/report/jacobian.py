@@ -7,7 +7,8 @@ leaf). Arrays are flat, of shape (output size, input size), indexed row-major li
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -144,7 +145,7 @@ class JacobianReport(VerdictSummary):
         return band_of(self.relative_difference)
 
     def block(self, output_path: str, input_path: str,
-              ad: Optional[str] = None) -> JacobianBlock:
+              ad: str | None = None) -> JacobianBlock:
         """The block of `output_path` by `input_path` (of analytic source `ad`, if given)."""
         for b in self.blocks:
             if b.output_path == output_path and b.input_path == input_path and (
@@ -162,7 +163,7 @@ class JacobianReport(VerdictSummary):
                 f"relative_difference={self.relative_difference:.2e}, band={self.band!r})")
 
 
-def render_text(report: JacobianReport, max_failures: Optional[int] = None) -> str:
+def render_text(report: JacobianReport, max_failures: int | None = None) -> str:
     limit = report.max_failures if max_failures is None else max_failures
     n = report.n_components
     rel = f"relative difference {report.relative_difference:.1e} ({report.band})"

@@ -5,7 +5,8 @@ Data only: its text, JSON, HTML and plots are renderers of this data (`text`, `f
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -91,14 +92,14 @@ class Report(VerdictSummary):
     def __str__(self) -> str:
         return text.render_text(self)
 
-    def to_dict(self, max_failures: Optional[int] = None) -> dict[str, Any]:
+    def to_dict(self, max_failures: int | None = None) -> dict[str, Any]:
         """The report as JSON-serialisable data, schema `"jaxcheck.report/1"`: `ok`,
         `relative_difference`, `band`, counts, `info`, `leaves` and `failures` (worst first; at
         most `max_failures`, default all). Documented in `jaxcheck._render`."""
 
         return formats.to_dict(self, max_failures)
 
-    def to_json(self, indent: Optional[int] = 2, max_failures: Optional[int] = None) -> str:
+    def to_json(self, indent: int | None = 2, max_failures: int | None = None) -> str:
         """`to_dict()` as a JSON string (strict JSON: non-finite numbers are `null`)."""
 
         return formats.to_json(self, indent, max_failures)
@@ -108,7 +109,7 @@ class Report(VerdictSummary):
 
         return formats.to_html(self)
 
-    def plot(self, leaves: Optional[Sequence[str]] = None) -> Any:
+    def plot(self, leaves: Sequence[str] | None = None) -> Any:
         """A matplotlib `Figure` (needs the `plot` extra): per-leaf relative difference against
         the classic bands, and an analytic-vs-numerical scatter per leaf (`leaves`: the paths to
         scatter; default all, at most 12)."""

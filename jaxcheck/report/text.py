@@ -8,7 +8,8 @@ the mode's (verdict line, leaf table); a new mode adds its pair there.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .report import Report
@@ -19,7 +20,8 @@ def table(rows: list[list[str]], right: set[int]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []
     for r in rows:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        cells = [c.rjust(w) if i in right else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(r, widths))]
         out.append("  " + "  ".join(cells).rstrip())
     return out
 
@@ -160,7 +162,7 @@ def verdict_line(report: Report) -> str:
     return _renderer(report)[0](report)
 
 
-def render_text(report: Report, max_failures: Optional[int] = None) -> str:
+def render_text(report: Report, max_failures: int | None = None) -> str:
     """The verdict line, the per-leaf table and the worst `max_failures` components
     (default: the report's own `max_failures`)."""
     limit = report.max_failures if max_failures is None else max_failures

@@ -15,7 +15,8 @@ import os
 import re
 import sys
 import traceback
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 OK, FAILED, BAD_INPUT, ERROR = 0, 1, 2, 3
 NAMES = ("loss_fn", "params", "args", "grad_fn")
@@ -36,7 +37,7 @@ class BadInput(Exception):
     """Input `jaxcheck run` cannot use; its message is printed without a traceback."""
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jaxcheck", description="Gradient checking for JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="check a correct and a buggy hand-written MLP backprop")
@@ -122,7 +123,7 @@ def _error(message: str) -> int:
     return ERROR
 
 
-def split_target(target: str) -> tuple[str, Optional[str]]:
+def split_target(target: str) -> tuple[str, str | None]:
     """`"dir/file.py:make"` → `("dir/file.py", "make")`; a target without `:NAME` → `(target,
     None)`. Only a trailing identifier counts as NAME, so `C:\\dir\\file.py` stays a path."""
     path, sep, name = target.rpartition(":")

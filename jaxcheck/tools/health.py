@@ -7,7 +7,8 @@ parameters by a sensible fraction of their size per step.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -43,7 +44,7 @@ class LeafHealth:
     units: int
     grad_norm: np.ndarray
     grad_rms: np.ndarray
-    update_ratio: Optional[np.ndarray]
+    update_ratio: np.ndarray | None
     dead_units: tuple[int, ...]
 
 
@@ -164,7 +165,7 @@ def _pair(update_ratio: Any) -> tuple[float, float]:
 
 
 def _history(tree: Any, stacked: bool, name: str,
-             paths: Optional[Sequence[str]] = None) -> tuple[list[list[Any]], tuple[str, ...]]:
+             paths: Sequence[str] | None = None) -> tuple[list[list[Any]], tuple[str, ...]]:
     """Steps as lists of floating leaves (tree order) and the leaves' paths."""
     if stacked:
         with_paths, _ = jax.tree_util.tree_flatten_with_path(tree)
@@ -204,8 +205,8 @@ def _is_float(x: Any) -> bool:
     return hasattr(x, "dtype") and np.issubdtype(np.dtype(x.dtype), np.floating)
 
 
-def _update_ratios(p_steps: Optional[list], u_steps: Optional[list],
-                   n: int) -> Optional[np.ndarray]:
+def _update_ratios(p_steps: list | None, u_steps: list | None,
+                   n: int) -> np.ndarray | None:
     """‖u‖/‖p‖ per step and leaf, shape (n, leaves); NaN where ‖p‖ = 0 or undefined."""
     if p_steps is None or (len(p_steps) == 1 and u_steps is None):
         return None                     # one set of parameters and no updates: nothing moved
@@ -229,7 +230,7 @@ def _update_ratios(p_steps: Optional[list], u_steps: Optional[list],
     return out
 
 
-def _unit_axis(g: np.ndarray, unit_axis: int, path: str) -> Optional[int]:
+def _unit_axis(g: np.ndarray, unit_axis: int, path: str) -> int | None:
     """The axis of `g` (steps first) that indexes units; None for a scalar leaf."""
     if g.ndim == 1:
         return None
@@ -239,7 +240,7 @@ def _unit_axis(g: np.ndarray, unit_axis: int, path: str) -> Optional[int]:
     return unit_axis % (g.ndim - 1) + 1
 
 
-def _dead_units(g: np.ndarray, axis: Optional[int]) -> tuple[int, ...]:
+def _dead_units(g: np.ndarray, axis: int | None) -> tuple[int, ...]:
     """Units (slices along `axis`) with a zero gradient at every step."""
     if axis is None:                    # a scalar leaf: the leaf is its only unit
         return (0,) if not np.any(g) else ()

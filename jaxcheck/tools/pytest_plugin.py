@@ -18,7 +18,8 @@ Command-line options:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -37,14 +38,14 @@ class GradCheck:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def check(self, fn: Callable[..., Any], params: Any, *args: Any,
-              grad_fn: Optional[Callable[..., Any]] = None, **options: Any) -> Any:
+              grad_fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         """`jaxcheck.check` with the session's options: the `Report`, without asserting."""
         from ..api.check import check
 
         return check(fn, params, *args, grad_fn=grad_fn, **{**self.options, **options})
 
     def __call__(self, fn: Callable[..., Any], params: Any, *args: Any,
-                 grad_fn: Optional[Callable[..., Any]] = None, **options: Any) -> Any:
+                 grad_fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         __tracebackhide__ = True  # the test's own line is where the failure is reported
         report = self.check(fn, params, *args, grad_fn=grad_fn, **options)
         if not report.ok:
@@ -71,7 +72,7 @@ def session_options(config: pytest.Config) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def pytest_report_header(config: pytest.Config) -> Optional[str]:
+def pytest_report_header(config: pytest.Config) -> str | None:
     options = session_options(config)
     if not options:
         return None

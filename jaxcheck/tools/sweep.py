@@ -9,7 +9,8 @@ the analytic one, ∇f·u, computed in float64.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -142,7 +143,7 @@ def _values_along(fn: Callable[..., Any], params: Any, args: tuple, direction: n
 
 
 def sweep(fn: Callable[..., Any], params: Any, *args: Any,
-          grad_fn: Optional[Callable[..., Any]] = None, eps: Sequence[float] = DEFAULT_EPS,
+          grad_fn: Callable[..., Any] | None = None, eps: Sequence[float] = DEFAULT_EPS,
           dtypes: Sequence[str] = DEFAULT_DTYPES, seed: int = 0) -> Sweep:
     """Errors of one- and two-sided differences against the analytic gradient, over ε.
 

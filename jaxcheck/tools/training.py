@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from collections import abc
-from typing import Any, Callable, Iterable, NamedTuple, Optional
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -63,8 +64,8 @@ class GradientMonitor:
     ```
     """
 
-    def __init__(self, fn: Callable[..., Any], grad_fn: Optional[Callable[..., Any]] = None, *,
-                 every: Optional[int] = None, at: Iterable[int] = (),
+    def __init__(self, fn: Callable[..., Any], grad_fn: Callable[..., Any] | None = None, *,
+                 every: int | None = None, at: Iterable[int] = (),
                  raise_on_fail: bool = False, **options: Any) -> None:
         if not callable(fn):
             raise TypeError(f"fn: expected a callable loss fn(params, *args), got "
@@ -90,7 +91,7 @@ class GradientMonitor:
         """Whether `step` is one to check at (pure Python; costs nothing)."""
         return step in self.at or (self.every is not None and step % self.every == 0)
 
-    def __call__(self, step: Any, params: Any, *args: Any) -> Optional[Report]:
+    def __call__(self, step: Any, params: Any, *args: Any) -> Report | None:
         """Check at `step` if it is due and return the report; otherwise return `None`."""
         if isinstance(step, jax.core.Tracer):
             raise TypeError("step: got a traced value; call the monitor from the Python "
@@ -118,7 +119,7 @@ class GradientMonitor:
         return all(r.ok for _, r in self._history)
 
     @property
-    def first_failure(self) -> Optional[CheckedStep]:
+    def first_failure(self) -> CheckedStep | None:
         """The first recorded `(step, report)` whose report failed, or `None`."""
         return next((c for c in self._history if not c.report.ok), None)
 
