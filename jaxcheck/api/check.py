@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..evaluation import engine, progress
 from ..inputs.options import Options, parse_options
 from ..inputs.precision import (
     effective_epsilon,
@@ -14,11 +13,10 @@ from ..inputs.precision import (
 from ..inputs.prepare import Inputs, prepared
 from ..inputs.validation import require_scalar_loss, trace_loss
 from ..numerics import differences as d
-from ..numerics.methods import FIRST_PASS_EXPONENTS, check_with_method
-from ..numerics.modes import check_partial
+from ..numerics.methods import FIRST_PASS_EXPONENTS
+from ..numerics.modes import run_mode
 from ..plan.gradients import AnalyticGradient
-from ..plan.setup import shared_setup
-from ..plan.tasks import LeafTask
+from ..plan.setup import leaf_tasks, require_mode_and_method, shared_setup
 from ..report.report import Report
 from .loss_terms import check_terms
 
@@ -85,24 +83,14 @@ def _check_prepared(inputs: Inputs, opts: Options) -> Report:
             p.dynamic, a.dynamic, default=eps_work)
     rel_step = opts.eps if opts.eps is not None else d.relative_step(
         eps_f, FIRST_PASS_EXPONENTS[opts.method])
-    tasks = [
-        LeafTask(problem, position, path, user_dtype, p.dynamic, a.dynamic, number, analytic,
-                 eps_f, eps_g, rel_step, opts.safety, opts.batch_size)
-        for number, (position, path, user_dtype) in enumerate(zip(p.checked, p.paths,
-                                                                   inputs.user_dtypes))
-    ]
-    info = {"eps_f": eps_f, "eps_g": eps_g, "rel_step": rel_step,
-            "precision": opts.precision, "mode": opts.mode, "method": opts.method}
-    if opts.mode != "full" and opts.method != "central":
-        raise ValueError(f"method: mode={opts.mode!r} uses central differences; "
-                         f"method={opts.method!r} is available with mode='full' only")
+    require_mode_and_method(opts.mode, opts.method)
+    tasks = leaf_tasks(problem, p, a, analytic, inputs.user_dtypes, eps_f, eps_g, rel_step,
+                       opts.safety, opts.batch_size)
     # every mode: the determinism check, and the gradient's rounding split from its final cast
     tasks = shared_setup(tasks)
-    if opts.mode != "full":
-        leaves, extra = check_partial(tasks, opts)
-        return Report(leaves, info={**info, **extra}, max_failures=opts.max_failures)
-    with progress.full_check(engine.jobs_for(tasks), opts.progress):
-        leaves = check_with_method(tasks, opts.method)
+    leaves, extra = run_mode(tasks, opts)
+    info = {"eps_f": eps_f, "eps_g": eps_g, "rel_step": rel_step,
+            "precision": opts.precision, "mode": opts.mode, "method": opts.method, **extra}
     return Report(leaves, info=info, max_failures=opts.max_failures)
 
 

@@ -142,7 +142,7 @@ def compare(problem: VectorProblem, p: Split, a: Split, sources: Sequence[Source
             output_name: str = "out") -> JacobianReport:
     """Every analytic source against central differences of `problem`'s outputs."""
     problem = with_layout(problem, p.dynamic, a.dynamic, who)
-    if any(problem.output.complex) and any(s.name == "jac_fn" for s in sources):
+    if any(problem.layout.complex) and any(s.name == "jac_fn" for s in sources):
         raise ValueError("jac_fn: complex outputs are not supported; pass vjp_fn or jvp_fn")
     eps_work = max(machine_epsilon(x.dtype) for x in p.checked_values)
     eps_f = effective_epsilon(problem.outputs, p.dynamic, a.dynamic, default=eps_work)
@@ -186,14 +186,17 @@ def _skipped(source: Source, notes: list[str]) -> bool:
 def _user_epsilon(source: Source, problem: VectorProblem, p: Split, a: Split,
                   default: float) -> float:
     """Machine epsilon of the least precise value the user's function computes."""
+    user = source.user
+    assert user is not None, "called for the user's own functions only"
+
     def one(pd, ad):
         primals, args = problem.params.rebuild(pd), problem.args.rebuild(ad)
         if source.name == "vjp_fn":
-            ones = np.ones(problem.output.size, problem.output.dtype)
-            return source.user(primals, problem.output.cotangent_tree(ones), *args)
+            ones = np.ones(problem.layout.size, problem.layout.dtype)
+            return user(primals, problem.layout.cotangent_tree(ones), *args)
         if source.name == "jvp_fn":
-            return source.user(primals, primals, *args)
-        return source.user(primals, *args)
+            return user(primals, primals, *args)
+        return user(primals, *args)
     return effective_epsilon(one, p.dynamic, a.dynamic, default=default)
 
 
@@ -305,7 +308,7 @@ def _require_finite(out: np.ndarray, indices, values, shape, problem: VectorProb
 
 
 def _output_entry(problem: VectorProblem, flat: int) -> str:
-    layout = problem.output
+    layout = problem.layout
     for path, shape, leaf_is_complex, size in zip(layout.paths, layout.leaf_shapes, layout.complex,
                                              layout.sizes):
         if flat < size:
@@ -317,13 +320,14 @@ def _output_entry(problem: VectorProblem, flat: int) -> str:
 
 def _blocks(name: str, problem: VectorProblem, path: str, shape: tuple[int, ...], cplx: bool,
             result: tuple[np.ndarray, ...], output_name: str) -> list[JacobianBlock]:
-    layout, blocks, start = problem.output, [], 0
+    layout, blocks, start = problem.layout, [], 0
     for out_path, out_shape, leaf_is_complex, size in zip(layout.paths, layout.leaf_shapes,
                                                      layout.complex, layout.sizes):
         if size == 0:
             continue
-        arrays = [np.ascontiguousarray(x[:, start:start + size].T) for x in result]
+        analytic, numerical, tolerance, status = (
+            np.ascontiguousarray(x[:, start:start + size].T) for x in result)
         start += size
         blocks.append(JacobianBlock(name, out_path, out_shape, leaf_is_complex, path, shape, cplx,
-                                    *arrays, output_name))
+                                    analytic, numerical, tolerance, status, output_name))
     return blocks

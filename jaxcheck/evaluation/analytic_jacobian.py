@@ -12,7 +12,6 @@ that is reported as `ForwardModeUnavailable`, so the caller can skip it with a n
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -46,14 +45,14 @@ def _put(dynamic: Sequence[Any], positions: Sequence[int], values: Sequence[Any]
 
 def _row(problem: VectorProblem, vjp_fn, param_dynamic, arg_dynamic, i) -> list:
     """Row i of the Jacobian w.r.t. each checked leaf, flattened (one VJP)."""
-    c = jax.nn.one_hot(i, problem.output.size, dtype=problem.output.dtype)
+    c = jax.nn.one_hot(i, problem.layout.size, dtype=problem.layout.dtype)
     checked = [param_dynamic[k] for k in problem.checked]
     if vjp_fn is None:
         def f(values):
             return problem.outputs(_put(param_dynamic, problem.checked, values), arg_dynamic)
         (g,) = jax.vjp(f, checked)[1](c)
     else:
-        u = vjp_fn(problem.params.rebuild(param_dynamic), problem.output.cotangent_tree(c),
+        u = vjp_fn(problem.params.rebuild(param_dynamic), problem.layout.cotangent_tree(c),
                    *problem.args.rebuild(arg_dynamic))
         g = problem.checked_of(u, "vjp_fn", [x.shape for x in checked])
     return [jnp.asarray(x).reshape(-1) for x in g]
@@ -72,10 +71,10 @@ def _column(problem: VectorProblem, jvp_fn, position, param_dynamic, arg_dynamic
     out = jvp_fn(problem.params.rebuild(param_dynamic), problem.params.rebuild(tangents),
                  *problem.args.rebuild(arg_dynamic))
     try:
-        return problem.output.flatten(out)
+        return problem.layout.flatten(out)
     except (ValueError, TypeError) as e:
         raise ValueError(f"jvp_fn must return output tangents with the structure of fn's "
-                         f"output ({problem.output.treedef}); got "
+                         f"output ({problem.layout.treedef}); got "
                          f"{jax.tree_util.tree_structure(out)}") from e
 
 
@@ -127,7 +126,7 @@ def analytic_jacobian(source: Source, problem: VectorProblem, param_dynamic: Seq
                       batch_size: int | None = None) -> list[np.ndarray]:
     """The Jacobian w.r.t. each checked leaf, as float64 arrays (output size, leaf size)."""
     pd, ad = tuple(param_dynamic), tuple(arg_dynamic)
-    n_out = problem.output.size
+    n_out = problem.layout.size
     sizes = [int(pd[k].size) for k in problem.checked]
     itemsize = max(np.dtype(pd[k].dtype).itemsize for k in problem.checked)
     if source.name in REVERSE:
@@ -152,17 +151,19 @@ def analytic_jacobian(source: Source, problem: VectorProblem, param_dynamic: Seq
     return _full_jacobian(source.user, problem, pd, ad)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
 def _call(jac_fn, problem: VectorProblem, pd, ad):
     return jac_fn(problem.params.rebuild(pd), *problem.args.rebuild(ad))
 
 
+_call_jit = jax.jit(_call, static_argnums=(0, 1))
+
+
 def _full_jacobian(jac_fn, problem: VectorProblem, pd, ad) -> list[np.ndarray]:
     try:  # one compiled program instead of one per operation
-        tree = _call(jac_fn, problem, pd, ad)
+        tree = _call_jit(jac_fn, problem, pd, ad)
     except jax.errors.JAXTypeError:  # not traceable (Python control flow on values)
-        tree = _call.__wrapped__(jac_fn, problem, pd, ad)
-    layout = problem.output
+        tree = _call(jac_fn, problem, pd, ad)
+    layout = problem.layout
     try:
         parts = layout.treedef.flatten_up_to(tree)
     except (ValueError, TypeError) as e:

@@ -241,7 +241,9 @@ def _compile_with(kernel: Kernel, one: Callable[..., Any], shared: Any, batch: i
     with _lock:
         _compilations += 1
     try:
-        temp = int(compiled.memory_analysis().temp_size_in_bytes)
+        analysis = compiled.memory_analysis()
+        assert analysis is not None  # None where the backend has none: estimated below
+        temp = int(analysis.temp_size_in_bytes)
     except Exception:
         temp = batch * sum(int(x.size) * x.dtype.itemsize
                            for x in jax.tree_util.tree_leaves(shared))
@@ -290,8 +292,9 @@ def compile_ahead(requests: Sequence[tuple[Kernel, Any, int]]) -> None:
     if workers < 2:
         return
     # x64 and the default device are thread-local settings: carry them into the workers.
-    x64 = bool(jax.config.jax_enable_x64)
-    device = jax.config.jax_default_device
+    # Both are properties JAX adds to Config at runtime; its stub does not declare them.
+    x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
+    device = jax.config.jax_default_device  # pyright: ignore[reportAttributeAccessIssue]
 
     def work(request):
         with jax.enable_x64(x64), jax.default_device(device):
@@ -302,7 +305,8 @@ def compile_ahead(requests: Sequence[tuple[Kernel, Any, int]]) -> None:
             future.result()
 
 
-def run(kernel: Kernel, shared: Any, points: Sequence[np.ndarray], batch_size: int) -> Any:
+def run(kernel: Kernel, shared: Any, points: Sequence[np.ndarray | jax.Array],
+        batch_size: int) -> Any:
     """`kernel` at every point (row k of each array of `points`): its outputs stacked along a
     first axis of length m, as float64 numpy arrays (the kernel's output tree).
 

@@ -37,7 +37,7 @@ class EntryOutputs(Kernel):
 def output_batch_size(problem: VectorProblem, leaf: Any, n_points: int,
                       requested: int | None = None) -> int:
     """Batch size for `n_points` perturbations of `leaf`, from the engine's memory budget."""
-    return choose_batch_size(int(leaf.size) + problem.output.size,
+    return choose_batch_size(int(leaf.size) + problem.layout.size,
                              np.dtype(leaf.dtype).itemsize, n_points, requested)
 
 

@@ -34,9 +34,9 @@ def interactive(stream: TextIO | None = None) -> bool:
     shell = sys.modules.get("IPython")
     if shell is not None and getattr(shell, "get_ipython", lambda: None)() is not None:
         return True
-    stream = sys.stderr if stream is None else stream
+    out = sys.stderr if stream is None else stream
     try:
-        return bool(stream.isatty())
+        return bool(out.isatty())
     except (AttributeError, ValueError):
         return False
 
@@ -129,13 +129,13 @@ def full_check(jobs: Sequence[Job], progress: bool | None,
             f"the gradient with a few dozen evaluations per leaf. (Silence with "
             f"warnings.simplefilter('ignore', jaxcheck.CostWarning).)", CostWarning,
             stacklevel=5)
-    stream = sys.stderr if stream is None else stream
-    if not (progress is True or (interactive(stream) and seconds > SHOW_SECONDS)):
+    out = sys.stderr if stream is None else stream
+    if not (progress is True or (interactive(out) and seconds > SHOW_SECONDS)):
         yield seconds
         return
-    stream.write(f"jaxcheck: full check of {total} evaluations, estimated "
-                 f"{format_seconds(seconds)}\n")
-    bar = Bar(total, stream)
+    out.write(f"jaxcheck: full check of {total} evaluations, estimated "
+              f"{format_seconds(seconds)}\n")
+    bar = Bar(total, out)
     token = _ACTIVE.set(bar)
     try:
         yield seconds

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 
@@ -99,8 +100,9 @@ def user_call(who: str, when: str) -> Iterator[None]:
         ) from e
     except Exception as e:
         noted = any(n.startswith(_NOTE) for n in getattr(e, "__notes__", ()))
-        if hasattr(e, "add_note") and not noted:  # add_note: Python >= 3.11
-            e.add_note(f"{_NOTE} {who} {when})")
+        add_note = getattr(e, "add_note", None)  # Python >= 3.11
+        if add_note is not None and not noted:
+            add_note(f"{_NOTE} {who} {when})")
         raise
 
 

@@ -104,11 +104,17 @@ class VectorProblem:
     checked: tuple[int, ...]       # positions of the checked leaves among the dynamic leaves
     output: OutputLayout | None = None
 
+    @property
+    def layout(self) -> OutputLayout:
+        """`output`, which `with_layout` sets before any evaluation."""
+        assert self.output is not None, "with_layout sets the output layout first"
+        return self.output
+
     def call(self, param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any]) -> Any:
         return self.fn(self.params.rebuild(param_dynamic), *self.args.rebuild(arg_dynamic))
 
     def outputs(self, param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any]) -> Any:
-        return self.output.flatten(self.call(param_dynamic, arg_dynamic))
+        return self.layout.flatten(self.call(param_dynamic, arg_dynamic))
 
     @property
     def checked_leaves(self) -> tuple[int, ...]:

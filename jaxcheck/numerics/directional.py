@@ -17,6 +17,7 @@ one-sided estimates and the kink analysis), with these quantities:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -69,7 +70,7 @@ class DirectionLine:
     θ + t·u, so the offsets taken are the offsets asked for."""
 
     def __init__(self, dirs: Directions, numbers: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                 analytic_at=None):
+                 analytic_at: Callable[[np.ndarray], np.ndarray] | None = None):
         self.dirs, self.numbers, self.lo, self.hi = dirs, numbers, lo, hi
         self.analytic_at = analytic_at
 
@@ -90,6 +91,7 @@ class DirectionLine:
         out = np.empty(len(rows))
         for k, (row, t) in enumerate(zip(rows, offsets)):
             u = self.dirs.vector(int(self.numbers[row]), int(self.lo[row]), int(self.hi[row]))
+            assert self.analytic_at is not None, "kinks are confirmed only with analytic_at"
             out[k] = float(np.sum(self.analytic_at(theta + t * u) * u))
         return out
 

@@ -63,9 +63,11 @@ class Line(Protocol):
         """f at θ + offsets[k] along line rows[k] (float64), and the offsets actually taken
         (signed: a component's point is rounded to the working dtype). A non-finite value
         raises with `strict`, else it is returned."""
+        ...
 
     def slopes(self, rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """The analytic derivative along line rows[k] at θ + offsets[k]."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +110,9 @@ def _judge(levels: list[Level], g, a, f0: float, eps_f: float, safety: float, be
     """`_verdicts.judge` on `levels` (coarsest first), and the stacked values it used."""
     stacked = [np.stack([getattr(lv, name) for lv in levels])
                for name in ("f_plus", "f_minus", "h_plus", "h_minus")]
-    return (*v.judge(g, f0, *stacked, eps_f, a, safety, beside, noise), stacked)
+    f_plus, f_minus, h_plus, h_minus = stacked
+    return (*v.judge(g, f0, f_plus, f_minus, h_plus, h_minus, eps_f, a, safety, beside, noise),
+            stacked)
 
 
 def measure_noise(line: Line, rows: np.ndarray, f0: float, step: np.ndarray) -> float:

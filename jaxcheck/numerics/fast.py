@@ -35,6 +35,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 
 from ..evaluation.directions import Directions
 from ..plan.tasks import LeafTask
@@ -56,7 +57,7 @@ JOINT_MIN_SIZE = 1 << 16
 def _report(task: LeafTask, g: np.ndarray, examined: Sequence[ComponentResults],
             directions: DirectionalChecks, taylor: TaylorResult) -> LeafReport:
     """The leaf's report: the verdict of `directions`, and the components examined one by one."""
-    def stack(name, dtype=np.float64):
+    def stack(name: str, dtype: npt.DTypeLike = np.float64) -> np.ndarray:
         parts = [getattr(r, name) for r in examined]
         return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
@@ -75,7 +76,7 @@ def check_leaf_fast(task: LeafTask, g: np.ndarray, rounding: np.ndarray,
     dirs = Directions(task.problem, task.position, task.param_dynamic, task.arg_dynamic,
                       task.leaf_number, seed, g, rounding, task.batch_size)
     # direction 0 is also the first of the whole-leaf test below
-    f0, taylor = taylor if taylor is not None else taylor_test(dirs, 0, task.eps_f)
+    f0, leaf_taylor = taylor if taylor is not None else taylor_test(dirs, 0, task.eps_f)
 
     def analytic_at(point):
         return task.analytic.leaves(dirs.at(point))[task.leaf_number].reshape(-1)
@@ -118,6 +119,7 @@ def check_leaf_fast(task: LeafTask, g: np.ndarray, rounding: np.ndarray,
         # this leaf; the values are divided back by uⱼ.
         idx = np.arange(r[0], r[1])
         res = directions(dirs.fresh(idx.size), idx, idx + 1)
+        assert res.u_sum is not None  # check_directions always sets it
         examined.append(ComponentResults(idx, res.status, res.numerical / res.u_sum,
                                          res.tolerance / np.abs(res.u_sum), res.evaluations))
         return int(np.sum(res.status == v.FAIL))
@@ -128,7 +130,7 @@ def check_leaf_fast(task: LeafTask, g: np.ndarray, rounding: np.ndarray,
         loc = localise(n, dirty, check_block, block=max(1, 2 * k), limit=limit)
         tests = loc.tests
     counts = {"evaluations": dirs.evaluations, "tests": tests}
-    return _report(task, g, examined, whole, taylor), counts
+    return _report(task, g, examined, whole, leaf_taylor), counts
 
 
 @jax.jit
@@ -172,6 +174,7 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
     leaves = []
     for task, g, rounding, leaf_taylor in zip(tasks, gs, roundings, taylor):
         if task.leaf_number in covered:  # passed by the joint test
+            assert leaf_taylor is not None  # from `_together`, as `covered` is
             leaves.append(_report(task, g, (), screen.checks, leaf_taylor[1]))
             continue
         report, counts = check_leaf_fast(task, g, np.asarray(rounding, np.float64),

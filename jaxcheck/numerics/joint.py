@@ -130,8 +130,8 @@ class JointScreen:
 
 def joint_screen(problem: Problem, positions: Sequence[int], leaf_numbers: Sequence[int],
                  param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any],
-                 g_leaves: Sequence[np.ndarray], roundings: Sequence[np.ndarray], k: int,
-                 seed: int, eps_f: float, rel_step: float, safety: float,
+                 g_leaves: Sequence[np.ndarray | jax.Array], roundings: Sequence[np.ndarray],
+                 k: int, seed: int, eps_f: float, rel_step: float, safety: float,
                  paths: Sequence[str]) -> JointScreen:
     """k joint directions over the leaves at `positions`, screened at the first step."""
     dtype = np.dtype(param_dynamic[positions[0]].dtype)

@@ -43,7 +43,7 @@ class ComponentVerdicts:
     tolerance: np.ndarray   # bound on |analytic − numerical| for a PASS
 
 
-def roundoff(eps_f: float, f_scale: np.ndarray, h: np.ndarray) -> np.ndarray:
+def roundoff(eps_f: float, f_scale: np.ndarray, h: np.ndarray | float) -> np.ndarray:
     return ROUNDOFF_FACTOR * eps_f * f_scale / h
 
 

@@ -6,9 +6,9 @@ arguments (`np.random`, a global counter turned into a PRNG key, the clock) gets
 every trace, so those values belong to different functions and every verdict would be noise.
 So `check` compares two evaluations of each, as cheaply as it can:
 
-- `fn`: every leaf's compiled program evaluates f(θ) anyway; those values must agree within
-  rounding (different fusion and summation order), far below what a new dropout mask changes.
-  With a single leaf, `fn` is traced twice instead, as `grad_fn` is;
+- `fn`: traced twice in every mode, as `grad_fn` is; in full mode every leaf's compiled
+  program also evaluates f(θ) anyway, and those values must agree within rounding (different
+  fusion and summation order), far below what a new dropout mask changes;
 - `grad_fn`: traced twice (no compilation); a deterministic function gives the same program
   with the same constants. If the programs differ, both are evaluated and compared.
 """
@@ -102,13 +102,12 @@ def require_same_traces(who: str, f: Callable[..., Any], example: Sequence[Any],
                 f"{tolerance(eps):.1e}). " + _ADVICE.format(who=who))
 
 
-def require_deterministic(analytic: AnalyticGradient, n_leaves: int, eps_f: float,
-                          eps_g: float) -> None:
-    """The checks that need no leaf's values: `grad_fn` always, `fn` if it has one leaf."""
+def require_deterministic(analytic: AnalyticGradient, eps_f: float, eps_g: float) -> None:
+    """The checks that need no leaf's values, for every mode: two traces of `fn` and of
+    `grad_fn` (full mode also compares the f(θ) of every leaf's program with the first's)."""
     params, args = analytic.problem.params, analytic.problem.args
     example = (analytic.params.dynamic, analytic.arg_dynamic)
-    if n_leaves == 1:
-        require_same_traces("fn", analytic.problem.loss, example, eps_f)
+    require_same_traces("fn", analytic.problem.loss, example, eps_f)
     if analytic.grad_fn is not None:
         grad_fn = analytic.grad_fn
         require_same_traces(

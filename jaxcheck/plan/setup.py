@@ -14,8 +14,30 @@ from typing import Any
 
 from ..inputs.low_precision import gradient_epsilons
 from ..inputs.precision import machine_epsilon
+from ..inputs.problem import Problem
+from ..inputs.pytree import Split
 from .determinism import require_deterministic
+from .gradients import AnalyticGradient
 from .tasks import LeafTask
+
+
+def require_mode_and_method(mode: str, method: str) -> None:
+    """Full mode takes every method; fast and sample mode use central differences."""
+    if mode != "full" and method != "central":
+        raise ValueError(f"method: mode={mode!r} uses central differences; "
+                         f"method={method!r} is available with mode='full' only")
+
+
+def leaf_tasks(problem: Problem, p: Split, a: Split, analytic: AnalyticGradient,
+               user_dtypes: Sequence[str], eps_f: float, eps_g: float, rel_step: float,
+               safety: float, batch_size: int | None) -> list[LeafTask]:
+    """One task per checked leaf of `p`, in order."""
+    return [
+        LeafTask(problem, position, path, user_dtype, tuple(p.dynamic), tuple(a.dynamic),
+                 number, analytic, eps_f, eps_g, rel_step, safety, batch_size)
+        for number, (position, path, user_dtype) in enumerate(zip(p.checked, p.paths,
+                                                                   user_dtypes))
+    ]
 
 
 def split_gradient_rounding(tasks: Sequence[Any]) -> list[Any]:
@@ -41,6 +63,5 @@ def shared_setup(tasks: Sequence[LeafTask]) -> list[LeafTask]:
     values (each method's `check_all` then compares every leaf's f(θ) with the first's)."""
     tasks = split_gradient_rounding(tasks)
     first = tasks[0]
-    require_deterministic(first.analytic, len(tasks), first.eps_f,
-                          max(first.eps_g, first.eps_g_out))
+    require_deterministic(first.analytic, first.eps_f, max(first.eps_g, first.eps_g_out))
     return tasks

@@ -24,7 +24,7 @@ _PARTS = ("real", "imag")
 def locate(flat: int, shape: tuple[int, ...], is_complex: bool) -> tuple[tuple[int, ...], str]:
     """(index, part) of a flat real-view index: part is "", "real" or "imag"."""
     view = shape + (2,) if is_complex else shape
-    index = tuple(int(i) for i in np.unravel_index(flat, view)) if view else ()
+    index = tuple(int(i) for i in (np.unravel_index(flat, view) if view else ()))
     if is_complex:
         return index[:-1], _PARTS[index[-1]]
     return index, ""

@@ -176,7 +176,9 @@ def _history(tree: Any, stacked: bool, name: str,
             raise ValueError(f"{name}: with stacked=True, expected floating leaves with one "
                              f"common leading step axis; got leading sizes "
                              f"{sorted(map(str, lengths))}")
-        steps = [[v[t] for _, v in found] for t in range(lengths.pop())]
+        count = lengths.pop()
+        assert count is not None  # excluded above
+        steps = [[v[t] for _, v in found] for t in range(count)]
         got = tuple(p for p, _ in found)
     else:
         trees = tree if isinstance(tree, list) else [tree]
