@@ -3,7 +3,7 @@
 Primitive names and equation parameters are JAX internals that change between releases
 (`pjit` became `jit`; `custom_vjp_call_jaxpr` became `custom_vjp_call`). Four parts of the
 pipeline read jaxprs: the precision a function computes in (`inputs/precision`), the rounding
-of a gradient's final cast (`inputs/low_precision`), the complex step's guard against
+of a gradient's final cast (`inputs/final_cast`), the complex step's guard against
 non-analytic operations (`numerics/complex_step`) and the interpreter that follows a change
 through the loss (`evaluation/local_changes`). They walk jaxprs and name primitives only
 through this module, so a JAX release that renames something is fixed here, once.

@@ -78,7 +78,7 @@ def test_four_devices_give_the_verdicts_of_one(one_and_four):
     assert one["right"] == four["right"] and one["right"]["ok"]
     assert one["wrong"] == four["wrong"]
     assert four["wrong"]["failures"] == [["['w2']", [4, 1]]]
-    # and the same with local changes (`_local_changes`), on 1 or 4 devices
+    # and the same with local changes (`local_changes`), on 1 or 4 devices
     for run in one_and_four:
         assert run["right_local"] == one["right"] and run["wrong_local"] == one["wrong"]
 

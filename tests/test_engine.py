@@ -64,7 +64,7 @@ def test_evaluations_do_not_depend_on_batch_size():
 
 def test_batch_lowered_until_compiled_temporaries_fit_budget(monkeypatch):
     # A 1e6-parameter leaf: the compiled program of a large batch would need ~GBs (cumsum
-    # has no local rule in `_local_changes`, so each perturbation gets its own copy of w).
+    # has no local rule in `local_changes`, so each perturbation gets its own copy of w).
     def loss(w, x):
         return jnp.sum(jnp.tanh(x @ jnp.cumsum(w, axis=0)) ** 2)
 

@@ -1,4 +1,4 @@
-"""The loss at a perturbed point from the unperturbed one (`_local_changes`).
+"""The loss at a perturbed point from the unperturbed one (`local_changes`).
 
 The interpreted evaluation must give the loss at the perturbed point (to rounding) for every
 way a leaf can enter the loss: either operand of a product, transposed or reshaped first, batch

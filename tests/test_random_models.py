@@ -7,7 +7,7 @@ is above its leaf's median), which must be found as the mode promises:
 - full mode: whenever the error exceeds the tolerance reported for that component (unless the
   component sits on a kink, INCONCLUSIVE, where a subgradient range is valid);
 - fast mode: whenever the error's share of a direction's derivative, |uⱼ|·|eⱼ|, exceeds the
-  tolerance of every direction of the leaf's own test (`_fast`'s bound); then the leaf FAILs
+  tolerance of every direction of the leaf's own test (`fast`'s bound); then the leaf FAILs
   and the exact entry is localised.
 
 The default run checks `DEFAULT_DRAWS` draws per mode; `-m slow` checks `SLOW_DRAWS`.

@@ -13,8 +13,7 @@ from ..inputs.precision import (
 from ..inputs.prepare import Inputs, prepared
 from ..inputs.validation import require_scalar_loss, trace_loss
 from ..numerics import differences as d
-from ..numerics.methods import FIRST_PASS_EXPONENTS
-from ..numerics.modes import run_mode
+from ..numerics.dispatch import FIRST_PASS_EXPONENTS, run_mode
 from ..plan.gradients import AnalyticGradient
 from ..plan.setup import leaf_tasks, require_mode_and_method, shared_setup
 from ..report.report import Report
@@ -45,7 +44,7 @@ def check(fn: Callable[..., Any], params: Any, *args: Any,
     **Example:**
 
     ```python
-    >>> import jax.numpy as jnp, jaxcheck
+    >>> import jax, jax.numpy as jnp, jaxcheck
     >>> loss = lambda p, x: jnp.sum(jnp.tanh(x @ p["w"]) ** 2)
     >>> params, x = {"w": jnp.ones((3, 2))}, jnp.arange(6.0).reshape(2, 3) / 6
     >>> jaxcheck.check(loss, params, x).ok

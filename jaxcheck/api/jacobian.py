@@ -2,8 +2,8 @@
 
 Column j of the Jacobian is one central difference: component j of one input leaf is moved
 by ±h and the whole output tree is evaluated (2 evaluations per column, batched like
-`_engine`). Each entry (output i, input j) then gets the verdict of the scalar check, from the
-same functions (`_verdicts.screen`, then `_verdicts.judge` at Richardson levels for the
+`engine`). Each entry (output i, input j) then gets the verdict of the scalar check, from the
+same functions (`verdicts.screen`, then `verdicts.judge` at Richardson levels for the
 entries not yet within round-off), with the round-off scale of that entry being the output
 entry's own magnitude |fᵢ| rather than a scalar loss's.
 """
@@ -270,7 +270,7 @@ def _confirmed_beside_kinks(source: Source, problem: VectorProblem, p: Split, a:
                             number: int, j: np.ndarray, i: np.ndarray, kinks: v.Kinks,
                             theta_w: np.ndarray, dtype: np.dtype, opts: Options) -> np.ndarray:
     """Mask of unresolved kinks where the analytic Jacobian just beside θ (on either side,
-    along component j) matches the one-sided slopes, as in the scalar check (`_full`)."""
+    along component j) matches the one-sided slopes, as in the scalar check (`full`)."""
     confirmed = np.zeros(kinks.unresolved.shape, bool)
     where = np.flatnonzero(kinks.unresolved)
     if where.size == 0:

@@ -13,13 +13,13 @@ along u moves each component by about t·max(1, |θⱼ|)/√m, the relative step
 over m components, and keeping ‖u‖ near 1 whatever the size of the set lets the same step rule
 (t = ε^(1/3), Richardson at ε^(1/5)) serve a whole leaf and a handful of components alike.
 Powers of two make t·uⱼ exact for a step t that is one too (`power_of_two`), so θ + t·u is
-usually exact in the working dtype (`_joint` checks it once per call instead of summing the
+usually exact in the working dtype (`joint` checks it once per call instead of summing the
 rounding of every point).
 
 The signs are generated inside the compiled function from the direction's number, so no (k, n)
 matrix of directions is ever stored: a row of a request is just (number, lo, hi, t). Rows are
 grouped by direction: the compiled function builds each direction's u (and u·g, ‖u∘A‖,
-u[lo]) once and evaluates the loss at all its steps (`losses_along`). As in `_engine`, one leaf is
+u[lo]) once and evaluates the loss at all its steps (`losses_along`). As in `engine`, one leaf is
 perturbed at a time, batches have fixed shapes (directions and steps padded), and the compiled
 programs are keyed on the hashable `Problem` and the shapes, so repeated checks reuse them.
 """
@@ -130,7 +130,7 @@ def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u,
     evaluated. θ is param_dynamic[position]; u and g are flat; u_dot_g is u·g.
 
     For params of `engine.LOCAL_CHANGES_MIN_SIZE` entries or more, products with the leaf are
-    formed as θ·x + t·(u·x), with u·x shared by the steps (`_local_changes`); where every use
+    formed as θ·x + t·(u·x), with u·x shared by the steps (`local_changes`); where every use
     of the leaf is such a product, P is θ + t·u exactly. Otherwise P is θ + t·u rounded to
     the leaf's dtype.
     """
@@ -232,7 +232,7 @@ class Directions:
     leaf_number: int
     seed: int
     g: np.ndarray                   # the analytic gradient of the leaf, flat, float64
-    rounding: np.ndarray            # bound on the rounding of each gᵢ (`_verdicts`)
+    rounding: np.ndarray            # bound on the rounding of each gᵢ (`verdicts`)
     batch_size: int | None = None
     evaluations: int = 0
     issued: int = 0
@@ -265,11 +265,14 @@ class Directions:
             keys, group, slot = keys[pairs[:, 0]], group.reshape(-1), slot % STEPS
         return keys, group, slot
 
-    def _batches(self, keys, ts):
-        """Directions cut into calls of a fixed size, the last padded (device arrays).
+    @property
+    def _map_batch(self) -> int:
+        """Directions vmapped together: up to `VMAP_ENTRIES` perturbed entries, at least one."""
+        return max(1, min(self.batch, VMAP_ENTRIES // (STEPS * self.size)))
 
-        Up to `VMAP_ENTRIES` perturbed entries are vmapped together (at least one direction)."""
-        b = max(1, min(self.batch, VMAP_ENTRIES // (STEPS * self.size)))
+    def _batches(self, keys, ts):
+        """Directions cut into calls of a fixed size, the last padded (device arrays)."""
+        b = self._map_batch
         per_call = -(-max(1, self.batch // STEPS) // b) * b
         for s in range(0, len(keys), per_call):
             k, t = keys[s:s + per_call], ts[s:s + per_call]
@@ -278,7 +281,7 @@ class Directions:
             filler = np.array([[0, 0, self.size]] * pad, np.int64).reshape(-1, 3)
             k = np.concatenate([k, filler])
             t = np.concatenate([t, np.zeros((pad, t.shape[1]), t.dtype)])
-            yield b, jnp.asarray(len(keys[s:s + per_call]), jnp.int32), *(
+            yield jnp.asarray(len(keys[s:s + per_call]), jnp.int32), *(
                 jnp.asarray(k[:, c].astype(np.int32)) for c in range(3)), jnp.asarray(t)
 
     def fresh(self, k: int) -> np.ndarray:
@@ -300,16 +303,12 @@ class Directions:
         ts = np.zeros((len(keys), STEPS), self.dtype)   # padding steps t = 0, dropped
         ts[group, slot] = t
         seed, leaf = self._keys()
-        outs = [  # dispatched asynchronously; gathered below
-            engine.call(DirectionBatch(self.problem, self.position, map_batch),
-                        tuple(self.param_dynamic), tuple(self.arg_dynamic),
-                        self.g_device, self.rounding_device, seed, leaf, *batch)
-            for map_batch, *batch in self._batches(keys, ts)
-        ]
+        shared = (tuple(self.param_dynamic), tuple(self.arg_dynamic), self.g_device,
+                  self.rounding_device, seed, leaf)
+        f, g_step, gu, spread, u_sum = engine.call_batches(
+            DirectionBatch(self.problem, self.position, self._map_batch), shared,
+            self._batches(keys, ts), len(keys))
         self.evaluations += m
-        f, g_step, gu, spread, u_sum = (
-            np.concatenate([np.asarray(o[i], np.float64) for o in outs])[:len(keys)]
-            for i in range(5))
         return Along(f[group, slot], g_step[group, slot], gu[group], spread[group],
                      u_sum[group])
 

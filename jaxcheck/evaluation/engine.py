@@ -1,22 +1,29 @@
-"""Batched evaluation of the loss at perturbed points.
+"""The one engine: every batched evaluation of jaxcheck is compiled and run here.
+
+A caller describes what one point computes as a `Kernel` (a frozen dataclass, so hashable):
+`EntryLoss` (the loss with one entry of a leaf moved: full and sample mode, fast mode's
+localisation), and elsewhere the output vector of a Jacobian check, the complex step, a
+Jacobian row or column, the loss at given leaf values (the ε sweep). `run(kernel, shared,
+points, batch_size)` evaluates it at every point and returns the stacked results as float64.
 
 One leaf is perturbed at a time, so everything computed before the leaf's first use does not
 depend on the batch axis and `vmap` leaves it unbatched. Each perturbation is built from its
 (index, value) pair inside the mapped function: no (m, n) matrix of perturbed parameter
 vectors is materialised. When the params have `LOCAL_CHANGES_MIN_SIZE` entries or more, the
-change of one entry is followed through the loss (`_local_changes`: a weight entry changes one
+change of one entry is followed through the loss (`local_changes`: a weight entry changes one
 column of a product, not the whole product); otherwise the leaf is copied with the entry
 replaced by an elementwise select.
 
-Batches have a fixed size, so one compiled program serves every batch of a leaf. The size is
-an upper bound from the leaf's size, lowered until XLA's compiled memory analysis of the
-program fits `memory_budget()` (so a 1e6-parameter leaf cannot exhaust memory). Batches are
-split over all local devices with `jax.shard_map` (`_devices`).
+Batches have a fixed size, so one compiled program serves every batch. The size is an upper
+bound from the leaf's size, lowered until XLA's compiled memory analysis of the program fits
+`memory_budget()` (so a 1e6-parameter leaf cannot exhaust memory). Batches are split over all
+local devices with `jax.shard_map` (`devices`), and counted by the progress bar (`progress`).
 
-Compiled programs are kept in a small LRU cache (`CACHE_SIZE` entries) keyed by the
-`Problem` (fn and the hashable skeletons of params and args), the leaf, the requested batch
-size, the shapes and dtypes of the dynamic leaves, the devices and the x64 setting: a second
-check of the same function with the same shapes compiles nothing.
+Compiled programs are kept in a small LRU cache (`CACHE_SIZE` entries) keyed by the kernel
+(with its `Problem`: fn and the hashable skeletons of params and args), the requested batch
+size, the shapes and dtypes of the shared inputs, the devices and the x64 setting: a second
+check of the same function with the same shapes compiles nothing. Programs whose batches have
+a structure of their own (fast mode's directions and joint test) are compiled by `call`.
 """
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
@@ -41,7 +48,7 @@ from . import local_changes, progress
 # Larger batches stop paying on CPU once a batch's perturbed copies leave the caches; an
 # accelerator needs large batches to fill its cores.
 MAX_BATCH_CPU = 64
-# A change followed through the loss (`_local_changes`) costs little per perturbation and
+# A change followed through the loss (`local_changes`) costs little per perturbation and
 # needs no copy of the leaf: larger batches amortise the cost of each call.
 MAX_BATCH_CPU_LOCAL = 256
 MAX_BATCH_ACCELERATOR = 1024
@@ -49,7 +56,7 @@ MAX_BATCH_ACCELERATOR = 1024
 BATCH_MEMORY_BUDGET = 256 * 2**20
 CACHE_SIZE = 64
 # Params of this many entries or more are evaluated by following each change
-# (`_local_changes`): its program takes ~1.5x as long to compile, which a few thousand cheap
+# (`local_changes`): its program takes ~1.5x as long to compile, which a few thousand cheap
 # evaluations do not repay. The params' size, not the leaf's: a bias is as expensive to
 # perturb as the products downstream of it.
 LOCAL_CHANGES_MIN_SIZE = 2048
@@ -351,6 +358,16 @@ def call(kernel: Callable[..., Any], *dynamic: Any) -> Any:
     batches have a structure of their own (all steps of a direction share its vector, all
     directions of the joint test their signs): compiled once per (kernel, shapes), like `run`'s."""
     return _call(kernel, *dynamic)
+
+
+def call_batches(kernel: Callable[..., Any], shared: Sequence[Any],
+                 batches: Iterable[Sequence[Any]], count: int) -> Any:
+    """`call(kernel, *shared, *batch)` for each batch (dispatched asynchronously, so the
+    device never waits for the host), the outputs concatenated along their first axis as
+    float64 and cut to the first `count` rows (the last batch is padding beyond them)."""
+    outs = [_call(kernel, *shared, *batch) for batch in batches]
+    return jax.tree_util.tree_map(
+        lambda *o: np.concatenate([np.asarray(x, np.float64) for x in o])[:count], *outs)
 
 
 def evaluate(problem: Problem, position: int, param_dynamic: Sequence[Any],

@@ -95,3 +95,13 @@ def jaxpr_epsilon(closed: Any, default: float) -> float:
 
 def as_float64_numpy(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
+
+
+def native_dtype(x: Any) -> Any:
+    """The dtype a leaf is checked in under `precision="native"`: its own, except that
+    bfloat16 and float16 are upcast to float32 (differences on a 2⁻⁸ grid are noise)."""
+    dtype = getattr(x, "dtype", None)
+    if (dtype is not None and jnp.issubdtype(dtype, jnp.floating)
+            and jnp.finfo(dtype).bits < 32):
+        return jnp.float32
+    return None

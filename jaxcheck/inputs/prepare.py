@@ -18,9 +18,8 @@ import jax
 
 from .adapters import canonical
 from .complex_params import real_view
-from .low_precision import native_dtype
 from .options import Options
-from .precision import cast_floating, working_precision
+from .precision import cast_floating, native_dtype, working_precision
 from .problem import Problem
 from .pytree import Split, replace_dynamic, split
 from .validation import require_checkable, require_concrete

@@ -1,10 +1,10 @@
 """A function with vector- or tree-valued output, as the map from real views to one flat vector.
 
 Inputs: the dynamic leaves of `primals` (complex leaves already replaced by real views, see
-`_complex_params`). Output: every floating leaf of `fn`'s output, complex leaves as real views,
+`complex_params`). Output: every floating leaf of `fn`'s output, complex leaves as real views,
 raveled and concatenated into one real vector; integer and boolean outputs are not
 differentiable and are left out. Both `OutputLayout` and `VectorProblem` are hashable, so they
-key compiled programs the way `_engine.Problem` does.
+key compiled programs the way `engine.Problem` does.
 """
 from __future__ import annotations
 

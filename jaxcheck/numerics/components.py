@@ -1,7 +1,7 @@
 """Per-component verdicts on a chosen set of one leaf's components.
 
 Full mode checks every component of a leaf this way, sample mode a random subset. A
-component is the line θ + h·eᵢ; its verdict comes from `_escalation.decide`, the same
+component is the line θ + h·eᵢ; its verdict comes from `escalation.decide`, the same
 escalation that fast mode's directions go through: the first pass at h₁ = ε^(1/3)·max(1, |θᵢ|),
 then the measured noise, Richardson levels at two scales and the kink analysis for those not
 already within round-off.
@@ -31,7 +31,7 @@ class ComponentResults:
 
 
 class ComponentLine:
-    """The lines θ + h·e_{indices[r]} of one leaf (an `_escalation.Line`)."""
+    """The lines θ + h·e_{indices[r]} of one leaf (an `escalation.Line`)."""
 
     def __init__(self, task: LeafTask, indices: np.ndarray, batch: int | None = None):
         self.task, self.indices = task, np.asarray(indices, np.int64)

@@ -5,13 +5,13 @@ and sample mode, the entries fast mode localises) or along a random direction (f
 Every mode decides through `decide`, so no mode fails what another would pass:
 
 1. **Screen.** One central difference at the first step h₁; PASS within round-off
-   (`_verdicts.screen`). Most derivatives stop here.
+   (`verdicts.screen`). Most derivatives stop here.
 2. **Noise.** For what is left, the rounding noise of f near θ is measured (Moré & Wild: the
    6th difference of 7 closely spaced values): a loss whose terms cancel carries ε·Σ|terms| of
    rounding, far more than the ε·|f| the screen assumes.
 3. **Richardson at the small scale.** Levels 4h₁, 2h₁, h₁ (h₁ reused), judged by the error
    model with the measured noise, the one-sided estimates and the kink analysis
-   (`_verdicts.judge`).
+   (`verdicts.judge`).
 4. **Richardson at the extrapolation scale.** Levels h₂, h₂/2, h₂/4 with h₂ ≈ ε^(1/5) (steps
    a kink at the small scale does not reach, truncation an extrapolation removes), for what is
    still failing, unless the mismatch is gross with no sign of a kink.
@@ -107,7 +107,7 @@ def richardson_levels(line: Line, rows: np.ndarray, finest: np.ndarray, count: i
 
 def _judge(levels: list[Level], g, a, f0: float, eps_f: float, safety: float, beside,
            noise: float):
-    """`_verdicts.judge` on `levels` (coarsest first), and the stacked values it used."""
+    """`verdicts.judge` on `levels` (coarsest first), and the stacked values it used."""
     stacked = [np.stack([getattr(lv, name) for lv in levels])
                for name in ("f_plus", "f_minus", "h_plus", "h_minus")]
     f_plus, f_minus, h_plus, h_minus = stacked

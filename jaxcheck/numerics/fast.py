@@ -19,10 +19,10 @@ Gaussian directions would give P(u·e = 0) = 0 but no bound on P(|u·e| < τ) th
 knowing how e is spread; Rademacher signs give the distribution-free 1/2 above.
 
 **Order of the tests.** With two leaves or more of one dtype and `JOINT_MIN_SIZE` entries or
-more, all leaves are first tested together (`_joint`: k directions, each moving every leaf
+more, all leaves are first tested together (`joint`: k directions, each moving every leaf
 along its own direction at once), and each leaf's Taylor test runs in one program for all. If
 every direction is within round-off, the leaves it covers pass; otherwise each leaf gets its
-own k directions, and a failing leaf is bisected (`_group_testing`). A wrong leaf then escapes
+own k directions, and a failing leaf is bisected (`group_testing`). A wrong leaf then escapes
 only if the joint test or its own test misses it: probability ≤ 2·2⁻ᵏ, so k = 21 (the
 default) keeps it ≤ 2⁻²⁰ ≈ 9.5e-7 ≤ 1e-6; in general k = ⌈log₂(2/p)⌉ for a miss probability
 p. Other params go straight to the tests of each leaf (≤ 2⁻ᵏ).
@@ -41,7 +41,7 @@ from ..evaluation.directions import Directions
 from ..plan.tasks import LeafTask
 from . import verdicts as v
 from .components import ComponentResults
-from .directional import DirectionalChecks, check_directions
+from .direction_checks import DirectionalChecks, check_directions
 from .group_testing import localise
 from .joint import joint_screen
 from .results import LeafReport
@@ -49,7 +49,7 @@ from .taylor import LEVELS, TaylorResult, taylor_test, taylor_tests
 
 # Directions of a subset test evaluated before the rest (see `dirty` below).
 FIRST_DIRECTIONS = 2
-# Parameter entries from which leaves are first tested together (`_joint`). Below, a test of
+# Parameter entries from which leaves are first tested together (`joint`). Below, a test of
 # each leaf costs milliseconds and compiling the joint program would cost more than it saves.
 JOINT_MIN_SIZE = 1 << 16
 
@@ -135,7 +135,7 @@ def check_leaf_fast(task: LeafTask, g: np.ndarray, rounding: np.ndarray,
 
 @jax.jit
 def _roundings(gs, eps_g, eps_out):
-    """`_verdicts.analytic_rounding` of every leaf, in one program."""
+    """`verdicts.analytic_rounding` of every leaf, in one program."""
     return [v.analytic_rounding(e, g, o) for g, e, o in zip(gs, eps_g, eps_out)]
 
 

@@ -2,7 +2,7 @@
 
 Per leaf: one pass of central differences at the small step h₁ = ε^(1/3)·max(1,|θᵢ|)
 (2 evaluations per component, plus the unperturbed point) screens out every component
-already within round-off of the analytic value; the rest go through `_escalation.decide`
+already within round-off of the analytic value; the rest go through `escalation.decide`
 (measured noise, Richardson levels at two scales, the kink analysis), as in every mode.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A set S of components is *dirty* when some directional check restricted to S fails (its k
 directions have random signs, so a dirty set shows with probability ≥ 1 − 2⁻ᵏ whatever the
-cancellation; see `_fast`). Starting from the whole failing leaf, each dirty range is split in
+cancellation; see `fast`). Starting from the whole failing leaf, each dirty range is split in
 two halves and both are tested; clean halves are dropped, dirty ones split again. A range of at
 most `block` components is checked component by component with full mode's method, which gives
 the per-component numerical values the report lists.

@@ -1,11 +1,11 @@
 """The joint screen: one directional test of every leaf at once, before any leaf alone.
 
-Group testing (`_group_testing`) bisects a failing leaf; the joint screen is the level above
+Group testing (`group_testing`) bisects a failing leaf; the joint screen is the level above
 it. Direction i of the joint test moves every checked leaf L along L's own direction of
-number `JOINT_NUMBERS + i` (`_directions`, on L's whole range), all at the same time:
+number `JOINT_NUMBERS + i` (`directions`, on L's whole range), all at the same time:
 u = (u₁, …, u_L). Two consequences:
 
-- **The same bound.** The Rademacher argument of `_fast` holds for any nonzero error vector,
+- **The same bound.** The Rademacher argument of `fast` holds for any nonzero error vector,
   so for the errors of all leaves together: a direction misses with probability ≤ 1/2 what a
   test of the leaf alone would catch, whatever the errors of the other leaves, and a single
   wrong entry of leaf L contributes |eⱼ|·|uⱼ| (about |eⱼ|·max(1, |θⱼ|)/√m_L), exactly as in L's
@@ -15,7 +15,7 @@ u = (u₁, …, u_L). Two consequences:
   leaves a whole pass each). In an MLP of d layers that is up to 2d passes per point.
 
 The screen passes the leaves only when every direction is within round-off at the first step
-(`_verdicts.screen`). Anything else (a wrong gradient, a kink crossed, curvature that needs
+(`verdicts.screen`). Anything else (a wrong gradient, a kink crossed, curvature that needs
 the Richardson levels) sends every leaf to its own test, which decides as before: the joint
 screen never fails a leaf. Its tolerance adds the analytic-rounding terms of all leaves, so a
 leaf is covered only where the joint tolerance is at most `MAX_LOOSENING` times the one its
@@ -36,7 +36,7 @@ from ..evaluation import engine
 from ..evaluation.directions import VMAP_ENTRIES, magnitudes, power_of_two, signs
 from ..inputs.problem import Problem
 from . import verdicts as v
-from .directional import HOEFFDING_Z, DirectionalChecks
+from .direction_checks import HOEFFDING_Z, DirectionalChecks
 
 # Direction numbers of the joint test, apart from those a leaf's own tests draw (from 0 up).
 JOINT_NUMBERS = 1 << 30
@@ -150,7 +150,7 @@ def joint_screen(problem: Problem, positions: Sequence[int], leaf_numbers: Seque
     f0, f, g_step, gu, spread2 = (np.asarray(x, np.float64) for x in out)
     f0 = float(f0)
     t = np.full(k, step)
-    # each value corrected to first order back to the exact point θ ± t·u (`_directional`)
+    # each value corrected to first order back to the exact point θ ± t·u (`direction_checks`)
     fp = f[:, 0] - (g_step[:, 0] - t * gu)
     fm = f[:, 1] - (g_step[:, 1] + t * gu)
     a_leaf = HOEFFDING_Z * np.sqrt(spread2)

@@ -14,7 +14,7 @@ import numpy as np
 from .verdicts import FAIL, INCONCLUSIVE
 
 if TYPE_CHECKING:  # fast mode's results; those modules import this one
-    from .directional import DirectionalChecks
+    from .direction_checks import DirectionalChecks
     from .taylor import TaylorResult
 
 

@@ -21,11 +21,11 @@ from ..evaluation import engine
 from ..evaluation.directions import Directions, losses_along, whole_direction
 from ..inputs.problem import Problem
 from . import differences as d
-from .directional import HOEFFDING_Z
+from .direction_checks import HOEFFDING_Z
 
 # Steps t_max·8⁻ʲ, j = 0..2: a factor 64 between the largest and smallest in 3 evaluations
 # (each can cost a forward pass; an order needs two steps above round-off, and the smallest
-# sees the smallest errors); with f(θ), 4 rows: two groups of `_directions.STEPS`, or one
+# sees the smallest errors); with f(θ), 4 rows: two groups of `directions.STEPS`, or one
 # program for all leaves (`taylor_tests`).
 LEVELS = 3
 RATIO = 8.0
@@ -79,7 +79,7 @@ class RemainderRows:
 def _remainder_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[int, ...],
                     param_dynamic, arg_dynamic, gs, roundings, seed, ts):
     """Per leaf L: the loss at θ + t·u_L for t in ts with only L moved (u_L: L's direction 0),
-    g·(P − θ), u_L·g_L and ‖u_L∘A_L‖ (`_directions.losses_along`).
+    g·(P − θ), u_L·g_L and ‖u_L∘A_L‖ (`directions.losses_along`).
 
     One program for all leaves: the unperturbed values that each leaf's local changes start
     from are the same computations, which XLA merges, so they are computed once."""

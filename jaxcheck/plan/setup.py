@@ -2,7 +2,7 @@
 
 - The gradient's rounding: a `grad_fn` whose arithmetic runs in a higher precision than its
   final cast (e.g. float32 sums cast to bfloat16) carries only that cast's rounding per entry
-  (`eps_g_out`), not ε·Σ|terms| of low-precision arithmetic (`inputs/low_precision`).
+  (`eps_g_out`), not ε·Σ|terms| of low-precision arithmetic (`inputs/final_cast`).
 - Determinism: `fn` and the gradient evaluated twice at params must agree within rounding
   (`determinism`); each mode then compares every leaf's f(θ) with the first's.
 """
@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from ..inputs.low_precision import gradient_epsilons
+from ..inputs.final_cast import gradient_epsilons
 from ..inputs.precision import machine_epsilon
 from ..inputs.problem import Problem
 from ..inputs.pytree import Split

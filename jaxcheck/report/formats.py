@@ -1,7 +1,7 @@
 """Reports for people and machines: a JSON-serialisable dict, HTML for notebooks, and plots.
 
 `Report.to_dict()`, `Report.to_json()`, `Report._repr_html_()` and `Report.plot()` delegate here,
-so `_report.py` stays the data and its text.
+so `report.py` stays the data.
 
 The dict schema, `"jaxcheck.report/1"` (non-finite numbers become `null`, tuples become lists):
 

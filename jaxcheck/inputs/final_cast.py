@@ -1,4 +1,5 @@
-"""Low-precision gradients (bfloat16, float16): rounding of the result vs of the arithmetic.
+"""A gradient cast to a low precision at the end (bfloat16, float16): the rounding of that final
+cast vs the rounding of low-precision arithmetic.
 
 The check itself always runs on an upcast copy (float64 by default), so finite differences
 never see a bfloat16 grid and never collapse to a zero step. What stays low-precision is what
@@ -12,8 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-
-import jax.numpy as jnp
 
 from .. import _jaxpr
 from .precision import equation_epsilon, var_epsilon
@@ -48,13 +47,3 @@ def gradient_epsilons(grad_fn: Any, params: Any, args: Any, param_dynamic: Seque
     jaxpr = closed.jaxpr
     out = max([0.0] + [var_epsilon(v) for v in jaxpr.outvars])
     return max(default, _arithmetic_eps(jaxpr)), out
-
-
-def native_dtype(x: Any) -> Any:
-    """The dtype a leaf is checked in under `precision="native"`: its own, except that
-    bfloat16 and float16 are upcast to float32 (differences on a 2⁻⁸ grid are noise)."""
-    dtype = getattr(x, "dtype", None)
-    if (dtype is not None and jnp.issubdtype(dtype, jnp.floating)
-            and jnp.finfo(dtype).bits < 32):
-        return jnp.float32
-    return None

@@ -1,7 +1,7 @@
 """Directional checks: u·g against the derivative of the loss along u, with full mode's error model.
 
 A direction is decided exactly like a component in full mode, by the same code
-(`_escalation.decide`: the screen, the measured noise, Richardson levels at two scales, the
+(`escalation.decide`: the screen, the measured noise, Richardson levels at two scales, the
 one-sided estimates and the kink analysis), with these quantities:
 
 - analytic value u·g; numerical value (f(θ+tu) − f(θ−tu))/2t at t = ε^(1/3), then at the
@@ -43,7 +43,7 @@ class DirectionalChecks:
     status: np.ndarray        # PASS / INCONCLUSIVE / FAIL per direction
     evaluations: int = 0      # loss evaluations spent
     u_sum: np.ndarray | None = None   # Σ uᵢ: the entry of u where a range has one component
-    joint: tuple[str, ...] = ()   # paths of the leaves a joint test covers (`_joint`)
+    joint: tuple[str, ...] = ()   # paths of the leaves a joint test covers (`joint`)
     noise: float = 0.0            # f's rounding noise measured near θ (0: not needed)
 
     @property
@@ -66,7 +66,7 @@ class DirectionalChecks:
 
 class DirectionLine:
     """The lines θ + t·u along directions `numbers` on ranges `[lo, hi)` (an
-    `_escalation.Line`). Each loss value is corrected to first order to the exact point
+    `escalation.Line`). Each loss value is corrected to first order to the exact point
     θ + t·u, so the offsets taken are the offsets asked for."""
 
     def __init__(self, dirs: Directions, numbers: np.ndarray, lo: np.ndarray, hi: np.ndarray,
@@ -100,7 +100,7 @@ def check_directions(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.nd
                      hi: np.ndarray, eps_f: float, rel_step: float, safety: float,
                      analytic_at=None, noise: float | None = None) -> DirectionalChecks:
     """Directional verdicts for directions `numbers` on the ranges `[lo, hi)` (arrays), by
-    `_escalation.decide` as for components.
+    `escalation.decide` as for components.
 
     `analytic_at(point)` returns the leaf's analytic gradient (flat) with the leaf at `point`;
     it is used only where a kink must be confirmed beside θ, as in full mode. `noise`: f's

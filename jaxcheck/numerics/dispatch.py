@@ -1,0 +1,51 @@
+"""Which mode examines the planned leaves, and with which method: the one dispatch of
+`Options.mode` (full: every component; fast: random directions, then group testing; sample: a
+random subset of components) and of full mode's `Options.method` (central, forward, backward
+or complex-step differences)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..evaluation import engine, progress
+from ..inputs.options import Options
+from ..plan.tasks import LeafTask
+from . import complex_step, one_sided
+from . import differences as d
+from .fast import check_all_fast
+from .full import check_all
+from .results import LeafReport
+from .sample import check_all_sample
+
+FIRST_PASS_EXPONENTS = {
+    "central": d.CENTRAL_EXPONENT,                 # O(h²) stencil
+    "complex": d.CENTRAL_EXPONENT,                 # its central cross-check
+    "forward": one_sided.FIRST_PASS_EXPONENT,     # O(h) stencil
+    "backward": one_sided.FIRST_PASS_EXPONENT,
+}
+
+
+def check_with_method(tasks: Sequence[LeafTask], method: str) -> tuple[LeafReport, ...]:
+    """Per-leaf reports of full mode with `method` ("central", "forward", "backward",
+    "complex"), on tasks after `plan.setup.shared_setup`."""
+    if method == "central":
+        return check_all(tasks)
+    if method in ("forward", "backward"):
+        return one_sided.check_all(tasks, +1 if method == "forward" else -1)
+    if method == "complex":
+        return complex_step.check_all(tasks)
+    raise ValueError(f"method: expected one of 'central', 'forward', 'backward', 'complex', "
+                     f"got {method!r}")
+
+
+def run_mode(tasks: Sequence[LeafTask],
+             opts: Options) -> tuple[tuple[LeafReport, ...], dict[str, Any]]:
+    """The per-leaf results of `opts.mode` on tasks after `plan.setup.shared_setup`, and
+    what the mode adds to the report's `info` (e.g. its number of evaluations)."""
+    if opts.mode == "fast":
+        return check_all_fast(tasks, opts.directions, opts.seed, opts.localise)
+    if opts.mode == "sample":
+        return check_all_sample(tasks, opts.samples, opts.seed)
+    # full mode: every component; its cost estimated first (a CostWarning, a progress bar)
+    with progress.full_check(engine.jobs_for(tasks), opts.progress):
+        return check_with_method(tasks, opts.method), {}
