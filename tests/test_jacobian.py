@@ -149,3 +149,13 @@ def test_convention_outside_the_slopes_at_a_kink_is_confirmed_beside_it():
     report = jaxcheck.check_jacobian(lambda x: 3 * relu_two_at_zero(x), x, ad="rev")
     assert report.ok and report.n_inconclusive == 1
     assert report.block("", "").analytic[0, 0] == 6.0
+
+
+def test_native_precision_upcasts_bfloat16_as_check_does():
+    # the same working copies as `check`: bfloat16 primals are checked in float32, where a
+    # correct Jacobian passes (on a bfloat16 grid the differences would be noise)
+    x = jnp.linspace(0.5, 1.5, 4).astype(jnp.bfloat16)
+    report = jaxcheck.check_jacobian(jnp.sin, x, precision="native")
+    scalar = jaxcheck.check(lambda w: jnp.sum(jnp.sin(w)), x, precision="native")
+    assert report.ok and scalar.ok, str(report)
+    assert report.info["eps_f"] == scalar.info["eps_f"] == float(jnp.finfo(jnp.float32).eps)

@@ -21,8 +21,9 @@ from ..evaluation.analytic_jacobian import Source, analytic_jacobian
 from ..evaluation.outputs import evaluate_outputs, output_batch_size
 from ..inputs.complex_params import is_complex, real_view_function
 from ..inputs.options import Options, parse_options
-from ..inputs.precision import cast_floating, effective_epsilon, machine_epsilon, working_precision
-from ..inputs.pytree import Split, is_checkable, replace_dynamic, split
+from ..inputs.precision import effective_epsilon, machine_epsilon, working_precision
+from ..inputs.prepare import working_copies
+from ..inputs.pytree import Split, is_checkable, split
 from ..inputs.vector_problem import VectorProblem, with_layout
 from ..numerics import differences as d
 from ..numerics import verdicts as v
@@ -101,8 +102,8 @@ def check_jacobian(fn: Callable[..., Any], primals: Any, *args: Any,
                          f"leaf to differentiate; got {jax.tree_util.tree_structure(primals)}")
     a = split(args, check_floats=False)
     with working_precision(opts.precision) as dtype:
-        p = replace_dynamic(p, [cast_floating(x, dtype) for x in p.dynamic])
-        a = replace_dynamic(a, [cast_floating(x, dtype) for x in a.dynamic])
+        # the same working copies as `check` (bfloat16/float16 upcast under "native")
+        p, a = working_copies(p, dtype), working_copies(a, dtype)
         problem = VectorProblem(fn, p.structure, a.structure, p.checked)
         return compare(problem, p, a, sources, opts, input_complex, who="fn")
 

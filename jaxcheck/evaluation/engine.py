@@ -130,15 +130,23 @@ class Kernel:
 
 
 @dataclasses.dataclass(frozen=True)
-class EntryLoss(Kernel):
-    """The loss with entry `i` of leaf `position` set to `v`: a point is `(i, v)`."""
+class MovedEntry(Kernel):
+    """A kernel whose point is `(i, v)`: entry `i` of leaf `position` set to `v`, with
+    `shared = (param_dynamic, arg_dynamic)`."""
 
-    problem: Problem
+    problem: Any
     position: int
 
     def point_specs(self, shared):
         leaf = shared[0][self.position]
         return jax.ShapeDtypeStruct((), np.int32), jax.ShapeDtypeStruct((), leaf.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryLoss(MovedEntry):
+    """The loss with entry `i` of leaf `position` set to `v`."""
+
+    problem: Problem
 
     def variants(self, shared):
         param_dynamic, arg_dynamic = shared

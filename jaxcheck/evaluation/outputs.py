@@ -5,23 +5,17 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import numpy as np
 
 from ..inputs.vector_problem import VectorProblem
-from .engine import Kernel, choose_batch_size, run
+from .engine import MovedEntry, choose_batch_size, run
 
 
 @dataclasses.dataclass(frozen=True)
-class EntryOutputs(Kernel):
+class EntryOutputs(MovedEntry):
     """`problem`'s flat output vector with entry `i` of leaf `position` set to `v`."""
 
     problem: VectorProblem
-    position: int
-
-    def point_specs(self, shared):
-        leaf = shared[0][self.position]
-        return jax.ShapeDtypeStruct((), np.int32), jax.ShapeDtypeStruct((), leaf.dtype)
 
     def variants(self, shared):
         return [self._direct]
