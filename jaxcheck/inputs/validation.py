@@ -16,7 +16,7 @@ import jax.core
 import jax.numpy as jnp
 import numpy as np
 
-from .._errors import NonFiniteGradientError
+from .._errors import NonFiniteGradientError, NonFiniteLossError
 from .pytree import Split
 
 # Errors JAX raises when Python code needs a concrete value that tracing cannot give
@@ -115,8 +115,6 @@ def trace_loss(problem: Any, p: Split, a: Split) -> tuple[Any, Any]:
 
 def non_finite_loss(value: float) -> ValueError:
     """The error for a loss that is NaN or Inf at params itself."""
-    from .._errors import NonFiniteLossError
-
     return NonFiniteLossError(
         f"fn: expected a finite loss at params, got fn(params, *args) = {value} before any "
         f"perturbation; finite differences need a loss that is finite at and near params "

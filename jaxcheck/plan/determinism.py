@@ -67,19 +67,23 @@ def require_same_loss(value: float, reference: float, eps_f: float, noise: float
 
 def _trace(f: Callable[..., Any], example: Sequence[Any]) -> tuple[str, list[np.ndarray]]:
     # A fresh function object: JAX caches traces by function identity.
-    closed = jax.make_jaxpr(lambda *a: f(*a))(*example)
+    return _contents(jax.make_jaxpr(lambda *a: f(*a))(*example))
+
+
+def _contents(closed: Any) -> tuple[str, list[np.ndarray]]:
     return str(closed.jaxpr), [np.asarray(c) for c in closed.consts]
 
 
 def require_same_traces(who: str, f: Callable[..., Any], example: Sequence[Any],
-                        eps: float) -> None:
+                        eps: float, first: Any = None) -> None:
     """Trace `f` twice; where the programs differ, evaluate both ways and compare values.
 
     Randomness drawn in Python (np.random, a global key counter) is frozen into each trace as
-    a constant, so two traces of such a function differ.
+    a constant, so two traces of such a function differ. `first`: a ClosedJaxpr of `f` at
+    `example` traced already (saves one trace).
     """
     try:
-        text_a, consts_a = _trace(f, example)
+        text_a, consts_a = _trace(f, example) if first is None else _contents(first)
         text_b, consts_b = _trace(f, example)
     except Exception:
         return
@@ -102,12 +106,13 @@ def require_same_traces(who: str, f: Callable[..., Any], example: Sequence[Any],
                 f"{tolerance(eps):.1e}). " + _ADVICE.format(who=who))
 
 
-def require_deterministic(analytic: AnalyticGradient, eps_f: float, eps_g: float) -> None:
+def require_deterministic(analytic: AnalyticGradient, eps_f: float, eps_g: float,
+                          fn_trace: Any = None) -> None:
     """The checks that need no leaf's values, for every mode: two traces of `fn` and of
     `grad_fn` (full mode also compares the f(θ) of every leaf's program with the first's)."""
     params, args = analytic.problem.params, analytic.problem.args
     example = (analytic.params.dynamic, analytic.arg_dynamic)
-    require_same_traces("fn", analytic.problem.loss, example, eps_f)
+    require_same_traces("fn", analytic.problem.loss, example, eps_f, first=fn_trace)
     if analytic.grad_fn is not None:
         grad_fn = analytic.grad_fn
         require_same_traces(
