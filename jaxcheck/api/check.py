@@ -86,7 +86,7 @@ def _check_prepared(inputs: Inputs, opts: Options) -> Report:
     tasks = leaf_tasks(problem, p, a, analytic, inputs.user_dtypes, eps_f, eps_g, rel_step,
                        opts.safety, opts.batch_size)
     # every mode: the determinism check, and the gradient's rounding split from its final cast
-    tasks = shared_setup(tasks, fn_trace=closed)
+    tasks = shared_setup(tasks, opts.mode, fn_trace=closed)
     leaves, extra = run_mode(tasks, opts)
     info = {"eps_f": eps_f, "eps_g": eps_g, "rel_step": rel_step,
             "precision": opts.precision, "mode": opts.mode, "method": opts.method, **extra}

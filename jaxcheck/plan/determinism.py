@@ -107,12 +107,14 @@ def require_same_traces(who: str, f: Callable[..., Any], example: Sequence[Any],
 
 
 def require_deterministic(analytic: AnalyticGradient, eps_f: float, eps_g: float,
-                          fn_trace: Any = None) -> None:
-    """The checks that need no leaf's values, for every mode: two traces of `fn` and of
-    `grad_fn` (full mode also compares the f(θ) of every leaf's program with the first's)."""
+                          trace_fn: bool = True, fn_trace: Any = None) -> None:
+    """The checks that need no leaf's values: two traces of `grad_fn`, and of `fn` unless
+    `trace_fn` is False (full mode with several leaves compares the f(θ) that every leaf's
+    program computes anyway, which is cheaper than tracing)."""
     params, args = analytic.problem.params, analytic.problem.args
     example = (analytic.params.dynamic, analytic.arg_dynamic)
-    require_same_traces("fn", analytic.problem.loss, example, eps_f, first=fn_trace)
+    if trace_fn:
+        require_same_traces("fn", analytic.problem.loss, example, eps_f, first=fn_trace)
     if analytic.grad_fn is not None:
         grad_fn = analytic.grad_fn
         require_same_traces(
