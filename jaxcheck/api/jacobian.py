@@ -222,7 +222,8 @@ def _compare_leaf(problem: VectorProblem, p: Split, a: Split, number: int,
     n = theta.size
     idx = np.arange(n, dtype=np.int64)
     # One batch size for both passes: one compiled program per leaf.
-    batch = output_batch_size(problem, leaf, 2 * n + 1, opts.batch_size)
+    batch = output_batch_size(problem, position, (tuple(p.dynamic), tuple(a.dynamic)), 2 * n + 1,
+                              opts.batch_size)
 
     def run(indices, values):
         out = evaluate_outputs(problem, position, p.dynamic, a.dynamic, indices, values, batch)

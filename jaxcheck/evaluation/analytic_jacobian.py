@@ -22,7 +22,7 @@ import numpy as np
 from .._errors import ForwardModeUnavailable
 from ..inputs.pytree import is_prng_key
 from ..inputs.vector_problem import VectorProblem
-from .engine import Kernel, choose_batch_size, run
+from .engine import Kernel, batch_size, run
 
 REVERSE = ("rev", "vjp_fn")
 FORWARD = ("fwd", "jvp_fn")
@@ -88,6 +88,11 @@ class JacobianRows(Kernel):
     def point_specs(self, shared):
         return (jax.ShapeDtypeStruct((), np.int32),)
 
+    def copied_bytes(self, shared):
+        checked = [shared[0][k] for k in self.problem.checked]
+        itemsize = max(np.dtype(x.dtype).itemsize for x in checked)
+        return (sum(int(x.size) for x in checked) + self.problem.layout.size) * itemsize
+
     def variants(self, shared):
         return [lambda sh, i: _row(self.problem, self.vjp_fn, sh[0], sh[1], i)]
 
@@ -103,17 +108,23 @@ class JacobianColumns(Kernel):
     def point_specs(self, shared):
         return (jax.ShapeDtypeStruct((), np.int32),)
 
+    def copied_bytes(self, shared):
+        # the itemsize of the widest checked leaf, as for the rows
+        itemsize = max(np.dtype(shared[0][k].dtype).itemsize for k in self.problem.checked)
+        size = int(shared[0][self.position].size)
+        return (size + self.problem.layout.size) * itemsize
+
     def variants(self, shared):
         return [lambda sh, j: _column(self.problem, self.jvp_fn, self.position, sh[0], sh[1], j)]
 
 
-def _traced_or_eager(kernel: Kernel, shared: Any, count: int, batch: int,
+def _traced_or_eager(kernel: Kernel, shared: Any, count: int, requested: int | None,
                      eager: Callable[[int], Any]) -> list[np.ndarray]:
     """The engine's batches of indices 0..count-1; a user function that cannot be traced
     (Python control flow on values) runs one index at a time, op by op."""
     indices = np.arange(count, dtype=np.int32)
     try:
-        out = run(kernel, shared, (indices,), batch)
+        out = run(kernel, shared, (indices,), batch_size(kernel, shared, count, requested))
     except jax.errors.JAXTypeError:
         per = [eager(int(i)) for i in indices]
         per = [p if isinstance(p, (list, tuple)) else [p] for p in per]
@@ -123,24 +134,21 @@ def _traced_or_eager(kernel: Kernel, shared: Any, count: int, batch: int,
 
 def analytic_jacobian(source: Source, problem: VectorProblem, param_dynamic: Sequence[Any],
                       arg_dynamic: Sequence[Any],
-                      batch_size: int | None = None) -> list[np.ndarray]:
+                      requested: int | None = None) -> list[np.ndarray]:
     """The Jacobian w.r.t. each checked leaf, as float64 arrays (output size, leaf size)."""
     pd, ad = tuple(param_dynamic), tuple(arg_dynamic)
     n_out = problem.layout.size
     sizes = [int(pd[k].size) for k in problem.checked]
-    itemsize = max(np.dtype(pd[k].dtype).itemsize for k in problem.checked)
     if source.name in REVERSE:
-        batch = choose_batch_size(sum(sizes) + n_out, itemsize, n_out, batch_size)
-        rows = _traced_or_eager(JacobianRows(problem, source.user), (pd, ad), n_out, batch,
+        rows = _traced_or_eager(JacobianRows(problem, source.user), (pd, ad), n_out, requested,
                                 lambda i: _row(problem, source.user, pd, ad, i))
         return [r.reshape(n_out, -1) for r in rows]
     if source.name in FORWARD:
         out = []
         for position, size in zip(problem.checked, sizes):
-            batch = choose_batch_size(size + n_out, itemsize, size, batch_size)
             try:
                 (columns,) = _traced_or_eager(
-                    JacobianColumns(problem, source.user, position), (pd, ad), size, batch,
+                    JacobianColumns(problem, source.user, position), (pd, ad), size, requested,
                     lambda j, p=position: _column(problem, source.user, p, pd, ad, j))
             except TypeError as e:
                 if "custom_vjp" in str(e):

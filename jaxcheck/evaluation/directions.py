@@ -245,7 +245,7 @@ class Directions:
         self.rounding_device = jnp.asarray(self.rounding.astype(self.dtype))
         self.size = int(self.theta.size)
         # Points per call, fixed for the leaf: a call holds `batch // T` directions of T steps.
-        self.batch = choose_batch_size(self.size, self.dtype.itemsize, POINTS_PER_CALL,
+        self.batch = choose_batch_size(self.size * self.dtype.itemsize, POINTS_PER_CALL,
                                        self.batch_size)
 
     def _group(self, numbers, lo, hi):

@@ -62,12 +62,14 @@ CACHE_SIZE = 64
 LOCAL_CHANGES_MIN_SIZE = 2048
 
 
-def choose_batch_size(leaf_size: int, itemsize: int, n_points: int,
-                      requested: int | None = None, local: bool = False) -> int:
-    """First guess of the batch size, never more than needed for `n_points`.
+def choose_batch_size(copied_bytes: int, n_points: int, requested: int | None = None,
+                      local: bool = False) -> int:
+    """First guess of the batch size, never more than needed for `n_points`: the one policy
+    behind `batch_size` (a kernel's points) and fast mode's direction batches.
 
-    `evaluate` lowers it further if the compiled program's temporaries exceed the memory
-    budget; a `requested` size is used as given (and lowered the same way).
+    `copied_bytes`: what one point copies (e.g. its perturbed leaf). `program` lowers the
+    size further if the compiled program's temporaries exceed the memory budget; a
+    `requested` size is used as given (and lowered the same way).
     """
     if requested is not None:
         return requested
@@ -76,17 +78,17 @@ def choose_batch_size(leaf_size: int, itemsize: int, n_points: int,
     else:
         cap = MAX_BATCH_CPU_LOCAL if local else MAX_BATCH_CPU
     # a followed change (`local`) copies no leaf: the compiled memory analysis alone bounds it
-    by_memory = cap if local else max(1, BATCH_MEMORY_BUDGET // max(1, 4 * leaf_size * itemsize))
+    by_memory = cap if local else max(1, BATCH_MEMORY_BUDGET // max(1, 4 * copied_bytes))
     needed = 1 << max(0, int(np.ceil(np.log2(max(1, n_points)))))
     return int(min(cap, by_memory, needed))
 
 
-def leaf_batch_size(param_dynamic: Sequence[Any], position: int, n_points: int,
-                    requested: int | None = None) -> int:
-    """`choose_batch_size` for perturbations of leaf `position` of these params."""
-    leaf = param_dynamic[position]
-    return choose_batch_size(int(leaf.size), np.dtype(leaf.dtype).itemsize, n_points, requested,
-                             local=follows_local_changes(param_dynamic))
+def batch_size(kernel: Kernel, shared: Any, n_points: int, requested: int | None = None) -> int:
+    """The first guess of the batch size for `n_points` points of `kernel` (see
+    `choose_batch_size`); a caller that evaluates a leaf in several calls keeps the size it
+    chose for the first, so that one compiled program serves them all."""
+    return choose_batch_size(kernel.copied_bytes(shared), n_points, requested,
+                             local=kernel.follows_changes(shared))
 
 
 def memory_budget(device: Any) -> int:
@@ -128,6 +130,15 @@ class Kernel:
         is used (e.g. the change followed through the loss, then the direct evaluation)."""
         raise NotImplementedError
 
+    def copied_bytes(self, shared: Any) -> int:
+        """Bytes one point copies (its perturbed leaf, its outputs): bounds `batch_size`."""
+        raise NotImplementedError
+
+    def follows_changes(self, shared: Any) -> bool:
+        """Whether a point's change is followed through the loss (`local_changes`), so that
+        it copies no leaf and larger batches pay."""
+        return False
+
 
 @dataclasses.dataclass(frozen=True)
 class MovedEntry(Kernel):
@@ -141,12 +152,19 @@ class MovedEntry(Kernel):
         leaf = shared[0][self.position]
         return jax.ShapeDtypeStruct((), np.int32), jax.ShapeDtypeStruct((), leaf.dtype)
 
+    def copied_bytes(self, shared):
+        leaf = shared[0][self.position]
+        return int(leaf.size) * np.dtype(leaf.dtype).itemsize
+
 
 @dataclasses.dataclass(frozen=True)
 class EntryLoss(MovedEntry):
     """The loss with entry `i` of leaf `position` set to `v`."""
 
     problem: Problem
+
+    def follows_changes(self, shared):
+        return follows_local_changes(shared[0])
 
     def variants(self, shared):
         param_dynamic, arg_dynamic = shared
@@ -396,9 +414,9 @@ def seconds_per_evaluation(problem: Problem, position: int, param_dynamic: Seque
                            requested: int | None = None) -> float:
     """Seconds per perturbed evaluation of a leaf, from timing one batch (compiled first)."""
     leaf = param_dynamic[position]
-    batch = leaf_batch_size(param_dynamic, position, n_points, requested)
     shared = (tuple(param_dynamic), tuple(arg_dynamic))
-    p = program(EntryLoss(problem, position), shared, batch)
+    kernel = EntryLoss(problem, position)
+    p = program(kernel, shared, batch_size(kernel, shared, n_points, requested))
     placed = p.place_shared(shared)
     points = [np.zeros(p.batch, np.int32), np.repeat(np.asarray(leaf).reshape(-1)[:1], p.batch)]
     # One run: its allocations make it slightly slower than the next (a cautious estimate).
@@ -410,9 +428,12 @@ def seconds_per_evaluation(problem: Problem, position: int, param_dynamic: Seque
 def jobs_for(tasks: Sequence[Any]) -> list[progress.Job]:
     """One `Job` per leaf task of a full check (2n+1 evaluations in its first pass); the
     leaves' programs are compiled here, side by side."""
-    compile_ahead([(EntryLoss(t.problem, t.position), (t.param_dynamic, t.arg_dynamic),
-                    leaf_batch_size(t.param_dynamic, t.position, 2 * int(t.leaf.size) + 1,
-                                    t.batch_size)) for t in tasks])
+    requests = []
+    for t in tasks:
+        kernel, shared = EntryLoss(t.problem, t.position), (t.param_dynamic, t.arg_dynamic)
+        points = 2 * int(t.leaf.size) + 1
+        requests.append((kernel, shared, batch_size(kernel, shared, points, t.batch_size)))
+    compile_ahead(requests)
     jobs = []
     for t in tasks:
         points = 2 * int(t.leaf.size) + 1

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..inputs.vector_problem import VectorProblem
-from .engine import MovedEntry, choose_batch_size, run
+from .engine import MovedEntry, batch_size, run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,6 +16,10 @@ class EntryOutputs(MovedEntry):
     """`problem`'s flat output vector with entry `i` of leaf `position` set to `v`."""
 
     problem: VectorProblem
+
+    def copied_bytes(self, shared):
+        leaf = shared[0][self.position]
+        return (int(leaf.size) + self.problem.layout.size) * np.dtype(leaf.dtype).itemsize
 
     def variants(self, shared):
         return [self._direct]
@@ -28,11 +32,10 @@ class EntryOutputs(MovedEntry):
         return self.problem.outputs(dynamic, arg_dynamic)
 
 
-def output_batch_size(problem: VectorProblem, leaf: Any, n_points: int,
+def output_batch_size(problem: VectorProblem, position: int, shared: Any, n_points: int,
                       requested: int | None = None) -> int:
-    """Batch size for `n_points` perturbations of `leaf`, from the engine's memory budget."""
-    return choose_batch_size(int(leaf.size) + problem.layout.size,
-                             np.dtype(leaf.dtype).itemsize, n_points, requested)
+    """The engine's batch size for `n_points` perturbations of leaf `position`."""
+    return batch_size(EntryOutputs(problem, position), shared, n_points, requested)
 
 
 def evaluate_outputs(problem: VectorProblem, position: int, param_dynamic: Sequence[Any],

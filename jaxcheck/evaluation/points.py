@@ -9,7 +9,7 @@ import numpy as np
 from .._errors import NonFiniteLossError
 from ..inputs.validation import non_finite_loss, user_call
 from ..plan.tasks import LeafTask
-from .engine import evaluate, leaf_batch_size
+from .engine import EntryLoss, batch_size, evaluate
 
 
 def evaluate_points(task: LeafTask, indices: np.ndarray, values: np.ndarray,
@@ -34,4 +34,5 @@ def evaluate_points(task: LeafTask, indices: np.ndarray, values: np.ndarray,
 
 def batch_for(task: LeafTask, n_points: int) -> int:
     """The engine's batch size for `n_points` perturbations of the task's leaf."""
-    return leaf_batch_size(task.param_dynamic, task.position, n_points, task.batch_size)
+    return batch_size(EntryLoss(task.problem, task.position),
+                      (task.param_dynamic, task.arg_dynamic), n_points, task.batch_size)

@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import _jaxpr
 from .._errors import MethodFallbackWarning
-from ..evaluation.engine import Kernel, choose_batch_size, run
+from ..evaluation.engine import Kernel, batch_size, run
 from ..inputs.problem import Problem
 from ..plan.tasks import LeafTask
 from . import verdicts as v
@@ -63,6 +63,10 @@ class ComplexStep(Kernel):
         real = np.finfo(_complex_dtype(shared[0][self.position].dtype)).dtype
         return jax.ShapeDtypeStruct((), np.int32), jax.ShapeDtypeStruct((), real)
 
+    def copied_bytes(self, shared):
+        leaf = shared[0][self.position]
+        return int(leaf.size) * np.dtype(_complex_dtype(leaf.dtype)).itemsize
+
     def variants(self, shared):
         return [self._one]
 
@@ -78,13 +82,13 @@ class ComplexStep(Kernel):
 
 def complex_step(problem: Problem, position: int, param_dynamic: Sequence[Any],
                  arg_dynamic: Sequence[Any], indices: np.ndarray, steps: np.ndarray,
-                 batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+                 batch: int) -> tuple[np.ndarray, np.ndarray]:
     """Im f(θ + i·steps[k]·e_indices[k]) / steps[k] for every k (float64), in fixed batches,
     and the real parts (f(θ) up to O(h²))."""
     if len(indices) == 0:
         return np.zeros(0), np.zeros(0)
     both = run(ComplexStep(problem, position), (tuple(param_dynamic), tuple(arg_dynamic)),
-               (indices, steps), batch_size)
+               (indices, steps), batch)
     return both[:, 0], both[:, 1]
 
 
@@ -143,7 +147,8 @@ def check_leaf_complex(task: LeafTask, g_leaf: np.ndarray,
     leaf = task.leaf
     theta = np.asarray(leaf, np.float64).reshape(-1)
     n = theta.size
-    batch = choose_batch_size(n, _complex_dtype(leaf.dtype).itemsize, n, task.batch_size)
+    shared = (task.param_dynamic, task.arg_dynamic)
+    batch = batch_size(ComplexStep(task.problem, task.position), shared, n, task.batch_size)
     # h = ε·max(1,|θₖ|): truncation ~h²·f'''/6 is below the loss's own rounding.
     numerical, _ = complex_step(task.problem, task.position, task.param_dynamic,
                                 task.arg_dynamic, np.arange(n),

@@ -21,8 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..evaluation.engine import choose_batch_size
-from ..evaluation.points import evaluate_points
+from ..evaluation.points import batch_for, evaluate_points
 from ..plan.determinism import require_same_loss
 from ..plan.tasks import LeafTask
 from . import differences as d
@@ -52,7 +51,7 @@ def check_leaf(task: LeafTask, g_leaf: np.ndarray, side: int) -> tuple[LeafRepor
     g = g_leaf.reshape(-1)
     n = theta.size
     idx = np.arange(n, dtype=np.int64)
-    batch = choose_batch_size(n, dtype.itemsize, n + 1, task.batch_size)
+    batch = batch_for(task, n + 1)
 
     # Pass 1: θ and θ + side·h₁.
     point, h1 = _one_side(theta_w, d.component_steps(theta, task.rel_step), dtype, side)
