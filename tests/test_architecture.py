@@ -3,6 +3,11 @@
 The import layers and the absence of cycles are import-linter contracts (`pyproject.toml`,
 run by `.ci/run`); here: what tests import, where batched programs are compiled, and that the
 public API is exactly `jaxcheck.__all__`.
+
+Tests in `tests/` use the public API only (`jaxcheck.<name in __all__>` and the plugin's
+`jaxcheck.pytest_plugin`), so a refactoring of the stages never touches them. White-box
+tests of a stage's modules live in `tests/internal/` and import them by their stage path,
+never a private (`_`) module or name.
 """
 import ast
 import pathlib
@@ -11,6 +16,35 @@ import jaxcheck
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "jaxcheck"
+
+
+def _stage_imports(path: pathlib.Path) -> list[str]:
+    """`jaxcheck` imports in a file other than `jaxcheck` and `jaxcheck.pytest_plugin`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        modules = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
+                   [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+        found += [f"{path.name}:{node.lineno} {m}" for m in modules
+                  if m.startswith("jaxcheck.") and m != "jaxcheck.pytest_plugin"]
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id == "jaxcheck" and node.attr not in jaxcheck.__all__
+                and node.attr not in ("pytest_plugin", "__version__", "__file__")):
+            found.append(f"{path.name}:{node.lineno} jaxcheck.{node.attr}")
+    return found
+
+
+def test_public_tests_use_the_public_api_only():
+    offenders = [f for path in sorted((ROOT / "tests").glob("*.py"))
+                 if path.name != "test_architecture.py" for f in _stage_imports(path)]
+    assert offenders == []
+
+
+def test_the_stage_import_scan_sees_stage_modules(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("\n".join(["import jaxcheck", "from jaxcheck.evaluation import engine",
+                                  "import jaxcheck.pytest_plugin", "jaxcheck.numerics",
+                                  "jaxcheck.check"]))
+    assert len(_stage_imports(sample)) == 2
 
 
 def _private_imports(path: pathlib.Path) -> list[str]:
@@ -35,7 +69,7 @@ def _private_imports(path: pathlib.Path) -> list[str]:
 
 
 def test_tests_import_no_private_module_or_name():
-    offenders = [f for path in sorted((ROOT / "tests").glob("*.py"))
+    offenders = [f for path in sorted((ROOT / "tests").rglob("*.py"))
                  for f in _private_imports(path)]
     assert offenders == []
 

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 import jaxcheck
-from jaxcheck.numerics.sample import sample_indices
 
 
 def _problem():
@@ -36,7 +35,6 @@ def test_samples_are_reproducible_by_seed_and_differ_between_seeds():
     np.testing.assert_array_equal(ia, ib)
     assert not np.array_equal(ia, ic)
     assert a.leaves[0].path == "['W']"     # leaf number 0 in tree order
-    np.testing.assert_array_equal(ia, sample_indices(120, 5, seed=1, leaf_number=0))
 
 
 def test_wrong_leaf_is_flagged_with_path_and_index():

@@ -9,7 +9,7 @@ import pytest
 
 from jaxcheck.tools.cli import main, split_target
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE = str(ROOT / "examples" / "regression.py")
 
 
