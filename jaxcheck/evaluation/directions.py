@@ -163,25 +163,11 @@ def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u,
     return jax.lax.map(direct, ts, batch_size=steps_per_vmap)
 
 
-@dataclasses.dataclass(frozen=True)
-class DirectionBatch:
-    """Per direction j < count (numbers, lo, hi of shape (J,)): losses_along at the steps
-    ts[j] (J, T), and u·g, ‖u∘rounding‖, u[lo]. Directions from `count` on are padding: their
-    outputs are left at 0 and cost nothing. Run by `engine.call`."""
-
-    problem: Problem
-    position: int
-    map_batch: int
-
-    def __call__(self, param_dynamic, arg_dynamic, g, rounding, seed, leaf, count, numbers,
-                 lo, hi, ts):
-        return _evaluate_directions(self.problem, self.position, self.map_batch,
-                                    param_dynamic, arg_dynamic, g, rounding, seed, leaf,
-                                    count, numbers, lo, hi, ts)
-
-
 def _evaluate_directions(problem: Problem, position: int, map_batch: int, param_dynamic,
                          arg_dynamic, g, rounding, seed, leaf, count, numbers, lo, hi, ts):
+    """Per direction j < count (numbers, lo, hi of shape (J,)): losses_along at the steps
+    ts[j] (J, T), and u·g, ‖u∘rounding‖, u[lo]. Directions from `count` on are padding: their
+    outputs are left at 0 and cost nothing. Compiled and run by `engine.call_batches`."""
     theta = param_dynamic[position].reshape(-1)
 
     def per_direction(x):
@@ -306,7 +292,7 @@ class Directions:
         shared = (tuple(self.param_dynamic), tuple(self.arg_dynamic), self.g_device,
                   self.rounding_device, seed, leaf)
         f, g_step, gu, spread, u_sum = engine.call_batches(
-            DirectionBatch(self.problem, self.position, self._map_batch), shared,
+            _evaluate_directions, (self.problem, self.position, self._map_batch), shared,
             self._batches(keys, ts), len(keys))
         self.evaluations += m
         return Along(f[group, slot], g_step[group, slot], gu[group], spread[group],

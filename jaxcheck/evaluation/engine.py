@@ -244,14 +244,13 @@ def traced_loss(problem: Problem, position: int, param_dynamic: Sequence[Any],
 
 
 def _compile(kernel: Kernel, shared: Any, batch: int, devices: tuple[Any, ...]) -> Program:
-    variants = kernel.variants(shared)
-    for k, one in enumerate(variants):
+    *preferred, last = kernel.variants(shared)
+    for one in preferred:
         try:
             return _compile_with(kernel, one, shared, batch, devices)
-        except Exception:
-            if k == len(variants) - 1:
-                raise
-    raise AssertionError("a kernel has at least one variant")
+        except Exception:  # e.g. an op the interpreter cannot replay: the next variant
+            pass
+    return _compile_with(kernel, last, shared, batch, devices)
 
 
 def _compile_with(kernel: Kernel, one: Callable[..., Any], shared: Any, batch: int,
@@ -275,9 +274,11 @@ def _compile_with(kernel: Kernel, one: Callable[..., Any], shared: Any, batch: i
         _compilations += 1
     try:
         analysis = compiled.memory_analysis()
-        assert analysis is not None  # None where the backend has none: estimated below
+    except Exception:  # not every backend analyses memory
+        analysis = None
+    if analysis is not None:
         temp = int(analysis.temp_size_in_bytes)
-    except Exception:
+    else:  # assume a copy of the shared inputs per point
         temp = batch * sum(int(x.size) * x.dtype.itemsize
                            for x in jax.tree_util.tree_leaves(shared))
     return Program(compiled, batch, mesh, temp)
@@ -373,25 +374,25 @@ def run(kernel: Kernel, shared: Any, points: Sequence[np.ndarray | jax.Array],
     return result
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _call(kernel: Callable[..., Any], *dynamic: Any) -> Any:
-    return kernel(*dynamic)
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _call(fn: Callable[..., Any], static: tuple, *dynamic: Any) -> Any:
+    return fn(*static, *dynamic)
 
 
-def call(kernel: Callable[..., Any], *dynamic: Any) -> Any:
-    """One compiled call of a whole-batch kernel: a hashable callable (a frozen dataclass
-    whose fields are its static configuration) over `dynamic` arrays. For the programs whose
-    batches have a structure of their own (all steps of a direction share its vector, all
-    directions of the joint test their signs): compiled once per (kernel, shapes), like `run`'s."""
-    return _call(kernel, *dynamic)
+def call(fn: Callable[..., Any], static: tuple, *dynamic: Any) -> Any:
+    """`fn(*static, *dynamic)` compiled once per (fn, static, shapes of `dynamic`); `fn` is a
+    module-level function and `static` hashable (e.g. the `Problem` and leaf positions). For
+    the whole-batch programs whose batches have a structure of their own (all steps of a
+    direction share its vector, all directions of the joint test their signs)."""
+    return _call(fn, static, *dynamic)
 
 
-def call_batches(kernel: Callable[..., Any], shared: Sequence[Any],
+def call_batches(fn: Callable[..., Any], static: tuple, shared: Sequence[Any],
                  batches: Iterable[Sequence[Any]], count: int) -> Any:
-    """`call(kernel, *shared, *batch)` for each batch (dispatched asynchronously, so the
+    """`call(fn, static, *shared, *batch)` for each batch (dispatched asynchronously, so the
     device never waits for the host), the outputs concatenated along their first axis as
     float64 and cut to the first `count` rows (the last batch is padding beyond them)."""
-    outs = [_call(kernel, *shared, *batch) for batch in batches]
+    outs = [_call(fn, static, *shared, *batch) for batch in batches]
     return jax.tree_util.tree_map(
         lambda *o: np.concatenate([np.asarray(x, np.float64) for x in o])[:count], *outs)
 
@@ -428,15 +429,12 @@ def seconds_per_evaluation(problem: Problem, position: int, param_dynamic: Seque
 def jobs_for(tasks: Sequence[Any]) -> list[progress.Job]:
     """One `Job` per leaf task of a full check (2n+1 evaluations in its first pass); the
     leaves' programs are compiled here, side by side."""
-    requests = []
+    requests, jobs = [], []
     for t in tasks:
         kernel, shared = EntryLoss(t.problem, t.position), (t.param_dynamic, t.arg_dynamic)
         points = 2 * int(t.leaf.size) + 1
         requests.append((kernel, shared, batch_size(kernel, shared, points, t.batch_size)))
-    compile_ahead(requests)
-    jobs = []
-    for t in tasks:
-        points = 2 * int(t.leaf.size) + 1
         jobs.append(progress.Job(points, lambda t=t, points=points: seconds_per_evaluation(
             t.problem, t.position, t.param_dynamic, t.arg_dynamic, points, t.batch_size)))
+    compile_ahead(requests)
     return jobs

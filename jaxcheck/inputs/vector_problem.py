@@ -4,7 +4,7 @@ Inputs: the dynamic leaves of `primals` (complex leaves already replaced by real
 `complex_params`). Output: every floating leaf of `fn`'s output, complex leaves as real views,
 raveled and concatenated into one real vector; integer and boolean outputs are not
 differentiable and are left out. Both `OutputLayout` and `VectorProblem` are hashable, so they
-key compiled programs the way `engine.Problem` does.
+key compiled programs the way `problem.Problem` does.
 """
 from __future__ import annotations
 

@@ -82,13 +82,14 @@ class ComplexStep(Kernel):
 
 def complex_step(problem: Problem, position: int, param_dynamic: Sequence[Any],
                  arg_dynamic: Sequence[Any], indices: np.ndarray, steps: np.ndarray,
-                 batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """Im f(θ + i·steps[k]·e_indices[k]) / steps[k] for every k (float64), in fixed batches,
-    and the real parts (f(θ) up to O(h²))."""
+                 requested: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Im f(θ + i·steps[k]·e_indices[k]) / steps[k] for every k (float64), in fixed batches
+    (at most `requested` points each, if given), and the real parts (f(θ) up to O(h²))."""
     if len(indices) == 0:
         return np.zeros(0), np.zeros(0)
-    both = run(ComplexStep(problem, position), (tuple(param_dynamic), tuple(arg_dynamic)),
-               (indices, steps), batch)
+    kernel, shared = ComplexStep(problem, position), (tuple(param_dynamic), tuple(arg_dynamic))
+    both = run(kernel, shared, (indices, steps),
+               batch_size(kernel, shared, len(indices), requested))
     return both[:, 0], both[:, 1]
 
 
@@ -147,12 +148,10 @@ def check_leaf_complex(task: LeafTask, g_leaf: np.ndarray,
     leaf = task.leaf
     theta = np.asarray(leaf, np.float64).reshape(-1)
     n = theta.size
-    shared = (task.param_dynamic, task.arg_dynamic)
-    batch = batch_size(ComplexStep(task.problem, task.position), shared, n, task.batch_size)
     # h = ε·max(1,|θₖ|): truncation ~h²·f'''/6 is below the loss's own rounding.
     numerical, _ = complex_step(task.problem, task.position, task.param_dynamic,
                                 task.arg_dynamic, np.arange(n),
-                                task.eps_f * np.maximum(1.0, np.abs(theta)), batch)
+                                task.eps_f * np.maximum(1.0, np.abs(theta)), task.batch_size)
     # Guard 2: central differences must accept the complex-step values as the gradient.
     cross = check_leaf(dataclasses.replace(task, eps_g=task.eps_f, eps_g_out=0.0), numerical,
                        first)

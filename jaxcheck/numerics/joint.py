@@ -58,21 +58,6 @@ def exact_steps(thetas, t):
     return functools.reduce(jnp.logical_and, [exact(theta.reshape(-1)) for theta in thetas])
 
 
-@dataclasses.dataclass(frozen=True)
-class JointBatch:
-    """All k joint directions in one program (`_evaluate_joint`), run by `engine.call`."""
-
-    problem: Problem
-    positions: tuple[int, ...]
-    leaves: tuple[int, ...]
-    directions_per_vmap: int
-    exact: bool
-
-    def __call__(self, *dynamic):
-        return _evaluate_joint(self.problem, self.positions, self.leaves,
-                               self.directions_per_vmap, self.exact, *dynamic)
-
-
 def _evaluate_joint(problem: Problem, positions: tuple[int, ...], leaves: tuple[int, ...],
                     directions_per_vmap: int, exact: bool, param_dynamic, arg_dynamic, gs,
                     roundings, seed, numbers, t):
@@ -142,9 +127,9 @@ def joint_screen(problem: Problem, positions: Sequence[int], leaf_numbers: Seque
     t = jnp.asarray(step, dtype)
     exact = bool(exact_steps([param_dynamic[p] for p in positions], t))
     out = engine.call(
-        JointBatch(problem, tuple(positions), tuple(leaf_numbers), per_vmap, exact),
-        tuple(param_dynamic),
-        tuple(arg_dynamic), tuple(jnp.asarray(g.reshape(-1), dtype) for g in g_leaves),
+        _evaluate_joint, (problem, tuple(positions), tuple(leaf_numbers), per_vmap, exact),
+        tuple(param_dynamic), tuple(arg_dynamic),
+        tuple(jnp.asarray(g.reshape(-1), dtype) for g in g_leaves),
         tuple(jnp.asarray(r, dtype) for r in roundings), jnp.asarray(seed, jnp.uint32),
         jnp.asarray(numbers, jnp.int32), t)
     f0, f, g_step, gu, spread2 = (np.asarray(x, np.float64) for x in out)

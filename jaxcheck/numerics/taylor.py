@@ -64,18 +64,6 @@ class TaylorResult:
         return None if order is None else order > 1.5
 
 
-@dataclasses.dataclass(frozen=True)
-class RemainderRows:
-    """Every leaf's Taylor rows in one program (`_remainder_rows`), run by `engine.call`."""
-
-    problem: Problem
-    positions: tuple[int, ...]
-    leaves: tuple[int, ...]
-
-    def __call__(self, *dynamic):
-        return _remainder_rows(self.problem, self.positions, self.leaves, *dynamic)
-
-
 def _remainder_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[int, ...],
                     param_dynamic, arg_dynamic, gs, roundings, seed, ts):
     """Per leaf L: the loss at θ + t·u_L for t in ts with only L moved (u_L: L's direction 0),
@@ -127,7 +115,7 @@ def taylor_tests(problem: Problem, positions: Sequence[int], leaf_numbers: Seque
     steps = _steps(eps_f)
     dtype = np.dtype(param_dynamic[positions[0]].dtype)
     rows = engine.call(
-        RemainderRows(problem, tuple(positions), tuple(leaf_numbers)), tuple(param_dynamic),
+        _remainder_rows, (problem, tuple(positions), tuple(leaf_numbers)), tuple(param_dynamic),
         tuple(arg_dynamic), tuple(jnp.asarray(g, dtype) for g in gs),
         tuple(jnp.asarray(r, dtype) for r in roundings), jnp.asarray(seed, jnp.uint32),
         jnp.asarray(np.concatenate([[0.0], steps]), dtype))

@@ -60,7 +60,8 @@ def split_gradient_rounding(tasks: Sequence[Any]) -> list[Any]:
 
 def shared_setup(tasks: Sequence[LeafTask], mode: str, fn_trace: Any = None) -> list[LeafTask]:
     """Attach the gradient's rounding model and check determinism where that needs no leaf
-    values (each method's `check_all` then compares every leaf's f(θ) with the first's)."""
+    values, for every `mode` (full mode's methods then compare every leaf's f(θ) with the
+    first's; `fn_trace`, the trace of `fn` the inputs were validated with, saves a trace)."""
     tasks = split_gradient_rounding(tasks)
     first = tasks[0]
     # full mode compares every leaf's f(θ) with the first's (`numerics/full`); fast and sample
