@@ -22,7 +22,7 @@ from ..evaluation.outputs import evaluate_outputs, output_batch_size
 from ..inputs.complex_params import is_complex, real_view_function
 from ..inputs.options import Options, parse_options
 from ..inputs.precision import effective_epsilon, machine_epsilon, working_precision
-from ..inputs.prepare import working_copies
+from ..inputs.prepare import on_one_mesh, working_copies
 from ..inputs.pytree import Split, is_checkable, split
 from ..inputs.vector_problem import VectorProblem, with_layout
 from ..numerics import differences as d
@@ -103,7 +103,7 @@ def check_jacobian(fn: Callable[..., Any], primals: Any, *args: Any,
     a = split(args, check_floats=False)
     with working_precision(opts.precision) as dtype:
         # the same working copies as `check` (bfloat16/float16 upcast under "native")
-        p, a = working_copies(p, dtype), working_copies(a, dtype)
+        p, a = on_one_mesh(working_copies(p, dtype), working_copies(a, dtype))
         problem = VectorProblem(fn, p.structure, a.structure, p.checked)
         return compare(problem, p, a, sources, opts, input_complex, who="fn")
 

@@ -40,7 +40,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
+from ..inputs import placement
 from ..inputs.problem import Problem
 from . import devices as mesh_devices
 from . import local_changes, progress
@@ -193,19 +195,29 @@ class Program:
     batch: int
     mesh: Any                  # None on a single device
     temp_bytes: int
+    # Params sharded over `mesh`: the batch's sharding (along the axes the params do not
+    # use), the shared inputs staying where they are. None: the local devices' own mesh.
+    batch_sharding: Any = None
 
     def place_shared(self, tree: Any) -> Any:
-        if self.mesh is None:
+        if self.mesh is None or self.batch_sharding is not None:
             return tree
         return jax.device_put(tree, mesh_devices.replicated(self.mesh))
 
     def place_batch(self, x: np.ndarray) -> Any:
+        if self.batch_sharding is not None:
+            return placement.from_host(x, self.batch_sharding)
         if self.mesh is None:
             return x
         return jax.device_put(x, mesh_devices.split_over(self.mesh))
 
     def __call__(self, shared: Any, points: Sequence[np.ndarray]) -> Any:
         return self.compiled(shared, *(self.place_batch(x) for x in points))
+
+    @property
+    def input_shardings(self) -> Any:
+        """The shardings the compiled program takes its `(shared, *points)` in."""
+        return self.compiled.input_shardings[0]
 
 
 _programs: collections.OrderedDict[Any, Program] = collections.OrderedDict()
@@ -224,7 +236,8 @@ def clear_cache() -> None:
 
 
 def _signature(tree: Any) -> tuple:
-    return tuple((tuple(np.shape(x)), str(x.dtype), bool(getattr(x, "weak_type", False)))
+    return tuple((tuple(np.shape(x)), str(x.dtype), bool(getattr(x, "weak_type", False)),
+                  x.sharding if placement.is_distributed(x) else None)
                  for x in jax.tree_util.tree_leaves(tree))
 
 
@@ -261,14 +274,25 @@ def _compile_with(kernel: Kernel, one: Callable[..., Any], shared: Any, batch: i
     def f(shared, *points):
         return jax.vmap(lambda *point: one(shared, *point))(*points)
 
-    batch_specs = [jax.ShapeDtypeStruct((batch,) + s.shape, s.dtype) for s in specs]
-    if len(devices) > 1:
+    leaves = jax.tree_util.tree_leaves(shared)
+    mesh, batch_sharding = placement.mesh_of(leaves), None
+    if mesh is not None:
+        # Sharded params, evaluated in place: the shared inputs keep their shardings (taken
+        # from the arrays), the batch goes along the mesh axes they do not use, and only the
+        # results, replicated, come back.
+        batch_sharding = batch_sharding_of(mesh, leaves)
+        jitted = jax.jit(f, out_shardings=placement.replicated(mesh))
+        batch_specs = [jax.ShapeDtypeStruct((batch,) + s.shape, s.dtype,
+                                            sharding=batch_sharding) for s in specs]
+    elif len(devices) > 1:
         mesh = mesh_devices.mesh_of(devices)
         shared_s, split = mesh_devices.replicated(mesh), mesh_devices.split_over(mesh)
         jitted = jax.jit(mesh_devices.shard_batch(f, mesh, len(specs)),
                          in_shardings=(shared_s,) + (split,) * len(specs), out_shardings=split)
     else:
-        mesh, jitted = None, jax.jit(f)
+        jitted = jax.jit(f)
+    if mesh is None or batch_sharding is None:
+        batch_specs = [jax.ShapeDtypeStruct((batch,) + s.shape, s.dtype) for s in specs]
     compiled = jitted.lower(shared, *batch_specs).compile()
     with _lock:
         _compilations += 1
@@ -279,9 +303,26 @@ def _compile_with(kernel: Kernel, one: Callable[..., Any], shared: Any, batch: i
     if analysis is not None:
         temp = int(analysis.temp_size_in_bytes)
     else:  # assume a copy of the shared inputs per point
-        temp = batch * sum(int(x.size) * x.dtype.itemsize
-                           for x in jax.tree_util.tree_leaves(shared))
-    return Program(compiled, batch, mesh, temp)
+        temp = batch * sum(int(x.size) * x.dtype.itemsize for x in leaves)
+    return Program(compiled, batch, mesh, temp, batch_sharding)
+
+
+def batch_sharding_of(mesh: Any, leaves: Sequence[Any]) -> NamedSharding:
+    """Points of a batch split along the mesh axes no leaf is sharded along (replicated when
+    the params use every axis: the devices then evaluate each point together)."""
+    axes = placement.free_axes(mesh, leaves)
+    return NamedSharding(mesh, PartitionSpec(axes if len(axes) > 1 else
+                                             (axes[0] if axes else None)))
+
+
+def _batch_multiple(shared: Any, devices: tuple[Any, ...]) -> int:
+    """Batches are a multiple of this: the devices a batch is split over."""
+    leaves = jax.tree_util.tree_leaves(shared)
+    mesh = placement.mesh_of(leaves)
+    if mesh is None:
+        return len(devices)
+    return int(np.prod([mesh.shape[a] for a in placement.free_axes(mesh, leaves)],
+                       dtype=np.int64))
 
 
 def program(kernel: Kernel, shared: Any, batch_size: int) -> Program:
@@ -295,16 +336,23 @@ def program(kernel: Kernel, shared: Any, batch_size: int) -> Program:
             return found
     # Per device: each one holds the temporaries of its own slice of the batch.
     budget = memory_budget(devices[0]) * len(devices)
-    batch = mesh_devices.round_to_devices(batch_size, len(devices))
+    multiple = _batch_multiple(shared, devices)
+    batch = mesh_devices.round_to_devices(batch_size, multiple)
     p = _compile(kernel, shared, batch, devices)
-    while p.temp_bytes > budget and batch > len(devices):
-        batch = mesh_devices.round_to_devices(batch // 2, len(devices))
+    while p.temp_bytes > budget and batch > multiple:
+        batch = mesh_devices.round_to_devices(batch // 2, multiple)
         p = _compile(kernel, shared, batch, devices)
     with _lock:
         _programs[key] = p
         while len(_programs) > CACHE_SIZE:
             _programs.popitem(last=False)
     return p
+
+
+def cached_programs() -> list[Program]:
+    """The compiled programs in the cache, oldest first (for tests of where inputs go)."""
+    with _lock:
+        return list(_programs.values())
 
 
 def _key(kernel: Kernel, shared: Any, batch_size: int, devices: tuple[Any, ...]) -> tuple:
@@ -368,7 +416,8 @@ def run(kernel: Kernel, shared: Any, points: Sequence[np.ndarray | jax.Array],
             progress.advance(done - reported)
             reported = done
     result = jax.tree_util.tree_map(
-        lambda *o: np.concatenate([np.asarray(x, dtype=np.float64) for x in o])[:m], *outs)
+        lambda *o: np.concatenate([placement.to_host(x).astype(np.float64) for x in o])[:m],
+        *outs)
     if track:
         progress.advance(m - reported)
     return result
@@ -394,7 +443,8 @@ def call_batches(fn: Callable[..., Any], static: tuple, shared: Sequence[Any],
     float64 and cut to the first `count` rows (the last batch is padding beyond them)."""
     outs = [_call(fn, static, *shared, *batch) for batch in batches]
     return jax.tree_util.tree_map(
-        lambda *o: np.concatenate([np.asarray(x, np.float64) for x in o])[:count], *outs)
+        lambda *o: np.concatenate([placement.to_host(x).astype(np.float64) for x in o])[:count],
+        *outs)
 
 
 def evaluate(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -419,7 +469,8 @@ def seconds_per_evaluation(problem: Problem, position: int, param_dynamic: Seque
     kernel = EntryLoss(problem, position)
     p = program(kernel, shared, batch_size(kernel, shared, n_points, requested))
     placed = p.place_shared(shared)
-    points = [np.zeros(p.batch, np.int32), np.repeat(np.asarray(leaf).reshape(-1)[:1], p.batch)]
+    first = placement.to_host(leaf.reshape(-1)[:1])
+    points = [np.zeros(p.batch, np.int32), np.repeat(first, p.batch)]
     # One run: its allocations make it slightly slower than the next (a cautious estimate).
     start = time.perf_counter()
     jax.block_until_ready(p(placed, points))

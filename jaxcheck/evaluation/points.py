@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._errors import NonFiniteLossError
+from ..inputs.placement import to_host
 from ..inputs.validation import non_finite_loss, user_call
 from ..plan.tasks import LeafTask
 from .engine import EntryLoss, batch_size, evaluate
@@ -22,7 +23,7 @@ def evaluate_points(task: LeafTask, indices: np.ndarray, values: np.ndarray,
     bad = np.flatnonzero(~np.isfinite(out))
     if bad.size and strict:
         k = int(indices[bad[0]])
-        if values[bad[0]] == np.asarray(task.leaf).reshape(-1)[k]:  # θ itself, unperturbed
+        if values[bad[0]] == to_host(task.leaf.reshape(-1)[k]):  # θ itself, unperturbed
             raise non_finite_loss(float(out[bad[0]]))
         index = np.unravel_index(k, task.leaf.shape) if task.leaf.ndim else ()
         raise NonFiniteLossError(

@@ -17,6 +17,8 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import TextIO
 
+import jax
+
 from .._errors import CostWarning
 
 # "A few minutes": beyond this a full check is worth replacing by mode="fast".
@@ -121,7 +123,12 @@ def full_check(jobs: Sequence[Job], progress: bool | None,
     if progress is False or (progress is None and total < MIN_EVALUATIONS):
         yield None
         return
+    # Every process times its batch (they run the same programs, SPMD); only process 0 of a
+    # jax.distributed run warns and prints.
     seconds = sum(j.evaluations * j.seconds_per_evaluation() for j in jobs)
+    if jax.process_index() != 0:
+        yield seconds
+        return
     if seconds > WARN_SECONDS:
         warnings.warn(
             f"this full check needs at least {total} evaluations of fn, estimated at "

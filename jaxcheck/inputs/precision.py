@@ -17,6 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _jaxpr
+from .placement import is_distributed
+
+# Leaves of this many entries or more are cast on their devices (see `cast_floating`).
+DEVICE_CAST_MIN_SIZE = 1 << 20
 
 
 @contextlib.contextmanager
@@ -47,7 +51,11 @@ def cast_floating(x: Any, dtype: Any | None) -> Any:
         return x
     if x.dtype == target:
         return jnp.asarray(x)
-    # Through NumPy: a device-side cast would compile one tiny program per shape.
+    if is_distributed(x) or np.size(x) >= DEVICE_CAST_MIN_SIZE:
+        # On the devices, shard by shard: a sharded leaf is never gathered, and a large one
+        # never copied through host memory.
+        return jax.lax.convert_element_type(x, target)
+    # Small leaves through NumPy: a device-side cast compiles one tiny program per shape.
     return jnp.asarray(np.asarray(x).astype(target))
 
 

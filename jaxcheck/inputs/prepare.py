@@ -5,7 +5,7 @@
 and carried leaves, and makes the working copies of every floating leaf inside the working
 precision (`precision.working_precision`): float64, or under `precision="native"` the leaves'
 own dtypes with bfloat16/float16 upcast to float32 (`working_copies`, used by `check_jacobian`
-too).
+too). Sharded params stay on their mesh, and the other inputs join them there (`placement`).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import jax
 from .adapters import canonical
 from .complex_params import real_view
 from .options import Options
+from .placement import mesh_of, onto_mesh
 from .precision import cast_floating, native_dtype, working_precision
 from .problem import Problem
 from .pytree import Split, replace_dynamic, split
@@ -40,6 +41,16 @@ def working_copies(s: Split, dtype: Any | None) -> Split:
     """`s` with its floating leaves cast to `dtype`, or with `dtype=None` (native precision)
     kept as they are except bfloat16/float16, upcast to float32."""
     return replace_dynamic(s, [cast_floating(x, dtype or native_dtype(x)) for x in s.dynamic])
+
+
+def on_one_mesh(p: Split, a: Split) -> tuple[Split, Split]:
+    """Where params or args are sharded over a mesh, every other dynamic leaf replicated over
+    it, so that each evaluation is one program under the params' own shardings."""
+    mesh = mesh_of((*p.dynamic, *a.dynamic))
+    if mesh is None:
+        return p, a
+    return (replace_dynamic(p, [onto_mesh(x, mesh) for x in p.dynamic]),
+            replace_dynamic(a, [onto_mesh(x, mesh) for x in a.dynamic]))
 
 
 def require_callables(fn: Any, grad_fn: Any) -> None:
@@ -70,4 +81,5 @@ def prepared(fn: Callable[..., Any], params: Any, args: tuple[Any, ...],
     user_dtypes = tuple(str(x.dtype) for x in p.checked_values)
     with working_precision(opts.precision) as dtype:
         p, a = working_copies(p, dtype), working_copies(a, dtype)
+        p, a = on_one_mesh(p, a)
         yield Inputs(Problem(fn, p.structure, a.structure), p, a, grad_fn, user_dtypes)

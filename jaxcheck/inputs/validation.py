@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import NonFiniteGradientError, NonFiniteLossError
+from .placement import all_finite, to_host
 from .pytree import Split
 
 # Errors JAX raises when Python code needs a concrete value that tracing cannot give
@@ -68,8 +69,8 @@ def require_checkable(p: Split) -> None:
         raise ValueError(f"params: expected at least one floating component to check; every "
                          f"floating leaf has size 0 ({shapes})")
     for path, x in zip(p.paths, p.checked_values):
-        x = np.asarray(x)
-        if not np.all(np.isfinite(x)):
+        if not all_finite(x):
+            x = to_host(x)
             k = _first_nonfinite(x)
             raise ValueError(
                 f"params: expected finite values, got {x.reshape(-1)[k]} at "
@@ -121,7 +122,7 @@ def non_finite_loss(value: float) -> ValueError:
         f"(look for log(0), 0/0, sqrt of a negative value or an overflow in fn)")
 
 
-def require_finite_gradient(leaves: Sequence[np.ndarray], paths: Sequence[str], who: str,
+def require_finite_gradient(leaves: Sequence[Any], paths: Sequence[str], who: str,
                             loss_at_params: Callable[[], Any]) -> None:
     """Refuse a NaN or Inf entry in the gradient under test, naming its leaf and index.
 
@@ -129,8 +130,9 @@ def require_finite_gradient(leaves: Sequence[np.ndarray], paths: Sequence[str], 
     the loss is evaluated (compiled) only then, so a valid input pays nothing for this.
     """
     for path, g in zip(paths, leaves):
-        if not np.all(np.isfinite(g)):
-            value = np.asarray(loss_at_params())
+        if not all_finite(g):
+            g = to_host(g)
+            value = to_host(loss_at_params())
             if value.shape == () and not np.isfinite(value):
                 raise non_finite_loss(float(value))
             k = _first_nonfinite(g)

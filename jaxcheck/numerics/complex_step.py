@@ -32,6 +32,7 @@ import numpy as np
 from .. import _jaxpr
 from .._errors import MethodFallbackWarning
 from ..evaluation.engine import Kernel, batch_size, run
+from ..inputs.placement import to_host
 from ..inputs.problem import Problem
 from ..plan.tasks import LeafTask
 from . import verdicts as v
@@ -146,7 +147,7 @@ def check_leaf_complex(task: LeafTask, g_leaf: np.ndarray,
     if reason is not None:
         return check_leaf(task, g_leaf, first), reason
     leaf = task.leaf
-    theta = np.asarray(leaf, np.float64).reshape(-1)
+    theta = to_host(leaf).astype(np.float64).reshape(-1)
     n = theta.size
     # h = ε·max(1,|θₖ|): truncation ~h²·f'''/6 is below the loss's own rounding.
     numerical, _ = complex_step(task.problem, task.position, task.param_dynamic,

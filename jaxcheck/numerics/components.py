@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 
 from ..evaluation.points import batch_for, evaluate_points
+from ..inputs.placement import to_host
 from ..plan.tasks import LeafTask
 from . import differences as d
 from . import verdicts as v
@@ -35,7 +36,7 @@ class ComponentLine:
 
     def __init__(self, task: LeafTask, indices: np.ndarray, batch: int | None = None):
         self.task, self.indices = task, np.asarray(indices, np.int64)
-        self.theta_w = np.asarray(task.leaf).reshape(-1)     # in the working dtype
+        self.theta_w = to_host(task.leaf).reshape(-1)     # in the working dtype
         self.dtype = np.dtype(task.leaf.dtype)
         self.batch = batch if batch is not None else batch_for(task, 2 * self.indices.size + 1)
         self.evaluations = 0

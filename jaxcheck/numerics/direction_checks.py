@@ -22,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..evaluation.directions import Directions
+from ..inputs.placement import to_host
 from . import differences as d
 from . import verdicts as v
 from .escalation import Level, decide
@@ -87,7 +88,7 @@ class DirectionLine:
 
     def slopes(self, rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         # one gradient per row: only where a kink is to be confirmed, rare
-        theta = np.asarray(self.dirs.theta)
+        theta = to_host(self.dirs.theta)
         out = np.empty(len(rows))
         for k, (row, t) in enumerate(zip(rows, offsets)):
             u = self.dirs.vector(int(self.numbers[row]), int(self.lo[row]), int(self.hi[row]))

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..evaluation.points import batch_for, evaluate_points
+from ..inputs.placement import to_host
 from ..plan.determinism import require_same_loss
 from ..plan.tasks import LeafTask
 from . import differences as d
@@ -46,7 +47,7 @@ def check_leaf(task: LeafTask, g_leaf: np.ndarray, side: int) -> tuple[LeafRepor
     """The leaf's report and f(θ)."""
     leaf = task.leaf
     dtype = np.dtype(leaf.dtype)
-    theta_w = np.asarray(leaf).reshape(-1)
+    theta_w = to_host(leaf).reshape(-1)
     theta = theta_w.astype(np.float64)
     g = g_leaf.reshape(-1)
     n = theta.size

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from .._errors import NondeterminismError
+from ..inputs.placement import to_host
 from .gradients import AnalyticGradient
 
 _ADVICE = ("{who} must be a deterministic function of (params, *args): draw randomness such as "
@@ -96,7 +97,7 @@ def require_same_traces(who: str, f: Callable[..., Any], example: Sequence[Any],
             f"while tracing). " + _ADVICE.format(who=who))
     values = [jax.tree_util.tree_leaves(f(*example)) for _ in range(2)]
     for a, b in zip(*values):
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        a, b = to_host(a).astype(np.float64), to_host(b).astype(np.float64)
         scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(b), initial=0.0)))
         diff = float(np.max(np.abs(a - b), initial=0.0))
         if diff > tolerance(eps) * scale or not np.isfinite(diff):

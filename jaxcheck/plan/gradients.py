@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..inputs.placement import to_host
 from ..inputs.problem import Problem
 from ..inputs.pytree import CHECKED, Split
 from ..inputs.validation import require_finite_gradient, user_call
@@ -46,13 +47,18 @@ class AnalyticGradient:
     _eager: list[bool] = dataclasses.field(default_factory=list, repr=False)
 
     def leaves(self, param_dynamic: Sequence[Any] | None = None) -> list[np.ndarray]:
-        """The gradient of each checked leaf (float64), at `param_dynamic` (default: params)."""
+        """The gradient of each checked leaf (float64, on the host), at `param_dynamic`
+        (default: params)."""
+        return [to_host(g).astype(np.float64) for g in self.device_leaves(param_dynamic)]
+
+    def device_leaves(self, param_dynamic: Sequence[Any] | None = None) -> list[Any]:
+        """The gradient of each checked leaf where it was computed (a sharded leaf's gradient
+        stays sharded: fast mode reads only what it names), in the dtype it came in."""
         dynamic = self.params.dynamic if param_dynamic is None else tuple(param_dynamic)
         where = "at params" if param_dynamic is None else "beside a kink"
         if self.grad_fn is None:
             with user_call("fn", f"under jax.grad {where}"):
-                leaves = self._autodiff(dynamic)
-            out = [np.asarray(g, np.float64) for g in leaves]
+                out = list(self._autodiff(dynamic))
             who = "jax.grad(fn)"
         else:
             user = Problem(self.grad_fn, self.problem.params, self.problem.args)
@@ -89,7 +95,7 @@ class AnalyticGradient:
         the parameter set to `values[k]` (one gradient evaluation per entry)."""
         position = self.params.checked[leaf]
         base = self.params.dynamic[position]
-        flat = np.asarray(base).reshape(-1)
+        flat = to_host(base).reshape(-1)
         out = np.empty(len(indices))
         for k, (i, value) in enumerate(zip(indices, values)):
             moved = flat.copy()
@@ -112,7 +118,7 @@ def _is_jax_type(x: Any) -> bool:
     return isinstance(x, (jax.Array, np.ndarray, np.generic, bool, int, float, complex))
 
 
-def extract_checked(tree: Any, params: Split, who: str) -> list[np.ndarray]:
+def extract_checked(tree: Any, params: Split, who: str) -> list[Any]:
     """The leaves of `tree` at the checked positions of `params`, validated against them."""
     structure = params.structure
     try:
@@ -135,5 +141,5 @@ def extract_checked(tree: Any, params: Split, who: str) -> list[np.ndarray]:
         if not jnp.issubdtype(value.dtype, jnp.floating):
             raise ValueError(f"{who} returned dtype {value.dtype} for floating leaf {path}; "
                              f"expected a real floating array")
-        out.append(np.asarray(value, np.float64))
+        out.append(value)
     return out

@@ -1,0 +1,131 @@
+"""Where the arrays live: sharded params checked in place, results brought to the host.
+
+Params that are `jax.Array`s sharded over a `Mesh` (FSDP, tensor parallelism), possibly over
+several processes under `jax.distributed`, stay where they are: working copies are cast on
+the devices, shard by shard (`precision.cast_floating`); every other dynamic input is
+replicated over the same mesh, so that one compiled program takes them all; the evaluations
+run under the params' own shardings (`evaluation/engine` puts the perturbation batch along the
+mesh axes the params do not use). Only what a verdict needs comes back: `to_host` gathers an
+array for the host, on every process alike.
+
+One process and one device (the usual case) involve none of this: `mesh_of` is None and
+`to_host` is `np.asarray`.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+
+def is_distributed(x: Any) -> bool:
+    """Whether `x` is a jax.Array placed on more than one device (sharded or replicated)."""
+    return isinstance(x, jax.Array) and len(x.sharding.device_set) > 1
+
+
+def mesh_of(leaves: Iterable[Any]) -> Mesh | None:
+    """The mesh of the first leaf placed on several devices by a `NamedSharding`, or None.
+
+    Every other leaf placed on several devices must use the same mesh: a check runs one
+    program per evaluation, and one program has one mesh.
+    """
+    found: Mesh | None = None
+    for x in leaves:
+        if not is_distributed(x):
+            continue
+        sharding = x.sharding
+        if not isinstance(sharding, NamedSharding):
+            raise ValueError(
+                f"params/args: arrays placed on several devices must use a "
+                f"jax.sharding.NamedSharding over a Mesh; got {type(sharding).__name__}. "
+                f"Place them with jax.device_put(x, NamedSharding(mesh, PartitionSpec(...))).")
+        mesh = sharding.mesh
+        if not isinstance(mesh, Mesh):
+            raise ValueError("params/args: expected a NamedSharding over a concrete jax "
+                             f"Mesh; got {type(mesh).__name__}")
+        if found is None:
+            found = mesh
+        elif mesh != found:
+            raise ValueError(
+                f"params/args: every sharded array must use the same Mesh; got meshes "
+                f"{dict(found.shape)} and {dict(mesh.shape)}")
+    return found
+
+
+def used_axes(leaves: Iterable[Any]) -> set[str]:
+    """The mesh axes that some leaf's PartitionSpec shards along."""
+    used: set[str] = set()
+    for x in leaves:
+        if is_distributed(x) and isinstance(x.sharding, NamedSharding):
+            for entry in x.sharding.spec:
+                if entry is None:
+                    continue
+                used.update((entry,) if isinstance(entry, str) else tuple(entry))
+    return used
+
+
+def free_axes(mesh: Mesh, leaves: Sequence[Any]) -> tuple[str, ...]:
+    """The mesh axes (of size > 1) no leaf is sharded along: a batch of perturbations goes
+    along them. Empty when the model uses every axis: the batch is then evaluated by all
+    devices together, one batch after another."""
+    used = used_axes(leaves)
+    return tuple(a for a in mesh.axis_names if a not in used and mesh.shape[a] > 1)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def from_host(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A host array, the same on every process, as a global array with `sharding` (each
+    process places only its own devices' parts)."""
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def onto_mesh(x: Any, mesh: Mesh) -> Any:
+    """`x` as an input of the mesh's programs: kept if placed on several devices already,
+    else replicated over the mesh (it is the same on every process)."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype") or is_distributed(x):
+        return x
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return jax.device_put(x, replicated(mesh))
+    return from_host(np.asarray(x), replicated(mesh))
+
+
+def to_host(x: Any) -> np.ndarray:
+    """`x` as a host array, on every process: the local copy of a replicated array, else the
+    array gathered over the processes (only for what a report needs: a few scalars, the
+    components it names, a leaf's gradient in full mode)."""
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+        return np.asarray(x)
+    if x.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
+    return np.asarray(_replicate(x).addressable_data(0))
+
+
+def all_finite(x: Any) -> bool:
+    """Whether every entry of `x` is finite; a device array is reduced where it lives."""
+    if isinstance(x, jax.Array):
+        return bool(to_host(jnp.all(jnp.isfinite(x))))
+    return bool(np.all(np.isfinite(x)))
+
+
+def _replicate(x: jax.Array) -> jax.Array:
+    sharding = x.sharding
+    assert isinstance(sharding, NamedSharding)  # `mesh_of` admits no other
+    return _replicator(sharding.mesh)(x)
+
+
+@functools.lru_cache(maxsize=8)
+def _replicator(mesh: Mesh) -> Any:
+    return jax.jit(_identity, out_shardings=replicated(mesh))
+
+
+def _identity(x: Any) -> Any:
+    return x
