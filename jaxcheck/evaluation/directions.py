@@ -217,8 +217,8 @@ class Directions:
     arg_dynamic: tuple[Any, ...]
     leaf_number: int
     seed: int
-    g: np.ndarray                   # the analytic gradient of the leaf, flat, float64
-    rounding: np.ndarray            # bound on the rounding of each gᵢ (`verdicts`)
+    g: Any                          # the analytic gradient of the leaf, flat (on device)
+    rounding: Any                   # bound on the rounding of each gᵢ (`verdicts`)
     batch_size: int | None = None
     evaluations: int = 0
     issued: int = 0
@@ -227,8 +227,9 @@ class Directions:
         leaf = self.param_dynamic[self.position]
         self.theta = jnp.asarray(leaf).reshape(-1)
         self.dtype = np.dtype(leaf.dtype)
-        self.g_device = jnp.asarray(self.g.astype(self.dtype))
-        self.rounding_device = jnp.asarray(self.rounding.astype(self.dtype))
+        # cast where they live: a sharded leaf's gradient stays sharded, off the host
+        self.g_device = jnp.asarray(self.g).astype(self.dtype)
+        self.rounding_device = jnp.asarray(self.rounding).astype(self.dtype)
         self.size = int(self.theta.size)
         # Points per call, fixed for the leaf: a call holds `batch // T` directions of T steps.
         self.batch = choose_batch_size(self.size * self.dtype.itemsize, POINTS_PER_CALL,

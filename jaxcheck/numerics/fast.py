@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..evaluation.directions import Directions
+from ..inputs.placement import to_host
 from ..plan.tasks import LeafTask
 from . import verdicts as v
 from .components import ComponentResults
@@ -54,7 +55,7 @@ FIRST_DIRECTIONS = 2
 JOINT_MIN_SIZE = 1 << 16
 
 
-def _report(task: LeafTask, g: np.ndarray, examined: Sequence[ComponentResults],
+def _report(task: LeafTask, g: Any, examined: Sequence[ComponentResults],
             directions: DirectionalChecks, taylor: TaylorResult) -> LeafReport:
     """The leaf's report: the verdict of `directions`, and the components examined one by one."""
     def stack(name: str, dtype: npt.DTypeLike = np.float64) -> np.ndarray:
@@ -62,15 +63,18 @@ def _report(task: LeafTask, g: np.ndarray, examined: Sequence[ComponentResults],
         return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
     idx = stack("indices", np.int64)
-    return LeafReport(task.path, tuple(task.leaf.shape), task.dtype, g[idx], stack("numerical"),
+    # only the components examined come back to the host
+    named = to_host(g[idx]).astype(np.float64) if idx.size else np.zeros(0)
+    return LeafReport(task.path, tuple(task.leaf.shape), task.dtype, named, stack("numerical"),
                       stack("tolerance"), stack("status", np.int8), indices=idx,
                       directions=directions, taylor=taylor)
 
 
-def check_leaf_fast(task: LeafTask, g: np.ndarray, rounding: np.ndarray,
+def check_leaf_fast(task: LeafTask, g: Any, rounding: Any,
                     taylor: tuple[float, TaylorResult] | None, k: int, seed: int,
                     limit: int) -> tuple[LeafReport, dict[str, int]]:
-    """Fast-mode report of one leaf tested on its own (flat g), and counts of the work done.
+    """Fast-mode report of one leaf tested on its own (flat g and its rounding bound, on
+    device), and counts of the work done.
     `taylor`: f(θ) and the leaf's Taylor test if already done (`taylor_tests`)."""
     n = g.size
     dirs = Directions(task.problem, task.position, task.param_dynamic, task.arg_dynamic,
@@ -139,37 +143,42 @@ def _roundings(gs, eps_g, eps_out):
     return [v.analytic_rounding(e, g, o) for g, e, o in zip(gs, eps_g, eps_out)]
 
 
-def _together(tasks: Sequence[LeafTask], gs: Sequence[np.ndarray], k: int, seed: int):
-    """The gradients' rounding, every leaf's Taylor test (one program) and the joint test."""
+def _on_device(tasks: Sequence[LeafTask], gs: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    """The flat gradients in the working dtype (float32 at least, for the sums) and the bound
+    on their rounding, computed where they live: a sharded gradient never reaches the host."""
+    wide = np.promote_types(tasks[0].leaf.dtype, np.float32)
+    gs_device = [jnp.asarray(g).reshape(-1).astype(wide) for g in gs]
+    return gs_device, _roundings(gs_device, [t.eps_g for t in tasks],
+                                 [t.eps_g_out for t in tasks])
+
+
+def _together(tasks: Sequence[LeafTask], gs_device: Sequence[Any], roundings: Sequence[Any],
+              k: int, seed: int):
+    """Every leaf's Taylor test (one program) and the joint test."""
     first = tasks[0]
-    # on device, once, for the programs of all leaves (sums in float32 at least)
-    wide = np.promote_types(first.leaf.dtype, np.float32)
-    gs_device = [jnp.asarray(g, wide) for g in gs]
-    roundings = _roundings(gs_device, [t.eps_g for t in tasks], [t.eps_g_out for t in tasks])
     positions, numbers = [t.position for t in tasks], [t.leaf_number for t in tasks]
     taylor = taylor_tests(first.problem, positions, numbers, first.param_dynamic,
                           first.arg_dynamic, gs_device, roundings, seed, first.eps_f)
     screen = joint_screen(first.problem, positions, numbers, first.param_dynamic,
                           first.arg_dynamic, gs_device, roundings, k, seed, first.eps_f,
                           first.rel_step, first.safety, [t.path for t in tasks])
-    return roundings, taylor, screen
+    return taylor, screen
 
 
 def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
                    limit: int) -> tuple[tuple[LeafReport, ...], dict[str, Any]]:
-    gs = [g.reshape(-1) for g in tasks[0].analytic.leaves()]
+    gs, roundings = _on_device(tasks, tasks[0].analytic.device_leaves())
     info: dict[str, Any] = {"directions": k}
     evaluations = tests = 0
     covered: tuple[int, ...] = ()
     if (len(tasks) > 1 and sum(g.size for g in gs) >= JOINT_MIN_SIZE
             and len({t.leaf.dtype for t in tasks}) == 1):  # one dtype: one step for all
-        roundings, taylor, screen = _together(tasks, gs, k, seed)
+        taylor, screen = _together(tasks, gs, roundings, k, seed)
         evaluations += (1 + LEVELS) * len(tasks) + screen.checks.evaluations
         covered = screen.covered if screen.passed else ()
         info["joint"] = {"passed": screen.passed, "covered": [
             t.path for t in tasks if t.leaf_number in covered]}
     else:
-        roundings = [v.analytic_rounding(t.eps_g, g, t.eps_g_out) for t, g in zip(tasks, gs)]
         taylor = [None] * len(tasks)
     leaves = []
     for task, g, rounding, leaf_taylor in zip(tasks, gs, roundings, taylor):
@@ -177,8 +186,7 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
             assert leaf_taylor is not None  # from `_together`, as `covered` is
             leaves.append(_report(task, g, (), screen.checks, leaf_taylor[1]))
             continue
-        report, counts = check_leaf_fast(task, g, np.asarray(rounding, np.float64),
-                                         leaf_taylor, k, seed, limit)
+        report, counts = check_leaf_fast(task, g, rounding, leaf_taylor, k, seed, limit)
         leaves.append(report)
         evaluations += counts["evaluations"]
         tests += counts["tests"]
