@@ -74,7 +74,7 @@ def runs():
             if p.poll() is None:
                 p.kill()
                 p.communicate()
-    for p, (stdout, stderr) in zip(procs, outs):
+    for p, (_, stderr) in zip(procs, outs):
         assert p.returncode == 0, stderr[-4000:]
     results = [json.loads(next(line[7:] for line in stdout.splitlines()
                                if line.startswith("RESULT "))) for stdout, _ in outs]
@@ -110,3 +110,29 @@ def test_only_process_zero_prints_progress(runs):
     _, stderrs = runs
     assert "jaxcheck: full check of" in stderrs[0]
     assert "jaxcheck: full check of" not in stderrs[1]
+
+
+def _readme_example() -> str:
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    start = text.index("<!-- many-hosts-example")
+    block = text[text.index("```python\n", start) + len("```python\n"):]
+    return block[:block.index("```")]
+
+
+def test_the_readmes_many_hosts_example_runs_on_two_processes():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    port = str(_free_port())
+    procs = [subprocess.Popen([sys.executable, "-c", _readme_example(), str(i), port], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-3000:] + outs[1][1][-3000:]
+    assert [out.strip().splitlines()[-1] for out, _ in outs] == ["0 True", "1 True"]

@@ -1,0 +1,176 @@
+"""Fast mode on a ≥100M-parameter float32 model sharded over 8 (forced) CPU devices.
+
+    python bench/large_model.py                 # 3 layers of 5792², 100.6M parameters
+    python bench/large_model.py --width 2048    # 12.6M, a quick look
+
+The params are an MLP's three weight matrices, placed FSDP-style (rows split over a mesh of
+`--devices` devices) before the check; `jaxcheck.check(..., mode="fast")` checks them in
+place. Prints and writes, from one run: one jitted forward+backward of the sharded model
+(float32), the fast check's time as a ratio to it (the correct gradient, then a gradient
+with one entry off by 1%, which must be named exactly), and the peak host memory during
+each check (the process's resident-set peak, reset before each check: on CPU the devices'
+memory is host memory, so this counts the params, the float64 working copies, every
+temporary and XLA's compiler), against the params' float64 size.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--width", type=int, default=5792)
+    ap.add_argument("--devices", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--name", default="cpu2")
+    ap.add_argument("--no-write", action="store_true")
+    return ap.parse_args()
+
+
+ARGS = parse() if __name__ == "__main__" else None
+if ARGS is not None:  # before jax is imported
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + f" --xla_force_host_platform_device_count={ARGS.devices}")
+
+import datetime  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.sharding import AxisType, NamedSharding, PartitionSpec  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(HERE))
+import jaxcheck  # noqa: E402
+
+LAYERS = 3
+
+
+def peak_mib() -> float:
+    """The resident-set peak since the last `reset_peak` (Linux: VmHWM)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def loss(p, x, y):
+    h = x
+    for i in range(LAYERS):
+        h = h @ p[f"W{i}"]
+        if i < LAYERS - 1:
+            h = jnp.tanh(h)
+    return 0.5 * jnp.mean((h - y) ** 2)
+
+
+def model(width: int, devices: int, batch: int, seed: int = 0):
+    mesh = jax.make_mesh((devices,), ("fsdp",), axis_types=(AxisType.Auto,))
+    rows = NamedSharding(mesh, PartitionSpec("fsdp", None))
+    rng = np.random.default_rng(seed)
+    params = {}
+    for i in range(LAYERS):  # one float32 matrix at a time on the host
+        w = rng.standard_normal((width, width), dtype=np.float32)
+        w *= np.float32(1 / np.sqrt(width))
+        params[f"W{i}"] = jax.device_put(w, rows)
+        del w
+    x = jnp.asarray(rng.standard_normal((batch, width), dtype=np.float32))
+    y = jnp.asarray(rng.standard_normal((batch, width), dtype=np.float32))
+    return params, x, y
+
+
+def timed(f):
+    start = time.perf_counter()
+    out = f()
+    jax.block_until_ready(jax.tree_util.tree_leaves(out) if not hasattr(out, "ok") else [])
+    return time.perf_counter() - start, out
+
+
+def main() -> None:
+    a = ARGS
+    assert a is not None
+    params, x, y = model(a.width, a.devices, a.batch)
+    n = sum(int(v.size) for v in params.values())
+    f64_mib = n * 8 / 2**20
+    print(f"{n:,} float32 parameters over {jax.device_count()} devices "
+          f"(float64 size {f64_mib:,.0f} MiB)", flush=True)
+    vg = jax.jit(jax.value_and_grad(loss))
+    timed(lambda: vg(params, x, y))
+    t_fb = min(timed(lambda: vg(params, x, y))[0] for _ in range(5))
+    print(f"jitted forward+backward: {t_fb * 1e3:.1f} ms", flush=True)
+
+    g = np.abs(np.asarray(vg(params, x, y)[1]["W1"])).ravel()
+    flat = int(np.argpartition(g, int(0.95 * g.size))[int(0.95 * g.size)])
+    where = tuple(int(i) for i in np.unravel_index(flat, (a.width, a.width)))
+    del g
+    grad = jax.jit(jax.grad(loss))
+
+    def wrong(p, x, y):
+        out = grad(p, x, y)
+        return {**out, "W1": out["W1"].at[where].multiply(1.01)}
+
+    rows = []
+    for name, grad_fn in (("correct", None), (f"W1{list(where)} off by 1%", wrong)):
+        before = rss_mib()
+        reset_peak()
+        seconds, rep = timed(lambda g=grad_fn: jaxcheck.check(loss, params, x, y, grad_fn=g,
+                                                               mode="fast"))
+        peak = peak_mib()
+        row = {"case": name, "ok": rep.ok, "failures": [f.location for f in rep.failures],
+               "evaluations": rep.info["evaluations"], "seconds": seconds,
+               "ratio_to_forward_backward": seconds / t_fb, "rss_before_mib": before,
+               "peak_mib": peak, "peak_over_f64_size": peak / f64_mib,
+               "added_over_f64_size": (peak - before) / f64_mib}
+        rows.append(row)
+        print(f"[{name}] ok={rep.ok} failures={row['failures']} "
+              f"evaluations={row['evaluations']:,}: {seconds:.1f} s "
+              f"({seconds / t_fb:,.0f}x fwd+bwd); peak host memory {peak:,.0f} MiB "
+              f"= {peak / f64_mib:.2f}x the params' float64 size "
+              f"({(peak - before) / f64_mib:.2f}x added by the check)", flush=True)
+    result = {"n": n, "devices": jax.device_count(), "width": a.width, "batch": a.batch,
+              "float64_size_mib": f64_mib, "forward_backward_seconds": t_fb,
+              "jax": jax.__version__, "date": datetime.date.today().isoformat(),
+              "rows": rows, "command": "python bench/large_model.py " + " ".join(sys.argv[1:])}
+    if not a.no_write:
+        stem = os.path.join(HERE, "results", f"{a.name}-{result['date']}-large-model")
+        with open(stem + ".json", "w") as f:
+            json.dump(result, f, indent=2)
+        with open(stem + ".md", "w") as f:
+            f.write(markdown(result))
+        print(f"wrote {stem}.json and .md")
+
+
+def markdown(r: dict) -> str:
+    lines = [f"# Fast mode on {r['n']:,} float32 parameters, {r['devices']} CPU devices "
+             f"({r['date']})", "",
+             f"`{r['command']}`; jax {r['jax']}; FSDP (rows split over the mesh); one jitted "
+             f"forward+backward {r['forward_backward_seconds'] * 1e3:.1f} ms; params' "
+             f"float64 size {r['float64_size_mib']:,.0f} MiB.", "",
+             "| case | ok | failures | evaluations | seconds | ÷ fwd+bwd | peak host MiB | "
+             "peak ÷ float64 size | added by the check ÷ float64 size |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for row in r["rows"]:
+        lines.append(f"| {row['case']} | {row['ok']} | {', '.join(row['failures'])} | "
+                     f"{row['evaluations']:,} | {row['seconds']:.1f} | "
+                     f"{row['ratio_to_forward_backward']:,.0f} | {row['peak_mib']:,.0f} | "
+                     f"{row['peak_over_f64_size']:.2f} | {row['added_over_f64_size']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
