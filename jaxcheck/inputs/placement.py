@@ -109,6 +109,28 @@ def to_host(x: Any) -> np.ndarray:
     return np.asarray(_replicate(x).addressable_data(0))
 
 
+def flatten(x: Any) -> Any:
+    """`x.reshape(-1)`; a sharded `x` gives a flat array split over the same mesh axes (a
+    plain reshape of a leaf split along its columns would be replicated: a copy per device)."""
+    if not is_distributed(x) or x.sharding.is_fully_replicated:
+        return jnp.reshape(x, -1)
+    mesh = x.sharding.mesh
+    axes = tuple(a for a in mesh.axis_names if a in used_axes([x]))
+    parts = int(np.prod([mesh.shape[a] for a in axes], dtype=np.int64))
+    spec = PartitionSpec(axes if len(axes) > 1 else axes[0]) if x.size % parts == 0 else \
+        PartitionSpec()
+    return _flattener(NamedSharding(mesh, spec))(x)
+
+
+@functools.lru_cache(maxsize=16)
+def _flattener(sharding: NamedSharding) -> Any:
+    return jax.jit(_flat, out_shardings=sharding)
+
+
+def _flat(x: Any) -> Any:
+    return x.reshape(-1)
+
+
 def all_finite(x: Any) -> bool:
     """Whether every entry of `x` is finite; a device array is reduced where it lives."""
     if isinstance(x, jax.Array):

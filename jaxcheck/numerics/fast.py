@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..evaluation.directions import Directions
-from ..inputs.placement import to_host
+from ..inputs.placement import flatten, to_host
 from ..plan.tasks import LeafTask
 from . import verdicts as v
 from .components import ComponentResults
@@ -147,7 +147,7 @@ def _on_device(tasks: Sequence[LeafTask], gs: Sequence[Any]) -> tuple[list[Any],
     """The flat gradients in the working dtype (float32 at least, for the sums) and the bound
     on their rounding, computed where they live: a sharded gradient never reaches the host."""
     wide = np.promote_types(tasks[0].leaf.dtype, np.float32)
-    gs_device = [jnp.asarray(g).reshape(-1).astype(wide) for g in gs]
+    gs_device = [flatten(jnp.asarray(g)).astype(wide) for g in gs]
     return gs_device, _roundings(gs_device, [t.eps_g for t in tasks],
                                  [t.eps_g_out for t in tasks])
 

@@ -10,23 +10,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..inputs.placement import to_host
+from ..inputs.placement import is_distributed, to_host
 from ..inputs.problem import Problem
 from ..inputs.pytree import CHECKED, Split
 from ..inputs.validation import require_finite_gradient, user_call
 
 
-def _gradient(problem: Problem, checked: tuple[int, ...], param_dynamic, arg_dynamic):
+def _gradient(problem: Problem, checked: tuple[int, ...], shardings: tuple[Any, ...],
+              param_dynamic, arg_dynamic):
     def loss_of_checked(values):
         dynamic = list(param_dynamic)
         for position, value in zip(checked, values):
             dynamic[position] = value
         return problem.loss(dynamic, arg_dynamic)
 
-    return jax.grad(loss_of_checked)([param_dynamic[i] for i in checked])
+    grads = jax.grad(loss_of_checked)([param_dynamic[i] for i in checked])
+    # a sharded leaf's gradient sharded like the leaf (else XLA may replicate it: one copy
+    # per device)
+    return [g if s is None else jax.lax.with_sharding_constraint(g, s)
+            for g, s in zip(grads, shardings)]
 
 
-_autodiff_gradient = jax.jit(_gradient, static_argnums=(0, 1))
+_autodiff_gradient = jax.jit(_gradient, static_argnums=(0, 1, 2))
 
 
 def _fails_only_under_jit(error: Exception) -> bool:
@@ -71,7 +76,9 @@ class AnalyticGradient:
                     if isinstance(e, ValueError) and not _fails_only_under_jit(e):
                         raise
                     tree = user.loss(dynamic, self.arg_dynamic)
-            out = extract_checked(tree, self.params, "grad_fn")
+            # a sharded leaf's gradient moved (device to device) to the leaf's sharding
+            out = [g if s is None else jax.device_put(g, s) for g, s in
+                   zip(extract_checked(tree, self.params, "grad_fn"), self._shardings())]
             who = "grad_fn"
         if param_dynamic is None:
             require_finite_gradient(out, self.params.paths, who, lambda: _call(
@@ -82,13 +89,19 @@ class AnalyticGradient:
         """`jax.grad(fn)`, compiled, or op by op where only the compiled one fails."""
         if not self._eager:
             try:
-                return _autodiff_gradient(self.problem, self.params.checked, dynamic,
-                                          self.arg_dynamic)
+                return _autodiff_gradient(self.problem, self.params.checked,
+                                          self._shardings(), dynamic, self.arg_dynamic)
             except ValueError as e:
                 if not _fails_only_under_jit(e):
                     raise
                 self._eager.append(True)   # remembered for the gradients beside kinks
-        return _gradient(self.problem, self.params.checked, dynamic, self.arg_dynamic)
+        return _gradient(self.problem, self.params.checked, self._shardings(), dynamic,
+                         self.arg_dynamic)
+
+    def _shardings(self) -> tuple[Any, ...]:
+        """Per checked leaf, its sharding where it is sharded over a mesh, else None."""
+        return tuple(x.sharding if is_distributed(x) else None
+                     for x in self.params.checked_values)
 
     def components_at(self, leaf: int, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Component `indices[k]` of checked leaf `leaf`'s gradient, with that component of
