@@ -5,7 +5,8 @@
 and carried leaves, and makes the working copies of every floating leaf inside the working
 precision (`precision.working_precision`): float64, or under `precision="native"` the leaves'
 own dtypes with bfloat16/float16 upcast to float32 (`working_copies`, used by `check_jacobian`
-too).
+too). `precision="auto"` becomes one of the two for the device the params live on
+(`precision.choose_precision`).
 """
 from __future__ import annotations
 
@@ -19,7 +20,13 @@ import jax
 from .adapters import canonical
 from .complex_params import real_view
 from .options import Options
-from .precision import cast_floating, native_dtype, working_precision
+from .precision import (
+    PrecisionChoice,
+    cast_floating,
+    choose_precision,
+    native_dtype,
+    working_precision,
+)
 from .problem import Problem
 from .pytree import Split, replace_dynamic, split
 from .validation import require_checkable, require_concrete
@@ -34,6 +41,7 @@ class Inputs:
     args: Split
     grad_fn: Callable[..., Any] | None
     user_dtypes: tuple[str, ...]      # per checked leaf, the dtype the user gave
+    precision: PrecisionChoice        # asked for ("auto", ...) and used ("float64", "native")
 
 
 def working_copies(s: Split, dtype: Any | None) -> Split:
@@ -68,6 +76,8 @@ def prepared(fn: Callable[..., Any], params: Any, args: tuple[Any, ...],
     require_checkable(p)
     a = split(args, check_floats=False)
     user_dtypes = tuple(str(x.dtype) for x in p.checked_values)
-    with working_precision(opts.precision) as dtype:
+    precision = choose_precision(opts.precision, p.dynamic)
+    with working_precision(precision.used) as dtype:
         p, a = working_copies(p, dtype), working_copies(a, dtype)
-        yield Inputs(Problem(fn, p.structure, a.structure), p, a, grad_fn, user_dtypes)
+        yield Inputs(Problem(fn, p.structure, a.structure), p, a, grad_fn, user_dtypes,
+                     precision)
