@@ -55,7 +55,7 @@ def resolve_precision(precision: str, platform: str, device_kind: str) -> str:
     """
     if precision != "auto":
         return precision
-    platform = platform.lower()
+    platform = platform.casefold()
     if platform == "cpu":
         return "float64"
     if platform in GPU_PLATFORMS and _names_fast_float64_gpu(device_kind):
