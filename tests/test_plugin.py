@@ -98,6 +98,21 @@ def test_session(gradcheck):
     pytester.runpytest(*plugin_args(), "--jaxcheck-x64").assert_outcomes(passed=1)
 
 
+def test_without_x64_flags_every_check_is_auto(pytester):
+    pytester.makepyfile(test_auto='''
+import jax.numpy as jnp
+
+def test_session(gradcheck):
+    assert gradcheck.options == {}
+    report = gradcheck(lambda w: jnp.sum(jnp.sin(w)), jnp.ones(3))
+    assert report.info["precision_requested"] == "auto"
+    assert report.info["precision"] in ("float64", "native")
+''')
+    result = pytester.runpytest(*plugin_args())
+    result.assert_outcomes(passed=1)
+    assert "jaxcheck:" not in result.stdout.str()     # no header: nothing set
+
+
 def test_rejects_unknown_mode(pytester):
     pytester.makepyfile(test_x="def test_x(): pass\n")
     result = pytester.runpytest(*plugin_args(), "--jaxcheck-mode=quick")

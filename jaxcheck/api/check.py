@@ -88,8 +88,8 @@ def _check_prepared(inputs: Inputs, opts: Options) -> Report:
     # every mode: the determinism check, and the gradient's rounding split from its final cast
     tasks = shared_setup(tasks, opts.mode, fn_trace=closed)
     leaves, extra = run_mode(tasks, opts)
-    info = {"eps_f": eps_f, "eps_g": eps_g, "rel_step": rel_step,
-            "precision": opts.precision, "mode": opts.mode, "method": opts.method, **extra}
+    info = {"eps_f": eps_f, "eps_g": eps_g, "rel_step": rel_step, **inputs.precision.info(),
+            "mode": opts.mode, "method": opts.method, **extra}
     return Report(leaves, info=info, max_failures=opts.max_failures)
 
 

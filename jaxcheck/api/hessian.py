@@ -21,6 +21,7 @@ import jax
 
 from ..evaluation.analytic_jacobian import Source
 from ..inputs.options import Options, parse_options
+from ..inputs.precision import PrecisionChoice
 from ..inputs.prepare import prepared
 from ..inputs.problem import Problem
 from ..inputs.pytree import CHECKED, Split, Structure
@@ -57,7 +58,8 @@ class _GradientOfChecked:
 
 
 def check_second_order(problem: Problem, p: Split, a: Split,
-                       grad_fn: Callable[..., Any] | None, opts: Options) -> JacobianReport:
+                       grad_fn: Callable[..., Any] | None, opts: Options,
+                       precision: PrecisionChoice) -> JacobianReport:
     """The Hessian (JAX's AD of the gradient, forward and reverse) against central differences
     of the gradient; `p`, `a` already split and cast to the working precision."""
     if opts.mode != "full" or opts.method != "central":
@@ -66,7 +68,7 @@ def check_second_order(problem: Problem, p: Split, a: Split,
     gradient = grad_fn if grad_fn is not None else _GradientOfChecked(problem.fn, p.structure)
     vector = VectorProblem(gradient, p.structure, a.structure, p.checked)
     sources = [Source("rev"), Source("fwd")]
-    return compare(vector, p, a, sources, opts, (False,) * len(p.checked),
+    return compare(vector, p, a, sources, opts, precision, (False,) * len(p.checked),
                    who="grad_fn" if grad_fn is not None else "jax.grad(fn)", output_name="grad")
 
 
@@ -103,4 +105,4 @@ def check_hessian(fn: Callable[..., Any], params: Any, *args: Any,
         _, out = trace_loss(inputs.problem, inputs.params, inputs.args)
         require_scalar_loss(out)
         return check_second_order(inputs.problem, inputs.params, inputs.args, inputs.grad_fn,
-                                  opts)
+                                  opts, inputs.precision)

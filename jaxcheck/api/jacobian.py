@@ -21,7 +21,13 @@ from ..evaluation.analytic_jacobian import Source, analytic_jacobian
 from ..evaluation.outputs import evaluate_outputs, output_batch_size
 from ..inputs.complex_params import is_complex, real_view_function
 from ..inputs.options import Options, parse_options
-from ..inputs.precision import effective_epsilon, machine_epsilon, working_precision
+from ..inputs.precision import (
+    PrecisionChoice,
+    choose_precision,
+    effective_epsilon,
+    machine_epsilon,
+    working_precision,
+)
 from ..inputs.prepare import on_one_mesh, working_copies
 from ..inputs.pytree import Split, is_checkable, split
 from ..inputs.vector_problem import VectorProblem, with_layout
@@ -101,11 +107,12 @@ def check_jacobian(fn: Callable[..., Any], primals: Any, *args: Any,
         raise ValueError("primals: expected a pytree with at least one floating-point array "
                          f"leaf to differentiate; got {jax.tree_util.tree_structure(primals)}")
     a = split(args, check_floats=False)
-    with working_precision(opts.precision) as dtype:
+    precision = choose_precision(opts.precision, p.dynamic)  # as `check` ("auto" resolved)
+    with working_precision(precision.used) as dtype:
         # the same working copies as `check` (bfloat16/float16 upcast under "native")
         p, a = on_one_mesh(working_copies(p, dtype), working_copies(a, dtype))
         problem = VectorProblem(fn, p.structure, a.structure, p.checked)
-        return compare(problem, p, a, sources, opts, input_complex, who="fn")
+        return compare(problem, p, a, sources, opts, precision, input_complex, who="fn")
 
 
 def _sources(jac_fn, vjp_fn, jvp_fn, ad: str | None) -> list[Source]:
@@ -139,9 +146,10 @@ def _checked_complex_flags(primals: Any) -> tuple[bool, ...]:
 
 
 def compare(problem: VectorProblem, p: Split, a: Split, sources: Sequence[Source],
-            opts: Options, input_complex: Sequence[bool], who: str,
+            opts: Options, precision: PrecisionChoice, input_complex: Sequence[bool], who: str,
             output_name: str = "out") -> JacobianReport:
-    """Every analytic source against central differences of `problem`'s outputs."""
+    """Every analytic source against central differences of `problem`'s outputs (`p`, `a`
+    already cast to the working precision `precision.used`)."""
     problem = with_layout(problem, p.dynamic, a.dynamic, who)
     if any(problem.layout.complex) and any(s.name == "jac_fn" for s in sources):
         raise ValueError("jac_fn: complex outputs are not supported; pass vjp_fn or jvp_fn")
@@ -175,7 +183,7 @@ def compare(problem: VectorProblem, p: Split, a: Split, sources: Sequence[Source
             by_input.append(_blocks(source.name, problem, path, shape, cplx, per_leaf[k][s],
                                     output_name))
         blocks += [b for per_output in zip(*by_input) for b in per_output]
-    info = {"eps_f": eps_f, "eps_g": eps_g, "rel_step": rel_step, "precision": opts.precision,
+    info = {"eps_f": eps_f, "eps_g": eps_g, "rel_step": rel_step, **precision.info(),
             "ad": [s.name for s in kept]}
     return JacobianReport(tuple(blocks), tuple(notes), info, opts.max_failures)
 

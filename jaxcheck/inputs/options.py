@@ -6,11 +6,12 @@ import difflib
 import math
 from typing import Any, Literal
 
-Precision = Literal["float64", "native"]
+Precision = Literal["auto", "float64", "native"]
 Mode = Literal["full", "fast", "sample"]
 Method = Literal["central", "forward", "backward", "complex"]
 MODES = ("full", "fast", "sample")
 METHODS = ("central", "forward", "backward", "complex")
+PRECISIONS = ("auto", "float64", "native")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +36,13 @@ class Options:
       component's tolerance. Default 3.
     - `batch_size`: perturbations evaluated per compiled `vmap` batch. Default `None`: chosen
       from a memory budget and the leaf's size.
-    - `precision`: `"float64"` (default) evaluates `fn` and `grad_fn` with floating params and
-      args cast to float64 inside `jax.enable_x64(True)`; `"native"` keeps the input dtypes.
+    - `precision`: `"float64"` evaluates `fn` and `grad_fn` with floating params and args cast
+      to float64 inside `jax.enable_x64(True)` (on a TPU, on the CPU device); `"native"` keeps
+      the input dtypes (bfloat16/float16 upcast to float32) and sizes steps and tolerances for
+      them. `"auto"` (default) is `"float64"` where the params' device runs float64 fast (the
+      CPU, data-centre GPUs such as A100, H100, MI250) and `"native"` elsewhere (TPUs,
+      consumer and inference GPUs); `report.info["precision"]` says which was used,
+      `report.info["precision_requested"]` what was asked.
     - `max_failures`: how many failing components `str(report)` lists. Default 10.
     - `mode`: `"full"` (default: every component), `"fast"` (random directions per leaf, then
       group testing to localise) or `"sample"` (the full method on a random subset).
@@ -66,7 +72,7 @@ class Options:
     eps: float | None = None
     safety: float = 3.0
     batch_size: int | None = None
-    precision: Precision = "float64"
+    precision: Precision = "auto"
     max_failures: int = 10
     mode: Mode = "full"
     method: Method = "central"
@@ -91,9 +97,9 @@ class Options:
             raise ValueError(
                 f"batch_size: expected a positive int or None, got {self.batch_size!r}"
             )
-        if self.precision not in ("float64", "native"):
+        if self.precision not in PRECISIONS:
             raise ValueError(
-                f"precision: expected 'float64' or 'native', got {self.precision!r}"
+                f"precision: expected one of {PRECISIONS}, got {self.precision!r}"
             )
         if self.mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {self.mode!r}")

@@ -6,6 +6,8 @@ and carried leaves, and makes the working copies of every floating leaf inside t
 precision (`precision.working_precision`): float64, or under `precision="native"` the leaves'
 own dtypes with bfloat16/float16 upcast to float32 (`working_copies`, used by `check_jacobian`
 too). Sharded params stay on their mesh, and the other inputs join them there (`placement`).
+`precision="auto"` becomes one of the two for the device the params live on
+(`precision.choose_precision`).
 """
 from __future__ import annotations
 
@@ -20,7 +22,13 @@ from .adapters import canonical
 from .complex_params import real_view
 from .options import Options
 from .placement import mesh_of, onto_mesh
-from .precision import cast_floating, native_dtype, working_precision
+from .precision import (
+    PrecisionChoice,
+    cast_floating,
+    choose_precision,
+    native_dtype,
+    working_precision,
+)
 from .problem import Problem
 from .pytree import Split, replace_dynamic, split
 from .validation import require_checkable, require_concrete
@@ -35,6 +43,7 @@ class Inputs:
     args: Split
     grad_fn: Callable[..., Any] | None
     user_dtypes: tuple[str, ...]      # per checked leaf, the dtype the user gave
+    precision: PrecisionChoice        # asked for ("auto", ...) and used ("float64", "native")
 
 
 def working_copies(s: Split, dtype: Any | None) -> Split:
@@ -79,7 +88,9 @@ def prepared(fn: Callable[..., Any], params: Any, args: tuple[Any, ...],
     require_checkable(p)
     a = split(args, check_floats=False)
     user_dtypes = tuple(str(x.dtype) for x in p.checked_values)
-    with working_precision(opts.precision) as dtype:
+    precision = choose_precision(opts.precision, p.dynamic)
+    with working_precision(precision.used) as dtype:
         p, a = working_copies(p, dtype), working_copies(a, dtype)
         p, a = on_one_mesh(p, a)
-        yield Inputs(Problem(fn, p.structure, a.structure), p, a, grad_fn, user_dtypes)
+        yield Inputs(Problem(fn, p.structure, a.structure), p, a, grad_fn, user_dtypes,
+                     precision)

@@ -10,7 +10,9 @@ The dict schema, `"jaxcheck.report/1"` (non-finite numbers become `null`, tuples
   components; `band`: its row of the classic table (`"excellent"`, `"ok"`, `"suspicious"`,
   `"wrong"`).
 - `n_components`, `n_fail`, `n_inconclusive`: counts over all checked leaves.
-- `info`: how the check ran (`eps_f`, `eps_g`, `rel_step`, `precision`, `mode`, `method`, ...).
+- `info`: how the check ran (`eps_f`, `eps_g`, `rel_step`, `precision`, `precision_requested`,
+  `mode`, `method`, ...). `precision` is the one used (`"float64"` or `"native"`),
+  `precision_requested` the option as given (`"auto"`, `"float64"` or `"native"`).
 - `leaves`: per checked leaf `path`, `shape`, `dtype`, `size`, `relative_difference`, `n_fail`,
   `n_inconclusive`.
 - `failures`: failing components, worst first, each `path`, `index` (into the leaf's shape),

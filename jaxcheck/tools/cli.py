@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _add_options(run: argparse.ArgumentParser) -> None:
-    from ..inputs.options import METHODS, MODES
+    from ..inputs.options import METHODS, MODES, PRECISIONS
 
     group = run.add_argument_group("check options (see jaxcheck.Options)")
     group.add_argument("--mode", choices=MODES, help="full (default), fast or sample")
@@ -68,8 +68,9 @@ def _add_options(run: argparse.ArgumentParser) -> None:
                        "mode (default central)")
     group.add_argument("--eps", type=float, help="relative base step (default: from the dtype)")
     group.add_argument("--batch-size", type=int, help="perturbations per compiled batch")
-    group.add_argument("--precision", choices=("float64", "native"),
-                       help="float64 (default) or native")
+    group.add_argument("--precision", choices=PRECISIONS,
+                       help="auto (default: float64 on CPUs and data-centre GPUs, else "
+                       "native), float64 or native")
     group.add_argument("--safety", type=float, help="factor on the error estimate (default 3)")
     group.add_argument("--max-failures", type=int, help="rows of the printed failure table")
     group.add_argument("--seed", type=int, help="seed of the fast and sample modes")

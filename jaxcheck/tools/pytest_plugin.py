@@ -13,7 +13,9 @@ analytic, numerical, tolerance), with no jaxcheck or JAX frames in front of it.
 Command-line options:
 
 - `--jaxcheck-mode=full|fast|sample`: `mode` of every check in the session;
-- `--jaxcheck-x64` / `--no-jaxcheck-x64`: `precision="float64"` (the default) or `"native"`.
+- `--jaxcheck-x64` / `--no-jaxcheck-x64`: `precision="float64"` or `"native"`; with neither,
+  `precision="auto"` (the default: float64 where the device runs it fast, see
+  `jaxcheck.Options`).
 """
 from __future__ import annotations
 
@@ -59,7 +61,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="mode of every gradcheck: full (default), fast or sample")
     group.addoption("--jaxcheck-x64", action="store_const", const="float64", default=None,
                     dest="jaxcheck_precision",
-                    help="gradcheck in float64 working precision (precision='float64', default)")
+                    help="gradcheck in float64 working precision (precision='float64'); "
+                    "default: precision='auto', float64 where the device runs it fast")
     group.addoption("--no-jaxcheck-x64", action="store_const", const="native",
                     dest="jaxcheck_precision",
                     help="gradcheck in the inputs' own dtypes (precision='native')")

@@ -73,6 +73,15 @@ def test_options_map_to_check_options(tmp_path, capsys):
     assert info["mode"] == "full" and info["method"] == "central"
 
 
+def test_precision_defaults_to_auto_and_accepts_it(tmp_path, capsys):
+    for argv in ([], ["--precision", "auto"]):
+        out = tmp_path / "r.json"
+        assert main(["run", EXAMPLE, *argv, "--json", str(out)]) == 0
+        info = json.loads(out.read_text())["info"]
+        assert info["precision_requested"] == "auto"
+        assert info["precision"] in ("float64", "native")
+
+
 def test_max_failures_limits_printed_rows(capsys):
     assert main(["run", f"{EXAMPLE}:buggy", "--max-failures", "0"]) == 1
     assert "worst components" not in capsys.readouterr().out
