@@ -34,7 +34,8 @@ def test_fast_mode_finds_the_one_wrong_entry_of_a_million_parameter_mlp():
 
     report = jaxcheck.check(loss, params, x, y, grad_fn=buggy, mode="fast")
     assert [(f.path, f.index) for f in report.failures] == [("['W0']", (int(i), int(j)))]
-    assert report.info["evaluations"] < 2_000  # full mode: > 2,000,000
+    # 397 with seed 0: the leaves' tests, the dirty path and one clearing test (full: > 2,000,000)
+    assert report.info["evaluations"] < 450
     assert report.info["joint"]["passed"] is False   # the joint test saw it first
 
     # the correct backprop passes the joint test of all three leaves: 2·21 + 1 points, and

@@ -1,14 +1,17 @@
 """Random directions in one leaf, and batched evaluation of the loss along them.
 
-Direction `i` of checked leaf `L`, restricted to the flat index range `[lo, hi)`, is
+Direction `i` of checked leaf `L`, restricted to the flat index range `[lo, hi)` without an
+optional hole `[hole_lo, hole_hi)` inside it (fast mode's clearing test leaves out the
+components it has checked one by one), is
 
-    uⱼ = rⱼ · sⱼ · c   for lo ≤ j < hi,   0 elsewhere,
+    uⱼ = rⱼ · sⱼ · c   for lo ≤ j < hi outside the hole,   0 elsewhere,
 
 with Rademacher signs rⱼ = ±1: bit j mod 32 of h(⌊j/32⌋), h a counter-based hash of
 (seed, L, i) and the word index, two rounds of the lowbias32 integer mixer (C. Wellons,
 "Prospecting for hash functions", 2018); one hash per 32 entries, and it compiles in a
 fraction of the time of `jax.random`'s threefry. The scale sⱼ is the power of two in
-[max(1, |θⱼ|), 2·max(1, |θⱼ|)), and c the power of two in (1/(2√m), 1/√m], m = hi − lo: a step t
+[max(1, |θⱼ|), 2·max(1, |θⱼ|)), and c the power of two in (1/(2√m), 1/√m], m the number of
+entries of the support (hi − lo less the hole): a step t
 along u moves each component by about t·max(1, |θⱼ|)/√m, the relative step of full mode spread
 over m components, and keeping ‖u‖ near 1 whatever the size of the set lets the same step rule
 (t = ε^(1/3), Richardson at ε^(1/5)) serve a whole leaf and a handful of components alike.
@@ -17,7 +20,7 @@ usually exact in the working dtype (`joint` checks it once per call instead of s
 rounding of every point).
 
 The signs are generated inside the compiled function from the direction's number, so no (k, n)
-matrix of directions is ever stored: a row of a request is just (number, lo, hi, t). Rows are
+matrix of directions is ever stored: a row of a request is just (number, lo, hi, hole, t). Rows are
 grouped by direction: the compiled function builds each direction's u (and u·g, ‖u∘A‖,
 u[lo]) once and evaluates the loss at all its steps (`losses_along`). As in `engine`, one leaf is
 perturbed at a time, batches have fixed shapes (directions and steps padded), and the compiled
@@ -85,11 +88,12 @@ def magnitudes(theta, m):
     return scale / _pow2_at_or_above(jnp.sqrt(jnp.asarray(m, theta.dtype)))
 
 
-def scales(lo, hi, theta):
-    """|uⱼ| of every direction on [lo, hi): sⱼ·c, 0 outside the range."""
+def scales(lo, hi, hole_lo, hole_hi, theta):
+    """|uⱼ| of every direction on [lo, hi) without the hole [hole_lo, hole_hi) (inside the
+    range, or empty): sⱼ·c, 0 elsewhere; m = hi − lo − (hole_hi − hole_lo)."""
     iota = jnp.arange(theta.size, dtype=lo.dtype)
-    inside = (iota >= lo) & (iota < hi)
-    return jnp.where(inside, magnitudes(theta, hi - lo), 0)
+    inside = (iota >= lo) & (iota < hi) & ((iota < hole_lo) | (iota >= hole_hi))
+    return jnp.where(inside, magnitudes(theta, hi - lo - (hole_hi - hole_lo)), 0)
 
 
 def signs(seed, leaf, number, n, dtype):
@@ -98,9 +102,9 @@ def signs(seed, leaf, number, n, dtype):
     return _signs(key, n, dtype)
 
 
-def _direction(seed, leaf, number, lo, hi, theta):
+def _direction(seed, leaf, number, lo, hi, hole_lo, hole_hi, theta):
     return (signs(seed, leaf, number, theta.size, theta.dtype)
-            * scales(lo, hi, theta)).astype(theta.dtype)
+            * scales(lo, hi, hole_lo, hole_hi, theta)).astype(theta.dtype)
 
 
 def whole_direction(seed, leaf, number, theta):
@@ -164,15 +168,17 @@ def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u,
 
 
 def _evaluate_directions(problem: Problem, position: int, map_batch: int, param_dynamic,
-                         arg_dynamic, g, rounding, seed, leaf, count, numbers, lo, hi, ts):
-    """Per direction j < count (numbers, lo, hi of shape (J,)): losses_along at the steps
+                         arg_dynamic, g, rounding, seed, leaf, count, numbers, lo, hi, hole_lo,
+                         hole_hi, ts):
+    """Per direction j < count (numbers, lo, hi, hole_lo, hole_hi of shape (J,)): losses_along
+    at the steps
     ts[j] (J, T), and u·g, ‖u∘rounding‖, u[lo]. Directions from `count` on are padding: their
     outputs are left at 0 and cost nothing. Compiled and run by `engine.call_batches`."""
     theta = param_dynamic[position].reshape(-1)
 
     def per_direction(x):
-        number, lo_, hi_, ts_ = x
-        u = _direction(seed, leaf, number, lo_, hi_, theta)
+        number, lo_, hi_, hole_lo_, hole_hi_, ts_ = x
+        u = _direction(seed, leaf, number, lo_, hi_, hole_lo_, hole_hi_, theta)
         gu = jnp.sum(u * g)
         f, g_step = losses_along(problem, position, param_dynamic, arg_dynamic, u, ts_, g, gu)
         # u[lo] is Σu where the range has one component, the only place it is used
@@ -183,7 +189,7 @@ def _evaluate_directions(problem: Problem, position: int, map_batch: int, param_
     # batched over directions, which XLA's CPU backend runs several times slower; a small
     # leaf vmaps many directions at once. The loop stops after the last real direction: it
     # is `lax.map(per_direction, xs, batch_size=map_batch)` without the padding's cost.
-    xs = (numbers, lo, hi, ts)
+    xs = (numbers, lo, hi, hole_lo, hole_hi, ts)
     batched = jax.vmap(per_direction)
     if map_batch >= numbers.shape[0]:
         return batched(xs)
@@ -199,8 +205,14 @@ def _evaluate_directions(problem: Problem, position: int, map_batch: int, param_
 
 
 @jax.jit
-def direction_vector(seed, leaf, number, lo, hi, theta):
-    return _direction(seed, leaf, number, lo, hi, theta)
+def _direction_vector(seed, leaf, number, lo, hi, hole_lo, hole_hi, theta):
+    return _direction(seed, leaf, number, lo, hi, hole_lo, hole_hi, theta)
+
+
+def direction_vector(seed, leaf, number, lo, hi, theta, hole=(0, 0)):
+    """Direction `number` of checked leaf `leaf` on `[lo, hi)` without `hole` (int32 bounds)."""
+    hole_lo, hole_hi = (jnp.asarray(x, jnp.int32) for x in hole)
+    return _direction_vector(seed, leaf, number, lo, hi, hole_lo, hole_hi, theta)
 
 
 @dataclasses.dataclass
@@ -235,11 +247,12 @@ class Directions:
         self.batch = choose_batch_size(self.size * self.dtype.itemsize, POINTS_PER_CALL,
                                        self.batch_size)
 
-    def _group(self, numbers, lo, hi):
-        """Rows grouped by direction: (J, 3) keys, and each row's group and slot in it.
+    def _group(self, numbers, lo, hi, hole_lo, hole_hi):
+        """Rows grouped by direction: (J, 5) keys, and each row's group and slot in it.
 
         A direction with more rows than `STEPS` is split into groups of at most `STEPS`."""
-        keys = np.stack([np.asarray(x, np.int64).reshape(-1) for x in (numbers, lo, hi)], 1)
+        keys = np.stack([np.asarray(x, np.int64).reshape(-1)
+                         for x in (numbers, lo, hi, hole_lo, hole_hi)], 1)
         keys, group = np.unique(keys, axis=0, return_inverse=True)
         group = group.reshape(-1)
         order = np.argsort(group, kind="stable")
@@ -265,11 +278,11 @@ class Directions:
             k, t = keys[s:s + per_call], ts[s:s + per_call]
             pad = per_call - len(k)
             # padding is direction 0 on the whole leaf at t = 0; never evaluated when looped
-            filler = np.array([[0, 0, self.size]] * pad, np.int64).reshape(-1, 3)
+            filler = np.array([[0, 0, self.size, 0, 0]] * pad, np.int64).reshape(-1, 5)
             k = np.concatenate([k, filler])
             t = np.concatenate([t, np.zeros((pad, t.shape[1]), t.dtype)])
             yield jnp.asarray(len(keys[s:s + per_call]), jnp.int32), *(
-                jnp.asarray(k[:, c].astype(np.int32)) for c in range(3)), jnp.asarray(t)
+                jnp.asarray(k[:, c].astype(np.int32)) for c in range(5)), jnp.asarray(t)
 
     def fresh(self, k: int) -> np.ndarray:
         """k direction numbers not used before in this leaf."""
@@ -280,13 +293,17 @@ class Directions:
     def _keys(self):
         return (jnp.asarray(self.seed, jnp.uint32), jnp.asarray(self.leaf_number, jnp.uint32))
 
-    def along(self, numbers: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-              t: np.ndarray) -> Along:
-        """The loss at θ + t·u (rounded to the working dtype) and the analytic side, per row."""
+    def along(self, numbers: np.ndarray, lo: np.ndarray, hi: np.ndarray, t: np.ndarray,
+              hole_lo: np.ndarray | None = None, hole_hi: np.ndarray | None = None) -> Along:
+        """The loss at θ + t·u (rounded to the working dtype) and the analytic side, per row;
+        each row's direction on [lo, hi) without [hole_lo, hole_hi) (default: no hole)."""
         m = len(numbers)
         if m == 0:
             return Along(*(np.zeros(0) for _ in range(5)))
-        keys, group, slot = self._group(numbers, lo, hi)
+        no_hole = np.zeros(m, np.int64)
+        keys, group, slot = self._group(numbers, lo, hi,
+                                        no_hole if hole_lo is None else hole_lo,
+                                        no_hole if hole_hi is None else hole_hi)
         ts = np.zeros((len(keys), STEPS), self.dtype)   # padding steps t = 0, dropped
         ts[group, slot] = t
         seed, leaf = self._keys()
@@ -299,12 +316,12 @@ class Directions:
         return Along(f[group, slot], g_step[group, slot], gu[group], spread[group],
                      u_sum[group])
 
-    def vector(self, number: int, lo: int, hi: int) -> np.ndarray:
-        """Direction `number` on `[lo, hi)` as a flat array of the working dtype."""
+    def vector(self, number: int, lo: int, hi: int, hole: tuple[int, int] = (0, 0)) -> np.ndarray:
+        """Direction `number` on `[lo, hi)` without `hole`, flat, of the working dtype."""
         seed, leaf = self._keys()
         return np.asarray(direction_vector(seed, leaf, jnp.asarray(number, jnp.int32),
-                                  jnp.asarray(lo, jnp.int32), jnp.asarray(hi, jnp.int32),
-                                  self.theta))
+                                           jnp.asarray(lo, jnp.int32), jnp.asarray(hi, jnp.int32),
+                                           self.theta, hole))
 
     def at(self, point: np.ndarray) -> Sequence[Any]:
         """The params' dynamic leaves with this leaf set to the flat `point`."""

@@ -46,6 +46,8 @@ class DirectionalChecks:
     u_sum: np.ndarray | None = None   # Σ uᵢ: the entry of u where a range has one component
     joint: tuple[str, ...] = ()   # paths of the leaves a joint test covers (`joint`)
     noise: float = 0.0            # f's rounding noise measured near θ (0: not needed)
+    hole_lo: np.ndarray | None = None  # each range without [hole_lo, hole_hi) (None: no hole)
+    hole_hi: np.ndarray | None = None
 
     @property
     def k(self) -> int:
@@ -66,18 +68,23 @@ class DirectionalChecks:
 
 
 class DirectionLine:
-    """The lines θ + t·u along directions `numbers` on ranges `[lo, hi)` (an
-    `escalation.Line`). Each loss value is corrected to first order to the exact point
-    θ + t·u, so the offsets taken are the offsets asked for."""
+    """The lines θ + t·u along directions `numbers` on ranges `[lo, hi)` without the holes
+    `[hole_lo, hole_hi)` (an `escalation.Line`). Each loss value is corrected to first order
+    to the exact point θ + t·u, so the offsets taken are the offsets asked for."""
 
     def __init__(self, dirs: Directions, numbers: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                 analytic_at: Callable[[np.ndarray], np.ndarray] | None = None):
+                 analytic_at: Callable[[np.ndarray], np.ndarray] | None = None,
+                 hole_lo: np.ndarray | None = None, hole_hi: np.ndarray | None = None):
         self.dirs, self.numbers, self.lo, self.hi = dirs, numbers, lo, hi
+        no_hole = np.zeros_like(lo)
+        self.hole_lo = no_hole if hole_lo is None else hole_lo
+        self.hole_hi = no_hole if hole_hi is None else hole_hi
         self.analytic_at = analytic_at
 
     def along(self, rows: np.ndarray, t: np.ndarray):
         """`Directions.along` for `rows` at steps t, and the corrected loss values."""
-        r = self.dirs.along(self.numbers[rows], self.lo[rows], self.hi[rows], t)
+        r = self.dirs.along(self.numbers[rows], self.lo[rows], self.hi[rows], t,
+                            self.hole_lo[rows], self.hole_hi[rows])
         return r, r.f - (r.g_step - t * r.gu)
 
     def losses(self, rows: np.ndarray, offsets: np.ndarray,
@@ -91,17 +98,45 @@ class DirectionLine:
         theta = to_host(self.dirs.theta)
         out = np.empty(len(rows))
         for k, (row, t) in enumerate(zip(rows, offsets)):
-            u = self.dirs.vector(int(self.numbers[row]), int(self.lo[row]), int(self.hi[row]))
+            u = self.dirs.vector(int(self.numbers[row]), int(self.lo[row]), int(self.hi[row]),
+                                 (int(self.hole_lo[row]), int(self.hole_hi[row])))
             assert self.analytic_at is not None, "kinks are confirmed only with analytic_at"
             out[k] = float(np.sum(self.analytic_at(theta + t * u) * u))
         return out
 
 
+def _first_pass(line: DirectionLine, rel_step: float):
+    """θ ± t·u at t = rel_step along every direction of `line`, and the analytic side."""
+    k = line.numbers.size
+    t1 = np.full(k, rel_step)
+    rows = np.arange(k)
+    first, f = line.along(np.concatenate([rows, rows]), np.concatenate([t1, -t1]))
+    return Level(f[:k], f[k:], t1, t1), first
+
+
+def outside_roundoff(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.ndarray,
+                     hi: np.ndarray, eps_f: float, rel_step: float,
+                     safety: float) -> np.ndarray:
+    """Per direction, whether its first central difference is outside round-off of u·g (the
+    screen of `escalation.decide` alone, 2 evaluations a direction).
+
+    Not a verdict: a direction within round-off would PASS, but one outside may still pass
+    once the noise is measured. Fast mode uses it only to choose where to look next."""
+    numbers, lo, hi = (np.asarray(x) for x in (numbers, lo, hi))
+    level, first = _first_pass(DirectionLine(dirs, numbers, lo, hi), rel_step)
+    k = numbers.size
+    screened = v.screen(first.gu[:k], level.f_plus, level.f_minus, level.h_plus, level.h_minus,
+                        f0, eps_f, HOEFFDING_Z * first.spread[:k], safety)
+    return screened.status == v.FAIL
+
+
 def check_directions(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.ndarray,
                      hi: np.ndarray, eps_f: float, rel_step: float, safety: float,
-                     analytic_at=None, noise: float | None = None) -> DirectionalChecks:
+                     analytic_at=None, noise: float | None = None,
+                     hole: tuple[np.ndarray, np.ndarray] | None = None) -> DirectionalChecks:
     """Directional verdicts for directions `numbers` on the ranges `[lo, hi)` (arrays), by
-    `escalation.decide` as for components.
+    `escalation.decide` as for components; `hole`: (hole_lo, hole_hi) arrays, each range
+    without `[hole_lo, hole_hi)` (inside it, or empty).
 
     `analytic_at(point)` returns the leaf's analytic gradient (flat) with the leaf at `point`;
     it is used only where a kink must be confirmed beside θ, as in full mode. `noise`: f's
@@ -110,11 +145,9 @@ def check_directions(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.nd
     start = dirs.evaluations
     numbers, lo, hi = (np.asarray(x) for x in (numbers, lo, hi))
     k = numbers.size
-    line = DirectionLine(dirs, numbers, lo, hi, analytic_at)
-    t1 = np.full(k, rel_step)
-    rows = np.arange(k)
-    first, f = line.along(np.concatenate([rows, rows]), np.concatenate([t1, -t1]))
-    level = Level(f[:k], f[k:], t1, t1)
+    hole_lo, hole_hi = (None, None) if hole is None else (np.asarray(x) for x in hole)
+    line = DirectionLine(dirs, numbers, lo, hi, analytic_at, hole_lo, hole_hi)
+    level, first = _first_pass(line, rel_step)
     gu, a, u_sum = first.gu[:k], HOEFFDING_Z * first.spread[:k], first.u_sum[:k]
     finest = np.full(k, d.relative_step(eps_f, d.RICHARDSON_EXPONENT)
                      / 2.0 ** (d.RICHARDSON_LEVELS - 1))
@@ -122,4 +155,4 @@ def check_directions(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.nd
     verdicts = decision.verdicts
     return DirectionalChecks(numbers, lo, hi, gu, verdicts.numerical, verdicts.tolerance,
                              verdicts.status, dirs.evaluations - start, u_sum,
-                             noise=decision.noise)
+                             noise=decision.noise, hole_lo=hole_lo, hole_hi=hole_hi)

@@ -1,19 +1,40 @@
-"""Localisation by group testing: bisect a failing leaf down to its wrong components.
+"""Localisation by group testing: follow a failing leaf's dirty path down to its wrong components.
 
 A set S of components is *dirty* when some directional check restricted to S fails (its k
 directions have random signs, so a dirty set shows with probability ≥ 1 − 2⁻ᵏ whatever the
-cancellation; see `fast`). Starting from the whole failing leaf, each dirty range is split in
-two halves and both are tested; clean halves are dropped, dirty ones split again. A range of at
-most `block` components is checked component by component with full mode's method, which gives
-the per-component numerical values the report lists.
+cancellation; see `fast`), and *cleared* when k fresh directions on S all pass: an error in S
+that the test can see then escapes with probability ≤ 2⁻ᵏ, as for a whole leaf.
 
-Cost: with b wrong components in n, at most b dirty ranges per level and log₂(n/block) levels,
-so O(b·log n) tests of k directions each. Clearing a clean half costs 2k evaluations (a dirty
-one usually fails its first directions, tried first) and a
-per-component check of s components ~2s, so bisecting further stops paying at s ≈ 2k: that is
-the default `block`. Depth-first order finds the first wrong components after
-log₂(n/block) levels; the search stops once `limit` have been found (a wholly wrong leaf
-would otherwise cost more than a full check).
+**The dirty path.** From a range known to be dirty, each step tests the left half with a few
+directions (`probe`); if it fails the search goes left, else the right half is probed and, if it
+fails, the search goes right. A probe that passes clears nothing: the half it leaves behind is
+*unverified*. Only if neither half shows in its probe are both tested with the rest of the k
+directions, as a clearing test (`dirty`), and the search goes into every half that fails. A
+range of at most `block` components is checked component by component with full mode's method,
+which gives the per-component numerical values the report lists.
+
+**One clearing test for the whole path.** The unverified halves left on the way, and the halves
+cleared, make up the starting range D without the range H where the path ended (the block, or a
+range whose halves both passed k directions). Instead of k directions for each of them, one
+test of k fresh directions on D without H (`clear`; H is a hole in the directions' support)
+clears them all at once: the Rademacher argument holds for any support, so an error in D∖H
+that the test can see escapes with probability ≤ 2⁻ᵏ, as each half's own test would. If it
+fails (or the path branched, leaving a dirty half inside D∖H), the unverified halves are
+tested one by one with k directions (`dirty`) and the search follows each that fails, as from
+the start. A probe that sends the search the wrong way (a clean half outside round-off at its
+first step) costs a detour, never a verdict: the block then has no failing component, and the
+clearing test sends the search back to the halves left unverified.
+
+Cost: with one wrong component in n, log₂(n/block) levels of about 1.5 probes, the block's
+per-component checks (~2 evaluations each) and one clearing test of k directions:
+O(log n + k) directions instead of the O(k·log n) of clearing every half with k directions. A
+probe costs 2 evaluations per direction when it passes and a few more when it fails (its
+Richardson levels), so a level costs about as much as checking a handful of components one by
+one: that sets `block` (see `fast`). With b wrong components, each is found on its own path,
+and each failing clearing test costs k directions per unverified half, O(b·k·log n) in all, as
+before. Depth-first order finds the first wrong components after log₂(n/block) levels; the
+search stops once `limit` have been found (a wholly wrong leaf would otherwise cost more than a
+full check).
 """
 from __future__ import annotations
 
@@ -26,49 +47,84 @@ Range = tuple[int, int]
 @dataclasses.dataclass(frozen=True)
 class Localisation:
     found: int                      # failing components found by the per-component checks
-    tests: int                      # restricted directional tests run
+    tests: int                      # restricted directional tests run (probes, clearing tests)
     blocks: tuple[Range, ...]       # ranges checked component by component
     unexplored: tuple[Range, ...]   # dirty ranges left when `limit` was reached
     spread: tuple[Range, ...]       # dirty ranges whose halves were both clean
 
 
-def localise(n: int, dirty: Callable[[Sequence[Range]], Sequence[bool]],
-             check_block: Callable[[Range], int], block: int, limit: int) -> Localisation:
-    """Bisect `[0, n)`, known to be dirty.
+def localise(n: int, probe: Callable[[Range], bool],
+             dirty: Callable[[Sequence[Range]], Sequence[bool]],
+             clear: Callable[[Range, Range], bool], check_block: Callable[[Range], int],
+             block: int, limit: int) -> Localisation:
+    """Search `[0, n)`, known to be dirty, for its failing components.
 
     **Arguments:**
 
-    - `dirty(ranges)`: for each range, whether a directional check restricted to it fails.
+    - `probe(range)`: whether a check of the range with its first few directions fails (a
+      pass clears nothing).
+    - `dirty(ranges)`: for each range, whether a test of k directions restricted to it fails
+      (a pass clears the range).
+    - `clear(range, hole)`: whether k fresh directions on the range without `hole` all pass
+      (a pass clears the range without the hole).
     - `check_block(range)`: checks each component of the range; returns how many fail.
     - `block`: ranges of at most this many components are checked component by component.
     - `limit`: stop once this many failing components are found.
 
     ```python
     >>> wrong = {3, 700}
-    >>> hits = lambda rs: [any(lo <= w < hi for w in wrong) for lo, hi in rs]
+    >>> hits = lambda r: any(r[0] <= w < r[1] for w in wrong)
+    >>> dirty = lambda rs: [hits(r) for r in rs]
+    >>> clear = lambda r, h: not (hits((r[0], h[0])) or hits((h[1], r[1])))
     >>> count = lambda r: sum(r[0] <= w < r[1] for w in wrong)
-    >>> loc = localise(1000, hits, count, block=8, limit=10)
+    >>> loc = localise(1000, hits, dirty, clear, count, block=8, limit=10)
     >>> loc.found, loc.blocks
     (2, ((0, 7), (694, 702)))
 
     ```
     """
-    stack: list[Range] = [(0, n)]
+    known: list[Range] = [(0, n)]   # ranges known to be dirty, not yet searched
     found = tests = 0
     blocks: list[Range] = []
     spread: list[Range] = []
-    while stack and found < limit:
-        lo, hi = stack.pop()
-        if hi - lo <= block:
+    while known and found < limit:
+        start = lo, hi = known.pop()
+        unverified: list[Range] = []   # halves left behind after a passing probe
+        branched = False               # a dirty half left on `known`: D∖H is not clean
+        while hi - lo > block:
+            mid = (lo + hi) // 2
+            left, right = (lo, mid), (mid, hi)
+            tests += 1
+            if probe(left):
+                unverified.append(right)
+                lo, hi = left
+                continue
+            tests += 1
+            if probe(right):
+                unverified.append(left)
+                lo, hi = right
+                continue
+            # neither half showed in its probe: both get the rest of the k directions
+            tests += 2
+            bad_left, bad_right = dirty([left, right])
+            if bad_left and bad_right:
+                known.append(right)
+                branched = True
+            if not (bad_left or bad_right):
+                spread.append((lo, hi))
+                break
+            lo, hi = left if bad_left else right
+        else:
             blocks.append((lo, hi))
             found += check_block((lo, hi))
+        if found >= limit or not unverified:
             continue
-        mid = (lo + hi) // 2
-        halves = [(lo, mid), (mid, hi)]
-        verdicts = list(dirty(halves))
-        tests += 2
-        if not any(verdicts):
-            spread.append((lo, hi))
-        # push the right half first so the left one is explored first (index order)
-        stack += [h for h, bad in zip(halves[::-1], verdicts[::-1]) if bad]
-    return Localisation(found, tests, tuple(blocks), tuple(stack), tuple(spread))
+        if not branched:
+            tests += 1
+            if clear(start, (lo, hi)):   # every unverified half at once
+                continue
+        tests += len(unverified)
+        # index order: the leftmost dirty half is searched first (the stack is popped)
+        unverified.sort(reverse=True)
+        known += [r for r, bad in zip(unverified, dirty(unverified)) if bad]
+    return Localisation(found, tests, tuple(blocks), tuple(known), tuple(spread))

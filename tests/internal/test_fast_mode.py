@@ -136,19 +136,48 @@ def test_taylor_order_two_for_correct_gradient_one_for_wrong():
     assert t_bad.order == pytest.approx(1.0, abs=0.2) and t_bad.consistent is False
 
 
-def test_group_testing_costs_order_b_log_n_tests():
-    n, wrong = 1 << 20, {12345, 800000}
-    tested = []
+def _oracle(wrong):
+    """Exact group-testing callbacks for the wrong components `wrong`, counting their calls."""
+    calls = {"probe": 0, "k-direction tests": 0}
+
+    def hits(r):
+        return any(r[0] <= w < r[1] for w in wrong)
+
+    def probe(r):
+        calls["probe"] += 1
+        return hits(r)
 
     def dirty(ranges):
-        tested.extend(ranges)
-        return [any(lo <= w < hi for w in wrong) for lo, hi in ranges]
+        calls["k-direction tests"] += len(ranges)
+        return [hits(r) for r in ranges]
 
-    loc = localise(n, dirty, lambda r: sum(r[0] <= w < r[1] for w in wrong), block=40,
-                   limit=10)
+    def clear(r, hole):
+        calls["k-direction tests"] += 1
+        return not (hits((r[0], hole[0])) or hits((hole[1], r[1])))
+
+    return calls, probe, dirty, clear, lambda r: sum(r[0] <= w < r[1] for w in wrong)
+
+
+def test_group_testing_follows_one_wrong_entry_with_one_clearing_test():
+    n = 1 << 20
+    calls, *oracle = _oracle({12345})
+    loc = localise(n, *oracle, block=4, limit=10)
+    assert loc.found == 1 and loc.unexplored == () and loc.spread == ()
+    assert len(loc.blocks) == 1 and loc.blocks[0][0] <= 12345 < loc.blocks[0][1]
+    # about 1.5 probes per level, and every half left on the way cleared by one test
+    assert calls["probe"] <= 2 * np.log2(n / 4)
+    assert calls["k-direction tests"] == 1
+
+
+def test_group_testing_costs_order_b_log_n_tests():
+    n, wrong = 1 << 20, {12345, 800000}
+    calls, *oracle = _oracle(wrong)
+    loc = localise(n, *oracle, block=40, limit=10)
     assert loc.found == 2 and loc.unexplored == ()
     assert all(any(lo <= w < hi for lo, hi in loc.blocks) for w in wrong)
-    assert len(tested) <= 2 * len(wrong) * np.log2(n)
+    assert calls["probe"] <= 2 * len(wrong) * np.log2(n)
+    # the first path's clearing test fails (the second entry is on it): its halves one by one
+    assert calls["k-direction tests"] <= (len(wrong) - 1) * np.log2(n) + len(wrong)
 
 
 def test_directions_option_is_validated():
