@@ -40,7 +40,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 from ..inputs import placement
 from ..inputs.problem import Problem
@@ -310,9 +310,7 @@ def _compile_with(kernel: Kernel, one: Callable[..., Any], shared: Any, batch: i
 def batch_sharding_of(mesh: Any, leaves: Sequence[Any]) -> NamedSharding:
     """Points of a batch split along the mesh axes no leaf is sharded along (replicated when
     the params use every axis: the devices then evaluate each point together)."""
-    axes = placement.free_axes(mesh, leaves)
-    return NamedSharding(mesh, PartitionSpec(axes if len(axes) > 1 else
-                                             (axes[0] if axes else None)))
+    return NamedSharding(mesh, placement.along(placement.free_axes(mesh, leaves)))
 
 
 def _batch_multiple(shared: Any, devices: tuple[Any, ...]) -> int:

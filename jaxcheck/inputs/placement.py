@@ -93,7 +93,7 @@ def onto_mesh(x: Any, mesh: Mesh) -> Any:
     else replicated over the mesh (it is the same on every process)."""
     if not hasattr(x, "shape") or not hasattr(x, "dtype") or is_distributed(x):
         return x
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
         return jax.device_put(x, replicated(mesh))
     return from_host(np.asarray(x), replicated(mesh))
 
@@ -117,9 +117,14 @@ def flatten(x: Any) -> Any:
     mesh = x.sharding.mesh
     axes = tuple(a for a in mesh.axis_names if a in used_axes([x]))
     parts = int(np.prod([mesh.shape[a] for a in axes], dtype=np.int64))
-    spec = PartitionSpec(axes if len(axes) > 1 else axes[0]) if x.size % parts == 0 else \
-        PartitionSpec()
-    return _flattener(NamedSharding(mesh, spec))(x)
+    return _flattener(NamedSharding(mesh, along(axes if x.size % parts == 0 else ())))(x)
+
+
+def along(axes: Sequence[str]) -> PartitionSpec:
+    """The spec splitting a first dimension over `axes` (none: replicated)."""
+    if not axes:
+        return PartitionSpec()
+    return PartitionSpec(tuple(axes) if len(axes) > 1 else axes[0])
 
 
 @functools.lru_cache(maxsize=16)
