@@ -113,6 +113,13 @@ def whole_direction(seed, leaf, number, theta):
             * magnitudes(theta, theta.size)).astype(theta.dtype)
 
 
+def linear_bound(g, coefficients):
+    """Aᵢ = slope·|gᵢ| + offset, the bound on the rounding of each gradient entry, formed
+    where it is used (fused into the sums over u): never stored, so a leaf's program holds no
+    array of bounds beside its gradient."""
+    return coefficients[0] * jnp.abs(g) + coefficients[1]
+
+
 def power_of_two(t: float) -> float:
     """The power of two nearest to t > 0 (in log scale)."""
     return float(2.0 ** np.round(np.log2(t)))
@@ -182,7 +189,8 @@ def _evaluate_directions(problem: Problem, position: int, map_batch: int, param_
         gu = jnp.sum(u * g)
         f, g_step = losses_along(problem, position, param_dynamic, arg_dynamic, u, ts_, g, gu)
         # u[lo] is Σu where the range has one component, the only place it is used
-        return f, g_step, gu, jnp.sqrt(jnp.sum((u * rounding) ** 2)), u[lo_]
+        spread = jnp.sqrt(jnp.sum((u * linear_bound(g, rounding)) ** 2))
+        return f, g_step, gu, spread, u[lo_]
 
     # `map_batch` directions per step of a loop over the directions: with a large leaf (one
     # per step) the products with the perturbed leaf stay plain GEMMs instead of products
@@ -230,7 +238,7 @@ class Directions:
     leaf_number: int
     seed: int
     g: Any                          # the analytic gradient of the leaf, flat (on device)
-    rounding: Any                   # bound on the rounding of each gᵢ (`verdicts`)
+    rounding: Any                   # the bound on each gᵢ's rounding, as `linear_bound`'s
     batch_size: int | None = None
     evaluations: int = 0
     issued: int = 0

@@ -168,13 +168,15 @@ def check_leaf_fast(task: LeafTask, g: Any, rounding: Any,
 
 @jax.jit
 def _roundings(gs, eps_g, eps_out):
-    """`verdicts.analytic_rounding` of every leaf, in one program."""
-    return [v.analytic_rounding(e, g, o) for g, e, o in zip(gs, eps_g, eps_out)]
+    """`verdicts.analytic_rounding` of every leaf as its (slope, offset), in one program."""
+    return [jnp.stack(v.analytic_rounding_coefficients(e, g, o)).astype(g.dtype)
+            for g, e, o in zip(gs, eps_g, eps_out)]
 
 
 def _on_device(tasks: Sequence[LeafTask], gs: Sequence[Any]) -> tuple[list[Any], list[Any]]:
     """The flat gradients in the working dtype (float32 at least, for the sums) and the bound
-    on their rounding, computed where they live: a sharded gradient never reaches the host."""
+    on their rounding (as `directions.linear_bound`'s coefficients), computed where they
+    live: a sharded gradient never reaches the host."""
     wide = np.promote_types(tasks[0].leaf.dtype, np.float32)
     gs_device = [flatten(jnp.asarray(g)).astype(wide) for g in gs]
     return gs_device, _roundings(gs_device, [t.eps_g for t in tasks],

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..evaluation import engine
-from ..evaluation.directions import VMAP_ENTRIES, magnitudes, power_of_two, signs
+from ..evaluation.directions import VMAP_ENTRIES, linear_bound, magnitudes, power_of_two, signs
 from ..inputs.problem import Problem
 from . import verdicts as v
 from .direction_checks import HOEFFDING_Z, DirectionalChecks
@@ -97,7 +97,8 @@ def _evaluate_joint(problem: Problem, positions: tuple[int, ...], leaves: tuple[
         f, g_step, gu = jax.lax.map(per_direction, numbers)
     else:
         f, g_step, gu = jax.lax.map(per_direction, numbers, batch_size=directions_per_vmap)
-    spread2 = jnp.stack([jnp.sum((m * a) ** 2) for m, a in zip(mags, roundings)])
+    spread2 = jnp.stack([jnp.sum((m * linear_bound(g, a)) ** 2)
+                         for m, g, a in zip(mags, gs, roundings)])
     return problem.loss(param_dynamic, arg_dynamic), f, g_step, gu, spread2
 
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..evaluation import engine
-from ..evaluation.directions import Directions, losses_along, whole_direction
+from ..evaluation.directions import Directions, linear_bound, losses_along, whole_direction
 from ..inputs.problem import Problem
 from . import differences as d
 from .direction_checks import HOEFFDING_Z
@@ -77,7 +77,7 @@ def _remainder_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[
         u = whole_direction(seed, jnp.uint32(leaf), jnp.int32(0), theta)
         gu = jnp.sum(u * g)
         f, g_step = losses_along(problem, position, param_dynamic, arg_dynamic, u, ts, g, gu)
-        out.append((f, g_step, gu, jnp.sqrt(jnp.sum((u * a) ** 2))))
+        out.append((f, g_step, gu, jnp.sqrt(jnp.sum((u * linear_bound(g, a)) ** 2))))
     return out
 
 

@@ -19,6 +19,7 @@ the component is INCONCLUSIVE rather than FAIL.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -51,9 +52,16 @@ def analytic_rounding(eps_g: float, g: np.ndarray, eps_out: float = 0.0) -> np.n
     """Rounding carried by the analytic gradient: its arithmetic in precision `eps_g`, plus
     the final rounding of each entry to an output dtype of precision `eps_out` (≤ ε/2·|gᵢ|).
     `g` may be a NumPy or a JAX array (then computed on its device)."""
-    magnitude = abs(g)
-    return (ANALYTIC_ROUNDING_FACTOR * eps_g * (magnitude + (g * g).sum() ** 0.5)
-            + eps_out * magnitude)
+    slope, offset = analytic_rounding_coefficients(eps_g, g, eps_out)
+    return slope * abs(g) + offset
+
+
+def analytic_rounding_coefficients(eps_g: float, g: Any, eps_out: float = 0.0) -> tuple:
+    """`analytic_rounding` as (slope, offset), Aᵢ = slope·|gᵢ| + offset: two numbers per
+    leaf instead of an array the size of the leaf (fast mode's programs form Aᵢ where they
+    use it, `directions.linear_bound`)."""
+    return (ANALYTIC_ROUNDING_FACTOR * eps_g + eps_out,
+            ANALYTIC_ROUNDING_FACTOR * eps_g * (g * g).sum() ** 0.5)
 
 
 def screen(g, f_plus, f_minus, h_plus, h_minus, f0, eps_f, a, safety) -> ComponentVerdicts:
