@@ -113,6 +113,15 @@ def memory_budget(device: Any) -> int:
     return int(min(2**30, physical // 16))
 
 
+def total_memory_budget(devices: Sequence[Any]) -> int:
+    """Bytes of temporaries one program may use over `devices`: an accelerator's budget per
+    device (each holds its own slice), the host's once for CPU devices (forced CPU devices
+    share one memory)."""
+    if devices[0].platform == "cpu":
+        return memory_budget(devices[0])
+    return memory_budget(devices[0]) * len(devices)
+
+
 class Kernel:
     """What the engine evaluates at one point: subclasses are frozen dataclasses (hashable:
     with the shapes of their inputs they key the compiled program).
@@ -332,8 +341,7 @@ def program(kernel: Kernel, shared: Any, batch_size: int) -> Program:
         if found is not None:
             _programs.move_to_end(key)
             return found
-    # Per device: each one holds the temporaries of its own slice of the batch.
-    budget = memory_budget(devices[0]) * len(devices)
+    budget = total_memory_budget(devices)
     multiple = _batch_multiple(shared, devices)
     batch = mesh_devices.round_to_devices(batch_size, multiple)
     p = _compile(kernel, shared, batch, devices)

@@ -18,16 +18,18 @@ and the bisection gains the factor back as the ranges shrink.
 Gaussian directions would give P(u·e = 0) = 0 but no bound on P(|u·e| < τ) that holds without
 knowing how e is spread; Rademacher signs give the distribution-free 1/2 above.
 
-**Order of the tests.** With two leaves or more of one dtype and `JOINT_MIN_SIZE` entries or
-more, all leaves are first tested together (`joint`: k directions, each moving every leaf
-along its own direction at once), and each leaf's Taylor test runs in one program for all. If
-every direction is within round-off, the leaves it covers pass; otherwise each leaf gets its
-own k directions, and a failing leaf is searched for its wrong components (`group_testing`:
-cheap probes follow the dirty path, one test of k fresh directions on the leaf without the
-components checked one by one clears every range left on the way). A wrong leaf then escapes
-only if the joint test or its own test misses it: probability ≤ 2·2⁻ᵏ, so k = 21 (the
-default) keeps it ≤ 2⁻²⁰ ≈ 9.5e-7 ≤ 1e-6; in general k = ⌈log₂(2/p)⌉ for a miss probability
-p. Other params go straight to the tests of each leaf (≤ 2⁻ᵏ).
+**Order of the tests.** With two leaves or more of one dtype, `JOINT_MIN_SIZE` entries or
+more, and room for the joint program's copies of the params (`_fits_together`: a model near
+the size of memory is tested one leaf at a time), all leaves are first tested together
+(`joint`: k directions, each moving every leaf along its own direction at once), and each
+leaf's Taylor test runs in one program for all. If every direction is within round-off, the
+leaves it covers pass; otherwise each leaf gets its own k directions, and a failing leaf is
+searched for its wrong components (`group_testing`: cheap probes follow the dirty path, one
+test of k fresh directions on the leaf without the components checked one by one clears
+every range left on the way). A wrong leaf then escapes only if the joint test or its own
+test misses it: probability ≤ 2·2⁻ᵏ, so k = 21 (the default) keeps it ≤ 2⁻²⁰ ≈ 9.5e-7 ≤
+1e-6; in general k = ⌈log₂(2/p)⌉ for a miss probability p. Other params go straight to the
+tests of each leaf (≤ 2⁻ᵏ).
 
 **Localising.** The probes that choose the way down (`outside_roundoff`: the first step's
 screen of one direction, 2 evaluations) are not verdicts and clear nothing; a component FAILs
@@ -48,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpy.typing as npt
 
+from ..evaluation import engine
 from ..evaluation.directions import Directions
 from ..inputs.placement import flatten, to_host
 from ..plan.tasks import LeafTask
@@ -173,12 +176,15 @@ def _roundings(gs, eps_g, eps_out):
             for g, e, o in zip(gs, eps_g, eps_out)]
 
 
-def _on_device(tasks: Sequence[LeafTask], gs: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+def _on_device(tasks: Sequence[LeafTask], gs: list[Any]) -> tuple[list[Any], list[Any]]:
     """The flat gradients in the working dtype (float32 at least, for the sums) and the bound
     on their rounding (as `directions.linear_bound`'s coefficients), computed where they
-    live: a sharded gradient never reaches the host."""
+    live: a sharded gradient never reaches the host. `gs` is emptied as it goes, so that one
+    leaf at a time exists in both shapes."""
     wide = np.promote_types(tasks[0].leaf.dtype, np.float32)
-    gs_device = [flatten(jnp.asarray(g)).astype(wide) for g in gs]
+    gs_device = []
+    while gs:
+        gs_device.append(flatten(jnp.asarray(gs.pop(0))).astype(wide))
     return gs_device, _roundings(gs_device, [t.eps_g for t in tasks],
                                  [t.eps_g_out for t in tasks])
 
@@ -196,13 +202,26 @@ def _together(tasks: Sequence[LeafTask], gs_device: Sequence[Any], roundings: Se
     return taylor, screen
 
 
+# A joint direction's program holds every leaf's direction, its magnitudes and the point
+# (measured: ~3x the params' bytes beside them).
+JOINT_COPIES = 3
+
+
+def _fits_together(gs: Sequence[Any]) -> bool:
+    """Whether the joint test's program fits the memory budget of the params' devices; if not
+    (a model near the size of memory), each leaf is tested alone, one leaf's copies at a time."""
+    total = sum(int(g.size) * g.dtype.itemsize for g in gs)
+    devices = tuple(next(iter(gs)).devices())
+    return JOINT_COPIES * total <= engine.total_memory_budget(devices)
+
+
 def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
                    limit: int) -> tuple[tuple[LeafReport, ...], dict[str, Any]]:
     gs, roundings = _on_device(tasks, tasks[0].analytic.device_leaves())
     info: dict[str, Any] = {"directions": k}
     evaluations = tests = 0
     covered: tuple[int, ...] = ()
-    if (len(tasks) > 1 and sum(g.size for g in gs) >= JOINT_MIN_SIZE
+    if (len(tasks) > 1 and sum(g.size for g in gs) >= JOINT_MIN_SIZE and _fits_together(gs)
             and len({t.leaf.dtype for t in tasks}) == 1):  # one dtype: one step for all
         taylor, screen = _together(tasks, gs, roundings, k, seed)
         evaluations += (1 + LEVELS) * len(tasks) + screen.checks.evaluations
