@@ -205,7 +205,8 @@ def markdown(r: dict) -> str:
              "peak host MiB | peak ÷ float64 size | added by the check ÷ float64 size |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in r["rows"]:
-        lines.append(f"| {row['case']} | {row['ok']} | {', '.join(row['failures'])} | "
+        case = row["case"].replace("|", "\\|")  # a pipe inside a table cell
+        lines.append(f"| {case} | {row['ok']} | {', '.join(row['failures'])} | "
                      f"{row['evaluations']:,} | {row['seconds']:.1f} | "
                      f"{row['forward_backward_seconds'] * 1e3:.0f} | "
                      f"{row['ratio_to_forward_backward']:,.0f} | {row['peak_mib']:,.0f} | "
