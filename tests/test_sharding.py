@@ -21,7 +21,8 @@ params, x = m.params_and_data()
 out = {"devices": jax.device_count()}
 
 def summary(rep):
-    return {"ok": rep.ok, "failures": [[f.path, list(f.index)] for f in rep.failures],
+    return {"ok": rep.ok, "mesh": rep.info.get("mesh"), "sharded": rep.info.get("sharded"),
+            "failures": [[f.path, list(f.index)] for f in rep.failures],
             "leaves": [{"path": leaf.path, "status": leaf.status.tolist(),
                         "numerical": leaf.numerical.tolist(),
                         "tolerance": leaf.tolerance.tolist(),
@@ -61,6 +62,10 @@ def test_sharded_report_equals_the_unsharded_one(reports, layout, mode, grad):
     plain, sharded = reports[f"plain/{mode}/{grad}"], reports[f"{layout}/{mode}/{grad}"]
     assert sharded["ok"] == plain["ok"] == (grad == "right")
     assert sharded["failures"] == plain["failures"]
+    # the report says where the params were: sharded over this mesh, checked in place
+    assert plain["mesh"] is None
+    assert sharded["mesh"] == {"fsdp8": {"fsdp": 8}, "tp2x4": {"data": 2, "model": 4}}[layout]
+    assert {"['w1']", "['w2']"} <= set(sharded["sharded"])
     if grad == "wrong":
         assert sharded["failures"][0] == ["['w2']", [20, 3]]
     for a, b in zip(plain["leaves"], sharded["leaves"], strict=True):

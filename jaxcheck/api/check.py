@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..inputs import placement
 from ..inputs.options import Options, parse_options
 from ..inputs.precision import (
     effective_epsilon,
@@ -89,7 +90,8 @@ def _check_prepared(inputs: Inputs, opts: Options) -> Report:
     tasks = shared_setup(tasks, opts.mode, fn_trace=closed)
     leaves, extra = run_mode(tasks, opts)
     info = {"eps_f": eps_f, "eps_g": eps_g, "rel_step": rel_step, **inputs.precision.info(),
-            "mode": opts.mode, "method": opts.method, **extra}
+            "mode": opts.mode, "method": opts.method, **extra,
+            **placement.describe(p.paths, p.checked_values)}
     return Report(leaves, info=info, max_failures=opts.max_failures)
 
 

@@ -77,6 +77,18 @@ def free_axes(mesh: Mesh, leaves: Sequence[Any]) -> tuple[str, ...]:
     return tuple(a for a in mesh.axis_names if a not in used and mesh.shape[a] > 1)
 
 
+def describe(paths: Sequence[str], leaves: Sequence[Any]) -> dict[str, Any]:
+    """What a report says about where the checked leaves were: the mesh and which leaves were
+    sharded over it (checked in place, never gathered), and the number of processes."""
+    mesh = mesh_of(leaves)
+    if mesh is None:
+        return {}
+    sharded = [p for p, x in zip(paths, leaves)
+               if is_distributed(x) and not x.sharding.is_fully_replicated]
+    return {"mesh": {str(k): int(v) for k, v in mesh.shape.items()}, "sharded": sharded,
+            "processes": jax.process_count()}
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
