@@ -117,12 +117,14 @@ def joint_screen(problem: Problem, positions: Sequence[int], leaf_numbers: Seque
                  param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any],
                  g_leaves: Sequence[np.ndarray | jax.Array], roundings: Sequence[np.ndarray],
                  k: int, seed: int, eps_f: float, rel_step: float, safety: float,
-                 paths: Sequence[str]) -> JointScreen:
-    """k joint directions over the leaves at `positions`, screened at the first step."""
+                 paths: Sequence[str], first_number: int = JOINT_NUMBERS) -> JointScreen:
+    """k joint directions over the leaves at `positions`, screened at the first step; their
+    numbers from `first_number` on (a second joint test takes numbers after the first's, so
+    its signs are independent of them: `fast`'s clearing test)."""
     dtype = np.dtype(param_dynamic[positions[0]].dtype)
     total = sum(int(np.size(g)) for g in g_leaves)
     per_vmap = max(1, min(k, VMAP_ENTRIES // (2 * total)))
-    numbers = JOINT_NUMBERS + np.arange(k, dtype=np.int64)
+    numbers = first_number + np.arange(k, dtype=np.int64)
     step = power_of_two(rel_step)
     t = jnp.asarray(step, dtype)
     exact = bool(exact_steps([param_dynamic[p] for p in positions], t))
