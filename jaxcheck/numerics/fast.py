@@ -21,13 +21,31 @@ knowing how e is spread; Rademacher signs give the distribution-free 1/2 above.
 **Order of the tests.** With two leaves or more of one dtype and `JOINT_MIN_SIZE` entries or
 more, all leaves are first tested together (`joint`: k directions, each moving every leaf
 along its own direction at once), and each leaf's Taylor test runs in one program for all. If
-every direction is within round-off, the leaves it covers pass; otherwise each leaf gets its
-own k directions, and a failing leaf is searched for its wrong components (`group_testing`:
-cheap probes follow the dirty path, one test of k fresh directions on the leaf without the
-components checked one by one clears every range left on the way). A wrong leaf then escapes
-only if the joint test or its own test misses it: probability ≤ 2·2⁻ᵏ, so k = 21 (the
-default) keeps it ≤ 2⁻²⁰ ≈ 9.5e-7 ≤ 1e-6; in general k = ⌈log₂(2/p)⌉ for a miss probability
-p. Other params go straight to the tests of each leaf (≤ 2⁻ᵏ).
+every direction is within round-off, the leaves it covers pass. Otherwise each leaf is probed
+(`probe`: one direction of its own, screened at its first step; it passes and fails nothing):
+
+- a leaf whose probe is outside round-off gets its own test of k directions, and if it fails
+  is searched for its wrong components (`group_testing`);
+- the others (two or more) are cleared together by one more joint test of k + 1 directions
+  with fresh numbers (`JOINT_NUMBERS + k` on); if it fails, or leaves one uncovered, each of
+  them gets its own test of k + 1 directions (a single one gets its own test of k).
+
+A wrong leaf L then passes only if the first joint test misses it (≤ 2⁻ᵏ), or that test
+failed and what follows passes L. After the probe, which draws fresh signs and passes nothing,
+L goes either to its own test (misses with probability ≤ 2⁻ᵏ) or to the clearing test, which
+misses it with probability ≤ 2⁻⁽ᵏ⁺¹⁾ (the Rademacher bound holds for the errors of all leaves
+together, whatever the others'), and where that fails, to its own test of k + 1 fresh
+directions (≤ 2⁻⁽ᵏ⁺¹⁾): ≤ 2⁻ᵏ on either branch. In all ≤ 2·2⁻ᵏ, so k = 21 (the default) keeps
+it ≤ 2⁻²⁰ ≈ 9.5e-7 ≤ 1e-6; in general k = ⌈log₂(2/p)⌉ for a miss probability p. Other params go
+straight to the tests of each leaf (≤ 2⁻ᵏ).
+
+**A leaf's own test stops at its first FAIL.** A leaf is wrong as soon as one direction FAILs
+after the full escalation; the directions outside round-off at the first step are escalated
+1, 2, 4, … at a time, and where the first `NOISE_SAMPLES` directions are all outside, the
+noise is measured on them and they are escalated before the others are evaluated at all
+(`check_directions(..., until_fail=True)`). The directions never escalated are left out of
+the verdict (`DirectionalChecks.undecided` counts them): no direction FAILs unless confirmed,
+and a leaf passes only when all k were decided.
 
 **Localising.** The probes that choose the way down (`outside_roundoff`: the first step's
 screen of one direction, 2 evaluations) are not verdicts and clear nothing; a component FAILs
@@ -36,7 +54,11 @@ when k fresh directions on it pass with the escalation (the clearing test, or `d
 the search keeps both the bound above and "never a false alarm". With one wrong entry among
 n = 10⁶ (a 1000 × 1000 weight): ~1.5·log₂(n/`BLOCK`) ≈ 27 probes (~54 evaluations), `BLOCK`
 components (~8 and the failing one's Richardson levels) and k directions (2k + 1), where
-bisecting with k directions per clean half took ~1,000.
+bisecting with k directions per clean half took ~1,000. In all, for the 1M-parameter MLP of
+`bench/fast_mode_1m.py` with one wrong entry: the joint and Taylor tests (67), six probes (12),
+the wrong leaf's test stopped at its first FAIL (8 + 24 noise + 10), the search (~114) and
+the clearing test of the other five leaves (45): ~274 evaluations, where testing every leaf
+on its own after the joint test, every direction escalated, took 661.
 """
 from __future__ import annotations
 
@@ -268,8 +290,8 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
             leaves[i] = _report(task, g, (), screen.checks, leaf_taylor[1])
         elif failed_joint:
             assert leaf_taylor is not None
-            dirs[i] = leaf_directions(task, g, rounding, seed)
-            if probe(task, dirs[i], leaf_taylor[0]):
+            dirs[i] = leaf_dirs = leaf_directions(task, g, rounding, seed)
+            if probe(task, leaf_dirs, leaf_taylor[0]):
                 own_test(i)
             else:
                 pending.append(i)
