@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from ..evaluation.directions import Directions
 from ..inputs.placement import to_host
 from . import differences as d
 from . import verdicts as v
-from .escalation import Level, decide
+from .escalation import NOISE_SAMPLES, Level, decide
 from .results import relative_difference
 
 HOEFFDING_Z = 2.0
@@ -48,9 +49,13 @@ class DirectionalChecks:
     noise: float = 0.0            # f's rounding noise measured near θ (0: not needed)
     hole_lo: np.ndarray | None = None  # each range without [hole_lo, hole_hi) (None: no hole)
     hole_hi: np.ndarray | None = None
+    # directions drawn but left undecided once one had FAILed (`check_directions(...,
+    # until_fail=True)`): not part of the verdict, and not in the arrays above
+    undecided: int = 0
 
     @property
     def k(self) -> int:
+        """Directions decided (the arrays' length); `undecided` more were drawn."""
         return int(self.status.size)
 
     @property
@@ -80,6 +85,11 @@ class DirectionLine:
         self.hole_lo = no_hole if hole_lo is None else hole_lo
         self.hole_hi = no_hole if hole_hi is None else hole_hi
         self.analytic_at = analytic_at
+
+    def take(self, rows: np.ndarray) -> DirectionLine:
+        """The lines `rows` of this one (rows 0..len(rows)−1 of the result)."""
+        return DirectionLine(self.dirs, self.numbers[rows], self.lo[rows], self.hi[rows],
+                             self.analytic_at, self.hole_lo[rows], self.hole_hi[rows])
 
     def along(self, rows: np.ndarray, t: np.ndarray):
         """`Directions.along` for `rows` at steps t, and the corrected loss values."""
@@ -133,7 +143,8 @@ def outside_roundoff(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.nd
 def check_directions(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.ndarray,
                      hi: np.ndarray, eps_f: float, rel_step: float, safety: float,
                      analytic_at=None, noise: float | None = None,
-                     hole: tuple[np.ndarray, np.ndarray] | None = None) -> DirectionalChecks:
+                     hole: tuple[np.ndarray, np.ndarray] | None = None,
+                     until_fail: bool = False) -> DirectionalChecks:
     """Directional verdicts for directions `numbers` on the ranges `[lo, hi)` (arrays), by
     `escalation.decide` as for components; `hole`: (hole_lo, hole_hi) arrays, each range
     without `[hole_lo, hole_hi)` (inside it, or empty).
@@ -141,18 +152,76 @@ def check_directions(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.nd
     `analytic_at(point)` returns the leaf's analytic gradient (flat) with the leaf at `point`;
     it is used only where a kink must be confirmed beside θ, as in full mode. `noise`: f's
     rounding noise near θ if already measured (`DirectionalChecks.noise`).
+
+    `until_fail`: the test stops at its first confirmed FAIL. The directions outside round-off
+    at the first step are escalated a few at a time (`escalation.decide`); and where the noise
+    is still to be measured, the first `NOISE_SAMPLES` directions are evaluated first: if all
+    of them are outside round-off, the noise is measured on them (as it would be on all) and
+    they are escalated before the others are evaluated at all. The result holds only the
+    directions decided, with the count of the others in `undecided`: a FAIL is reported only
+    when confirmed, and the test passes only when every direction was decided.
     """
     start = dirs.evaluations
     numbers, lo, hi = (np.asarray(x) for x in (numbers, lo, hi))
     k = numbers.size
     hole_lo, hole_hi = (None, None) if hole is None else (np.asarray(x) for x in hole)
     line = DirectionLine(dirs, numbers, lo, hi, analytic_at, hole_lo, hole_hi)
-    level, first = _first_pass(line, rel_step)
-    gu, a, u_sum = first.gu[:k], HOEFFDING_Z * first.spread[:k], first.u_sum[:k]
     finest = np.full(k, d.relative_step(eps_f, d.RICHARDSON_EXPONENT)
                      / 2.0 ** (d.RICHARDSON_LEVELS - 1))
-    decision = decide(line, gu, a, f0, level, finest, eps_f, safety, noise, refine=False)
-    verdicts = decision.verdicts
-    return DirectionalChecks(numbers, lo, hi, gu, verdicts.numerical, verdicts.tolerance,
-                             verdicts.status, dirs.evaluations - start, u_sum,
-                             noise=decision.noise, hole_lo=hole_lo, hole_hi=hole_hi)
+    status, numerical, tolerance = (np.zeros(k, np.int8), np.zeros(k), np.zeros(k))
+    gu, a, u_sum = np.zeros(k), np.zeros(k), np.zeros(k)
+    decided = np.zeros(k, bool)
+
+    def run(rows: np.ndarray, noise: float | None, first_pass=None):
+        """First pass (unless given) and `decide` for `rows`, into the arrays above."""
+        sub = line.take(rows)
+        level, first = first_pass if first_pass is not None else _first_pass(sub, rel_step)
+        m = rows.size
+        gu[rows], a[rows] = first.gu[:m], HOEFFDING_Z * first.spread[:m]
+        u_sum[rows] = first.u_sum[:m]
+        decision = decide(sub, gu[rows], a[rows], f0, level, finest[rows], eps_f, safety,
+                          noise, refine=False, until_fail=until_fail)
+        verdicts = decision.verdicts
+        status[rows], numerical[rows] = verdicts.status, verdicts.numerical
+        tolerance[rows] = verdicts.tolerance
+        done = np.ones(m, bool)
+        done[decision.left] = False
+        decided[rows[done]] = True
+        return decision.noise
+
+    rows = np.arange(k)
+    head = NOISE_SAMPLES
+    if until_fail and noise is None and k > 2 * head:
+        level, first = _first_pass(line.take(rows[:head]), rel_step)
+        outside = v.screen(first.gu[:head], level.f_plus, level.f_minus, level.h_plus,
+                           level.h_minus, f0, eps_f, HOEFFDING_Z * first.spread[:head],
+                           safety).status == v.FAIL
+        if np.all(outside):   # the noise measured on them, as on all k
+            noise = run(rows[:head], None, (level, first))
+            if not np.any(status[rows[:head]] == v.FAIL):
+                noise = run(rows[head:], noise)
+        else:   # decided with the others, their first pass reused
+            rest_level, rest_first = _first_pass(line.take(rows[head:]), rel_step)
+            both = (level, rest_level)
+            merged = Level(*(np.concatenate([getattr(x, f) for x in both])
+                             for f in ("f_plus", "f_minus", "h_plus", "h_minus")))
+            noise = run(rows, None, (merged, _Head(*(
+                np.concatenate([getattr(first, f)[:head], getattr(rest_first, f)[:k - head]])
+                for f in ("gu", "spread", "u_sum")))))
+    else:
+        noise = run(rows, noise)
+    keep = decided
+    if hole_lo is not None and hole_hi is not None:
+        hole_lo, hole_hi = hole_lo[keep], hole_hi[keep]
+    return DirectionalChecks(numbers[keep], lo[keep], hi[keep], gu[keep], numerical[keep],
+                             tolerance[keep], status[keep], dirs.evaluations - start,
+                             u_sum[keep], noise=float(noise or 0.0), hole_lo=hole_lo,
+                             hole_hi=hole_hi, undecided=int(k - keep.sum()))
+
+
+class _Head(NamedTuple):
+    """The analytic side of a first pass, one entry per direction."""
+
+    gu: np.ndarray
+    spread: np.ndarray
+    u_sum: np.ndarray

@@ -133,11 +133,15 @@ def measure_noise(line: Line, rows: np.ndarray, f0: float, step: np.ndarray) -> 
 class Decision:
     verdicts: v.ComponentVerdicts
     noise: float            # the noise measured (or given); 0 if none was needed
+    # rows left undecided by `until_fail` (outside round-off at the first step, never
+    # escalated): their entries in `verdicts` are no verdict, and must not be reported
+    left: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def decide(line: Line, g: np.ndarray, a: np.ndarray, f0: float, first: Level,
            extrapolation_step: np.ndarray, eps_f: float, safety: float,
-           noise: float | None = None, refine: bool = True) -> Decision:
+           noise: float | None = None, refine: bool = True,
+           until_fail: bool = False) -> Decision:
     """Verdicts of the derivatives along every line of `line` (rows 0..m−1).
 
     **Arguments:**
@@ -148,15 +152,21 @@ def decide(line: Line, g: np.ndarray, a: np.ndarray, f0: float, first: Level,
     - `noise`: f's rounding noise if already measured near θ (else measured here if needed).
     - `refine`: take weak passes through step 5 (fast mode's directions do not: their bound is
       stated against their tolerance, and they are meant to be cheap).
+    - `until_fail`: escalate the rows outside round-off at the first step a few at a time
+      (1, 2, 4, … in row order) and stop at the first group with a confirmed FAIL; the rows
+      not reached are returned in `Decision.left`, undecided. The noise is measured over all
+      of them first, as without `until_fail`, so every row escalated gets the verdict it
+      would get without it, and no row is left unless one has FAILed. For a test that only
+      needs to know whether some row FAILs (fast mode's directions).
     """
     screened = v.screen(g, first.f_plus, first.f_minus, first.h_plus, first.h_minus, f0,
                         eps_f, a, safety)
     status, numerical, tolerance = (screened.status.copy(), screened.numerical.copy(),
                                     screened.tolerance.copy())
-    undecided = np.flatnonzero(status == v.FAIL)
+    outside = np.flatnonzero(status == v.FAIL)
     beside = first.step
     if noise is None:
-        noise = measure_noise(line, undecided, f0, beside[undecided])
+        noise = measure_noise(line, outside, f0, beside[outside])
     n_levels = d.RICHARDSON_LEVELS
     scales = (
         # the first step reused as the finest level
@@ -164,25 +174,33 @@ def decide(line: Line, g: np.ndarray, a: np.ndarray, f0: float, first: Level,
         + [first.take(todo)],
         lambda todo: richardson_levels(line, todo, extrapolation_step[todo], n_levels),
     )
-    for evaluate_levels in scales:
-        if undecided.size == 0:
+    size = 1 if until_fail else max(1, outside.size)
+    start = 0
+    while start < outside.size:
+        undecided = outside[start:start + size]
+        start, size = start + size, 2 * size
+        for evaluate_levels in scales:
+            if undecided.size == 0:
+                break
+            judged, kinks, _ = _judge(evaluate_levels(undecided), g[undecided], a[undecided],
+                                      f0, eps_f, safety, beside[undecided], noise)
+            judged_status = judged.status.copy()
+            judged_status[_confirmed_beside_kinks(line, undecided, kinks)] = v.INCONCLUSIVE
+            status[undecided] = judged_status
+            numerical[undecided], tolerance[undecided] = judged.numerical, judged.tolerance
+            excess = np.abs(judged.numerical - g[undecided]) / judged.tolerance
+            retry = (judged_status == v.FAIL) & ((excess < GROSS_EXCESS) | kinks.unresolved)
+            undecided = undecided[retry]
+        if until_fail and np.any(status[outside[:start]] == v.FAIL):
             break
-        judged, kinks, _ = _judge(evaluate_levels(undecided), g[undecided], a[undecided], f0,
-                                  eps_f, safety, beside[undecided], noise)
-        judged_status = judged.status.copy()
-        judged_status[_confirmed_beside_kinks(line, undecided, kinks)] = v.INCONCLUSIVE
-        status[undecided] = judged_status
-        numerical[undecided], tolerance[undecided] = judged.numerical, judged.tolerance
-        excess = np.abs(judged.numerical - g[undecided]) / judged.tolerance
-        retry = (judged_status == v.FAIL) & ((excess < GROSS_EXCESS) | kinks.unresolved)
-        undecided = undecided[retry]
+    left = outside[start:]
     verdicts = v.ComponentVerdicts(status, numerical, tolerance)
     weak = _weak_passes(verdicts, g, a, safety) if refine else np.zeros(0, np.int64)
     if weak.size:
         if not noise:
             noise = measure_noise(line, weak, f0, beside[weak])
         _refine(line, weak, verdicts, g, a, f0, extrapolation_step, eps_f, safety, noise)
-    return Decision(verdicts, float(noise or 0.0))
+    return Decision(verdicts, float(noise or 0.0), left)
 
 
 def _weak_passes(verdicts: v.ComponentVerdicts, g: np.ndarray, a: np.ndarray,

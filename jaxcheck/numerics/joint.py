@@ -16,10 +16,16 @@ u = (u₁, …, u_L). Two consequences:
 
 The screen passes the leaves only when every direction is within round-off at the first step
 (`verdicts.screen`). Anything else (a wrong gradient, a kink crossed, curvature that needs
-the Richardson levels) sends every leaf to its own test, which decides as before: the joint
-screen never fails a leaf. Its tolerance adds the analytic-rounding terms of all leaves, so a
-leaf is covered only where the joint tolerance is at most `MAX_LOOSENING` times the one its
-own test would use; any other leaf is tested on its own.
+the Richardson levels) sends the leaves on (`fast`: a probe of each, its own test for a leaf
+whose probe shows, one more joint test of k + 1 fresh directions, numbered from
+`JOINT_NUMBERS + k`, for the others): the joint screen never fails a leaf. A wrong leaf passes
+only if the first joint test misses it (≤ 2⁻ᵏ) or, that test failed, what follows misses it
+(≤ 2⁻ᵏ: its own test of k, or the second joint test of k + 1 and then, if that fails, its own
+test of k + 1 directions): ≤ 2·2⁻ᵏ in all (the argument in `fast`).
+
+Its tolerance adds the analytic-rounding terms of all leaves, so a leaf is covered only where
+the joint tolerance is at most `MAX_LOOSENING` times the one its own test would use; any other
+leaf is tested on its own.
 """
 from __future__ import annotations
 
@@ -118,12 +124,14 @@ def joint_screen(problem: Problem, positions: Sequence[int], leaf_numbers: Seque
                  param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any],
                  g_leaves: Sequence[np.ndarray | jax.Array], roundings: Sequence[np.ndarray],
                  k: int, seed: int, eps_f: float, rel_step: float, safety: float,
-                 paths: Sequence[str]) -> JointScreen:
-    """k joint directions over the leaves at `positions`, screened at the first step."""
+                 paths: Sequence[str], first_number: int = JOINT_NUMBERS) -> JointScreen:
+    """k joint directions over the leaves at `positions`, screened at the first step; their
+    numbers from `first_number` on (a second joint test takes numbers after the first's, so
+    its signs are independent of them: `fast`'s clearing test)."""
     dtype = np.dtype(param_dynamic[positions[0]].dtype)
     total = sum(int(np.size(g)) for g in g_leaves)
     per_vmap = max(1, min(k, VMAP_ENTRIES // (2 * total)))
-    numbers = JOINT_NUMBERS + np.arange(k, dtype=np.int64)
+    numbers = first_number + np.arange(k, dtype=np.int64)
     step = power_of_two(rel_step)
     t = jnp.asarray(step, dtype)
     exact = bool(exact_steps([param_dynamic[p] for p in positions], t))

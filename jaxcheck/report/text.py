@@ -108,6 +108,10 @@ def _fast_verdict(report: Report) -> str:
                f"checked by {k} random directions each" if not joint else
                f"checked by {k} random directions ({joint} together, {len(leaves) - joint} "
                f"each on its own)")
+        clearing = report.info.get("clearing")
+        if clearing:
+            how += (f"; after the joint test failed, {len(clearing['covered'])} passed a second "
+                    f"of {clearing['directions']} directions")
         return (f"jaxcheck (fast): OK - {len(leaves)} leaves ({n:,} components) {how}, all "
                 f"within tolerance; {_rel(report)} over the directional derivatives"
                 f"{_cost(report)}")
@@ -128,7 +132,8 @@ def _fast_table(report: Report) -> list[str]:
         d = leaf.directions
         if d is None:
             continue
-        verdict = (f"{d.n_fail}/{d.k} FAIL" if d.n_fail else
+        verdict = (f"{d.n_fail}/{d.k} FAIL"
+                   + (f", {d.undecided} undecided" if d.undecided else "") if d.n_fail else
                    f"{d.k - d.n_inconclusive}/{d.k} pass"
                    + (f", {d.n_inconclusive} kink" if d.n_inconclusive else "")
                    + (" (joint)" if d.joint else ""))
@@ -139,7 +144,10 @@ def _fast_table(report: Report) -> list[str]:
                      f"{leaf.analytic.size:,}", str(leaf.n_fail)])
     return table(rows, right={2, 3, 4, 5, 6, 7}) + [
         "", "directions: Rademacher; P(miss a wrong leaf) <= 2^-k for a leaf alone, "
-        "2*2^-k after a joint test of all leaves (joint: passed by that test); "
+        "2*2^-k after a joint test of all leaves (joint: passed by a joint test, the first "
+        "or, after it failed, one of k+1 over the leaves whose probe showed nothing); "
+        "x/y FAIL: a leaf's test stops at its first confirmed FAIL (undecided: the "
+        "directions not escalated); "
         "Taylor order: remainder ~ h^order, 2 for a correct gradient, 1 for a wrong one"]
 
 
