@@ -1,5 +1,11 @@
 """A small model whose params are sharded over 8 (forced) CPU devices, FSDP- and tensor-
 parallel-style, for the sharding tests (run in subprocesses that set XLA_FLAGS first)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,3 +50,46 @@ def sharded(layout, params, x):
     mesh = jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(shape))
     put = {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in params.items()}
     return put, jax.device_put(x, NamedSharding(mesh, data_spec))
+
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+
+
+def _env(devices: int) -> dict:
+    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+            "PYTHONPATH": os.pathsep.join([TESTS, ROOT, os.environ.get("PYTHONPATH", "")])}
+
+
+def run_on_devices(script: str, devices: int = 8) -> dict:
+    """Run `script` in a fresh process with `devices` forced CPU devices (set before JAX is
+    imported); return the JSON it prints last."""
+    run = subprocess.run([sys.executable, "-c", script], env=_env(devices),
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_processes(script: str, processes: int = 2, devices: int = 2,
+                  timeout: float = 300) -> list[tuple[int, str, str]]:
+    """Run `script` as `processes` processes of one jax.distributed job on 127.0.0.1 (each
+    gets its process id and the coordinator's port as argv[1:3]), within `timeout` seconds,
+    and always clean them up. Returns (exit code, stdout, stderr) per process."""
+    port = str(free_port())
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(i), port], env=_env(devices),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(processes)]
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:  # never leave a process behind, whatever happened
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]

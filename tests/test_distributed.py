@@ -3,17 +3,12 @@ every process calls `check` with the same arguments on params sharded over all 4
 both get the report a one-process check of the unsharded params gives."""
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from sharded_models import ROOT, run_processes
 
 import jaxcheck
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 
 WORKER = r"""
 import json, sys
@@ -53,32 +48,14 @@ jax.distributed.shutdown()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def runs():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "PYTHONPATH": os.pathsep.join([HERE, ROOT, os.environ.get("PYTHONPATH", "")])}
-    port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(i), port], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
-    try:
-        outs = [p.communicate(timeout=300) for p in procs]
-    finally:  # never leave a process behind, whatever happened
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    for p, (_, stderr) in zip(procs, outs):
-        assert p.returncode == 0, stderr[-4000:]
+    done = run_processes(WORKER, processes=2, devices=2)
+    for code, _, stderr in done:
+        assert code == 0, stderr[-4000:]
     results = [json.loads(next(line[7:] for line in stdout.splitlines()
-                               if line.startswith("RESULT "))) for stdout, _ in outs]
-    return results, [stderr for _, stderr in outs]
+                               if line.startswith("RESULT "))) for _, stdout, _ in done]
+    return results, [stderr for _, _, stderr in done]
 
 
 def _one_process(mode, grad):
@@ -121,18 +98,6 @@ def _readme_example() -> str:
 
 
 def test_the_readmes_many_hosts_example_runs_on_two_processes():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
-    port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, "-c", _readme_example(), str(i), port], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
-    try:
-        outs = [p.communicate(timeout=300) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-3000:] + outs[1][1][-3000:]
-    assert [out.strip().splitlines()[-1] for out, _ in outs] == ["0 True", "1 True"]
+    done = run_processes(_readme_example(), processes=2, devices=2)
+    assert [code for code, _, _ in done] == [0, 0], "".join(e[-3000:] for _, _, e in done)
+    assert [out.strip().splitlines()[-1] for _, out, _ in done] == ["0 True", "1 True"]

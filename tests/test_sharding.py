@@ -1,15 +1,8 @@
 """Params sharded over a mesh of 8 forced CPU devices are checked in place, and their reports
 equal those of the same check on unsharded params, component by component."""
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from sharded_models import run_on_devices
 
 SCRIPT = r"""
 import json, sys
@@ -46,12 +39,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def reports():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-           "PYTHONPATH": os.pathsep.join([HERE, ROOT, os.environ.get("PYTHONPATH", "")])}
-    run = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-4000:]
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return run_on_devices(SCRIPT, devices=8)
 
 
 @pytest.mark.parametrize("layout", ["fsdp8", "tp2x4"])

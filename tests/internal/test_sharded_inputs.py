@@ -1,15 +1,7 @@
 """No evaluation gathers a sharded leaf: every compiled program of a check takes the params
 in their own shardings (the engine's batch programs and fast mode's whole-batch programs)."""
-import json
-import os
-import subprocess
-import sys
-
 import pytest
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-TESTS = os.path.dirname(HERE)
-ROOT = os.path.dirname(TESTS)
+from sharded_models import run_on_devices
 
 SCRIPT = r"""
 import json
@@ -50,12 +42,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def seen():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-           "PYTHONPATH": os.pathsep.join([TESTS, ROOT, os.environ.get("PYTHONPATH", "")])}
-    run = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-4000:]
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return run_on_devices(SCRIPT, devices=8)
 
 
 @pytest.mark.parametrize("layout", ["fsdp8", "tp2x4"])
