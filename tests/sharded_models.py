@@ -20,6 +20,11 @@ LAYOUTS = {
     "tp2x4": ((2, 4), ("data", "model"),
               {"w1": P(None, "model"), "b1": P("model"), "w2": P("model", None), "g": P()},
               P("data", None)),
+    # JAX's default: `Explicit` axes (shardings in the types; checked under jax.set_mesh)
+    "explicit2x4": ((2, 4), ("data", "model"),
+                    {"w1": P(None, "model"), "b1": P("model"), "w2": P("model", None),
+                     "g": P()},
+                    P("data", None)),
 }
 
 
@@ -34,7 +39,10 @@ def params_and_data():
 
 def loss(p, x):
     h = jnp.tanh(x @ p["w1"] + p["b1"])
-    z = h @ p["w2"]
+    # under a mesh of `Explicit` axes a product over a sharded dimension names its output
+    # sharding (replicated); elsewhere this is a plain product
+    explicit = not jax.sharding.get_abstract_mesh().empty
+    z = jnp.matmul(h, p["w2"], out_sharding=P(None, None) if explicit else None)
     z = (z - z.mean(-1, keepdims=True)) * jax.lax.rsqrt(z.var(-1, keepdims=True) + 1e-5)
     return jnp.mean(jax.nn.logsumexp(z * p["g"], axis=-1)) + 1e-3 * jnp.sum(p["w1"] ** 2)
 
@@ -42,12 +50,20 @@ def loss(p, x):
 def wrong_grad(p, x):
     """One entry of w2's gradient off by 1%: sharded along the model/fsdp axis."""
     g = jax.grad(loss)(p, x)
-    return {**g, "w2": g["w2"].at[20, 3].multiply(1.01)}
+    rows, cols = (jax.lax.broadcasted_iota(jnp.int32, g["w2"].shape, a) for a in (0, 1))
+    return {**g, "w2": g["w2"] * jnp.where((rows == 20) & (cols == 3), 1.01, 1.0)}
+
+
+def mesh_of(layout):
+    shape, names, _, _ = LAYOUTS[layout]
+    if layout.startswith("explicit"):
+        return jax.make_mesh(shape, names)  # JAX's default axis types: Explicit
+    return jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(shape))
 
 
 def sharded(layout, params, x):
-    shape, names, specs, data_spec = LAYOUTS[layout]
-    mesh = jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(shape))
+    _, _, specs, data_spec = LAYOUTS[layout]
+    mesh = mesh_of(layout)
     put = {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in params.items()}
     return put, jax.device_put(x, NamedSharding(mesh, data_spec))
 

@@ -1,5 +1,7 @@
 """Params sharded over a mesh of 8 forced CPU devices are checked in place, and their reports
-equal those of the same check on unsharded params, component by component."""
+equal those of the same check on unsharded params, component by component: FSDP- and
+tensor-parallel-style specs over meshes of `Auto` axes, and over JAX's default `Explicit` axes
+(checked under `jax.set_mesh`, as training code runs)."""
 import numpy as np
 import pytest
 from sharded_models import run_on_devices
@@ -30,7 +32,11 @@ for mode in ("full", "fast"):
         for layout in m.LAYOUTS:
             sp, sx = m.sharded(layout, params, x)
             before = {k: v.sharding for k, v in sp.items()}
-            rep = jaxcheck.check(m.loss, sp, sx, grad_fn=grad_fn, mode=mode)
+            if layout.startswith("explicit"):  # as training code runs under its mesh
+                with jax.set_mesh(m.mesh_of(layout)):
+                    rep = jaxcheck.check(m.loss, sp, sx, grad_fn=grad_fn, mode=mode)
+            else:
+                rep = jaxcheck.check(m.loss, sp, sx, grad_fn=grad_fn, mode=mode)
             assert {k: v.sharding for k, v in sp.items()} == before  # params untouched
             out[f"{layout}/{mode}/{name}"] = summary(rep)
 print(json.dumps(out))
@@ -42,7 +48,7 @@ def reports():
     return run_on_devices(SCRIPT, devices=8)
 
 
-@pytest.mark.parametrize("layout", ["fsdp8", "tp2x4"])
+@pytest.mark.parametrize("layout", ["fsdp8", "tp2x4", "explicit2x4"])
 @pytest.mark.parametrize("mode", ["full", "fast"])
 @pytest.mark.parametrize("grad", ["right", "wrong"])
 def test_sharded_report_equals_the_unsharded_one(reports, layout, mode, grad):
@@ -52,7 +58,7 @@ def test_sharded_report_equals_the_unsharded_one(reports, layout, mode, grad):
     assert sharded["failures"] == plain["failures"]
     # the report says where the params were: sharded over this mesh, checked in place
     assert plain["mesh"] is None
-    assert sharded["mesh"] == {"fsdp8": {"fsdp": 8}, "tp2x4": {"data": 2, "model": 4}}[layout]
+    assert sharded["mesh"] == ({"fsdp": 8} if layout == "fsdp8" else {"data": 2, "model": 4})
     assert {"['w1']", "['w2']"} <= set(sharded["sharded"])
     if grad == "wrong":
         assert sharded["failures"][0] == ["['w2']", [20, 3]]

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..inputs.placement import flat, flatten, shaped_like
 from ..inputs.problem import Problem
 from . import engine
 from .engine import choose_batch_size
@@ -146,12 +147,12 @@ def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u,
     the leaf's dtype.
     """
     base = param_dynamic[position]
-    theta = base.reshape(-1)
+    theta = flat(base)
 
     def direct(t):
         point = theta + t * u
         dynamic = list(param_dynamic)
-        dynamic[position] = point.reshape(base.shape)
+        dynamic[position] = shaped_like(point, base)
         # elementwise products then sums: exact float32 on GPUs too (a dot could use TF32)
         return problem.loss(dynamic, arg_dynamic), jnp.sum(g * (point - theta))
 
@@ -181,7 +182,7 @@ def _evaluate_directions(problem: Problem, position: int, map_batch: int, param_
     at the steps
     ts[j] (J, T), and u·g, ‖u∘rounding‖, u[lo]. Directions from `count` on are padding: their
     outputs are left at 0 and cost nothing. Compiled and run by `engine.call_batches`."""
-    theta = param_dynamic[position].reshape(-1)
+    theta = flat(param_dynamic[position])
 
     def per_direction(x):
         number, lo_, hi_, hole_lo_, hole_hi_, ts_ = x
@@ -190,7 +191,10 @@ def _evaluate_directions(problem: Problem, position: int, map_batch: int, param_
         f, g_step = losses_along(problem, position, param_dynamic, arg_dynamic, u, ts_, g, gu)
         # u[lo] is Σu where the range has one component, the only place it is used
         spread = jnp.sqrt(jnp.sum((u * linear_bound(g, rounding)) ** 2))
-        return f, g_step, gu, spread, u[lo_]
+        # a masked sum, not u[lo]: a gather from a sharded u needs collectives named by hand
+        # under Explicit mesh axes; a sum is a reduction like the others
+        at_lo = jnp.sum(jnp.where(jnp.arange(u.size, dtype=lo_.dtype) == lo_, u, 0))
+        return f, g_step, gu, spread, at_lo
 
     # `map_batch` directions per step of a loop over the directions: with a large leaf (one
     # per step) the products with the perturbed leaf stay plain GEMMs instead of products
@@ -245,7 +249,7 @@ class Directions:
 
     def __post_init__(self) -> None:
         leaf = self.param_dynamic[self.position]
-        self.theta = jnp.asarray(leaf).reshape(-1)
+        self.theta = flatten(jnp.asarray(leaf))
         self.dtype = np.dtype(leaf.dtype)
         # cast where they live: a sharded leaf's gradient stays sharded, off the host
         self.g_device = jnp.asarray(self.g).astype(self.dtype)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import os
@@ -189,11 +190,21 @@ class EntryLoss(MovedEntry):
     def _direct(self, shared, i, v):
         param_dynamic, arg_dynamic = shared
         base = param_dynamic[self.position]
-        flat = base.reshape(-1)
         dynamic = list(param_dynamic)
-        dynamic[self.position] = jnp.where(jax.lax.iota(np.int32, flat.size) == i, v,
-                                           flat).reshape(base.shape)
+        dynamic[self.position] = jnp.where(flat_index(base.shape) == i, v, base)
         return self.problem.loss(dynamic, arg_dynamic)
+
+
+def flat_index(shape: tuple[int, ...]) -> Any:
+    """Each entry's row-major flat index, in the leaf's own shape: selecting entry i needs no
+    reshape, which a sharded leaf would pay with a reshard (or, under `Explicit` mesh axes,
+    could not do without its output sharding named)."""
+    index = jnp.zeros(shape, np.int32)
+    stride = 1
+    for axis in reversed(range(len(shape))):
+        index = index + jax.lax.broadcasted_iota(np.int32, shape, axis) * stride
+        stride *= shape[axis]
+    return index
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -379,13 +390,17 @@ def compile_ahead(requests: Sequence[tuple[Kernel, Any, int]]) -> None:
     workers = min(len(missing), os.cpu_count() or 1)
     if workers < 2:
         return
-    # x64 and the default device are thread-local settings: carry them into the workers.
-    # Both are properties JAX adds to Config at runtime; its stub does not declare them.
+    # x64, the default device and the mesh of `jax.set_mesh` (which `fn`'s own shardings
+    # may name) are thread-local settings: carry them into the workers. The first two are
+    # properties JAX adds to Config at runtime; its stub does not declare them.
     x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
     device = jax.config.jax_default_device  # pyright: ignore[reportAttributeAccessIssue]
+    mesh = jax.sharding.get_mesh()
 
     def work(request):
-        with jax.enable_x64(x64), jax.default_device(device):
+        with jax.enable_x64(x64), jax.default_device(device), contextlib.ExitStack() as stack:
+            if not mesh.empty:
+                stack.enter_context(jax.set_mesh(mesh))
             program(*request)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:

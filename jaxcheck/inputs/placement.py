@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 
 def is_distributed(x: Any) -> bool:
@@ -57,16 +57,28 @@ def mesh_of(leaves: Iterable[Any]) -> Mesh | None:
     return found
 
 
+def sharded_in_types(x: Any) -> bool:
+    """Whether `x` is placed over a mesh with `Explicit` axes (JAX's default for
+    `jax.make_mesh`): its sharding is part of its type, which every jaxcheck program keeps."""
+    mesh = getattr(x.sharding, "mesh", None)
+    return any(t == AxisType.Explicit for t in getattr(mesh, "axis_types", ()))
+
+
 def used_axes(leaves: Iterable[Any]) -> set[str]:
     """The mesh axes that some leaf's PartitionSpec shards along."""
     used: set[str] = set()
     for x in leaves:
         if is_distributed(x) and isinstance(x.sharding, NamedSharding):
-            for entry in x.sharding.spec:
-                if entry is None:
-                    continue
-                used.update((entry,) if isinstance(entry, str) else tuple(entry))
+            used |= _axes_of(x.sharding.spec)
     return used
+
+
+def _axes_of(spec: PartitionSpec) -> set[str]:
+    axes: set[str] = set()
+    for entry in spec:
+        if entry is not None:
+            axes.update((entry,) if isinstance(entry, str) else tuple(entry))
+    return axes
 
 
 def free_axes(mesh: Mesh, leaves: Sequence[Any]) -> tuple[str, ...]:
@@ -145,7 +157,48 @@ def _flattener(sharding: NamedSharding) -> Any:
 
 
 def _flat(x: Any) -> Any:
-    return x.reshape(-1)
+    return flat(x)
+
+
+def _explicit(x: Any) -> Any:
+    """The sharding in `x`'s type where its mesh has `Explicit` axes, else None."""
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    mesh = getattr(sharding, "mesh", None)
+    if any(t == AxisType.Explicit for t in getattr(mesh, "axis_types", ())):
+        return sharding
+    return None
+
+
+def flat(x: Any) -> Any:
+    """`x.reshape(-1)` that also traces under `Explicit` mesh axes (JAX's default), where a
+    reshape that moves data must name its output sharding: split over the axes `x` uses."""
+    sharding = _explicit(x)
+    if sharding is None:
+        return x.reshape(-1)
+    axes = tuple(a for a in sharding.mesh.axis_names if a in _axes_of(sharding.spec))
+    parts = int(np.prod([sharding.mesh.shape[a] for a in axes], dtype=np.int64))
+    return jax.lax.reshape(x, (x.size,), out_sharding=along(axes if x.size % parts == 0
+                                                           else ()))
+
+
+def shaped_like(x: Any, like: Any) -> Any:
+    """The flat `x` in the shape of `like`, with `like`'s sharding under `Explicit` axes."""
+    sharding = _explicit(like)
+    if sharding is None:
+        return x.reshape(like.shape)
+    return jax.lax.reshape(x, like.shape, out_sharding=sharding.spec)
+
+
+def entries(x: Any, indices: np.ndarray) -> np.ndarray:
+    """The entries `indices` of the flat array `x`, on the host: the few a report names, read
+    where they live (the rest of a sharded `x` is never gathered)."""
+    indices = np.asarray(indices)
+    if indices.size == 0:
+        return np.zeros(0, np.dtype(x.dtype))
+    if is_distributed(x) and sharded_in_types(x):  # the gather's own sharding must be named
+        mesh = x.sharding.mesh
+        return to_host(x.at[indices].get(out_sharding=NamedSharding(mesh, PartitionSpec())))
+    return to_host(x[indices])
 
 
 def all_finite(x: Any) -> bool:

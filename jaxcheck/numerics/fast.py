@@ -74,7 +74,7 @@ import numpy.typing as npt
 
 from ..evaluation import engine
 from ..evaluation.directions import Directions
-from ..inputs.placement import flatten, to_host
+from ..inputs.placement import entries, flatten
 from ..plan.tasks import LeafTask
 from . import verdicts as v
 from .components import ComponentResults
@@ -105,7 +105,7 @@ def _report(task: LeafTask, g: Any, examined: Sequence[ComponentResults],
 
     idx = stack("indices", np.int64)
     # only the components examined come back to the host
-    named = to_host(g[idx]).astype(np.float64) if idx.size else np.zeros(0)
+    named = entries(g, idx).astype(np.float64)
     return LeafReport(task.path, tuple(task.leaf.shape), task.dtype, named, stack("numerical"),
                       stack("tolerance"), stack("status", np.int8), indices=idx,
                       directions=directions, taylor=taylor)

@@ -40,6 +40,7 @@ import numpy as np
 
 from ..evaluation import engine
 from ..evaluation.directions import VMAP_ENTRIES, linear_bound, magnitudes, power_of_two, signs
+from ..inputs.placement import flat, shaped_like
 from ..inputs.problem import Problem
 from . import verdicts as v
 from .direction_checks import HOEFFDING_Z, DirectionalChecks
@@ -61,7 +62,7 @@ def exact_steps(thetas, t):
         plus, minus = theta + m, theta - m
         return jnp.all((plus - theta == m) & (plus - m == theta)
                        & (minus - theta == -m) & (minus + m == theta))
-    return functools.reduce(jnp.logical_and, [exact(theta.reshape(-1)) for theta in thetas])
+    return functools.reduce(jnp.logical_and, [exact(flat(theta)) for theta in thetas])
 
 
 def _evaluate_joint(problem: Problem, positions: tuple[int, ...], leaves: tuple[int, ...],
@@ -72,7 +73,7 @@ def _evaluate_joint(problem: Problem, positions: tuple[int, ...], leaves: tuple[
 
     Where the points are `exact` (`exact_steps`), g·(P − θ) is ±t·u·g: no sum over every
     leaf per point, a pass as costly as building the point."""
-    thetas = [param_dynamic[p].reshape(-1) for p in positions]
+    thetas = [flat(param_dynamic[p]) for p in positions]
     mags = [magnitudes(theta, theta.size) for theta in thetas]
     total = sum(theta.size for theta in thetas)
 
@@ -85,7 +86,7 @@ def _evaluate_joint(problem: Problem, positions: tuple[int, ...], leaves: tuple[
             dynamic = list(param_dynamic)
             points = [theta + step * u for theta, u in zip(thetas, us)]
             for position, point in zip(positions, points):
-                dynamic[position] = point.reshape(param_dynamic[position].shape)
+                dynamic[position] = shaped_like(point, param_dynamic[position])
             g_step = step * gu if exact else sum(
                 jnp.sum(g * (point - theta)) for g, point, theta in zip(gs, points, thetas))
             return problem.loss(dynamic, arg_dynamic), g_step

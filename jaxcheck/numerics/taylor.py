@@ -19,6 +19,7 @@ import numpy as np
 
 from ..evaluation import engine
 from ..evaluation.directions import Directions, linear_bound, losses_along, whole_direction
+from ..inputs.placement import flat
 from ..inputs.problem import Problem
 from . import differences as d
 from .direction_checks import HOEFFDING_Z
@@ -73,7 +74,7 @@ def _remainder_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[
     from are the same computations, which XLA merges, so they are computed once."""
     out = []
     for position, leaf, g, a in zip(positions, leaves, gs, roundings):
-        theta = param_dynamic[position].reshape(-1)
+        theta = flat(param_dynamic[position])
         u = whole_direction(seed, jnp.uint32(leaf), jnp.int32(0), theta)
         gu = jnp.sum(u * g)
         f, g_step = losses_along(problem, position, param_dynamic, arg_dynamic, u, ts, g, gu)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..inputs.placement import is_distributed, to_host
+from ..inputs.placement import is_distributed, sharded_in_types, to_host
 from ..inputs.problem import Problem
 from ..inputs.pytree import CHECKED, Split
 from ..inputs.validation import require_finite_gradient, user_call
@@ -99,8 +99,9 @@ class AnalyticGradient:
                          self.arg_dynamic)
 
     def _shardings(self) -> tuple[Any, ...]:
-        """Per checked leaf, its sharding where it is sharded over a mesh, else None."""
-        return tuple(x.sharding if is_distributed(x) else None
+        """Per checked leaf, its sharding where it is sharded over a mesh of `Auto` axes, else
+        None (over `Explicit` axes the sharding is part of the gradient's type already)."""
+        return tuple(x.sharding if is_distributed(x) and not sharded_in_types(x) else None
                      for x in self.params.checked_values)
 
     def components_at(self, leaf: int, indices: np.ndarray, values: np.ndarray) -> np.ndarray:

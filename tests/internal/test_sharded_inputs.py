@@ -4,7 +4,7 @@ import pytest
 from sharded_models import run_on_devices
 
 SCRIPT = r"""
-import json
+import contextlib, json
 import jax
 import jaxcheck
 from jaxcheck.evaluation import engine
@@ -27,8 +27,11 @@ for layout in m.LAYOUTS:
     sp, sx = m.sharded(layout, params, x)
     engine.clear_cache()
     seen.clear()
-    for mode in ("full", "fast"):
-        jaxcheck.check(m.loss, sp, sx, grad_fn=m.wrong_grad, mode=mode)
+    with contextlib.ExitStack() as stack:
+        if layout.startswith("explicit"):
+            stack.enter_context(jax.set_mesh(m.mesh_of(layout)))
+        for mode in ("full", "fast"):
+            jaxcheck.check(m.loss, sp, sx, grad_fn=m.wrong_grad, mode=mode)
     for p in engine.cached_programs():
         shared = p.input_shardings[0]
         for leaf, s in zip(jax.tree_util.tree_leaves(sp), jax.tree_util.tree_leaves(shared[0])):
@@ -45,7 +48,7 @@ def seen():
     return run_on_devices(SCRIPT, devices=8)
 
 
-@pytest.mark.parametrize("layout", ["fsdp8", "tp2x4"])
+@pytest.mark.parametrize("layout", ["fsdp8", "tp2x4", "explicit2x4"])
 def test_every_program_takes_the_params_in_their_own_shardings(seen, layout):
     records = seen[layout]["seen"]
     kinds = {r[0] for r in records}
