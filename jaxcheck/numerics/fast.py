@@ -130,97 +130,161 @@ def probe(task: LeafTask, dirs: Directions, f0: float, j: int = PROBE_DIRECTIONS
                                         task.safety)))
 
 
-def check_leaf_fast(task: LeafTask, g: Any, rounding: Any,
-                    taylor: tuple[float, TaylorResult] | None, k: int, seed: int,
-                    limit: int, dirs: Directions | None = None,
-                    own: int | None = None) -> tuple[LeafReport, dict[str, int]]:
-    """Fast-mode report of one leaf tested on its own (flat g and its rounding bound, on
-    device), and counts of the work done (`evaluations`: all of `dirs`', a probe's included).
-    `taylor`: f(θ) and the leaf's Taylor test if already done (`taylor_tests`); `dirs`: the
-    leaf's directions if already drawn from (`probe`); `own`: directions of the leaf's own
-    test (default k; k + 1 after a failed clearing test, see the module docstring).
+class LeafCheck:
+    """One leaf's checks in fast mode (flat g and its rounding bound, on device): its own test,
+    the search for its wrong components, and its report. `taylor`: f(θ) and the leaf's Taylor
+    test if already done (`taylor_tests`); `dirs`: the leaf's directions if already drawn from
+    (`probe`); `own`: directions of the leaf's own test (default k; k + 1 after a failed
+    clearing test, see the module docstring).
 
     The leaf's own test stops at its first confirmed FAIL (`check_directions(...,
     until_fail=True)`): the directions outside round-off at the first step are escalated 1,
     2, 4, … at a time, so a wrong leaf costs 2k evaluations, the noise estimate and one
     direction's Richardson levels instead of every direction's. Its report holds the
     directions decided; the others are counted in `DirectionalChecks.undecided`."""
-    n = g.size
-    if dirs is None:
-        dirs = leaf_directions(task, g, rounding, seed)
-    # direction 0 is also the first of the whole-leaf test below (when nothing was drawn)
-    f0, leaf_taylor = taylor if taylor is not None else taylor_test(dirs, 0, task.eps_f)
 
-    def analytic_at(point):
-        return task.analytic.leaves(dirs.at(point))[task.leaf_number].reshape(-1)
+    def __init__(self, task: LeafTask, g: Any, rounding: Any,
+                 taylor: tuple[float, TaylorResult] | None, k: int, seed: int, limit: int,
+                 dirs: Directions | None = None, own: int | None = None):
+        self.task, self.g, self.k, self.limit = task, g, k, limit
+        self.own = k if own is None else own
+        self.dirs = dirs if dirs is not None else leaf_directions(task, g, rounding, seed)
+        # direction 0 is also the first of the whole-leaf test (when nothing was drawn)
+        self.f0, self.taylor = (taylor if taylor is not None
+                                else taylor_test(self.dirs, 0, task.eps_f))
+        self.noise: float | None = None   # f's rounding noise near θ, measured once per leaf
+        self.examined: list[ComponentResults] = []
+        self.found = self.tests = 0
+        self.deferred: tuple[tuple[int, int], tuple[tuple[int, int], ...]] | None = None
+        # the leaf's verdict when no component FAILs: its own test (not run: all undecided)
+        self.whole = DirectionalChecks(*(np.zeros(0, np.int64) for _ in range(3)),
+                                       *(np.zeros(0) for _ in range(3)), np.zeros(0, np.int8),
+                                       undecided=self.own)
 
-    noise: float | None = None   # f's rounding noise near θ, measured once per leaf
+    def _analytic_at(self, point):
+        return self.task.analytic.leaves(self.dirs.at(point))[self.task.leaf_number].reshape(-1)
 
-    def directions(numbers, lo, hi, hole=None, until_fail=False) -> DirectionalChecks:
-        nonlocal noise
-        result = check_directions(dirs, f0, numbers, lo, hi, task.eps_f, task.rel_step,
-                                  task.safety, analytic_at, noise, hole, until_fail)
-        noise = result.noise if result.noise > 0 else noise
+    def _directions(self, numbers, lo, hi, hole=None, until_fail=False) -> DirectionalChecks:
+        task = self.task
+        result = check_directions(self.dirs, self.f0, numbers, lo, hi, task.eps_f,
+                                  task.rel_step, task.safety, self._analytic_at, self.noise,
+                                  hole, until_fail)
+        self.noise = result.noise if result.noise > 0 else self.noise
         return result
 
-    def test_with(ranges, j):
+    def own_test(self) -> DirectionalChecks:
+        """The leaf's own test of `own` directions on the whole leaf, until its first FAIL."""
+        j, n = self.own, self.dirs.size
+        self.whole = self._directions(self.dirs.fresh(j), np.zeros(j, np.int64), np.full(j, n),
+                                      until_fail=True)
+        return self.whole
+
+    def _test_with(self, ranges, j):
         lo = np.repeat([r[0] for r in ranges], j)
         hi = np.repeat([r[1] for r in ranges], j)
-        result = directions(dirs.fresh(j * len(ranges)), lo, hi)
+        result = self._directions(self.dirs.fresh(j * len(ranges)), lo, hi)
         return [bool(np.any(result.status[i * j:(i + 1) * j] == v.FAIL))
                 for i in range(len(ranges))]
 
-    k_own = k if own is None else own
-    whole = directions(dirs.fresh(k_own), np.zeros(k_own, np.int64), np.full(k_own, n),
-                       until_fail=True)
-    examined: list[ComponentResults] = []
-    first = min(k, FIRST_DIRECTIONS)
-
-    def probe_range(r):
+    def _probe_range(self, r) -> bool:
         # Where to look next, not a verdict: a dirty range usually shows outside round-off in
         # its first direction (probability >= 1/2 each, 1 for a single wrong entry the range's
         # scale can see); a clean one that looks dirty only costs a detour (`group_testing`).
-        j = min(k, PROBE_DIRECTIONS)
-        return bool(np.any(outside_roundoff(dirs, f0, dirs.fresh(j), np.full(j, r[0]),
-                                            np.full(j, r[1]), task.eps_f, task.rel_step,
-                                            task.safety)))
+        task, j = self.task, min(self.k, PROBE_DIRECTIONS)
+        return bool(np.any(outside_roundoff(self.dirs, self.f0, self.dirs.fresh(j),
+                                            np.full(j, r[0]), np.full(j, r[1]), task.eps_f,
+                                            task.rel_step, task.safety)))
 
-    def dirty(ranges):
+    def _dirty(self, ranges):
         # The first directions, and the rest of the k only for ranges still looking clean: a
         # range is called clean only after k fresh directions all pass, as for the leaf.
-        verdicts = test_with(ranges, first)
+        k, first = self.k, min(self.k, FIRST_DIRECTIONS)
+        verdicts = self._test_with(ranges, first)
         rest = [r for r, bad in zip(ranges, verdicts) if not bad]
         if rest and k > first:
-            more = iter(test_with(rest, k - first))
+            more = iter(self._test_with(rest, k - first))
             verdicts = [bad or next(more) for bad in verdicts]
         return verdicts
 
-    def clear(r, hole):
+    def _clear(self, r, hole) -> bool:
         # k fresh directions on r without the hole: the ranges left unverified on the way down
+        k = self.k
         lo, hi = np.full(k, r[0]), np.full(k, r[1])
         holes = (np.full(k, hole[0]), np.full(k, hole[1]))
         # stops at its first FAIL: a range is cleared only when all k were decided
-        return directions(dirs.fresh(k), lo, hi, holes, until_fail=True).n_fail == 0
+        return self._directions(self.dirs.fresh(k), lo, hi, holes, until_fail=True).n_fail == 0
 
-    def check_block(r):
+    def _check_block(self, r) -> int:
         # A direction on one component j is ±sⱼ·eⱼ (sⱼ: max(1,|θⱼ|) rounded up to a power of
         # two): its check is full mode's per-component check (steps up to 2x full mode's, the
         # same error model and kink analysis), evaluated by the function already compiled for
         # this leaf; the values are divided back by uⱼ.
         idx = np.arange(r[0], r[1])
-        res = directions(dirs.fresh(idx.size), idx, idx + 1)
+        res = self._directions(self.dirs.fresh(idx.size), idx, idx + 1)
         assert res.u_sum is not None  # check_directions always sets it
-        examined.append(ComponentResults(idx, res.status, res.numerical / res.u_sum,
-                                         res.tolerance / np.abs(res.u_sum), res.evaluations))
+        self.examined.append(ComponentResults(idx, res.status, res.numerical / res.u_sum,
+                                              res.tolerance / np.abs(res.u_sum),
+                                              res.evaluations))
         return int(np.sum(res.status == v.FAIL))
 
-    tests = 0
-    if whole.n_fail:
-        loc = localise(n, probe_range, dirty, clear, check_block, block=max(1, BLOCK),
-                       limit=limit)
-        tests = loc.tests
-    counts = {"evaluations": dirs.evaluations, "tests": tests}
-    return _report(task, g, examined, whole, leaf_taylor), counts
+    def search(self, defer: bool = False, resume: Sequence[tuple[int, int]] = ()) -> int:
+        """Group testing for the leaf's wrong components (`group_testing.localise`); `defer`
+        and `resume` as there. Returns the failing components found so far."""
+        loc = localise(self.dirs.size, self._probe_range, self._dirty, self._clear,
+                       self._check_block, block=max(1, BLOCK), limit=self.limit, defer=defer,
+                       resume=resume, found=self.found)
+        self.found, self.tests = loc.found, self.tests + loc.tests
+        self.deferred = loc.deferred
+        return self.found
+
+    def clear_deferred(self) -> None:
+        """The deferred search's clearing test on the leaf alone (k directions on the leaf
+        without the hole), and the search resumed if it fails."""
+        assert self.deferred is not None
+        self.tests += 1
+        if self._clear((0, self.dirs.size), self.deferred[0]):
+            self.deferred = None
+        else:
+            self.resume()
+
+    def resume(self) -> int:
+        """The deferred search after its clearing test failed (`search`)."""
+        assert self.deferred is not None
+        unverified, self.deferred = self.deferred[1], None
+        return self.search(resume=unverified)
+
+    def decide(self, probed: bool = False, defer: bool = False) -> None:
+        """The leaf's verdict. A leaf whose probe showed (`probed`) is searched first: a
+        component FAIL confirmed by its own check fails the leaf, so its own test runs only
+        where the search confirms none. Otherwise its own test first, and the search if it
+        FAILs (`defer`: see `search`)."""
+        if probed:
+            if not self.search(defer):
+                self.own_test()
+        elif self.own_test().n_fail:
+            self.search(defer)
+
+    def report(self, directions: DirectionalChecks | None = None) -> LeafReport:
+        """The leaf's report, with `directions` (default: its own test's) as its verdict."""
+        return _report(self.task, self.g, self.examined,
+                       self.whole if directions is None else directions, self.taylor)
+
+    @property
+    def evaluations(self) -> int:
+        """Loss evaluations of this leaf's directions (its probe's included)."""
+        return self.dirs.evaluations
+
+
+def check_leaf_fast(task: LeafTask, g: Any, rounding: Any,
+                    taylor: tuple[float, TaylorResult] | None, k: int, seed: int,
+                    limit: int, dirs: Directions | None = None,
+                    own: int | None = None) -> tuple[LeafReport, dict[str, int]]:
+    """Fast-mode report of one leaf tested on its own (`LeafCheck`: its own test, and the
+    search if it FAILs), and counts of the work done (`evaluations`: all of `dirs`', a
+    probe's included)."""
+    leaf = LeafCheck(task, g, rounding, taylor, k, seed, limit, dirs, own)
+    leaf.decide()
+    return leaf.report(), {"evaluations": leaf.evaluations, "tests": leaf.tests}
 
 
 @jax.jit
@@ -254,13 +318,15 @@ def _together(tasks: Sequence[LeafTask], gs_device: Sequence[Any], roundings: Se
 
 
 def _joint(tasks: Sequence[LeafTask], gs_device: Sequence[Any], roundings: Sequence[Any],
-           k: int, seed: int, first_number: int = JOINT_NUMBERS):
-    """The joint test of `tasks`' leaves: k directions numbered from `first_number`."""
+           k: int, seed: int, first_number: int = JOINT_NUMBERS,
+           holes: Sequence[tuple[int, int] | None] | None = None):
+    """The joint test of `tasks`' leaves: k directions numbered from `first_number`, each
+    leaf's without its hole (`joint_screen`)."""
     first = tasks[0]
     return joint_screen(first.problem, [t.position for t in tasks],
                         [t.leaf_number for t in tasks], first.param_dynamic, first.arg_dynamic,
                         gs_device, roundings, k, seed, first.eps_f, first.rel_step,
-                        first.safety, [t.path for t in tasks], first_number)
+                        first.safety, [t.path for t in tasks], first_number, holes)
 
 
 # A joint direction's program holds every leaf's direction, its magnitudes and the point
@@ -295,15 +361,15 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
         taylor = [None] * len(tasks)
     leaves: list[LeafReport | None] = [None] * len(tasks)
     dirs: list[Directions | None] = [None] * len(tasks)
-    pending: list[int] = []   # leaves left to the clearing test (their probe within round-off)
+    checks: list[LeafCheck | None] = [None] * len(tasks)
+    # leaves left to the clearing test: those whose probe was within round-off, and those
+    # whose search left its clearing test to it (`LeafCheck.deferred`: the leaf holed)
+    pending: list[int] = []
 
-    def own_test(i: int, own: int | None = None) -> None:
-        nonlocal evaluations, tests
-        report, counts = check_leaf_fast(tasks[i], gs[i], roundings[i], taylor[i], k, seed,
-                                         limit, dirs[i], own)
-        leaves[i] = report
-        evaluations += counts["evaluations"]
-        tests += counts["tests"]
+    def leaf_check(i: int, own: int | None = None) -> LeafCheck:
+        checks[i] = check = LeafCheck(tasks[i], gs[i], roundings[i], taylor[i], k, seed, limit,
+                                      dirs[i], own)
+        return check
 
     for i, (task, g, rounding, leaf_taylor) in enumerate(zip(tasks, gs, roundings, taylor)):
         if task.leaf_number in covered:  # passed by the joint test
@@ -313,30 +379,52 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
             assert leaf_taylor is not None
             dirs[i] = leaf_dirs = leaf_directions(task, g, rounding, seed)
             if probe(task, leaf_dirs, leaf_taylor[0]):
-                own_test(i)
+                check = leaf_check(i)
+                check.decide(probed=True, defer=True)
+                if check.deferred is not None:
+                    pending.append(i)
             else:
                 pending.append(i)
         else:
-            own_test(i)
-    if len(pending) == 1:   # a clearing test of one leaf is its own test
-        own_test(pending[0])
+            leaf_check(i).decide()
+    holes = {i: check.deferred[0] for i, check in enumerate(checks)
+             if check is not None and check.deferred is not None}
+    if len(pending) == 1:   # a clearing test of one leaf is its own test (or its search's)
+        i = pending[0]
+        check = checks[i]
+        if check is None:
+            leaf_check(i).own_test()
+        else:
+            check.clear_deferred()
     elif pending:
         sub = [tasks[i] for i in pending]
         clearing = _joint(sub, [gs[i] for i in pending], [roundings[i] for i in pending],
-                          k + 1, seed, JOINT_NUMBERS + k)
+                          k + 1, seed, JOINT_NUMBERS + k, [holes.get(i) for i in pending])
         evaluations += clearing.checks.evaluations
+        tests += len(holes)
         cleared = clearing.covered if clearing.passed else ()
         info["clearing"] = {"passed": clearing.passed, "directions": k + 1,
                             "leaves": [t.path for t in sub],
                             "covered": [t.path for t in sub if t.leaf_number in cleared]}
+        if holes:
+            info["clearing"]["holes"] = {tasks[i].path: list(h) for i, h in holes.items()}
         for i in pending:
-            if tasks[i].leaf_number in cleared:
+            check = checks[i]
+            if check is not None:   # a search's leaf: its holed range cleared, or searched on
+                if tasks[i].leaf_number not in cleared:
+                    check.resume()
+            elif tasks[i].leaf_number in cleared:
                 leaf_taylor, leaf_dirs = taylor[i], dirs[i]
                 assert leaf_taylor is not None and leaf_dirs is not None
                 leaves[i] = _report(tasks[i], gs[i], (), clearing.checks, leaf_taylor[1])
                 evaluations += leaf_dirs.evaluations   # its probe
             else:   # k + 1 directions after the clearing test: the bound in the docstring
-                own_test(i, k + 1)
+                leaf_check(i, k + 1).own_test()
+    for i, check in enumerate(checks):
+        if check is not None:
+            leaves[i] = check.report()
+            evaluations += check.evaluations
+            tests += check.tests
     reports = tuple(leaf for leaf in leaves if leaf is not None)
     assert len(reports) == len(tasks)
     return reports, {**info, "evaluations": evaluations, "localisation_tests": tests}

@@ -51,12 +51,16 @@ class Localisation:
     blocks: tuple[Range, ...]       # ranges checked component by component
     unexplored: tuple[Range, ...]   # dirty ranges left when `limit` was reached
     spread: tuple[Range, ...]       # dirty ranges whose halves were both clean
+    # where the first path's clearing test was left to the caller (`defer`): the hole H (the
+    # block where the path ended) and the halves left unverified on the way; None: not left
+    deferred: tuple[Range, tuple[Range, ...]] | None = None
 
 
 def localise(n: int, probe: Callable[[Range], bool],
              dirty: Callable[[Sequence[Range]], Sequence[bool]],
              clear: Callable[[Range, Range], bool], check_block: Callable[[Range], int],
-             block: int, limit: int) -> Localisation:
+             block: int, limit: int, defer: bool = False, resume: Sequence[Range] = (),
+             found: int = 0) -> Localisation:
     """Search `[0, n)`, known to be dirty, for its failing components.
 
     **Arguments:**
@@ -70,6 +74,13 @@ def localise(n: int, probe: Callable[[Range], bool],
     - `check_block(range)`: checks each component of the range; returns how many fail.
     - `block`: ranges of at most this many components are checked component by component.
     - `limit`: stop once this many failing components are found.
+    - `defer`: where the first path (from `[0, n)`, unbranched) ended in a block with a
+      failing component and left halves unverified, stop there instead of calling `clear`:
+      the caller clears `[0, n)` without the block in a test of its own (`fast`: the clearing
+      joint test), and where that fails resumes with `resume` and `found`
+      (`Localisation.deferred`, `Localisation.found`).
+    - `resume`, `found`: resume a deferred search: its unverified halves are tested one by
+      one (`dirty`) and the search follows each that fails; `found`: failures found so far.
 
     ```python
     >>> wrong = {3, 700}
@@ -83,10 +94,14 @@ def localise(n: int, probe: Callable[[Range], bool],
 
     ```
     """
-    known: list[Range] = [(0, n)]   # ranges known to be dirty, not yet searched
-    found = tests = 0
+    known: list[Range] = [] if resume else [(0, n)]   # dirty ranges, not yet searched
+    tests = 0
     blocks: list[Range] = []
     spread: list[Range] = []
+    if resume:
+        tests += len(resume)
+        pending = sorted(resume, reverse=True)
+        known += [r for r, bad in zip(pending, dirty(pending)) if bad]
     while known and found < limit:
         start = lo, hi = known.pop()
         unverified: list[Range] = []   # halves left behind after a passing probe
@@ -116,7 +131,12 @@ def localise(n: int, probe: Callable[[Range], bool],
             lo, hi = left if bad_left else right
         else:
             blocks.append((lo, hi))
+            before = found
             found += check_block((lo, hi))
+            if (defer and found > before and start == (0, n) and not branched and not known
+                    and found < limit and unverified):
+                return Localisation(found, tests, tuple(blocks), (), tuple(spread),
+                                    ((lo, hi), tuple(unverified)))
         if found >= limit or not unverified:
             continue
         if not branched:
