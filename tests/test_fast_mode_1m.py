@@ -37,7 +37,7 @@ def test_fast_mode_finds_the_one_wrong_entry_of_a_million_parameter_mlp():
     # the joint test, a probe of each leaf, W0's dirty path and its block (its own test not
     # run: the block's FAIL decides it), and one clearing test of the other two leaves and of
     # W0 without the block (full mode: > 2,000,000)
-    assert report.info["evaluations"] < 190   # 178 with seed 0
+    assert report.info["evaluations"] < 170   # 160 with seed 0
     assert report.info["joint"]["passed"] is False   # the joint test saw it first
     assert report.info["clearing"]["covered"] == ["['W0']", "['W1']", "['b0']"]
     hole = report.info["clearing"]["holes"]["['W0']"]

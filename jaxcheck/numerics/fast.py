@@ -64,6 +64,7 @@ on its own after the joint test, every direction escalated, took 661.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -78,7 +79,7 @@ from ..inputs.placement import flatten, to_host
 from ..plan.tasks import LeafTask
 from . import verdicts as v
 from .components import ComponentResults
-from .direction_checks import DirectionalChecks, check_directions, outside_roundoff
+from .direction_checks import DirectionalChecks, check_directions, roundoff_margins
 from .group_testing import localise
 from .joint import JOINT_NUMBERS, joint_screen
 from .results import LeafReport
@@ -118,16 +119,50 @@ def leaf_directions(task: LeafTask, g: Any, rounding: Any, seed: int) -> Directi
                       task.leaf_number, seed, g, rounding, task.batch_size)
 
 
-def probe(task: LeafTask, dirs: Directions, f0: float, j: int = PROBE_DIRECTIONS) -> bool:
-    """Whether any of j fresh directions on the whole leaf is outside round-off at the first
-    step (`outside_roundoff`, 2 evaluations a direction). Where to look, not a verdict: it
-    passes and fails nothing. A leaf with a single wrong entry that the joint test saw shows
-    in every direction (|u·e| = sⱼ|eⱼ|·c whatever the signs), any other wrong leaf with
-    probability ≥ 1 − 2⁻ʲ."""
-    n = dirs.size
-    return bool(np.any(outside_roundoff(dirs, f0, dirs.fresh(j), np.zeros(j, np.int64),
-                                        np.full(j, n), task.eps_f, task.rel_step,
-                                        task.safety)))
+def _scale(m: int, dtype: npt.DTypeLike) -> float:
+    """c of a direction on m entries (`directions.magnitudes`): one over the power of two in
+    [√m, 2√m)."""
+    x = np.sqrt(np.asarray(m, dtype))
+    mantissa, exponent = np.frexp(x)
+    return float(1 / x) if mantissa == 0.5 else float(2.0 ** -int(exponent))
+
+
+@dataclasses.dataclass(frozen=True)
+class PathValue:
+    """A probe's value on the range [lo, hi) along direction `number` restricted to it, per
+    unit of the direction's scale c: (central difference − u·g)/c and its round-off
+    tolerance/c. The direction's signs are those of the same number on any range holding
+    this one (`directions`), so the values of a range and of its halves add up: the right
+    half's is the range's less the left half's, within the sum of their tolerances."""
+
+    lo: int
+    hi: int
+    number: int
+    diff: float
+    tol: float
+
+    @property
+    def shows(self) -> bool:
+        """Outside round-off (a NaN shows)."""
+        return not abs(self.diff) <= self.tol
+
+
+def measure(task: LeafTask, dirs: Directions, f0: float, number: int, lo: int,
+            hi: int) -> PathValue:
+    """`PathValue` of direction `number` on [lo, hi) (2 evaluations)."""
+    diff, tol = roundoff_margins(dirs, f0, np.array([number]), np.array([lo]), np.array([hi]),
+                                 task.eps_f, task.rel_step, task.safety)
+    c = _scale(hi - lo, dirs.dtype)
+    return PathValue(lo, hi, number, float(diff[0]) / c, float(tol[0]) / c)
+
+
+def probe(task: LeafTask, dirs: Directions, f0: float) -> PathValue:
+    """One fresh direction on the whole leaf at its first step (2 evaluations): whether it is
+    outside round-off (`PathValue.shows`). Where to look, not a verdict: it passes and fails
+    nothing. A leaf with a single wrong entry that the joint test saw shows in every
+    direction (|u·e| = sⱼ|eⱼ|·c whatever the signs), any other wrong leaf with probability
+    ≥ 1/2. Its value is the first of the search's dirty path (`LeafCheck`)."""
+    return measure(task, dirs, f0, int(dirs.fresh(1)[0]), 0, dirs.size)
 
 
 class LeafCheck:
@@ -145,7 +180,8 @@ class LeafCheck:
 
     def __init__(self, task: LeafTask, g: Any, rounding: Any,
                  taylor: tuple[float, TaylorResult] | None, k: int, seed: int, limit: int,
-                 dirs: Directions | None = None, own: int | None = None):
+                 dirs: Directions | None = None, own: int | None = None,
+                 root: PathValue | None = None):
         self.task, self.g, self.k, self.limit = task, g, k, limit
         self.own = k if own is None else own
         self.dirs = dirs if dirs is not None else leaf_directions(task, g, rounding, seed)
@@ -156,10 +192,14 @@ class LeafCheck:
         self.examined: list[ComponentResults] = []
         self.found = self.tests = 0
         self.deferred: tuple[tuple[int, int], tuple[tuple[int, int], ...]] | None = None
+        # the dirty path's probes: the last range that showed (the leaf's probe, `root`, to
+        # start with), and the right half's value derived from its left half's
+        self._last: PathValue | None = root
+        self._sibling: PathValue | None = None
         # the leaf's verdict when no component FAILs: its own test (not run: all undecided)
-        self.whole = DirectionalChecks(*(np.zeros(0, np.int64) for _ in range(3)),
-                                       *(np.zeros(0) for _ in range(3)), np.zeros(0, np.int8),
-                                       undecided=self.own)
+        none, empty = np.zeros(0, np.int64), np.zeros(0)
+        self.whole = DirectionalChecks(none, none, none, empty, empty, empty,
+                                       np.zeros(0, np.int8), undecided=self.own)
 
     def _analytic_at(self, point):
         return self.task.analytic.leaves(self.dirs.at(point))[self.task.leaf_number].reshape(-1)
@@ -190,10 +230,28 @@ class LeafCheck:
         # Where to look next, not a verdict: a dirty range usually shows outside round-off in
         # its first direction (probability >= 1/2 each, 1 for a single wrong entry the range's
         # scale can see); a clean one that looks dirty only costs a detour (`group_testing`).
-        task, j = self.task, min(self.k, PROBE_DIRECTIONS)
-        return bool(np.any(outside_roundoff(self.dirs, self.f0, self.dirs.fresh(j),
-                                            np.full(j, r[0]), np.full(j, r[1]), task.eps_f,
-                                            task.rel_step, task.safety)))
+        # The halves of a range that showed take its direction: the left half is measured,
+        # and the right half's value is the range's less the left's (`PathValue`), measured
+        # only where that does not show: one probe a level where the search goes right.
+        last, sibling = self._last, self._sibling
+        self._sibling = value = None
+        if last is not None:
+            mid = (last.lo + last.hi) // 2
+            if r == (last.lo, mid):
+                value = self._measure(last.number, r)
+                self._sibling = PathValue(mid, last.hi, last.number, last.diff - value.diff,
+                                          last.tol + value.tol)
+            elif r == (mid, last.hi):
+                value = (sibling if sibling is not None and sibling.shows
+                         else self._measure(last.number, r))
+        if value is None:
+            value = self._measure(int(self.dirs.fresh(1)[0]), r)
+        if value.shows:
+            self._last = value
+        return value.shows
+
+    def _measure(self, number: int, r) -> PathValue:
+        return measure(self.task, self.dirs, self.f0, number, r[0], r[1])
 
     def _dirty(self, ranges):
         # The first directions, and the rest of the k only for ranges still looking clean: a
@@ -366,9 +424,9 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
     # whose search left its clearing test to it (`LeafCheck.deferred`: the leaf holed)
     pending: list[int] = []
 
-    def leaf_check(i: int, own: int | None = None) -> LeafCheck:
+    def leaf_check(i: int, own: int | None = None, root: PathValue | None = None) -> LeafCheck:
         checks[i] = check = LeafCheck(tasks[i], gs[i], roundings[i], taylor[i], k, seed, limit,
-                                      dirs[i], own)
+                                      dirs[i], own, root)
         return check
 
     for i, (task, g, rounding, leaf_taylor) in enumerate(zip(tasks, gs, roundings, taylor)):
@@ -378,8 +436,9 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
         elif failed_joint:
             assert leaf_taylor is not None
             dirs[i] = leaf_dirs = leaf_directions(task, g, rounding, seed)
-            if probe(task, leaf_dirs, leaf_taylor[0]):
-                check = leaf_check(i)
+            root = probe(task, leaf_dirs, leaf_taylor[0])
+            if root.shows:
+                check = leaf_check(i, root=root)
                 check.decide(probed=True, defer=True)
                 if check.deferred is not None:
                     pending.append(i)
