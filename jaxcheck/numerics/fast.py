@@ -26,41 +26,59 @@ leaf's Taylor test runs in one program for all. If every direction is within rou
 leaves it covers pass. Otherwise each leaf is probed (`probe`: one direction of its own,
 screened at its first step; it passes and fails nothing):
 
-- a leaf whose probe is outside round-off gets its own test of k directions, and if it fails
-  is searched for its wrong components (`group_testing`);
-- the others (two or more) are cleared together by one more joint test of k + 1 directions
-  with fresh numbers (`JOINT_NUMBERS + k` on); if it fails, or leaves one uncovered, each of
-  them gets its own test of k + 1 directions (a single one gets its own test of k).
+- a leaf whose probe is outside round-off is searched at once for its wrong components
+  (`group_testing`, `LeafCheck.decide(probed=True)`). A component FAIL confirmed by its own
+  check (full mode's escalation) fails the leaf; only where the search confirms none does the
+  leaf's own test of k directions decide it (it passes only if all k pass, as any leaf);
+- the others (with the searched leaves' clearing tests, below) are cleared together by one more
+  joint test of k + 1 directions with fresh numbers (`JOINT_NUMBERS + k` on); if it fails, or
+  leaves one uncovered, each of them gets its own test of k + 1 directions (a single one gets
+  its own test of k), and each search goes on with the halves it left unverified.
 
-A wrong leaf L then passes only if the first joint test misses it (≤ 2⁻ᵏ), or that test
-failed and what follows passes L. After the probe, which draws fresh signs and passes nothing,
-L goes either to its own test (misses with probability ≤ 2⁻ᵏ) or to the clearing test, which
-misses it with probability ≤ 2⁻⁽ᵏ⁺¹⁾ (the Rademacher bound holds for the errors of all leaves
-together, whatever the others'), and where that fails, to its own test of k + 1 fresh
-directions (≤ 2⁻⁽ᵏ⁺¹⁾): ≤ 2⁻ᵏ on either branch. In all ≤ 2·2⁻ᵏ, so k = 21 (the default) keeps
-it ≤ 2⁻²⁰ ≈ 9.5e-7 ≤ 1e-6; in general k = ⌈log₂(2/p)⌉ for a miss probability p. Other params go
-straight to the tests of each leaf (≤ 2⁻ᵏ).
+**The search's clearing test joins the clearing joint test.** A search whose first path ends
+in a block with a confirmed FAIL leaves its clearing test (the leaf without that block H,
+`group_testing`'s `defer`) to the clearing joint test, where the leaf's direction has a hole at
+H (`joint_screen(..., holes)`): one test of k + 1 directions instead of 2k + 1 evaluations for
+it and 2(k + 1) + 1 for the others. The Rademacher argument holds for any support, so for the
+errors of every leaf (each outside its hole) together.
+
+**The bound.** A wrong leaf L, or a wrong entry of a searched leaf outside its checked blocks,
+then escapes only if the first joint test misses it (≤ 2⁻ᵏ), or that test failed and what
+follows misses it: after the probe, which draws fresh signs and passes nothing, each leaf, and
+each searched leaf's rest, passes exactly one test of ≥ k fresh directions. L goes to its own
+test (≤ 2⁻ᵏ: a searched leaf with no confirmed FAIL), or to the clearing joint test (≤ 2⁻⁽ᵏ⁺¹⁾,
+whatever the other leaves' errors), and where that fails, to its own test of k + 1 fresh
+directions or, for a searched leaf's rest, to tests of k directions on each unverified half
+(≤ 2⁻ᵏ each, and an error in a half escapes only if that half's test misses it): ≤ 2⁻ᵏ on
+either branch. In all ≤ 2·2⁻ᵏ, so k = 21 (the default) keeps it ≤ 2⁻²⁰ ≈ 9.5e-7 ≤ 1e-6; in
+general k = ⌈log₂(2/p)⌉ for a miss probability p. Other params go straight to the tests of each
+leaf (≤ 2⁻ᵏ).
 
 **A leaf's own test stops at its first FAIL.** A leaf is wrong as soon as one direction FAILs
 after the full escalation; the directions outside round-off at the first step are escalated
 1, 2, 4, … at a time, and where the first `NOISE_SAMPLES` directions are all outside, the
 noise is measured on them and they are escalated before the others are evaluated at all
 (`check_directions(..., until_fail=True)`). The directions never escalated are left out of
-the verdict (`DirectionalChecks.undecided` counts them): no direction FAILs unless confirmed,
-and a leaf passes only when all k were decided.
+the verdict (`DirectionalChecks.undecided` counts them; a searched leaf failed by a component
+has none decided and all k undecided): no direction FAILs unless confirmed, and a leaf passes
+only when all k were decided.
 
-**Localising.** The probes that choose the way down (`outside_roundoff`: the first step's
-screen of one direction, 2 evaluations) are not verdicts and clear nothing; a component FAILs
-only by its own check (`check_block`, full mode's escalation), and a range is called clean only
-when k fresh directions on it pass with the escalation (the clearing test, or `dirty`), so
-the search keeps both the bound above and "never a false alarm". With one wrong entry among
-n = 10⁶ (a 1000 × 1000 weight): ~1.5·log₂(n/`BLOCK`) ≈ 27 probes (~54 evaluations), `BLOCK`
-components (~8 and the failing one's Richardson levels) and k directions (2k + 1), where
-bisecting with k directions per clean half took ~1,000. In all, for the 1M-parameter MLP of
-`bench/fast_mode_1m.py` with one wrong entry: the joint and Taylor tests (67), six probes (12),
-the wrong leaf's test stopped at its first FAIL (8 + 24 noise + 10), the search (~114) and
-the clearing test of the other five leaves (45): ~274 evaluations, where testing every leaf
-on its own after the joint test, every direction escalated, took 661.
+**Localising.** The probes that choose the way down (`PathValue`: the first step's screen of
+one direction, 2 evaluations) are not verdicts and clear nothing. The halves of a range that
+showed take its direction restricted to them, so their values add up to the range's: the left
+half is measured, the right half's value is derived (the range's less the left's, within the
+sum of their tolerances) and measured only where that does not show, so a level costs one
+probe. A component FAILs only by its own check (`check_block`, full mode's escalation), and a
+range is called clean only when k fresh directions on it pass with the escalation (the
+clearing test, or `dirty`), so the search keeps both the bound above and "never a false
+alarm". With one wrong entry among n = 10⁶ (a 1000 × 1000 weight): log₂(n/`BLOCK`) ≈ 18 probes
+(~36 evaluations), `BLOCK` components (~8, the noise estimate and the failing one's Richardson
+levels) and its share of the clearing joint test, where bisecting with k directions per clean
+half took ~1,000. In all, for the 1M-parameter MLP of `bench/fast_mode_1m.py` with one wrong
+entry: the joint and Taylor tests (67), six probes (12), the path (36), the block (18) and the
+clearing joint test of the other five leaves and W1 without the block (45): 178 evaluations,
+where the wrong leaf's own test before the search and a clearing test of its own took 274, and
+testing every leaf on its own after the joint test, every direction escalated, took 661.
 """
 from __future__ import annotations
 

@@ -5,13 +5,15 @@ directions have random signs, so a dirty set shows with probability ≥ 1 − 2�
 cancellation; see `fast`), and *cleared* when k fresh directions on S all pass: an error in S
 that the test can see then escapes with probability ≤ 2⁻ᵏ, as for a whole leaf.
 
-**The dirty path.** From a range known to be dirty, each step tests the left half with a few
-directions (`probe`); if it fails the search goes left, else the right half is probed and, if it
-fails, the search goes right. A probe that passes clears nothing: the half it leaves behind is
-*unverified*. Only if neither half shows in its probe are both tested with the rest of the k
-directions, as a clearing test (`dirty`), and the search goes into every half that fails. A
-range of at most `block` components is checked component by component with full mode's method,
-which gives the per-component numerical values the report lists.
+**The dirty path.** From a range known (or, after a probe, thought) to be dirty, each step tests
+the left half with a direction (`probe`); if it fails the search goes left, else the right half
+is probed and, if it fails, the search goes right (`fast` derives the right half's probe from
+the range's and the left's where it can: one evaluated probe a level). A probe that passes
+clears nothing: the half it leaves behind is *unverified*. Only if neither half shows in its
+probe are both tested with the rest of the k directions, as a clearing test (`dirty`), and
+the search goes into every half that fails. A range of at most `block` components is checked
+component by component with full mode's method, which gives the per-component numerical values
+the report lists.
 
 **One clearing test for the whole path.** The unverified halves left on the way, and the halves
 cleared, make up the starting range D without the range H where the path ended (the block, or a
@@ -23,9 +25,11 @@ fails (or the path branched, leaving a dirty half inside D∖H), the unverified 
 tested one by one with k directions (`dirty`) and the search follows each that fails, as from
 the start. A probe that sends the search the wrong way (a clean half outside round-off at its
 first step) costs a detour, never a verdict: the block then has no failing component, and the
-clearing test sends the search back to the halves left unverified.
+clearing test sends the search back to the halves left unverified. The caller may take the
+first path's clearing test into a test of its own (`defer`: `fast` holes the leaf's direction
+in its clearing joint test) and resume the search where that fails (`resume`).
 
-Cost: with one wrong component in n, log₂(n/block) levels of about 1.5 probes, the block's
+Cost: with one wrong component in n, log₂(n/block) levels of one to two probes, the block's
 per-component checks (~2 evaluations each) and one clearing test of k directions:
 O(log n + k) directions instead of the O(k·log n) of clearing every half with k directions. A
 probe costs 2 evaluations per direction when it passes and a few more when it fails (its

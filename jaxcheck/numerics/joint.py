@@ -16,12 +16,15 @@ u = (u₁, …, u_L). Two consequences:
 
 The screen passes the leaves only when every direction is within round-off at the first step
 (`verdicts.screen`). Anything else (a wrong gradient, a kink crossed, curvature that needs
-the Richardson levels) sends the leaves on (`fast`: a probe of each, its own test for a leaf
-whose probe shows, one more joint test of k + 1 fresh directions, numbered from
-`JOINT_NUMBERS + k`, for the others): the joint screen never fails a leaf. A wrong leaf passes
-only if the first joint test misses it (≤ 2⁻ᵏ) or, that test failed, what follows misses it
-(≤ 2⁻ᵏ: its own test of k, or the second joint test of k + 1 and then, if that fails, its own
-test of k + 1 directions): ≤ 2·2⁻ᵏ in all (the argument in `fast`).
+the Richardson levels) sends the leaves on (`fast`: a probe of each, the search at once for a
+leaf whose probe shows, one more joint test of k + 1 fresh directions, numbered from
+`JOINT_NUMBERS + k`, for the others and for each searched leaf without the block it checked
+one by one, its direction holed there: `holes`): the joint screen never fails a leaf. A wrong
+leaf passes only if the first joint test misses it (≤ 2⁻ᵏ) or, that test failed, what follows
+misses it (≤ 2⁻ᵏ: each leaf, and each searched leaf's rest, passes exactly one test of ≥ k fresh
+directions: its own test of k, or the second joint test of k + 1 and then, if that fails, its
+own test of k + 1 directions or k on each half its search left unverified): ≤ 2·2⁻ᵏ in all
+(the argument in `fast`).
 
 Its tolerance adds the analytic-rounding terms of all leaves, so a leaf is covered only where
 the joint tolerance is at most `MAX_LOOSENING` times the one its own test would use; any other
