@@ -111,7 +111,7 @@ def test_failed_clearing_joint_test_resumes_the_search(joint_for_small_params):
     assert found == [("['W']", w) for w in wrong] + [("['v']", (7,))]
     assert report.info["joint"]["passed"] is False
     clearing = report.info["clearing"]
-    assert clearing["passed"] is False and sorted(clearing["holes"]) == ["['v']", "['W']"]
+    assert clearing["passed"] is False and sorted(clearing["holes"]) == ["['W']", "['v']"]
     assert {leaf.path for leaf in report.leaves if not leaf.ok} == {"['W']", "['v']"}
 
 
