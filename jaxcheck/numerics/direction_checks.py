@@ -124,6 +124,20 @@ def _first_pass(line: DirectionLine, rel_step: float):
     return Level(f[:k], f[k:], t1, t1), first
 
 
+def roundoff_margins(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.ndarray,
+                     hi: np.ndarray, eps_f: float, rel_step: float,
+                     safety: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per direction, its first central difference minus u·g, and the round-off tolerance of
+    the screen of `escalation.decide` (2 evaluations a direction): where to look, not a
+    verdict (`outside_roundoff`)."""
+    numbers, lo, hi = (np.asarray(x) for x in (numbers, lo, hi))
+    level, first = _first_pass(DirectionLine(dirs, numbers, lo, hi), rel_step)
+    k = numbers.size
+    screened = v.screen(first.gu[:k], level.f_plus, level.f_minus, level.h_plus, level.h_minus,
+                        f0, eps_f, HOEFFDING_Z * first.spread[:k], safety)
+    return screened.numerical - first.gu[:k], screened.tolerance
+
+
 def outside_roundoff(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.ndarray,
                      hi: np.ndarray, eps_f: float, rel_step: float,
                      safety: float) -> np.ndarray:
@@ -132,12 +146,8 @@ def outside_roundoff(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.nd
 
     Not a verdict: a direction within round-off would PASS, but one outside may still pass
     once the noise is measured. Fast mode uses it only to choose where to look next."""
-    numbers, lo, hi = (np.asarray(x) for x in (numbers, lo, hi))
-    level, first = _first_pass(DirectionLine(dirs, numbers, lo, hi), rel_step)
-    k = numbers.size
-    screened = v.screen(first.gu[:k], level.f_plus, level.f_minus, level.h_plus, level.h_minus,
-                        f0, eps_f, HOEFFDING_Z * first.spread[:k], safety)
-    return screened.status == v.FAIL
+    diff, tol = roundoff_margins(dirs, f0, numbers, lo, hi, eps_f, rel_step, safety)
+    return ~(np.abs(diff) <= tol)
 
 
 def check_directions(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.ndarray,

@@ -26,44 +26,63 @@ leaf's Taylor test runs in one program for all. If every direction is within rou
 leaves it covers pass. Otherwise each leaf is probed (`probe`: one direction of its own,
 screened at its first step; it passes and fails nothing):
 
-- a leaf whose probe is outside round-off gets its own test of k directions, and if it fails
-  is searched for its wrong components (`group_testing`);
-- the others (two or more) are cleared together by one more joint test of k + 1 directions
-  with fresh numbers (`JOINT_NUMBERS + k` on); if it fails, or leaves one uncovered, each of
-  them gets its own test of k + 1 directions (a single one gets its own test of k).
+- a leaf whose probe is outside round-off is searched at once for its wrong components
+  (`group_testing`, `LeafCheck.decide(probed=True)`). A component FAIL confirmed by its own
+  check (full mode's escalation) fails the leaf; only where the search confirms none does the
+  leaf's own test of k directions decide it (it passes only if all k pass, as any leaf);
+- the others (with the searched leaves' clearing tests, below) are cleared together by one more
+  joint test of k + 1 directions with fresh numbers (`JOINT_NUMBERS + k` on); if it fails, or
+  leaves one uncovered, each of them gets its own test of k + 1 directions (a single one gets
+  its own test of k), and each search goes on with the halves it left unverified.
 
-A wrong leaf L then passes only if the first joint test misses it (≤ 2⁻ᵏ), or that test
-failed and what follows passes L. After the probe, which draws fresh signs and passes nothing,
-L goes either to its own test (misses with probability ≤ 2⁻ᵏ) or to the clearing test, which
-misses it with probability ≤ 2⁻⁽ᵏ⁺¹⁾ (the Rademacher bound holds for the errors of all leaves
-together, whatever the others'), and where that fails, to its own test of k + 1 fresh
-directions (≤ 2⁻⁽ᵏ⁺¹⁾): ≤ 2⁻ᵏ on either branch. In all ≤ 2·2⁻ᵏ, so k = 21 (the default) keeps
-it ≤ 2⁻²⁰ ≈ 9.5e-7 ≤ 1e-6; in general k = ⌈log₂(2/p)⌉ for a miss probability p. Other params go
-straight to the tests of each leaf (≤ 2⁻ᵏ).
+**The search's clearing test joins the clearing joint test.** A search whose first path ends
+in a block with a confirmed FAIL leaves its clearing test (the leaf without that block H,
+`group_testing`'s `defer`) to the clearing joint test, where the leaf's direction has a hole at
+H (`joint_screen(..., holes)`): one test of k + 1 directions instead of 2k + 1 evaluations for
+it and 2(k + 1) + 1 for the others. The Rademacher argument holds for any support, so for the
+errors of every leaf (each outside its hole) together.
+
+**The bound.** A wrong leaf L, or a wrong entry of a searched leaf outside its checked blocks,
+then escapes only if the first joint test misses it (≤ 2⁻ᵏ), or that test failed and what
+follows misses it: after the probe, which draws fresh signs and passes nothing, each leaf, and
+each searched leaf's rest, passes exactly one test of ≥ k fresh directions. L goes to its own
+test (≤ 2⁻ᵏ: a searched leaf with no confirmed FAIL), or to the clearing joint test (≤ 2⁻⁽ᵏ⁺¹⁾,
+whatever the other leaves' errors), and where that fails, to its own test of k + 1 fresh
+directions or, for a searched leaf's rest, to tests of k directions on each unverified half
+(≤ 2⁻ᵏ each, and an error in a half escapes only if that half's test misses it): ≤ 2⁻ᵏ on
+either branch. In all ≤ 2·2⁻ᵏ, so k = 21 (the default) keeps it ≤ 2⁻²⁰ ≈ 9.5e-7 ≤ 1e-6; in
+general k = ⌈log₂(2/p)⌉ for a miss probability p. Other params go straight to the tests of each
+leaf (≤ 2⁻ᵏ).
 
 **A leaf's own test stops at its first FAIL.** A leaf is wrong as soon as one direction FAILs
 after the full escalation; the directions outside round-off at the first step are escalated
 1, 2, 4, … at a time, and where the first `NOISE_SAMPLES` directions are all outside, the
 noise is measured on them and they are escalated before the others are evaluated at all
 (`check_directions(..., until_fail=True)`). The directions never escalated are left out of
-the verdict (`DirectionalChecks.undecided` counts them): no direction FAILs unless confirmed,
-and a leaf passes only when all k were decided.
+the verdict (`DirectionalChecks.undecided` counts them; a searched leaf failed by a component
+has none decided and all k undecided): no direction FAILs unless confirmed, and a leaf passes
+only when all k were decided.
 
-**Localising.** The probes that choose the way down (`outside_roundoff`: the first step's
-screen of one direction, 2 evaluations) are not verdicts and clear nothing; a component FAILs
-only by its own check (`check_block`, full mode's escalation), and a range is called clean only
-when k fresh directions on it pass with the escalation (the clearing test, or `dirty`), so
-the search keeps both the bound above and "never a false alarm". With one wrong entry among
-n = 10⁶ (a 1000 × 1000 weight): ~1.5·log₂(n/`BLOCK`) ≈ 27 probes (~54 evaluations), `BLOCK`
-components (~8 and the failing one's Richardson levels) and k directions (2k + 1), where
-bisecting with k directions per clean half took ~1,000. In all, for the 1M-parameter MLP of
-`bench/fast_mode_1m.py` with one wrong entry: the joint and Taylor tests (67), six probes (12),
-the wrong leaf's test stopped at its first FAIL (8 + 24 noise + 10), the search (~114) and
-the clearing test of the other five leaves (45): ~274 evaluations, where testing every leaf
-on its own after the joint test, every direction escalated, took 661.
+**Localising.** The probes that choose the way down (`PathValue`: the first step's screen of
+one direction, 2 evaluations) are not verdicts and clear nothing. The halves of a range that
+showed take its direction restricted to them, so their values add up to the range's: the left
+half is measured, the right half's value is derived (the range's less the left's, within the
+sum of their tolerances) and measured only where that does not show, so a level costs one
+probe. A component FAILs only by its own check (`check_block`, full mode's escalation), and a
+range is called clean only when k fresh directions on it pass with the escalation (the
+clearing test, or `dirty`), so the search keeps both the bound above and "never a false
+alarm". With one wrong entry among n = 10⁶ (a 1000 × 1000 weight): log₂(n/`BLOCK`) ≈ 18 probes
+(~36 evaluations), `BLOCK` components (~8, the noise estimate and the failing one's Richardson
+levels) and its share of the clearing joint test, where bisecting with k directions per clean
+half took ~1,000. In all, for the 1M-parameter MLP of `bench/fast_mode_1m.py` with one wrong
+entry: the joint and Taylor tests (67), six probes (12), the path (36), the block (18) and the
+clearing joint test of the other five leaves and W1 without the block (45): 178 evaluations,
+where the wrong leaf's own test before the search and a clearing test of its own took 274, and
+testing every leaf on its own after the joint test, every direction escalated, took 661.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -78,7 +97,7 @@ from ..inputs.placement import entries, flatten
 from ..plan.tasks import LeafTask
 from . import verdicts as v
 from .components import ComponentResults
-from .direction_checks import DirectionalChecks, check_directions, outside_roundoff
+from .direction_checks import DirectionalChecks, check_directions, roundoff_margins
 from .group_testing import localise
 from .joint import JOINT_NUMBERS, joint_screen
 from .results import LeafReport
@@ -118,109 +137,230 @@ def leaf_directions(task: LeafTask, g: Any, rounding: Any, seed: int) -> Directi
                       task.leaf_number, seed, g, rounding, task.batch_size)
 
 
-def probe(task: LeafTask, dirs: Directions, f0: float, j: int = PROBE_DIRECTIONS) -> bool:
-    """Whether any of j fresh directions on the whole leaf is outside round-off at the first
-    step (`outside_roundoff`, 2 evaluations a direction). Where to look, not a verdict: it
-    passes and fails nothing. A leaf with a single wrong entry that the joint test saw shows
-    in every direction (|u·e| = sⱼ|eⱼ|·c whatever the signs), any other wrong leaf with
-    probability ≥ 1 − 2⁻ʲ."""
-    n = dirs.size
-    return bool(np.any(outside_roundoff(dirs, f0, dirs.fresh(j), np.zeros(j, np.int64),
-                                        np.full(j, n), task.eps_f, task.rel_step,
-                                        task.safety)))
+def _scale(m: int, dtype: npt.DTypeLike) -> float:
+    """c of a direction on m entries (`directions.magnitudes`): one over the power of two in
+    [√m, 2√m)."""
+    x = np.sqrt(np.asarray(m, dtype))
+    mantissa, exponent = np.frexp(x)
+    return float(1 / x) if mantissa == 0.5 else float(2.0 ** -int(exponent))
 
 
-def check_leaf_fast(task: LeafTask, g: Any, rounding: Any,
-                    taylor: tuple[float, TaylorResult] | None, k: int, seed: int,
-                    limit: int, dirs: Directions | None = None,
-                    own: int | None = None) -> tuple[LeafReport, dict[str, int]]:
-    """Fast-mode report of one leaf tested on its own (flat g and its rounding bound, on
-    device), and counts of the work done (`evaluations`: all of `dirs`', a probe's included).
-    `taylor`: f(θ) and the leaf's Taylor test if already done (`taylor_tests`); `dirs`: the
-    leaf's directions if already drawn from (`probe`); `own`: directions of the leaf's own
-    test (default k; k + 1 after a failed clearing test, see the module docstring).
+@dataclasses.dataclass(frozen=True)
+class PathValue:
+    """A probe's value on the range [lo, hi) along direction `number` restricted to it, per
+    unit of the direction's scale c: (central difference − u·g)/c and its round-off
+    tolerance/c. The direction's signs are those of the same number on any range holding
+    this one (`directions`), so the values of a range and of its halves add up: the right
+    half's is the range's less the left half's, within the sum of their tolerances."""
+
+    lo: int
+    hi: int
+    number: int
+    diff: float
+    tol: float
+
+    @property
+    def shows(self) -> bool:
+        """Outside round-off (a NaN shows)."""
+        return not abs(self.diff) <= self.tol
+
+
+def measure(task: LeafTask, dirs: Directions, f0: float, number: int, lo: int,
+            hi: int) -> PathValue:
+    """`PathValue` of direction `number` on [lo, hi) (2 evaluations)."""
+    diff, tol = roundoff_margins(dirs, f0, np.array([number]), np.array([lo]), np.array([hi]),
+                                 task.eps_f, task.rel_step, task.safety)
+    c = _scale(hi - lo, dirs.dtype)
+    return PathValue(lo, hi, number, float(diff[0]) / c, float(tol[0]) / c)
+
+
+def probe(task: LeafTask, dirs: Directions, f0: float) -> PathValue:
+    """One fresh direction on the whole leaf at its first step (2 evaluations): whether it is
+    outside round-off (`PathValue.shows`). Where to look, not a verdict: it passes and fails
+    nothing. A leaf with a single wrong entry that the joint test saw shows in every
+    direction (|u·e| = sⱼ|eⱼ|·c whatever the signs), any other wrong leaf with probability
+    ≥ 1/2. Its value is the first of the search's dirty path (`LeafCheck`)."""
+    return measure(task, dirs, f0, int(dirs.fresh(1)[0]), 0, dirs.size)
+
+
+class LeafCheck:
+    """One leaf's checks in fast mode (flat g and its rounding bound, on device): its own test,
+    the search for its wrong components, and its report. `taylor`: f(θ) and the leaf's Taylor
+    test if already done (`taylor_tests`); `dirs`: the leaf's directions if already drawn from
+    (`probe`); `own`: directions of the leaf's own test (default k; k + 1 after a failed
+    clearing test, see the module docstring).
 
     The leaf's own test stops at its first confirmed FAIL (`check_directions(...,
     until_fail=True)`): the directions outside round-off at the first step are escalated 1,
     2, 4, … at a time, so a wrong leaf costs 2k evaluations, the noise estimate and one
     direction's Richardson levels instead of every direction's. Its report holds the
     directions decided; the others are counted in `DirectionalChecks.undecided`."""
-    n = g.size
-    if dirs is None:
-        dirs = leaf_directions(task, g, rounding, seed)
-    # direction 0 is also the first of the whole-leaf test below (when nothing was drawn)
-    f0, leaf_taylor = taylor if taylor is not None else taylor_test(dirs, 0, task.eps_f)
 
-    def analytic_at(point):
-        return task.analytic.leaves(dirs.at(point))[task.leaf_number].reshape(-1)
+    def __init__(self, task: LeafTask, g: Any, rounding: Any,
+                 taylor: tuple[float, TaylorResult] | None, k: int, seed: int, limit: int,
+                 dirs: Directions | None = None, own: int | None = None,
+                 root: PathValue | None = None):
+        self.task, self.g, self.k, self.limit = task, g, k, limit
+        self.own = k if own is None else own
+        self.dirs = dirs if dirs is not None else leaf_directions(task, g, rounding, seed)
+        # direction 0 is also the first of the whole-leaf test (when nothing was drawn)
+        self.f0, self.taylor = (taylor if taylor is not None
+                                else taylor_test(self.dirs, 0, task.eps_f))
+        self.noise: float | None = None   # f's rounding noise near θ, measured once per leaf
+        self.examined: list[ComponentResults] = []
+        self.found = self.tests = 0
+        self.deferred: tuple[tuple[int, int], tuple[tuple[int, int], ...]] | None = None
+        # the dirty path's probes: the last range that showed (the leaf's probe, `root`, to
+        # start with), and the right half's value derived from its left half's
+        self._last: PathValue | None = root
+        self._sibling: PathValue | None = None
+        # the leaf's verdict when no component FAILs: its own test (not run: all undecided)
+        none, empty = np.zeros(0, np.int64), np.zeros(0)
+        self.whole = DirectionalChecks(none, none, none, empty, empty, empty,
+                                       np.zeros(0, np.int8), undecided=self.own)
 
-    noise: float | None = None   # f's rounding noise near θ, measured once per leaf
+    def _analytic_at(self, point):
+        return self.task.analytic.leaves(self.dirs.at(point))[self.task.leaf_number].reshape(-1)
 
-    def directions(numbers, lo, hi, hole=None, until_fail=False) -> DirectionalChecks:
-        nonlocal noise
-        result = check_directions(dirs, f0, numbers, lo, hi, task.eps_f, task.rel_step,
-                                  task.safety, analytic_at, noise, hole, until_fail)
-        noise = result.noise if result.noise > 0 else noise
+    def _directions(self, numbers, lo, hi, hole=None, until_fail=False) -> DirectionalChecks:
+        task = self.task
+        result = check_directions(self.dirs, self.f0, numbers, lo, hi, task.eps_f,
+                                  task.rel_step, task.safety, self._analytic_at, self.noise,
+                                  hole, until_fail)
+        self.noise = result.noise if result.noise > 0 else self.noise
         return result
 
-    def test_with(ranges, j):
+    def own_test(self) -> DirectionalChecks:
+        """The leaf's own test of `own` directions on the whole leaf, until its first FAIL."""
+        j, n = self.own, self.dirs.size
+        self.whole = self._directions(self.dirs.fresh(j), np.zeros(j, np.int64), np.full(j, n),
+                                      until_fail=True)
+        return self.whole
+
+    def _test_with(self, ranges, j):
         lo = np.repeat([r[0] for r in ranges], j)
         hi = np.repeat([r[1] for r in ranges], j)
-        result = directions(dirs.fresh(j * len(ranges)), lo, hi)
+        result = self._directions(self.dirs.fresh(j * len(ranges)), lo, hi)
         return [bool(np.any(result.status[i * j:(i + 1) * j] == v.FAIL))
                 for i in range(len(ranges))]
 
-    k_own = k if own is None else own
-    whole = directions(dirs.fresh(k_own), np.zeros(k_own, np.int64), np.full(k_own, n),
-                       until_fail=True)
-    examined: list[ComponentResults] = []
-    first = min(k, FIRST_DIRECTIONS)
-
-    def probe_range(r):
+    def _probe_range(self, r) -> bool:
         # Where to look next, not a verdict: a dirty range usually shows outside round-off in
         # its first direction (probability >= 1/2 each, 1 for a single wrong entry the range's
         # scale can see); a clean one that looks dirty only costs a detour (`group_testing`).
-        j = min(k, PROBE_DIRECTIONS)
-        return bool(np.any(outside_roundoff(dirs, f0, dirs.fresh(j), np.full(j, r[0]),
-                                            np.full(j, r[1]), task.eps_f, task.rel_step,
-                                            task.safety)))
+        # The halves of a range that showed take its direction: the left half is measured,
+        # and the right half's value is the range's less the left's (`PathValue`), measured
+        # only where that does not show: one probe a level where the search goes right.
+        last, sibling = self._last, self._sibling
+        self._sibling = value = None
+        if last is not None:
+            mid = (last.lo + last.hi) // 2
+            if r == (last.lo, mid):
+                value = self._measure(last.number, r)
+                self._sibling = PathValue(mid, last.hi, last.number, last.diff - value.diff,
+                                          last.tol + value.tol)
+            elif r == (mid, last.hi):
+                value = (sibling if sibling is not None and sibling.shows
+                         else self._measure(last.number, r))
+        if value is None:
+            value = self._measure(int(self.dirs.fresh(1)[0]), r)
+        if value.shows:
+            self._last = value
+        return value.shows
 
-    def dirty(ranges):
+    def _measure(self, number: int, r) -> PathValue:
+        return measure(self.task, self.dirs, self.f0, number, r[0], r[1])
+
+    def _dirty(self, ranges):
         # The first directions, and the rest of the k only for ranges still looking clean: a
         # range is called clean only after k fresh directions all pass, as for the leaf.
-        verdicts = test_with(ranges, first)
+        k, first = self.k, min(self.k, FIRST_DIRECTIONS)
+        verdicts = self._test_with(ranges, first)
         rest = [r for r, bad in zip(ranges, verdicts) if not bad]
         if rest and k > first:
-            more = iter(test_with(rest, k - first))
+            more = iter(self._test_with(rest, k - first))
             verdicts = [bad or next(more) for bad in verdicts]
         return verdicts
 
-    def clear(r, hole):
+    def _clear(self, r, hole) -> bool:
         # k fresh directions on r without the hole: the ranges left unverified on the way down
+        k = self.k
         lo, hi = np.full(k, r[0]), np.full(k, r[1])
         holes = (np.full(k, hole[0]), np.full(k, hole[1]))
         # stops at its first FAIL: a range is cleared only when all k were decided
-        return directions(dirs.fresh(k), lo, hi, holes, until_fail=True).n_fail == 0
+        return self._directions(self.dirs.fresh(k), lo, hi, holes, until_fail=True).n_fail == 0
 
-    def check_block(r):
+    def _check_block(self, r) -> int:
         # A direction on one component j is ±sⱼ·eⱼ (sⱼ: max(1,|θⱼ|) rounded up to a power of
         # two): its check is full mode's per-component check (steps up to 2x full mode's, the
         # same error model and kink analysis), evaluated by the function already compiled for
         # this leaf; the values are divided back by uⱼ.
         idx = np.arange(r[0], r[1])
-        res = directions(dirs.fresh(idx.size), idx, idx + 1)
+        res = self._directions(self.dirs.fresh(idx.size), idx, idx + 1)
         assert res.u_sum is not None  # check_directions always sets it
-        examined.append(ComponentResults(idx, res.status, res.numerical / res.u_sum,
-                                         res.tolerance / np.abs(res.u_sum), res.evaluations))
+        self.examined.append(ComponentResults(idx, res.status, res.numerical / res.u_sum,
+                                              res.tolerance / np.abs(res.u_sum),
+                                              res.evaluations))
         return int(np.sum(res.status == v.FAIL))
 
-    tests = 0
-    if whole.n_fail:
-        loc = localise(n, probe_range, dirty, clear, check_block, block=max(1, BLOCK),
-                       limit=limit)
-        tests = loc.tests
-    counts = {"evaluations": dirs.evaluations, "tests": tests}
-    return _report(task, g, examined, whole, leaf_taylor), counts
+    def search(self, defer: bool = False, resume: Sequence[tuple[int, int]] = ()) -> int:
+        """Group testing for the leaf's wrong components (`group_testing.localise`); `defer`
+        and `resume` as there. Returns the failing components found so far."""
+        loc = localise(self.dirs.size, self._probe_range, self._dirty, self._clear,
+                       self._check_block, block=max(1, BLOCK), limit=self.limit, defer=defer,
+                       resume=resume, found=self.found)
+        self.found, self.tests = loc.found, self.tests + loc.tests
+        self.deferred = loc.deferred
+        return self.found
+
+    def clear_deferred(self) -> None:
+        """The deferred search's clearing test on the leaf alone (k directions on the leaf
+        without the hole), and the search resumed if it fails."""
+        assert self.deferred is not None
+        self.tests += 1
+        if self._clear((0, self.dirs.size), self.deferred[0]):
+            self.deferred = None
+        else:
+            self.resume()
+
+    def resume(self) -> int:
+        """The deferred search after its clearing test failed (`search`)."""
+        assert self.deferred is not None
+        unverified, self.deferred = self.deferred[1], None
+        return self.search(resume=unverified)
+
+    def decide(self, probed: bool = False, defer: bool = False) -> None:
+        """The leaf's verdict. A leaf whose probe showed (`probed`) is searched first: a
+        component FAIL confirmed by its own check fails the leaf, so its own test runs only
+        where the search confirms none. Otherwise its own test first, and the search if it
+        FAILs (`defer`: see `search`)."""
+        if probed:
+            if not self.search(defer):
+                self.own_test()
+        elif self.own_test().n_fail:
+            self.search(defer)
+
+    def report(self, directions: DirectionalChecks | None = None) -> LeafReport:
+        """The leaf's report, with `directions` (default: its own test's) as its verdict."""
+        return _report(self.task, self.g, self.examined,
+                       self.whole if directions is None else directions, self.taylor)
+
+    @property
+    def evaluations(self) -> int:
+        """Loss evaluations of this leaf's directions (its probe's included)."""
+        return self.dirs.evaluations
+
+
+def check_leaf_fast(task: LeafTask, g: Any, rounding: Any,
+                    taylor: tuple[float, TaylorResult] | None, k: int, seed: int,
+                    limit: int, dirs: Directions | None = None,
+                    own: int | None = None) -> tuple[LeafReport, dict[str, int]]:
+    """Fast-mode report of one leaf tested on its own (`LeafCheck`: its own test, and the
+    search if it FAILs), and counts of the work done (`evaluations`: all of `dirs`', a
+    probe's included)."""
+    leaf = LeafCheck(task, g, rounding, taylor, k, seed, limit, dirs, own)
+    leaf.decide()
+    return leaf.report(), {"evaluations": leaf.evaluations, "tests": leaf.tests}
 
 
 @jax.jit
@@ -254,13 +394,15 @@ def _together(tasks: Sequence[LeafTask], gs_device: Sequence[Any], roundings: Se
 
 
 def _joint(tasks: Sequence[LeafTask], gs_device: Sequence[Any], roundings: Sequence[Any],
-           k: int, seed: int, first_number: int = JOINT_NUMBERS):
-    """The joint test of `tasks`' leaves: k directions numbered from `first_number`."""
+           k: int, seed: int, first_number: int = JOINT_NUMBERS,
+           holes: Sequence[tuple[int, int] | None] | None = None):
+    """The joint test of `tasks`' leaves: k directions numbered from `first_number`, each
+    leaf's without its hole (`joint_screen`)."""
     first = tasks[0]
     return joint_screen(first.problem, [t.position for t in tasks],
                         [t.leaf_number for t in tasks], first.param_dynamic, first.arg_dynamic,
                         gs_device, roundings, k, seed, first.eps_f, first.rel_step,
-                        first.safety, [t.path for t in tasks], first_number)
+                        first.safety, [t.path for t in tasks], first_number, holes)
 
 
 # A joint direction's program holds every leaf's direction, its magnitudes and the point
@@ -295,15 +437,15 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
         taylor = [None] * len(tasks)
     leaves: list[LeafReport | None] = [None] * len(tasks)
     dirs: list[Directions | None] = [None] * len(tasks)
-    pending: list[int] = []   # leaves left to the clearing test (their probe within round-off)
+    checks: list[LeafCheck | None] = [None] * len(tasks)
+    # leaves left to the clearing test: those whose probe was within round-off, and those
+    # whose search left its clearing test to it (`LeafCheck.deferred`: the leaf holed)
+    pending: list[int] = []
 
-    def own_test(i: int, own: int | None = None) -> None:
-        nonlocal evaluations, tests
-        report, counts = check_leaf_fast(tasks[i], gs[i], roundings[i], taylor[i], k, seed,
-                                         limit, dirs[i], own)
-        leaves[i] = report
-        evaluations += counts["evaluations"]
-        tests += counts["tests"]
+    def leaf_check(i: int, own: int | None = None, root: PathValue | None = None) -> LeafCheck:
+        checks[i] = check = LeafCheck(tasks[i], gs[i], roundings[i], taylor[i], k, seed, limit,
+                                      dirs[i], own, root)
+        return check
 
     for i, (task, g, rounding, leaf_taylor) in enumerate(zip(tasks, gs, roundings, taylor)):
         if task.leaf_number in covered:  # passed by the joint test
@@ -312,31 +454,54 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
         elif failed_joint:
             assert leaf_taylor is not None
             dirs[i] = leaf_dirs = leaf_directions(task, g, rounding, seed)
-            if probe(task, leaf_dirs, leaf_taylor[0]):
-                own_test(i)
+            root = probe(task, leaf_dirs, leaf_taylor[0])
+            if root.shows:
+                check = leaf_check(i, root=root)
+                check.decide(probed=True, defer=True)
+                if check.deferred is not None:
+                    pending.append(i)
             else:
                 pending.append(i)
         else:
-            own_test(i)
-    if len(pending) == 1:   # a clearing test of one leaf is its own test
-        own_test(pending[0])
+            leaf_check(i).decide()
+    holes = {i: check.deferred[0] for i, check in enumerate(checks)
+             if check is not None and check.deferred is not None}
+    if len(pending) == 1:   # a clearing test of one leaf is its own test (or its search's)
+        i = pending[0]
+        check = checks[i]
+        if check is None:
+            leaf_check(i).own_test()
+        else:
+            check.clear_deferred()
     elif pending:
         sub = [tasks[i] for i in pending]
         clearing = _joint(sub, [gs[i] for i in pending], [roundings[i] for i in pending],
-                          k + 1, seed, JOINT_NUMBERS + k)
+                          k + 1, seed, JOINT_NUMBERS + k, [holes.get(i) for i in pending])
         evaluations += clearing.checks.evaluations
+        tests += len(holes)
         cleared = clearing.covered if clearing.passed else ()
         info["clearing"] = {"passed": clearing.passed, "directions": k + 1,
                             "leaves": [t.path for t in sub],
                             "covered": [t.path for t in sub if t.leaf_number in cleared]}
+        if holes:
+            info["clearing"]["holes"] = {tasks[i].path: list(h) for i, h in holes.items()}
         for i in pending:
-            if tasks[i].leaf_number in cleared:
+            check = checks[i]
+            if check is not None:   # a search's leaf: its holed range cleared, or searched on
+                if tasks[i].leaf_number not in cleared:
+                    check.resume()
+            elif tasks[i].leaf_number in cleared:
                 leaf_taylor, leaf_dirs = taylor[i], dirs[i]
                 assert leaf_taylor is not None and leaf_dirs is not None
                 leaves[i] = _report(tasks[i], gs[i], (), clearing.checks, leaf_taylor[1])
                 evaluations += leaf_dirs.evaluations   # its probe
             else:   # k + 1 directions after the clearing test: the bound in the docstring
-                own_test(i, k + 1)
+                leaf_check(i, k + 1).own_test()
+    for i, check in enumerate(checks):
+        if check is not None:
+            leaves[i] = check.report()
+            evaluations += check.evaluations
+            tests += check.tests
     reports = tuple(leaf for leaf in leaves if leaf is not None)
     assert len(reports) == len(tasks)
     return reports, {**info, "evaluations": evaluations, "localisation_tests": tests}

@@ -5,13 +5,15 @@ directions have random signs, so a dirty set shows with probability ≥ 1 − 2�
 cancellation; see `fast`), and *cleared* when k fresh directions on S all pass: an error in S
 that the test can see then escapes with probability ≤ 2⁻ᵏ, as for a whole leaf.
 
-**The dirty path.** From a range known to be dirty, each step tests the left half with a few
-directions (`probe`); if it fails the search goes left, else the right half is probed and, if it
-fails, the search goes right. A probe that passes clears nothing: the half it leaves behind is
-*unverified*. Only if neither half shows in its probe are both tested with the rest of the k
-directions, as a clearing test (`dirty`), and the search goes into every half that fails. A
-range of at most `block` components is checked component by component with full mode's method,
-which gives the per-component numerical values the report lists.
+**The dirty path.** From a range known (or, after a probe, thought) to be dirty, each step tests
+the left half with a direction (`probe`); if it fails the search goes left, else the right half
+is probed and, if it fails, the search goes right (`fast` derives the right half's probe from
+the range's and the left's where it can: one evaluated probe a level). A probe that passes
+clears nothing: the half it leaves behind is *unverified*. Only if neither half shows in its
+probe are both tested with the rest of the k directions, as a clearing test (`dirty`), and
+the search goes into every half that fails. A range of at most `block` components is checked
+component by component with full mode's method, which gives the per-component numerical values
+the report lists.
 
 **One clearing test for the whole path.** The unverified halves left on the way, and the halves
 cleared, make up the starting range D without the range H where the path ended (the block, or a
@@ -23,9 +25,11 @@ fails (or the path branched, leaving a dirty half inside D∖H), the unverified 
 tested one by one with k directions (`dirty`) and the search follows each that fails, as from
 the start. A probe that sends the search the wrong way (a clean half outside round-off at its
 first step) costs a detour, never a verdict: the block then has no failing component, and the
-clearing test sends the search back to the halves left unverified.
+clearing test sends the search back to the halves left unverified. The caller may take the
+first path's clearing test into a test of its own (`defer`: `fast` holes the leaf's direction
+in its clearing joint test) and resume the search where that fails (`resume`).
 
-Cost: with one wrong component in n, log₂(n/block) levels of about 1.5 probes, the block's
+Cost: with one wrong component in n, log₂(n/block) levels of one to two probes, the block's
 per-component checks (~2 evaluations each) and one clearing test of k directions:
 O(log n + k) directions instead of the O(k·log n) of clearing every half with k directions. A
 probe costs 2 evaluations per direction when it passes and a few more when it fails (its
@@ -51,12 +55,16 @@ class Localisation:
     blocks: tuple[Range, ...]       # ranges checked component by component
     unexplored: tuple[Range, ...]   # dirty ranges left when `limit` was reached
     spread: tuple[Range, ...]       # dirty ranges whose halves were both clean
+    # where the first path's clearing test was left to the caller (`defer`): the hole H (the
+    # block where the path ended) and the halves left unverified on the way; None: not left
+    deferred: tuple[Range, tuple[Range, ...]] | None = None
 
 
 def localise(n: int, probe: Callable[[Range], bool],
              dirty: Callable[[Sequence[Range]], Sequence[bool]],
              clear: Callable[[Range, Range], bool], check_block: Callable[[Range], int],
-             block: int, limit: int) -> Localisation:
+             block: int, limit: int, defer: bool = False, resume: Sequence[Range] = (),
+             found: int = 0) -> Localisation:
     """Search `[0, n)`, known to be dirty, for its failing components.
 
     **Arguments:**
@@ -70,6 +78,13 @@ def localise(n: int, probe: Callable[[Range], bool],
     - `check_block(range)`: checks each component of the range; returns how many fail.
     - `block`: ranges of at most this many components are checked component by component.
     - `limit`: stop once this many failing components are found.
+    - `defer`: where the first path (from `[0, n)`, unbranched) ended in a block with a
+      failing component and left halves unverified, stop there instead of calling `clear`:
+      the caller clears `[0, n)` without the block in a test of its own (`fast`: the clearing
+      joint test), and where that fails resumes with `resume` and `found`
+      (`Localisation.deferred`, `Localisation.found`).
+    - `resume`, `found`: resume a deferred search: its unverified halves are tested one by
+      one (`dirty`) and the search follows each that fails; `found`: failures found so far.
 
     ```python
     >>> wrong = {3, 700}
@@ -83,10 +98,14 @@ def localise(n: int, probe: Callable[[Range], bool],
 
     ```
     """
-    known: list[Range] = [(0, n)]   # ranges known to be dirty, not yet searched
-    found = tests = 0
+    known: list[Range] = [] if resume else [(0, n)]   # dirty ranges, not yet searched
+    tests = 0
     blocks: list[Range] = []
     spread: list[Range] = []
+    if resume:
+        tests += len(resume)
+        pending = sorted(resume, reverse=True)
+        known += [r for r, bad in zip(pending, dirty(pending)) if bad]
     while known and found < limit:
         start = lo, hi = known.pop()
         unverified: list[Range] = []   # halves left behind after a passing probe
@@ -116,7 +135,12 @@ def localise(n: int, probe: Callable[[Range], bool],
             lo, hi = left if bad_left else right
         else:
             blocks.append((lo, hi))
+            before = found
             found += check_block((lo, hi))
+            if (defer and found > before and start == (0, n) and not branched and not known
+                    and found < limit and unverified):
+                return Localisation(found, tests, tuple(blocks), (), tuple(spread),
+                                    ((lo, hi), tuple(unverified)))
         if found >= limit or not unverified:
             continue
         if not branched:

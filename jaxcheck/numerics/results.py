@@ -103,7 +103,7 @@ class LeafReport(VerdictTable):
         left out), and the object holding them: the leaf's own components, or in fast mode
         its directional checks, which one joint test shares among several leaves (a report
         counts each owner once)."""
-        if self.directions is not None:
+        if self.directions is not None and self.directions.k:   # k = 0: none decided
             d = self.directions
             m = d.status != INCONCLUSIVE
             return d, d.analytic[m], d.numerical[m]

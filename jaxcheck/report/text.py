@@ -132,7 +132,8 @@ def _fast_table(report: Report) -> list[str]:
         d = leaf.directions
         if d is None:
             continue
-        verdict = (f"{d.n_fail}/{d.k} FAIL"
+        verdict = (f"not run ({d.undecided} undecided): a component FAILs" if not d.k else
+                   f"{d.n_fail}/{d.k} FAIL"
                    + (f", {d.undecided} undecided" if d.undecided else "") if d.n_fail else
                    f"{d.k - d.n_inconclusive}/{d.k} pass"
                    + (f", {d.n_inconclusive} kink" if d.n_inconclusive else "")
@@ -147,7 +148,8 @@ def _fast_table(report: Report) -> list[str]:
         "2*2^-k after a joint test of all leaves (joint: passed by a joint test, the first "
         "or, after it failed, one of k+1 over the leaves whose probe showed nothing); "
         "x/y FAIL: a leaf's test stops at its first confirmed FAIL (undecided: the "
-        "directions not escalated); "
+        "directions not escalated; not run: a leaf whose probe showed is searched first, "
+        "and a component FAIL confirmed by its own check decides it); "
         "Taylor order: remainder ~ h^order, 2 for a correct gradient, 1 for a wrong one"]
 
 
