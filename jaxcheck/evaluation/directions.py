@@ -249,15 +249,20 @@ class Directions:
 
     def __post_init__(self) -> None:
         leaf = self.param_dynamic[self.position]
-        self.theta = flatten(jnp.asarray(leaf))
         self.dtype = np.dtype(leaf.dtype)
         # cast where they live: a sharded leaf's gradient stays sharded, off the host
         self.g_device = jnp.asarray(self.g).astype(self.dtype)
         self.rounding_device = jnp.asarray(self.rounding).astype(self.dtype)
-        self.size = int(self.theta.size)
+        self.size = int(np.prod(leaf.shape, dtype=np.int64))
         # Points per call, fixed for the leaf: a call holds `batch // T` directions of T steps.
         self.batch = choose_batch_size(self.size * self.dtype.itemsize, POINTS_PER_CALL,
                                        self.batch_size)
+
+    @property
+    def theta(self) -> Any:
+        """The leaf, flat: formed when asked (rarely: a direction's vector, a kink's
+        neighbourhood), never kept, so a large leaf is not held twice."""
+        return flatten(jnp.asarray(self.param_dynamic[self.position]))
 
     def _group(self, numbers, lo, hi, hole_lo, hole_hi):
         """Rows grouped by direction: (J, 5) keys, and each row's group and slot in it.
