@@ -302,8 +302,6 @@ def _compile_with(kernel: Kernel, one: Callable[..., Any], shared: Any, batch: i
         # results, replicated, come back.
         batch_sharding = batch_sharding_of(mesh, leaves)
         jitted = jax.jit(f, out_shardings=placement.replicated(mesh))
-        batch_specs = [jax.ShapeDtypeStruct((batch,) + s.shape, s.dtype,
-                                            sharding=batch_sharding) for s in specs]
     elif len(devices) > 1:
         mesh = mesh_devices.mesh_of(devices)
         shared_s, split = mesh_devices.replicated(mesh), mesh_devices.split_over(mesh)
@@ -311,8 +309,8 @@ def _compile_with(kernel: Kernel, one: Callable[..., Any], shared: Any, batch: i
                          in_shardings=(shared_s,) + (split,) * len(specs), out_shardings=split)
     else:
         jitted = jax.jit(f)
-    if mesh is None or batch_sharding is None:
-        batch_specs = [jax.ShapeDtypeStruct((batch,) + s.shape, s.dtype) for s in specs]
+    batch_specs = [jax.ShapeDtypeStruct((batch,) + s.shape, s.dtype, sharding=batch_sharding)
+                   for s in specs]
     compiled = jitted.lower(shared, *batch_specs).compile()
     with _lock:
         _compilations += 1

@@ -153,11 +153,7 @@ def along(axes: Sequence[str]) -> PartitionSpec:
 
 @functools.lru_cache(maxsize=16)
 def _flattener(sharding: NamedSharding) -> Any:
-    return jax.jit(_flat, out_shardings=sharding)
-
-
-def _flat(x: Any) -> Any:
-    return flat(x)
+    return jax.jit(flat, out_shardings=sharding)
 
 
 def _explicit(x: Any) -> Any:
