@@ -21,6 +21,7 @@ from .report.bands import band_of as band_of
 from .report.jacobian import JacobianBlock as JacobianBlock
 from .report.jacobian import JacobianFailure as JacobianFailure
 from .report.jacobian import JacobianReport as JacobianReport
+from .report.reference import ReferenceReport as ReferenceReport
 from .report.report import Report as Report
 from .report.terms import TermsReport as TermsReport
 from .tools.health import Flag as Flag
@@ -52,6 +53,7 @@ __all__ = [
     "NonFiniteLossError",
     "NondeterminismError",
     "Options",
+    "ReferenceReport",
     "Report",
     "Sweep",
     "TermsReport",

@@ -19,10 +19,12 @@ from ..plan.gradients import AnalyticGradient
 from ..plan.setup import leaf_tasks, require_mode_and_method, shared_setup
 from ..report.report import Report
 from .loss_terms import check_terms
+from .reference import check_against_reference, native_options
 
 
 def check(fn: Callable[..., Any], params: Any, *args: Any,
-          grad_fn: Callable[..., Any] | None = None, **options: Any) -> Report:
+          grad_fn: Callable[..., Any] | None = None,
+          reference: Callable[..., Any] | None = None, **options: Any) -> Report:
     """Check the gradient of the scalar loss `fn(params, *args)` with respect to `params`.
 
     Every floating component of `params` gets a verdict: PASS, FAIL (the analytic value is
@@ -38,9 +40,16 @@ def check(fn: Callable[..., Any], params: Any, *args: Any,
     - `*args`: further arguments of `fn` (data, labels, PRNG keys); not checked.
     - `grad_fn`: the gradient under test, `grad_fn(params, *args)` returning a pytree like
       `params` (integer leaves may be zeros or float0). Default: `jax.grad(fn)`.
+    - `reference`: for a kernel that runs only in low precision (a Pallas kernel, a fused
+      `custom_vjp`), a plain implementation of the same loss, `reference(params, *args)`,
+      that runs in float64. `fn` and `grad_fn` are then evaluated in their native precision
+      and compared with the float64 reference and with their own finite differences; the
+      result is a `jaxcheck.ReferenceReport` that says whether the forward, the backward or
+      both disagree. Default None.
     - `**options`: see `jaxcheck.Options` (`eps`, `safety`, `batch_size`, `precision`, ...).
 
-    **Returns:** a `jaxcheck.Report`; `report.ok` is False iff some component FAILs.
+    **Returns:** a `jaxcheck.Report` (a `jaxcheck.ReferenceReport` with `reference`);
+    `report.ok` is False iff some component FAILs.
 
     **Example:**
 
@@ -63,8 +72,15 @@ def check(fn: Callable[..., Any], params: Any, *args: Any,
                          f"jaxcheck.check_hessian(fn, params, *args), which returns a "
                          f"JacobianReport.")
     if isinstance(fn, Mapping):  # named loss terms, checked one by one and summed
+        if reference is not None:
+            raise ValueError("reference: not supported with named loss terms (fn is a "
+                             "mapping); check the kernel's loss as one function")
         return check_terms(check, fn, params, *args, grad_fn=grad_fn, **options)
-    with prepared(fn, params, args, grad_fn, opts) as inputs:
+    if reference is not None:
+        opts = native_options(opts)
+    with prepared(fn, params, args, grad_fn, opts, reference) as inputs:
+        if reference is not None:
+            return check_against_reference(inputs, opts, _check_prepared)
         return _check_prepared(inputs, opts)
 
 
@@ -96,7 +112,8 @@ def _check_prepared(inputs: Inputs, opts: Options) -> Report:
 
 
 def assert_gradients(fn: Callable[..., Any], params: Any, *args: Any,
-                     grad_fn: Callable[..., Any] | None = None, **options: Any) -> Report:
+                     grad_fn: Callable[..., Any] | None = None,
+                     reference: Callable[..., Any] | None = None, **options: Any) -> Report:
     """Like `check`, but raise `AssertionError` with the report's table if any component FAILs.
 
     **Returns:** the `Report` when every component passes (or is INCONCLUSIVE at a kink).
@@ -110,7 +127,7 @@ def assert_gradients(fn: Callable[..., Any], params: Any, *args: Any,
 
     ```
     """
-    report = check(fn, params, *args, grad_fn=grad_fn, **options)
+    report = check(fn, params, *args, grad_fn=grad_fn, reference=reference, **options)
     if not report.ok:
         raise AssertionError(str(report))
     return report

@@ -44,6 +44,7 @@ class Inputs:
     grad_fn: Callable[..., Any] | None
     user_dtypes: tuple[str, ...]      # per checked leaf, the dtype the user gave
     precision: PrecisionChoice        # asked for ("auto", ...) and used ("float64", "native")
+    reference: Problem | None = None  # `check(..., reference=)`: the same loss, plainly written
 
 
 def working_copies(s: Split, dtype: Any | None) -> Split:
@@ -62,24 +63,34 @@ def on_one_mesh(p: Split, a: Split) -> tuple[Split, Split]:
             replace_dynamic(a, [onto_mesh(x, mesh) for x in a.dynamic]))
 
 
-def require_callables(fn: Any, grad_fn: Any) -> None:
+def require_callables(fn: Any, grad_fn: Any, reference: Any = None) -> None:
     if not callable(fn):
         raise TypeError(f"fn: expected a callable loss fn(params, *args), got {type(fn).__name__}")
     if grad_fn is not None and not callable(grad_fn):
         raise TypeError("grad_fn: expected a callable grad_fn(params, *args) or None, "
                         f"got {type(grad_fn).__name__}")
+    if reference is not None and not callable(reference):
+        raise TypeError("reference: expected a callable reference(params, *args) computing the "
+                        f"same loss as fn, or None, got {type(reference).__name__}")
 
 
 @contextlib.contextmanager
 def prepared(fn: Callable[..., Any], params: Any, args: tuple[Any, ...],
-             grad_fn: Callable[..., Any] | None, opts: Options) -> Iterator[Inputs]:
+             grad_fn: Callable[..., Any] | None, opts: Options,
+             reference: Callable[..., Any] | None = None) -> Iterator[Inputs]:
     """The checked inputs of `check(fn, params, *args, grad_fn=...)`, in working precision
-    for the duration of the `with` block."""
-    require_callables(fn, grad_fn)
+    for the duration of the `with` block. `reference` (same signature as `fn`) is mapped onto
+    the same checked and carried inputs as `fn`."""
+    require_callables(fn, grad_fn, reference)
     require_concrete(params, args)
     # argnums, has_aux and framework objects (nnx, linen, Equinox) -> fn(params, *args).
+    user_params, user_args = params, args
     fn, params, args, grad_fn = canonical(fn, params, args, grad_fn, opts.argnums,
                                           opts.has_aux)
+    if reference is not None:
+        reference = canonical(reference, user_params, user_args, None, opts.argnums,
+                              opts.has_aux)[0]
+        reference = real_view(reference, params, None)[0]
     fn, params, grad_fn = real_view(fn, params, grad_fn)  # complex leaves as (re, im) pairs
     p = split(params)
     if not p.checked:
@@ -93,4 +104,5 @@ def prepared(fn: Callable[..., Any], params: Any, args: tuple[Any, ...],
         p, a = working_copies(p, dtype), working_copies(a, dtype)
         p, a = on_one_mesh(p, a)
         yield Inputs(Problem(fn, p.structure, a.structure), p, a, grad_fn, user_dtypes,
-                     precision)
+                     precision, None if reference is None else
+                     Problem(reference, p.structure, a.structure))
