@@ -17,6 +17,10 @@ one planted backward bug, each in one kernel and each hitting one leaf:
 - `"transposed_block"`: the cross-entropy kernel's dW with its top-left 4x4 block transposed
   (only the off-diagonal entries of that block of `W`).
 
+and one forward bug, `"wrong_epsilon"`: the layer norm's forward adds 1e-3 to the variance
+instead of 1e-5; its backward, built on the forward's residuals, is the exact derivative of
+that wrong forward. Bugs combine: `model_loss(("wrong_epsilon", "transposed_block"))`.
+
 `reference_loss` is the same loss written with `jax.nn`, which runs in float64.
 """
 from __future__ import annotations
@@ -31,6 +35,8 @@ from jax.experimental import pallas as pl
 ROWS = 4            # rows per kernel program (the grid runs over blocks of rows)
 LN_EPS = 1e-5
 BUGS = ("dropped_term", "wrong_scale", "transposed_block")
+FORWARD_BUGS = ("wrong_epsilon",)
+WRONG_EPS = 1e-3    # "wrong_epsilon": the layer norm's forward adds 1e-3, not 1e-5
 BLOCK = 4           # the transposed block of W: W[:BLOCK, :BLOCK]
 
 
@@ -56,39 +62,40 @@ def _per_block(shape: tuple[int, ...]) -> pl.BlockSpec:
 # ------------------------------------------------------------------------------ layer norm
 
 
-def _ln_forward_kernel(h_ref, gamma_ref, beta_ref, z_ref, xhat_ref, rstd_ref):
+def _ln_forward_kernel(eps, h_ref, gamma_ref, beta_ref, z_ref, xhat_ref, rstd_ref):
     h = h_ref[...]
     mean = jnp.mean(h, axis=1, keepdims=True)
     centred = h - mean
-    rstd = jax.lax.rsqrt(jnp.mean(centred * centred, axis=1, keepdims=True) + LN_EPS)
+    rstd = jax.lax.rsqrt(jnp.mean(centred * centred, axis=1, keepdims=True) + eps)
     xhat = centred * rstd
     z_ref[...] = xhat * gamma_ref[...] + beta_ref[...]
     xhat_ref[...] = xhat
     rstd_ref[...] = rstd
 
 
-def _ln_backward_kernel(bug, dz_ref, xhat_ref, rstd_ref, gamma_ref, dh_ref, dgamma_ref,
+def _ln_backward_kernel(bugs, dz_ref, xhat_ref, rstd_ref, gamma_ref, dh_ref, dgamma_ref,
                         dbeta_ref):
     dz, xhat, rstd = dz_ref[...], xhat_ref[...], rstd_ref[...]
     d = xhat.shape[1]
     dxhat = dz * gamma_ref[...]
     mean_dxhat = jnp.mean(dxhat, axis=1, keepdims=True)
     mean_dxhat_xhat = jnp.mean(dxhat * xhat, axis=1, keepdims=True)
-    if bug == "dropped_term":
+    if "dropped_term" in bugs:
         dh_ref[...] = rstd * (dxhat - mean_dxhat)
     else:
         dh_ref[...] = rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat)
     dgamma = jnp.sum(dz * xhat, axis=0, keepdims=True)
-    if bug == "wrong_scale":
+    if "wrong_scale" in bugs:
         dgamma = dgamma * (d / (d - 1))
     dgamma_ref[...] = dgamma[None]
     dbeta_ref[...] = jnp.sum(dz, axis=0, keepdims=True)[None]
 
 
-def _ln_forward(h, gamma, beta):
+def _ln_forward(bugs, h, gamma, beta):
     n, d = h.shape
+    eps = WRONG_EPS if "wrong_epsilon" in bugs else LN_EPS
     z, xhat, rstd = pl.pallas_call(
-        _ln_forward_kernel, grid=_row_blocks(n),
+        functools.partial(_ln_forward_kernel, eps), grid=_row_blocks(n),
         in_specs=[_rows(d), _whole((1, d)), _whole((1, d))],
         out_specs=[_rows(d), _rows(d), _rows(1)],
         out_shape=[jax.ShapeDtypeStruct((n, d), h.dtype)] * 2
@@ -98,12 +105,12 @@ def _ln_forward(h, gamma, beta):
     return z, (xhat, rstd, gamma)
 
 
-def _ln_backward(bug, residuals, dz):
+def _ln_backward(bugs, residuals, dz):
     xhat, rstd, gamma = residuals
     n, d = xhat.shape
     programs = _row_blocks(n)[0]
     dh, dgamma, dbeta = pl.pallas_call(
-        functools.partial(_ln_backward_kernel, bug), grid=(programs,),
+        functools.partial(_ln_backward_kernel, bugs), grid=(programs,),
         in_specs=[_rows(d), _rows(d), _rows(1), _whole((1, d))],
         out_specs=[_rows(d), _per_block((1, d)), _per_block((1, d))],
         out_shape=[jax.ShapeDtypeStruct((n, d), dz.dtype)]
@@ -113,14 +120,14 @@ def _ln_backward(bug, residuals, dz):
     return dh, dgamma.sum(axis=(0, 1)), dbeta.sum(axis=(0, 1))
 
 
-def layer_norm(bug: str | None = None):
+def layer_norm(bugs: tuple[str, ...] = ()):
     """Row-wise layer norm `(h, gamma, beta) -> z` with Pallas forward and backward."""
 
     @jax.custom_vjp
     def ln(h, gamma, beta):
-        return _ln_forward(h, gamma, beta)[0]
+        return _ln_forward(bugs, h, gamma, beta)[0]
 
-    ln.defvjp(_ln_forward, functools.partial(_ln_backward, bug))
+    ln.defvjp(functools.partial(_ln_forward, bugs), functools.partial(_ln_backward, bugs))
     return ln
 
 
@@ -139,13 +146,13 @@ def _ce_forward_kernel(h_ref, w_ref, labels_ref, loss_ref, p_ref):
     p_ref[...] = e / total                      # softmax, kept for the backward pass
 
 
-def _ce_backward_kernel(bug, scale_ref, p_ref, labels_ref, h_ref, w_ref, dh_ref, dw_ref):
+def _ce_backward_kernel(bugs, scale_ref, p_ref, labels_ref, h_ref, w_ref, dh_ref, dw_ref):
     p = p_ref[...]
     classes = jax.lax.broadcasted_iota(jnp.int32, p.shape, 1)
     dlogits = (p - (classes == labels_ref[...]).astype(p.dtype)) * scale_ref[...]
     dh_ref[...] = jnp.dot(dlogits, w_ref[...].T)
     dw = jnp.dot(h_ref[...].T, dlogits)
-    if bug == "transposed_block":
+    if "transposed_block" in bugs:
         dw = dw.at[:BLOCK, :BLOCK].set(dw[:BLOCK, :BLOCK].T)
     dw_ref[...] = dw[None]
 
@@ -164,14 +171,14 @@ def _ce_forward(h, w, labels):
     return jnp.mean(losses), (p, labels, h, w)
 
 
-def _ce_backward(bug, residuals, g):
+def _ce_backward(bugs, residuals, g):
     p, labels, h, w = residuals
     n, d = h.shape
     c = w.shape[1]
     programs = _row_blocks(n)[0]
     scale = jnp.reshape(g / n, (1, 1)).astype(h.dtype)   # d mean / d loss_i, times g
     dh, dw = pl.pallas_call(
-        functools.partial(_ce_backward_kernel, bug), grid=(programs,),
+        functools.partial(_ce_backward_kernel, bugs), grid=(programs,),
         in_specs=[_whole((1, 1)), _rows(c), _rows(1), _rows(d), _whole((d, c))],
         out_specs=[_rows(d), _per_block((d, c))],
         out_shape=[jax.ShapeDtypeStruct((n, d), h.dtype),
@@ -181,26 +188,28 @@ def _ce_backward(bug, residuals, g):
     return dh, dw.sum(axis=0), None             # labels are integers: no cotangent
 
 
-def linear_cross_entropy(bug: str | None = None):
+def linear_cross_entropy(bugs: tuple[str, ...] = ()):
     """`(h, W, labels) -> mean_i CE(softmax(h @ W)_i, labels_i)`, fused, Pallas both ways."""
 
     @jax.custom_vjp
     def ce(h, w, labels):
         return _ce_forward(h, w, labels)[0]
 
-    ce.defvjp(_ce_forward, functools.partial(_ce_backward, bug))
+    ce.defvjp(_ce_forward, functools.partial(_ce_backward, bugs))
     return ce
 
 
 # ---------------------------------------------------------------------------- the model
 
 
-def model_loss(bug: str | None = None):
-    """The classifier's loss `loss(params, x, labels)` through the kernels, with `bug`
-    (one of `BUGS`) planted in a backward pass, or none."""
-    if bug is not None and bug not in BUGS:
-        raise ValueError(f"bug: expected None or one of {BUGS}, got {bug!r}")
-    ln, ce = layer_norm(bug), linear_cross_entropy(bug)
+def model_loss(bug: str | tuple[str, ...] | None = None):
+    """The classifier's loss `loss(params, x, labels)` through the kernels, with `bug` (one
+    of `BUGS` or `FORWARD_BUGS`, or a tuple of them) planted, or none."""
+    bugs = () if bug is None else (bug,) if isinstance(bug, str) else tuple(bug)
+    unknown = [b for b in bugs if b not in BUGS + FORWARD_BUGS]
+    if unknown:
+        raise ValueError(f"bug: expected None or some of {BUGS + FORWARD_BUGS}, got {bug!r}")
+    ln, ce = layer_norm(bugs), linear_cross_entropy(bugs)
 
     def loss(params, x, labels):
         h = jnp.tanh(x @ params["W_in"])

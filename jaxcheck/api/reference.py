@@ -36,7 +36,7 @@ def check_against_reference(inputs: Inputs, opts: Options,
     eps_work = max(machine_epsilon(x.dtype) for x in p.checked_values)
     # a kernel that rounds through a lower precision inside is judged by that precision
     eps = max(eps_work, native.info.get("eps_g", eps_work), native.info.get("eps_f", eps_work))
-    points = evaluate_side_by_side(inputs.problem, grad_fn, inputs.reference, p, a, eps,
+    points = evaluate_side_by_side(inputs.problem, grad_fn, inputs.reference, p, a, eps_work,
                                    opts.seed)
     shapes = [tuple(x.shape) for x in p.checked_values]
     dtypes = [str(x.dtype) for x in p.checked_values]

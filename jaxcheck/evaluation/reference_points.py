@@ -33,9 +33,11 @@ from ..inputs.pytree import Split, replace_dynamic
 from ..inputs.validation import user_call
 from ..plan.gradients import AnalyticGradient
 
-# Relative jitter of the points after the first (the user's own), in units of the native
-# machine epsilon: 2³ ε (a few ulps) to 2¹⁵ ε (2⁻⁸ in float32: bfloat16's ulp).
+# Relative jitter of the points after the first (the user's own), in units of the working
+# dtype's machine epsilon: 2³ ε (a few ulps) to 2¹⁵ ε (2⁻⁸ in float32: bfloat16's ulp), at most
+# MAX_JITTER (the jitter only has to cross the roundings of the least precise dtype inside).
 JITTER_ULPS = (2.0 ** 3, 2.0 ** 7, 2.0 ** 11, 2.0 ** 15)
+MAX_JITTER = 2.0 ** -8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,13 +99,15 @@ def _stack(rows: list[tuple[float, list[np.ndarray]]]) -> Evaluations:
 def evaluate_side_by_side(kernel: Problem, grad_fn: Any, reference: Problem, p: Split, a: Split,
                           eps: float, seed: int) -> ReferencePoints:
     """The kernel and the reference at params and at a pair of jittered copies of params and
-    args for each of `JITTER_ULPS` (`eps`: the native machine epsilon; `seed`: the signs)."""
+    args for each of `JITTER_ULPS` (`eps`: the working dtype's machine epsilon; `seed`: the
+    signs)."""
     rng = np.random.default_rng(seed)
     jitter = [0.0]
     points = [(p, a)]
     for ulps in JITTER_ULPS:
         p_signs, a_signs = _signs(p, rng), _signs(a, rng)
-        for rho in (eps * ulps, -eps * ulps):
+        size = min(eps * ulps, MAX_JITTER)
+        for rho in (size, -size):
             jitter.append(rho)
             points.append((_jittered(p, rho, p_signs), _jittered(a, rho, a_signs)))
     kernel_rows = [_evaluate(kernel, pj, aj, grad_fn, "fn") for pj, aj in points]
