@@ -1,4 +1,6 @@
 """`check(fn, params, *args, reference=ref)`: a float32 kernel against a float64 reference."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -110,13 +112,13 @@ def test_paths_argnums_and_pytrees_follow_check():
     def ref(p, x):
         return reference(p["w"], x) + jnp.sum(jnp.tanh(p["b"]))
 
-    def grad_fn(p, x):
-        g = jax.grad(loss)(p, x)
-        return {"w": g["w"], "b": g["b"].at[3].add(0.01)}
+    def grad_fn(p, x):            # argnums=(0, 1): the gradients for params and for x
+        g, gx = jax.grad(loss, argnums=(0, 1))(p, x)
+        return {"w": g["w"], "b": g["b"].at[3].add(0.01)}, gx
 
-    report = jaxcheck.check(loss, params, X, grad_fn=grad_fn, reference=ref)
-    assert [f.location for f in report.failures] == ["['b'][3]"]
-    assert jaxcheck.check(loss, params, X, reference=ref, argnums=1).ok   # the inputs x
+    report = jaxcheck.check(loss, params, X, grad_fn=grad_fn, reference=ref, argnums=(0, 1))
+    assert [f.location for f in report.failures] == ["[0]['b'][3]"]
+    assert report.disagreement == "backward"
 
 
 def test_reference_arguments_are_validated():
@@ -126,6 +128,8 @@ def test_reference_arguments_are_validated():
         jaxcheck.check(kernel, W, X, reference=reference, precision="float64")
     with pytest.raises(ValueError, match="reference: not supported with named loss terms"):
         jaxcheck.check({"a": kernel}, W, X, reference=reference)
+    with pytest.raises(ValueError, match="reference: expected a loss that computes in float64"):
+        jaxcheck.check(kernel, W, X, reference=lambda w, x: reference(w.astype(jnp.float32), x))
 
 
 def test_assert_gradients_takes_a_reference():
@@ -134,3 +138,78 @@ def test_assert_gradients_takes_a_reference():
 
     with pytest.raises(AssertionError, match="backward mismatch"):
         jaxcheck.assert_gradients(kernel, W, X, grad_fn=grad_fn, reference=reference)
+
+
+def _vector(rng, lo, hi, n=16):
+    return jnp.asarray(rng.uniform(lo, hi, n), jnp.float32)
+
+
+def _functions(rng):
+    """float32 functions of jax.nn, jax.scipy.special and jnp.linalg, at points inside their
+    domains: each is its own kernel (float32) and reference (float64)."""
+    sp = jax.scipy.special
+    a = rng.standard_normal((4, 4))
+    spd = jnp.asarray(a @ a.T + 4 * np.eye(4), jnp.float32)
+    square = jnp.asarray(rng.standard_normal((4, 4)) + 2 * np.eye(4), jnp.float32)
+    v = functools.partial(_vector, rng)
+    return {
+        "softplus": (jax.nn.softplus, v(-3, 3)), "gelu": (jax.nn.gelu, v(-3, 3)),
+        "log_softmax": (jax.nn.log_softmax, v(-3, 3)), "standardize": (jax.nn.standardize,
+                                                                       v(-3, 3)),
+        "logsumexp": (lambda x: jax.nn.logsumexp(x)[None], v(-3, 3)),
+        "gammaln": (sp.gammaln, v(0.5, 5)), "erf_inv": (sp.erfinv, v(-0.9, 0.9)),
+        "log_ndtr": (sp.log_ndtr, v(-3, 3)), "ndtri": (sp.ndtri, v(0.05, 0.95)),
+        "logit": (sp.logit, v(0.05, 0.95)), "i0e": (sp.i0e, v(-3, 3)),
+        "exp2": (jnp.exp2, v(-2, 2)), "log1p": (jnp.log1p, v(-0.5, 3)),
+        "cbrt": (jnp.cbrt, v(0.2, 3)), "acos": (jnp.arccos, v(-0.9, 0.9)),
+        "slogdet": (lambda m: jnp.linalg.slogdet(m)[1][None], square),
+        "cholesky": (jnp.linalg.cholesky, spd),
+        "svd": (lambda m: jnp.linalg.svd(m, compute_uv=False), square),
+        "inv": (jnp.linalg.inv, square), "eigvalsh": (jnp.linalg.eigvalsh, spd),
+        "rnn": (lambda w: jax.lax.scan(lambda h, x: (jnp.tanh(w @ h + x), h.sum()),
+                                       jnp.full(4, 0.1, w.dtype), jnp.ones((5, 4), w.dtype))[1],
+                0.3 * square),
+    }
+
+
+def _planted(loss):
+    g = jax.grad(loss)
+    return {"whole x (1+1e-4)": lambda x, c: g(x, c) * (1 + 1e-4),
+            "one entry x (1+1e-3)": lambda x, c: g(x, c).reshape(-1).at[1].multiply(
+                1 + 1e-3).reshape(x.shape),
+            "VJP at x + 1e-3": lambda x, c: g(x + 1e-3, c)}
+
+
+def _visible(loss, grad_fn, x, c):
+    """Whether the planted error changes the gradient at all (it does not where the function
+    is shift-invariant, like log_softmax, for the shifted VJP): in float64."""
+    with jax.enable_x64(True):
+        x64, c64 = x.astype(jnp.float64), c.astype(jnp.float64)
+        right, wrong = jax.grad(loss)(x64, c64), grad_fn(x64, c64)
+        return float(jnp.max(jnp.abs(wrong - right))) > 1e-9 * float(jnp.max(jnp.abs(right)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_float32_functions_no_false_alarm_and_every_visible_planted_error_caught(seed):
+    rng = np.random.default_rng(seed)
+    false_alarms, missed, caught = [], [], 0
+    for name, (f, x) in _functions(rng).items():
+        c = jnp.asarray(rng.uniform(0.5, 1.5, 64), jnp.float32)
+
+        def loss(x, c, f=f):
+            y = f(x).reshape(-1)
+            return jnp.sum(c[: y.size] * y)
+
+        if not jaxcheck.check(loss, x, c, reference=loss, progress=False).ok:
+            false_alarms.append(name)
+        for kind, grad_fn in _planted(loss).items():
+            if not _visible(loss, grad_fn, x, c):
+                continue
+            report = jaxcheck.check(loss, x, c, grad_fn=grad_fn, reference=loss, progress=False)
+            if report.disagreement == "backward":
+                caught += 1
+            else:
+                missed.append((name, kind, report.disagreement))
+    assert false_alarms == [] and missed == []
+    assert caught >= 55

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from ..evaluation.reference_points import evaluate_side_by_side
+from ..evaluation.reference_points import evaluate_side_by_side, float64_least_precise
 from ..inputs.options import Options
 from ..inputs.precision import machine_epsilon
 from ..inputs.prepare import Inputs
@@ -32,6 +32,12 @@ def check_against_reference(inputs: Inputs, opts: Options,
     `inputs.reference` in float64; `check_native` is the ordinary check of the kernel."""
     assert inputs.reference is not None
     p, a, grad_fn = inputs.params, inputs.args, inputs.grad_fn
+    low = float64_least_precise(inputs.reference, p, a)
+    if low is not None:
+        raise ValueError(f"reference: expected a loss that computes in float64 when given "
+                         f"float64 inputs (it is the float64 side of the comparison), but it "
+                         f"computes values in {low} (a cast or a {low} constant inside); "
+                         f"write the reference without casts, e.g. x.astype(params.dtype)")
     native = check_native(inputs, opts)
     eps_work = max(machine_epsilon(x.dtype) for x in p.checked_values)
     # a kernel that rounds through a lower precision inside is judged by that precision
@@ -41,8 +47,11 @@ def check_against_reference(inputs: Inputs, opts: Options,
     shapes = [tuple(x.shape) for x in p.checked_values]
     dtypes = [str(x.dtype) for x in p.checked_values]
     comparison = compare(points, p.paths, shapes, dtypes, native.leaves, eps, opts.safety)
+    forward = comparison.forward
     info = {**native.info, "reference": True, "reference_eps": eps,
-            "reference_jitter": points.jitter}
+            "reference_jitter": points.jitter, "disagreement": comparison.disagreement,
+            "forward": {"kernel": forward.kernel, "reference": forward.reference,
+                        "tolerance": forward.tolerance, "ok": forward.ok}}
     return ReferenceReport(comparison.leaves, info=info, max_failures=opts.max_failures,
                            forward=comparison.forward, native=native,
                            disagreement=comparison.disagreement)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..inputs.placement import to_host
-from ..inputs.precision import cast_floating
+from ..inputs.precision import cast_floating, lowest_float_eps, machine_epsilon
 from ..inputs.problem import Problem
 from ..inputs.pytree import Split, replace_dynamic
 from ..inputs.validation import user_call
@@ -121,3 +121,15 @@ def evaluate_side_by_side(kernel: Problem, grad_fn: Any, reference: Problem, p: 
 
 def _float64(s: Split) -> Split:
     return replace_dynamic(s, [cast_floating(x, jnp.float64) for x in s.dynamic])
+
+
+def float64_least_precise(reference: Problem, p: Split, a: Split) -> str | None:
+    """The dtype of the least precise floating value `reference` computes when its inputs are
+    float64, if that is less precise than float64 (a cast inside); None if there is none."""
+    with jax.enable_x64(True):
+        closed = jax.make_jaxpr(reference.loss)(_float64(p).dynamic, _float64(a).dynamic)
+        eps = lowest_float_eps(closed.jaxpr)
+        if eps <= machine_epsilon(jnp.float64):
+            return None
+        return next(str(d) for d in (jnp.float32, jnp.float16, jnp.bfloat16)
+                    if machine_epsilon(d) >= eps)
