@@ -76,6 +76,16 @@ def test_a_forward_with_the_right_value_but_another_slope_shows_near_params():
     assert report.forward.value_ok and not report.forward.ok
 
 
+def test_a_forward_off_by_a_constant_is_reported_in_every_format():
+    report = jaxcheck.check(lambda w, x: reference(w, x) + 1e-3, W, X, reference=reference)
+    assert report.disagreement == "forward" and report.failures == ()
+    line = "jaxcheck (reference): FAIL - forward mismatch: the loss values differ"
+    assert str(report).splitlines()[0] == line
+    assert "forward mismatch" in report._repr_html_()
+    data = report.to_dict()
+    assert not data["ok"] and data["info"]["disagreement"] == "forward"
+
+
 def test_a_wrong_forward_and_a_wrong_backward_are_both_reported():
     def wrong_forward(w, x):
         return jnp.sum(jax.nn.softplus(1.001 * (x @ w)) ** 2)

@@ -50,6 +50,7 @@ def check_against_reference(inputs: Inputs, opts: Options,
     forward = comparison.forward
     info = {**native.info, "reference": True, "reference_eps": eps,
             "reference_jitter": points.jitter, "disagreement": comparison.disagreement,
+            "renderer": "reference",
             "forward": {"kernel": forward.kernel, "reference": forward.reference,
                         "tolerance": forward.tolerance, "ok": forward.ok}}
     return ReferenceReport(comparison.leaves, info=info, max_failures=opts.max_failures,

@@ -7,10 +7,7 @@ import numpy as np
 
 from ..numerics.reference_comparison import ForwardComparison
 from .report import Report
-from .text import render_text, table, verdict_line
-
-_KIND = {"forward": "forward mismatch", "backward": "backward mismatch",
-         "both": "forward and backward mismatch"}
+from .text import RENDERERS, render_text, table, verdict_line
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -48,26 +45,6 @@ class ReferenceReport(Report):
                 f"n_fail={self.n_fail}, relative_difference={self.relative_difference:.2e})")
 
 
-def _verdict(report: ReferenceReport) -> str:
-    n = report.n_components
-    if report.ok:
-        return (f"jaxcheck (reference): OK - the kernel's loss and all {n:,} components of its "
-                f"gradient agree with the float64 reference within the kernel's rounding")
-    found = []
-    forward = report.forward
-    if forward is not None and not forward.ok:
-        found.append("the loss values differ" + ("" if not forward.value_ok else
-                                                  " near params (not at params)"))
-    if report.failures:
-        found.append(f"{report.n_fail:,} of {n:,} gradient components differ from the "
-                     f"float64 reference, worst {report.failures[0].location}")
-    native = report.native
-    if native is not None and not native.ok:
-        found.append(f"the gradient misses the kernel's own finite differences at "
-                     f"{native.n_fail:,} component(s)")
-    return f"jaxcheck (reference): FAIL - {_KIND[report.disagreement]}: " + "; ".join(found)
-
-
 def _forward_lines(forward: ForwardComparison) -> list[str]:
     diffs = forward.differences
     return [f"forward: loss at params {'agrees' if forward.value_ok else 'DIFFERS'}: kernel "
@@ -83,17 +60,10 @@ def render_reference(report: ReferenceReport, max_failures: int | None = None) -
     and against the kernel's own differences), the worst components, and the native check's
     verdict line."""
     limit = report.max_failures if max_failures is None else max_failures
-    native = {leaf.path: leaf for leaf in report.native.leaves} if report.native else {}
-    rows = [["leaf", "shape", "size", "rel. diff", "FAIL vs reference", "FAIL vs own FD"]]
-    for leaf in report.leaves:
-        own = native.get(leaf.path)
-        rows.append([leaf.path, str(leaf.shape), f"{leaf.size:,}",
-                     f"{leaf.relative_difference:.1e}", str(leaf.n_fail),
-                     "-" if own is None else str(own.n_fail)])
-    lines = [_verdict(report), ""]
+    lines = [verdict_line(report), ""]
     if report.forward is not None:
         lines += _forward_lines(report.forward)
-    lines += table(rows, right={2, 3, 4, 5})
+    lines += RENDERERS["reference"][1](report)
     failures = report.failures
     if failures and limit:
         lines += ["", f"worst components ({min(limit, len(failures))} of {len(failures):,}):"]

@@ -3,8 +3,9 @@
 Every mode's text is a verdict line, a per-leaf table and the worst components. Full mode's
 table lists every leaf's relative difference and counts; sample mode says how many components
 were drawn; fast mode, whose verdict comes from directional checks, shows them and the Taylor
-order beside the components localised by group testing. `RENDERERS` maps `info["mode"]` to
-the mode's (verdict line, leaf table); a new mode adds its pair there.
+order beside the components localised by group testing; a kernel checked against a reference
+(`info["renderer"] == "reference"`) says which side disagrees. `RENDERERS` maps `info["mode"]`
+(or `info["renderer"]`) to the (verdict line, leaf table) pair; a new mode adds its pair there.
 """
 from __future__ import annotations
 
@@ -153,6 +154,45 @@ def _fast_table(report: Report) -> list[str]:
         "Taylor order: remainder ~ h^order, 2 for a correct gradient, 1 for a wrong one"]
 
 
+# ------------------------------------------------------------------------------ reference
+
+_KIND = {"forward": "forward mismatch", "backward": "backward mismatch",
+         "both": "forward and backward mismatch"}
+
+
+def _reference_verdict(report: Report) -> str:
+    # a ReferenceReport (`check(..., reference=)`): its `forward`, `native`, `disagreement`
+    n = report.n_components
+    if report.ok:
+        return (f"jaxcheck (reference): OK - the kernel's loss and all {n:,} components of its "
+                f"gradient agree with the float64 reference within the kernel's rounding")
+    found = []
+    forward, native = getattr(report, "forward", None), getattr(report, "native", None)
+    if forward is not None and not forward.ok:
+        found.append("the loss values differ" + ("" if not forward.value_ok else
+                                                  " near params (not at params)"))
+    if report.failures:
+        found.append(f"{report.n_fail:,} of {n:,} gradient components differ from the "
+                     f"float64 reference, worst {report.failures[0].location}")
+    if native is not None and not native.ok:
+        found.append(f"the gradient misses the kernel's own finite differences at "
+                     f"{native.n_fail:,} component(s)")
+    kind = _KIND.get(getattr(report, "disagreement", ""), "mismatch")
+    return f"jaxcheck (reference): FAIL - {kind}: " + "; ".join(found)
+
+
+def _reference_table(report: Report) -> list[str]:
+    native = getattr(report, "native", None)
+    own = {leaf.path: leaf for leaf in native.leaves} if native is not None else {}
+    rows = [["leaf", "shape", "size", "rel. diff", "FAIL vs reference", "FAIL vs own FD"]]
+    for leaf in report.leaves:
+        mine = own.get(leaf.path)
+        rows.append([leaf.path, str(leaf.shape), f"{leaf.size:,}",
+                     f"{leaf.relative_difference:.1e}", str(leaf.n_fail),
+                     "-" if mine is None else str(mine.n_fail)])
+    return table(rows, right={2, 3, 4, 5})
+
+
 # ------------------------------------------------------------------------------- dispatch
 
 Renderer = tuple[Callable[["Report"], str], Callable[["Report"], list[str]]]
@@ -160,11 +200,13 @@ RENDERERS: dict[str, Renderer] = {
     "full": (_full_verdict, _full_table),
     "sample": (_sample_verdict, _sample_table),
     "fast": (_fast_verdict, _fast_table),
+    "reference": (_reference_verdict, _reference_table),
 }
 
 
 def _renderer(report: Report) -> Renderer:
-    return RENDERERS[report.info.get("mode", "full")]
+    # `info["renderer"]` where a report is not one mode's (a kernel against its reference)
+    return RENDERERS[report.info.get("renderer", report.info.get("mode", "full"))]
 
 
 def verdict_line(report: Report) -> str:
