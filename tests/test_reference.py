@@ -113,6 +113,20 @@ def test_a_kernel_rounding_through_bfloat16_is_judged_by_its_own_rounding():
     assert (2, 3) in [f.index for f in report.failures]
 
 
+def test_a_kink_where_kernel_and_reference_pick_different_subgradients_is_not_a_failure():
+    def kernel_relu(w, x):        # relu'(0) = 1 here, 0 in jax.nn.relu
+        z = x @ w
+        return jnp.sum(jnp.where(z >= 0, z, 0.0) * jnp.arange(1.0, 5.0))
+
+    def ref(w, x):
+        return jnp.sum(jax.nn.relu(x @ w) * jnp.arange(1.0, 5.0))
+
+    x = jnp.asarray([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], jnp.float32)
+    w = W.at[0, 1].set(0.0)       # a pre-activation exactly at 0
+    report = jaxcheck.check(kernel_relu, w, x, reference=ref)
+    assert report.ok and report.n_inconclusive == 1
+
+
 def test_paths_argnums_and_pytrees_follow_check():
     params = {"w": W, "b": jnp.zeros(4, jnp.float32)}
 
