@@ -28,6 +28,7 @@ SQUEEZE = "squeeze"
 CONV = "conv_general_dilated"
 GATHER = "gather"
 DYNAMIC_SLICE = "dynamic_slice"
+SLICE = "slice"
 SCATTER_ADD = "scatter-add"
 # Reductions over `axes` (a change on the kept axes stays there; `reduce_sum` has its own rule).
 REDUCTIONS = frozenset({"reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin",
@@ -171,6 +172,8 @@ def cost(eqn: Any) -> float:
         outputs = int(rhs[params["dimension_numbers"].rhs_spec[0]])
         per_output = _size(eqn.invars[1]) // max(1, outputs)
         return 2.0 * out * per_output
+    if kind in (GATHER, DYNAMIC_SLICE, SLICE):
+        return float(out)   # reads only what it returns
     nested = list(sub_jaxprs(eqn))
     if nested:
         inner = sum(cost(e) for sub in nested for e in sub.eqns)
