@@ -9,7 +9,8 @@ points, batch_size)` evaluates it at every point and returns the stacked results
 One leaf is perturbed at a time, so everything computed before the leaf's first use does not
 depend on the batch axis and `vmap` leaves it unbatched. Each perturbation is built from its
 (index, value) pair inside the mapped function: no (m, n) matrix of perturbed parameter
-vectors is materialised. When the params have `LOCAL_CHANGES_MIN_SIZE` entries or more, the
+vectors is materialised. Where it pays for a leaf (`traced_loss`: params of
+`LOCAL_CHANGES_MIN_SIZE` entries or more, and `local_changes.pays` from the jaxprs), the
 change of one entry is followed through the loss (`local_changes`: a weight entry changes one
 column of a product, not the whole product); otherwise the leaf is copied with the entry
 replaced by an elementwise select.
@@ -58,10 +59,9 @@ MAX_BATCH_ACCELERATOR = 1024
 # Bytes of perturbed-leaf copies allowed per batch by the first guess (before compiling).
 BATCH_MEMORY_BUDGET = 256 * 2**20
 CACHE_SIZE = 64
-# Params of this many entries or more are evaluated by following each change
-# (`local_changes`): its program takes ~1.5x as long to compile, which a few thousand cheap
-# evaluations do not repay. The params' size, not the leaf's: a bias is as expensive to
-# perturb as the products downstream of it.
+# Below this many entries in the params, changes are never followed (`local_changes`): its
+# program takes longer to compile, which a few thousand cheap evaluations do not repay.
+# From there on, `local_changes.pays` decides per leaf.
 LOCAL_CHANGES_MIN_SIZE = 2048
 
 
@@ -282,7 +282,8 @@ def traced_loss(problem: Problem, position: int, param_dynamic: Sequence[Any],
     size = sum(int(np.prod(np.shape(x), dtype=np.int64)) for x in param_dynamic)
     if size < LOCAL_CHANGES_MIN_SIZE:
         return None
-    key = (problem, position, jax.config.jax_enable_x64,
+    x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
+    key = (problem, position, x64,
            tuple(jax.typeof(x) for x in jax.tree_util.tree_leaves((param_dynamic, arg_dynamic))))
     if key not in _local_paths:
         traced = local_changes.trace(problem.loss, position, param_dynamic, arg_dynamic)

@@ -14,9 +14,19 @@ A perturbed value is held in one of three forms:
 
 - `Slab`: equal to the unperturbed value except on a slab (fixed coordinates on some axes,
   whole extent on the others). A one-hot change of the leaf (full mode) is a slab of one entry.
-  Slabs stay slabs through elementwise operations with unperturbed operands, broadcasts, sums,
-  transposes and products with an unperturbed operand (contracting a fixed axis turns the slab
-  into a dense change of the product, added to the unperturbed product);
+  Slabs stay slabs through elementwise operations (an axis where operands' slabs differ, or
+  one is broadcast, becomes whole), broadcasts, sums, transposes, squeezes and reshapes that
+  split or merge whole axes (an attention head's features) or fixed ones, and products with an
+  unperturbed operand (contracting a fixed axis turns the slab into a dense change of the
+  product, added to the unperturbed product), or of two slabs on the same batch coordinates.
+  The layers people use: a convolution kernel entry changes one output feature (the input
+  window it reads, times δ), a changed input feature changes its batch elements (its patches
+  times the kernel's slice); pooling windows, reductions and cumulative sums keep a change on
+  the axes they do not mix (a row of a softmax, log-softmax, layer or RMS norm: the reduction
+  over the row, then its broadcast back); a gather keeps a changed table's unindexed feature
+  (an embedding entry changes one feature of the tokens that use its row) and batching axes
+  (`take_along_axis`); a dynamic slice moves the slab into its window; a scatter-add into a
+  changed operand leaves the change where it is;
 - `Direction`: the leaf moved by t·u (fast mode). A product with an unperturbed operand is the
   unperturbed product plus t times the product with u, which does not depend on t, so the steps
   along one direction share it;
@@ -24,6 +34,13 @@ A perturbed value is held in one of three forms:
 
 Operations whose operands are all unperturbed compute the same value for every perturbation,
 so `vmap` leaves them unbatched.
+
+Whether following a leaf's changes pays (`pays`) is read from the jaxprs of both ways of
+evaluating a moved entry: the cost of what depends on the point (multiply-adds of products
+and convolutions, elements touched otherwise), times the leaf's points, plus compiling the
+program (its equations). A change that spreads over everything downstream (a table whose
+gather feeds a norm over the features, a leaf normalised as a whole) costs as much per point
+as the direct evaluation, and its larger program more to compile.
 """
 from __future__ import annotations
 
@@ -369,7 +386,7 @@ def _conv_entry(eqn, slab: Slab, lhs):
     window = lax.slice(window, [0] * window.ndim, window.shape,
                        (1, 1, *p["window_strides"]))
     change = slab.change().reshape(()).astype(window.dtype) * window
-    change = jnp.transpose(change, np.argsort(dn.out_spec))   # to the output's layout
+    change = jnp.transpose(change, tuple(int(a) for a in np.argsort(dn.out_spec)))
     out_fixed = [None] * len(out_shape)
     out_fixed[dn.out_spec[1]] = o
     return out_fixed, change
