@@ -25,6 +25,18 @@ REDUCE_SUM = "reduce_sum"
 TRANSPOSE = "transpose"
 RESHAPE = "reshape"
 SQUEEZE = "squeeze"
+CONV = "conv_general_dilated"
+GATHER = "gather"
+DYNAMIC_SLICE = "dynamic_slice"
+SLICE = "slice"
+SCATTER_ADD = "scatter-add"
+# Reductions over `axes` (a change on the kept axes stays there; `reduce_sum` has its own rule).
+REDUCTIONS = frozenset({"reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin",
+                        "reduce_and", "reduce_or"})
+# Sliding-window reductions of one operand (pooling): an axis of window 1 is kept.
+WINDOW_REDUCTIONS = frozenset({"reduce_window_sum", "reduce_window_max", "reduce_window_min"})
+# Scans along `axis` (a change on the other axes stays there).
+CUMULATIVE = frozenset({"cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp"})
 # Calls whose value is their body's (a jit; `pjit` and `closed_call` in older releases).
 CALLS = frozenset({"jit", "pjit", "closed_call"})
 # A custom_jvp/custom_vjp call evaluated without differentiation is its primal function, and
@@ -36,7 +48,7 @@ ELEMENTWISE = frozenset("""
     abs acos acosh add asin asinh atan atan2 atanh cbrt ceil clamp convert_element_type copy
     copy_p cos cosh div eq erf erf_inv erfc exp exp2 expm1 floor ge gt integer_pow is_finite
     le log log1p logistic lt max min mul ne neg nextafter not or pow rem round rsqrt select_n
-    sign sin sinh sqrt square sub tan tanh and xor
+    sign sin sinh sqrt square sub tan tanh and xor stop_gradient reduce_precision
 """.split())
 # Primitives that are not complex-analytic (or drop the imaginary part) when fed a complex value.
 NON_ANALYTIC = frozenset({
@@ -129,3 +141,41 @@ def is_dropped(v: Any) -> bool:
 def trace(f: Any, *example: Any) -> Any:
     """`f` traced to a ClosedJaxpr at `example` inputs (arrays or shape/dtype structs)."""
     return jax.make_jaxpr(f)(*example)
+
+
+# ------------------------------------------------------------------- cost
+
+
+def _size(v: Any) -> int:
+    shape = getattr(getattr(v, "aval", None), "shape", ())
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def cost(eqn: Any) -> float:
+    """A rough cost of one equation: multiply-adds of a product or convolution, the elements
+    an elementwise, reduction or data-movement operation reads or writes otherwise (nested
+    jaxprs counted once per iteration of a scan)."""
+    kind, params = name(eqn), eqn.params
+    out = sum(_size(v) for v in eqn.outvars)
+    if kind == DOT:
+        (lc, _), _ = params["dimension_numbers"]
+        shape = eqn.invars[0].aval.shape
+        contracted = 1
+        for d in lc:
+            contracted *= int(shape[d])
+        return 2.0 * out * contracted
+    if kind == CONV:
+        rhs = eqn.invars[1].aval.shape
+        outputs = int(rhs[params["dimension_numbers"].rhs_spec[0]])
+        per_output = _size(eqn.invars[1]) // max(1, outputs)
+        return 2.0 * out * per_output
+    if kind in (GATHER, DYNAMIC_SLICE, SLICE):
+        return float(out)   # reads only what it returns
+    nested = list(sub_jaxprs(eqn))
+    if nested:
+        inner = sum(cost(e) for sub in nested for e in sub.eqns)
+        return float(inner * int(params.get("length", 1)))
+    return float(max([out] + [_size(v) for v in eqn.invars]))

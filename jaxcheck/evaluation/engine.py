@@ -9,7 +9,8 @@ points, batch_size)` evaluates it at every point and returns the stacked results
 One leaf is perturbed at a time, so everything computed before the leaf's first use does not
 depend on the batch axis and `vmap` leaves it unbatched. Each perturbation is built from its
 (index, value) pair inside the mapped function: no (m, n) matrix of perturbed parameter
-vectors is materialised. When the params have `LOCAL_CHANGES_MIN_SIZE` entries or more, the
+vectors is materialised. Where it pays for a leaf (`traced_loss`: params of
+`LOCAL_CHANGES_MIN_SIZE` entries or more, and `local_changes.pays` from the jaxprs), the
 change of one entry is followed through the loss (`local_changes`: a weight entry changes one
 column of a product, not the whole product); otherwise the leaf is copied with the entry
 replaced by an elementwise select.
@@ -58,10 +59,9 @@ MAX_BATCH_ACCELERATOR = 1024
 # Bytes of perturbed-leaf copies allowed per batch by the first guess (before compiling).
 BATCH_MEMORY_BUDGET = 256 * 2**20
 CACHE_SIZE = 64
-# Params of this many entries or more are evaluated by following each change
-# (`local_changes`): its program takes ~1.5x as long to compile, which a few thousand cheap
-# evaluations do not repay. The params' size, not the leaf's: a bias is as expensive to
-# perturb as the products downstream of it.
+# Below this many entries in the params, changes are never followed (`local_changes`): its
+# program takes longer to compile, which a few thousand cheap evaluations do not repay.
+# From there on, `local_changes.pays` decides per leaf.
 LOCAL_CHANGES_MIN_SIZE = 2048
 
 
@@ -176,7 +176,7 @@ class EntryLoss(MovedEntry):
     problem: Problem
 
     def follows_changes(self, shared):
-        return follows_local_changes(shared[0])
+        return follows_local_changes(self.problem, self.position, *shared)
 
     def variants(self, shared):
         param_dynamic, arg_dynamic = shared
@@ -251,8 +251,10 @@ def compilations() -> int:
 
 
 def clear_cache() -> None:
-    """Drop every cached compiled program (they hold references to the checked `fn`)."""
+    """Drop every cached compiled program (they hold references to the checked `fn`), and
+    the choices of path."""
     _programs.clear()
+    _local_paths.clear()
 
 
 def _signature(tree: Any) -> tuple:
@@ -261,19 +263,37 @@ def _signature(tree: Any) -> tuple:
                  for x in jax.tree_util.tree_leaves(tree))
 
 
-def follows_local_changes(param_dynamic: Sequence[Any]) -> bool:
-    """Whether perturbations of these params are evaluated by `local_changes`."""
-    size = sum(int(np.prod(np.shape(x), dtype=np.int64)) for x in param_dynamic)
-    return size >= LOCAL_CHANGES_MIN_SIZE
+def follows_local_changes(problem: Problem, position: int, param_dynamic: Sequence[Any],
+                          arg_dynamic: Sequence[Any]) -> bool:
+    """Whether perturbations of this leaf are evaluated by `local_changes`."""
+    return traced_loss(problem, position, param_dynamic, arg_dynamic) is not None
+
+
+_local_paths: collections.OrderedDict[Any, local_changes.Traced | None] = \
+    collections.OrderedDict()
 
 
 def traced_loss(problem: Problem, position: int, param_dynamic: Sequence[Any],
                 arg_dynamic: Sequence[Any]) -> local_changes.Traced | None:
     """The loss traced for `local_changes`, or None where perturbations are evaluated
-    directly (small params, or a loss that does not trace)."""
-    if not follows_local_changes(param_dynamic):
+    directly: small params, a loss that does not trace, or a leaf whose changes cost more to
+    follow than to evaluate (`local_changes.pays`, from the jaxprs of both). Decided once
+    per problem, leaf and shapes (kept like the compiled programs)."""
+    size = sum(int(np.prod(np.shape(x), dtype=np.int64)) for x in param_dynamic)
+    if size < LOCAL_CHANGES_MIN_SIZE:
         return None
-    return local_changes.trace(problem.loss, position, param_dynamic, arg_dynamic)
+    x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
+    key = (problem, position, x64,
+           tuple(jax.typeof(x) for x in jax.tree_util.tree_leaves((param_dynamic, arg_dynamic))))
+    if key not in _local_paths:
+        traced = local_changes.trace(problem.loss, position, param_dynamic, arg_dynamic)
+        if traced is not None and not local_changes.pays(
+                traced, EntryLoss(problem, position)._direct, param_dynamic, arg_dynamic):
+            traced = None
+        _local_paths[key] = traced
+        while len(_local_paths) > CACHE_SIZE:
+            _local_paths.popitem(last=False)
+    return _local_paths[key]
 
 
 def _compile(kernel: Kernel, shared: Any, batch: int, devices: tuple[Any, ...]) -> Program:

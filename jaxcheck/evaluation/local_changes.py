@@ -14,9 +14,19 @@ A perturbed value is held in one of three forms:
 
 - `Slab`: equal to the unperturbed value except on a slab (fixed coordinates on some axes,
   whole extent on the others). A one-hot change of the leaf (full mode) is a slab of one entry.
-  Slabs stay slabs through elementwise operations with unperturbed operands, broadcasts, sums,
-  transposes and products with an unperturbed operand (contracting a fixed axis turns the slab
-  into a dense change of the product, added to the unperturbed product);
+  Slabs stay slabs through elementwise operations (an axis where operands' slabs differ, or
+  one is broadcast, becomes whole), broadcasts, sums, transposes, squeezes and reshapes that
+  split or merge whole axes (an attention head's features) or fixed ones, and products with an
+  unperturbed operand (contracting a fixed axis turns the slab into a dense change of the
+  product, added to the unperturbed product), or of two slabs on the same batch coordinates.
+  The layers people use: a convolution kernel entry changes one output feature (the input
+  window it reads, times δ), a changed input feature changes its batch elements (its patches
+  times the kernel's slice); pooling windows, reductions and cumulative sums keep a change on
+  the axes they do not mix (a row of a softmax, log-softmax, layer or RMS norm: the reduction
+  over the row, then its broadcast back); a gather keeps a changed table's unindexed feature
+  (an embedding entry changes one feature of the tokens that use its row) and batching axes
+  (`take_along_axis`); a dynamic slice moves the slab into its window; a scatter-add into a
+  changed operand leaves the change where it is;
 - `Direction`: the leaf moved by t·u (fast mode). A product with an unperturbed operand is the
   unperturbed product plus t times the product with u, which does not depend on t, so the steps
   along one direction share it;
@@ -24,6 +34,13 @@ A perturbed value is held in one of three forms:
 
 Operations whose operands are all unperturbed compute the same value for every perturbation,
 so `vmap` leaves them unbatched.
+
+Whether following a leaf's changes pays (`pays`) is read from the jaxprs of both ways of
+evaluating a moved entry: the cost of what depends on the point (multiply-adds of products
+and convolutions, elements touched otherwise), times the leaf's points, plus compiling the
+program (its equations). A change that spreads over everything downstream (a table whose
+gather feeds a norm over the features, a leaf normalised as a whole) costs as much per point
+as the direct evaluation, and its larger program more to compile.
 """
 from __future__ import annotations
 
@@ -115,7 +132,8 @@ def _elementwise(eqn, args, changed):
     """Elementwise op: the output's slab is where every changed operand has its slab.
 
     Operands may be broadcast along axes of size 1 (jaxprs allow it); a change broadcast
-    along an axis spreads over it, so that axis is whole in the output's slab.
+    along an axis spreads over it, so that axis is whole in the output's slab, and so is an
+    axis where the changed operands sit at different coordinates (their slabs widened).
     """
     if not all(isinstance(a, Slab) for a, c in zip(args, changed) if c):
         return None
@@ -129,15 +147,17 @@ def _elementwise(eqn, args, changed):
         coords = [a.fixed[d] for a, c in zip(args, changed) if c and not spread(a.base, d)]
         if any(spread(a.base, d) for a, c in zip(args, changed) if c) \
                 or not coords or any(x is not coords[0] for x in coords):
-            if any(x is not None for x in coords):
-                return None  # a slab would have to grow along d: evaluate densely
             fixed.append(None)
         else:
             fixed.append(coords[0])
+    if all(f is None for f in fixed):
+        return None  # the change covers the output: evaluate densely
 
     def on_slab(a, c):
         if c:
-            return a.values
+            grow = [d for d, f in enumerate(a.fixed)
+                    if f is not None and fixed[d] is None and not spread(a.base, d)]
+            return _widened(a, grow)[1] if grow else a.values
         if not np.ndim(a):
             return a
         starts = [_zero() if f is None or spread(a, d) else f for d, f in enumerate(fixed)]
@@ -175,15 +195,271 @@ def _transpose(eqn, slab: Slab):
                 _bind(eqn, [slab.values]))
 
 
+def _reshape_blocks(old: Sequence[int], new: Sequence[int]) -> list | None:
+    """The axes of `old` and `new` in blocks of equal size (a reshape splits or merges
+    within a block, never across), or None."""
+    blocks, i, j = [], 0, 0
+    while i < len(old) or j < len(new):
+        olds, news, po, pn = [], [], 1, 1
+        if i < len(old):
+            olds.append(i)
+            po, i = po * old[i], i + 1
+        if j < len(new):
+            news.append(j)
+            pn, j = pn * new[j], j + 1
+        while po != pn:
+            if po < pn and i < len(old):
+                olds.append(i)
+                po, i = po * old[i], i + 1
+            elif pn < po and j < len(new):
+                news.append(j)
+                pn, j = pn * new[j], j + 1
+            else:
+                return None
+        blocks.append((olds, news))
+    return blocks
+
+
 def _reshape(eqn, slab: Slab):
-    if eqn.params.get("dimensions") is not None or any(f is None for f in slab.fixed):
-        return None  # only a single entry is moved (its coordinates recomputed)
-    new = eqn.params["new_sizes"]
-    flat = jnp.ravel_multi_index(tuple(slab.fixed), slab.base.shape, mode="clip") \
-        if slab.fixed else _zero()
-    fixed = jnp.unravel_index(flat, new) if new else ()
-    return Slab(_bind(eqn, [slab.base]), tuple(jnp.asarray(f, np.int32) for f in fixed),
-                slab.values.reshape((1,) * len(new)))
+    """A reshape keeps a slab when each block of axes it splits or merges is either whole
+    (rows of an attention head's features) or fixed (an entry's coordinates, recomputed)."""
+    old, new = slab.base.shape, tuple(eqn.params["new_sizes"])
+    blocks = _reshape_blocks(old, new) if eqn.params.get("dimensions") is None else None
+    if blocks is None:
+        return None
+    fixed: list = [None] * len(new)
+    for olds, news in blocks:
+        olds = [d for d in olds if old[d] != 1]   # size-1 axes: coordinate 0 either way
+        news = [d for d in news if new[d] != 1]
+        coords = [slab.fixed[d] for d in olds]
+        if all(c is None for c in coords):
+            continue
+        if any(c is None for c in coords):
+            return None  # part of a block fixed: a range of the merged axis, not a slab
+        if len(olds) == 1 and len(news) == 1:
+            fixed[news[0]] = coords[0]   # the same coordinate (kept identical for `_elementwise`)
+            continue
+        flat = jnp.ravel_multi_index(tuple(coords), tuple(old[d] for d in olds), mode="clip")
+        for d, c in zip(news, jnp.unravel_index(flat, tuple(new[d] for d in news))):
+            fixed[d] = jnp.asarray(c, np.int32)
+    shape = tuple(1 if f is not None else n for f, n in zip(fixed, new))
+    return Slab(_bind(eqn, [slab.base]), tuple(fixed), slab.values.reshape(shape))
+
+
+def _squeeze(eqn, slab: Slab):
+    dims = eqn.params["dimensions"]
+    return Slab(_bind(eqn, [slab.base]),
+                tuple(f for d, f in enumerate(slab.fixed) if d not in dims),
+                _bind(eqn, [slab.values]))
+
+
+def _widened(slab: Slab, axes: Sequence[int]) -> tuple[list, Any]:
+    """The slab grown to the whole extent of `axes`: (its fixed coordinates, its values)."""
+    fixed = [None if d in axes else f for d, f in enumerate(slab.fixed)]
+    starts = [_zero() if f is None else f for f in fixed]
+    sizes = [1 if f is not None else n for f, n in zip(fixed, slab.base.shape)]
+    region = lax.dynamic_slice(slab.base, starts, sizes)
+    at = [f if d in axes and f is not None else _zero() for d, f in enumerate(slab.fixed)]
+    return fixed, lax.dynamic_update_slice(region, slab.values.astype(region.dtype), at)
+
+
+def _along_axes(eqn, slab: Slab, axes: Sequence[int], kept: Callable[[list], list],
+                **overrides):
+    """An operation that mixes values along `axes` only (a reduction, a pooling window, a
+    cumulative sum): applied to the slab widened along them; None if nothing stays fixed."""
+    fixed, values = _widened(slab, axes)
+    out_fixed = kept(fixed)
+    if all(f is None for f in out_fixed):
+        return None
+    return Slab(_bind(eqn, [slab.base]), tuple(out_fixed), _bind(eqn, [values], **overrides))
+
+
+def _reduction(eqn, slab: Slab):
+    """Max, min, product, argmax... over `axes`: a row's change stays in its row."""
+    axes = eqn.params["axes"]
+    return _along_axes(eqn, slab, axes,
+                       lambda fixed: [f for d, f in enumerate(fixed) if d not in axes])
+
+
+def _cumulative(eqn, slab: Slab):
+    axis = eqn.params["axis"]
+    return _along_axes(eqn, slab, (axis,), lambda fixed: fixed)
+
+
+def _window_reduction(eqn, slab: Slab):
+    """Pooling: an axis of window 1 (stride 1, no padding or dilation) keeps its coordinate."""
+    p = eqn.params
+    trivial = [p["window_dimensions"][d] == 1 and p["window_strides"][d] == 1
+               and tuple(p["padding"][d]) == (0, 0) and p["base_dilation"][d] == 1
+               and p["window_dilation"][d] == 1 for d in range(len(slab.fixed))]
+    axes = [d for d, t in enumerate(trivial) if not t]
+    return _along_axes(eqn, slab, axes, lambda fixed: fixed)
+
+
+def _gather(eqn, slab: Slab, indices):
+    """A gather from a changed operand (an embedding table, `take_along_axis`).
+
+    The axes it indexes are widened (which tokens use the changed row is data); a fixed axis
+    taken whole (an embedding's feature) or a batching axis keeps its coordinate, so a table
+    entry changes one feature of the tokens that use its row.
+    """
+    dn, sizes = eqn.params["dimension_numbers"], list(eqn.params["slice_sizes"])
+    shape, out_ndim = slab.base.shape, len(eqn.outvars[0].aval.shape)
+    indexed = set(dn.start_index_map) | set(dn.collapsed_slice_dims)
+    offset_axes = [d for d in range(len(shape))
+                   if d not in dn.collapsed_slice_dims and d not in dn.operand_batching_dims]
+    batch_out = [d for d in range(out_ndim) if d not in dn.offset_dims]
+    widen = [d for d, f in enumerate(slab.fixed) if f is not None and
+             (d in indexed or (d not in dn.operand_batching_dims and sizes[d] != shape[d]))]
+    fixed, values = _widened(slab, widen)
+    out_fixed: list = [None] * out_ndim
+    idx_starts, idx_sizes = [_zero()] * indices.ndim, list(indices.shape)
+    for d, f in enumerate(fixed):
+        if f is None:
+            continue
+        if d in dn.operand_batching_dims:
+            k = dn.start_indices_batching_dims[list(dn.operand_batching_dims).index(d)]
+            out_fixed[batch_out[k]] = f
+            idx_starts[k], idx_sizes[k] = f, 1
+        else:
+            out_fixed[dn.offset_dims[offset_axes.index(d)]] = f
+            sizes[d] = 1
+    if all(f is None for f in out_fixed):
+        return None
+    part = lax.dynamic_slice(indices, idx_starts, idx_sizes)
+    return Slab(_bind(eqn, [slab.base, indices]), tuple(out_fixed),
+                _bind(eqn, [values, part], slice_sizes=tuple(sizes)))
+
+
+def _dynamic_slice(eqn, slab: Slab, starts):
+    """A window of a changed operand: the slab's coordinates moved into the window (the
+    change falls outside it where they leave it)."""
+    sizes, shape = eqn.params["slice_sizes"], slab.base.shape
+    base_out = _bind(eqn, [slab.base, *starts])
+    # dynamic_slice clamps its starts so that the window fits
+    clamped = [jnp.clip(jnp.asarray(s, np.int32), 0, n - k)
+               for s, n, k in zip(starts, shape, sizes)]
+    fixed, inside = [], jnp.asarray(True)
+    for f, s, k in zip(slab.fixed, clamped, sizes):
+        if f is None:
+            fixed.append(None)
+            continue
+        at = f - s
+        inside = inside & (at >= 0) & (at < k)
+        fixed.append(jnp.clip(at, 0, k - 1).astype(np.int32))
+    values = lax.dynamic_slice(slab.values, [_zero() if f is not None else s
+                                             for f, s in zip(slab.fixed, clamped)],
+                               [1 if f is not None else k for f, k in zip(slab.fixed, sizes)])
+    out = Slab(base_out, tuple(fixed), values)
+    return Slab(base_out, out.fixed, jnp.where(inside, values, out.part(base_out)))
+
+
+def _scatter_add_into(eqn, slab: Slab, rest):
+    """Adding into a changed operand: the change stays where it was."""
+    base_out = _bind(eqn, [slab.base, *rest])
+    return Slab(base_out, slab.fixed, slab.part(base_out) + slab.change())
+
+
+def _conv_entry(eqn, slab: Slab, lhs):
+    """The change of a convolution's output when one kernel entry (o, i, offsets) moves by δ:
+    δ times the input feature the entry reads, padded and dilated as the convolution pads
+    and dilates it, at the entry's offsets and the convolution's strides. A window of the
+    input per point, no convolution."""
+    p = eqn.params
+    dn, groups = p["dimension_numbers"], p["feature_group_count"]
+    o_ax, i_ax, spatial = dn.rhs_spec[0], dn.rhs_spec[1], dn.rhs_spec[2:]
+    o, i = slab.fixed[o_ax], slab.fixed[i_ax]
+    out_shape = eqn.outvars[0].aval.shape
+    per_group = slab.base.shape[o_ax] // groups
+    channel = i + (o // per_group) * slab.base.shape[i_ax] if groups != 1 else i
+    # the input in (batch, feature, spatial...) order, padded (interior: lhs dilation)
+    x = jnp.transpose(lhs, dn.lhs_spec)
+    pads = [(0, 0, 0), (0, 0, 0)] + [(lo, hi, d - 1) for (lo, hi), d in
+                                     zip(p["padding"], p["lhs_dilation"])]
+    x = lax.pad(x, jnp.zeros((), x.dtype), pads)
+    starts, sizes = [_zero(), channel], [x.shape[0], 1]
+    for k, ax in enumerate(spatial):
+        n_out = out_shape[dn.out_spec[2 + k]]
+        starts.append(slab.fixed[ax] * p["rhs_dilation"][k])
+        sizes.append((n_out - 1) * p["window_strides"][k] + 1)
+    window = lax.dynamic_slice(x, starts, sizes)
+    window = lax.slice(window, [0] * window.ndim, window.shape,
+                       (1, 1, *p["window_strides"]))
+    change = slab.change().reshape(()).astype(window.dtype) * window
+    change = jnp.transpose(change, tuple(int(a) for a in np.argsort(dn.out_spec)))
+    out_fixed = [None] * len(out_shape)
+    out_fixed[dn.out_spec[1]] = o
+    return out_fixed, change
+
+
+def _conv_kernel(eqn, slab: Slab, lhs):
+    """A convolution with a changed kernel: an entry changes one output feature."""
+    p = eqn.params
+    dn, groups = p["dimension_numbers"], p["feature_group_count"]
+    if p["batch_group_count"] != 1:
+        return None
+    base_out = _bind(eqn, [lhs, slab.base])
+    if all(slab.fixed[d] is not None for d in dn.rhs_spec):
+        out_fixed, change_out = _conv_entry(eqn, slab, lhs)
+        return _slab_or_dense(base_out, out_fixed, change_out)
+    if groups != 1:
+        return None
+    # the change as a kernel of whole extent but on the fixed output feature, against the
+    # whole input (only the kernel varies per point: one convolution for a batch)
+    change = _zeros_around(slab, [d for d in dn.rhs_spec[1:] if slab.fixed[d] is not None])
+    change_out = _bind(eqn, [lhs, change])
+    out_fixed = [None] * change_out.ndim
+    out_fixed[dn.out_spec[1]] = slab.fixed[dn.rhs_spec[0]]
+    return _slab_or_dense(base_out, out_fixed, change_out)
+
+
+def _conv_input(eqn, slab: Slab, rhs):
+    """A convolution of a changed input changes the output of the batch elements it sits in.
+
+    A change on one input feature (a channel of the previous layer): the change's patches
+    (the windows each output reads) times the kernel's slice for that feature, a product per
+    point rather than a convolution whose kernel differs per point (slow on CPUs).
+    """
+    p = eqn.params
+    dn, groups = p["dimension_numbers"], p["feature_group_count"]
+    if p["batch_group_count"] != 1:
+        return None
+    c = slab.fixed[dn.lhs_spec[1]]
+    change = _zeros_around(slab, [d for d in dn.lhs_spec[2:] if slab.fixed[d] is not None])
+    out_fixed = [None] * len(eqn.outvars[0].aval.shape)
+    out_fixed[dn.out_spec[0]] = slab.fixed[dn.lhs_spec[0]]
+    base_out = _bind(eqn, [slab.base, rhs])
+    if c is None:
+        return _slab_or_dense(base_out, out_fixed, _bind(eqn, [change, rhs]))
+    kernel = jnp.transpose(rhs, dn.rhs_spec)   # (out feature, in feature, spatial...)
+    n_out, per_group = kernel.shape[0] // groups, kernel.shape[1]
+    group = c // (slab.base.shape[dn.lhs_spec[1]] // groups)
+    kernel = lax.dynamic_slice_in_dim(kernel, group * n_out, n_out, 0)
+    kernel = lax.dynamic_index_in_dim(kernel, c % per_group, 1, keepdims=False)
+    patches = lax.conv_general_dilated_patches(
+        change, kernel.shape[1:], p["window_strides"], p["padding"], p["lhs_dilation"],
+        p["rhs_dilation"], dn)
+    f_ax = dn.out_spec[1]
+    change_out = jnp.moveaxis(
+        jnp.moveaxis(patches, f_ax, -1) @ kernel.reshape(n_out, -1).T.astype(patches.dtype),
+        -1, f_ax)
+    if groups == 1:
+        return _slab_or_dense(base_out, out_fixed, change_out)
+    if n_out == 1:   # depthwise: the output feature of the group
+        out_fixed[f_ax] = group
+        return _slab_or_dense(base_out, out_fixed, change_out)
+    full = [n if d == f_ax else k for d, (n, k) in enumerate(zip(base_out.shape,
+                                                               change_out.shape))]
+    at = [group * n_out if d == f_ax else _zero() for d in range(len(full))]
+    grown = lax.dynamic_update_slice(jnp.zeros(full, change_out.dtype), change_out, at)
+    return _slab_or_dense(base_out, out_fixed, grown)
+
+
+def _zeros_around(slab: Slab, axes: Sequence[int]) -> Any:
+    """The slab's change grown to the whole extent of `axes`, zero outside the slab."""
+    shape = [n if d in axes else k for d, (n, k) in enumerate(zip(slab.base.shape, slab.shape))]
+    at = [f if d in axes else _zero() for d, f in enumerate(slab.fixed)]
+    return lax.dynamic_update_slice(jnp.zeros(shape, slab.base.dtype), slab.change(), at)
 
 
 def _slab_product(eqn, slab: Slab, side: int, other):
@@ -210,6 +486,21 @@ def _slab_product(eqn, slab: Slab, side: int, other):
     return _slab_or_dense(base_out, fixed, change_out)
 
 
+def _slabs_product(eqn, a: Slab, b: Slab):
+    """A product of two changed operands whose changes sit on the same batch coordinates
+    (one attention head, one sequence): the product of the slabs, on those coordinates."""
+    _, (lb, rb) = eqn.params["dimension_numbers"]
+    for x, batch in ((a, lb), (b, rb)):
+        if any(f is not None and d not in batch for d, f in enumerate(x.fixed)):
+            return None
+    fixed = [a.fixed[d] for d in lb]
+    if any(x is not b.fixed[d] for x, d in zip(fixed, rb)) or all(f is None for f in fixed):
+        return None
+    base_out = _bind(eqn, [a.base, b.base])
+    fixed = fixed + [None] * (base_out.ndim - len(fixed))
+    return Slab(base_out, tuple(fixed), _bind(eqn, [a.values, b.values]))
+
+
 # ------------------------------------------------------------------ rules for directions
 
 
@@ -230,6 +521,15 @@ def _direction_product(eqn, x: Direction, side: int, other):
 # ------------------------------------------------------------------ the interpreter
 
 
+_SINGLE_SLAB_RULES: dict[str, Callable[..., Any]] = {
+    _jaxpr.BROADCAST: _broadcast, _jaxpr.REDUCE_SUM: _reduce_sum, _jaxpr.TRANSPOSE: _transpose,
+    _jaxpr.RESHAPE: _reshape, _jaxpr.SQUEEZE: _squeeze,
+    **dict.fromkeys(_jaxpr.REDUCTIONS, _reduction),
+    **dict.fromkeys(_jaxpr.WINDOW_REDUCTIONS, _window_reduction),
+    **dict.fromkeys(_jaxpr.CUMULATIVE, _cumulative),
+}
+
+
 def _apply(eqn, args, changed, touched_inputs):
     """The output of `eqn` by a rule for its changed operands, or None (no rule applies)."""
     kind = _jaxpr.name(eqn)
@@ -240,17 +540,31 @@ def _apply(eqn, args, changed, touched_inputs):
                 if isinstance(x, Slab):
                     return _slab_product(eqn, x, side, other)
                 return _direction_product(eqn, x, side, other)
+        if all(isinstance(a, Slab) for a in args):
+            return _slabs_product(eqn, *args)
         return None
     single = args[0] if len(args) == 1 else None
     if isinstance(single, Direction):
         return _direction_view(eqn, single)
     if kind in _jaxpr.ELEMENTWISE and not any(t and not c for t, c in zip(touched_inputs, changed)):
         return _elementwise(eqn, args, changed)
-    if isinstance(single, Slab):
-        rule = {_jaxpr.BROADCAST: _broadcast, _jaxpr.REDUCE_SUM: _reduce_sum,
-                _jaxpr.TRANSPOSE: _transpose, _jaxpr.RESHAPE: _reshape}.get(kind)
-        return rule(eqn, single) if rule else None
-    return None
+    first, rest_touched = args[0], any(touched_inputs[1:])
+    if kind == _jaxpr.CONV:
+        if isinstance(args[1], Slab) and not touched_inputs[0]:
+            return _conv_kernel(eqn, args[1], args[0])
+        if isinstance(first, Slab) and not touched_inputs[1]:
+            return _conv_input(eqn, first, args[1])
+        return None
+    if not isinstance(first, Slab) or rest_touched:
+        return None
+    if kind == _jaxpr.GATHER:
+        return _gather(eqn, first, args[1])
+    if kind == _jaxpr.DYNAMIC_SLICE:
+        return _dynamic_slice(eqn, first, args[1:])
+    if kind == _jaxpr.SCATTER_ADD:
+        return _scatter_add_into(eqn, first, args[1:])
+    rule = _SINGLE_SLAB_RULES.get(kind) if single is not None else None
+    return rule(eqn, single) if rule else None
 
 
 def _run(jaxpr, consts, invals, perturbed: Sequence[bool]):
@@ -349,3 +663,84 @@ def trace(loss: Callable[..., Any], position: int, param_dynamic: Sequence[Any],
     if len(closed.jaxpr.invars) != n_in or len(closed.jaxpr.outvars) != 1:
         return None
     return Traced(closed, position)
+
+
+# ------------------------------------------------------------------ whether it pays
+
+# A time estimate per path: compiling its program (seconds per equation of the traced
+# per-point function) plus evaluating it at every point (cost units per second; a followed
+# change runs as many small operations, counted `LOCAL_SLOWDOWN` times slower per unit).
+# Measured on 2 CPU cores in float64 (bench models: MLPs, a CNN, a transformer block):
+# ~3-7 ms per equation to compile, 1e9 (convolutions) to 2e10 (products) units per second.
+COMPILE_SECONDS_PER_EQUATION = 4e-3
+UNITS_PER_SECOND = 5e9
+LOCAL_SLOWDOWN = 2.0
+# What one more equation costs per point in these units (elements touched, multiply-adds).
+EQUATION_OVERHEAD = 64.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """What a point's program costs: `per_point` units for each point of a batch (the
+    equations that depend on the point), and `equations` in the program to compile."""
+
+    per_point: float
+    equations: int
+
+    def seconds(self, points: int, slowdown: float = 1.0) -> float:
+        return (self.equations * COMPILE_SECONDS_PER_EQUATION
+                + points * slowdown * self.per_point / UNITS_PER_SECOND)
+
+
+def _cost_downstream(jaxpr: Any, batched: Sequence[bool]) -> float:
+    """The cost of the equations of `jaxpr` that depend on its `batched` inputs: what each
+    point of a `vmap` computes (the rest is computed once for the batch)."""
+    touched = {v for v, b in zip(jaxpr.invars, batched) if b}
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        hit = [_jaxpr.is_var(v) and v in touched for v in eqn.invars]
+        if not any(hit):
+            continue
+        body = _jaxpr.call_body(eqn)
+        total += (_cost_downstream(body[0], hit) if body is not None
+                  else _jaxpr.cost(eqn) + EQUATION_OVERHEAD)
+        touched.update(v for v in eqn.outvars if _jaxpr.is_var(v))
+    return total
+
+
+def cost(one: Callable[..., Any], shared: Any, *point: Any) -> Cost:
+    """The cost of `one(shared, *point)` (`point` given by shapes), from its jaxpr."""
+    def spec(x):
+        aval = jax.typeof(x)
+        return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type)
+
+    closed = _jaxpr.trace(one, jax.tree.map(spec, shared), *point)
+    n_point = sum(len(jax.tree.leaves(p)) for p in point)
+    n_in = len(closed.jaxpr.invars)
+    per_point = _cost_downstream(closed.jaxpr, [k >= n_in - n_point for k in range(n_in)])
+    return Cost(per_point, sum(1 for _ in _jaxpr.equations(closed.jaxpr)))
+
+
+def costs(traced: Traced, direct: Callable[..., Any], param_dynamic: Sequence[Any],
+          arg_dynamic: Sequence[Any]) -> tuple[Cost, Cost]:
+    """(following the change, `direct(shared, index, value)`) for one moved entry."""
+    leaf = param_dynamic[traced.position]
+    point = (jax.ShapeDtypeStruct((), np.int32), jax.ShapeDtypeStruct((), leaf.dtype))
+    shared = (tuple(param_dynamic), tuple(arg_dynamic))
+    return (cost(lambda sh, i, v: traced.at_entry(sh[0], sh[1], i, v), shared, *point),
+            cost(direct, shared, *point))
+
+
+def pays(traced: Traced, direct: Callable[..., Any], param_dynamic: Sequence[Any],
+         arg_dynamic: Sequence[Any]) -> bool:
+    """Whether following the changes of the leaf's entries (`traced.at_entry`) is quicker than
+    `direct(shared, index, value)` for a full check of the leaf (two points per entry),
+    compilation included, from the jaxprs of both: not where the change spreads over
+    everything downstream anyway (a leaf whose first use has no rule, a change that every row
+    of a norm reads), nor where the leaf has too few entries to repay a larger program."""
+    try:
+        local, direct_cost = costs(traced, direct, param_dynamic, arg_dynamic)
+    except Exception:  # a rule that cannot trace: the direct evaluation
+        return False
+    points = 2 * int(np.size(param_dynamic[traced.position]))
+    return local.seconds(points, LOCAL_SLOWDOWN) < direct_cost.seconds(points)
