@@ -18,6 +18,13 @@ if TYPE_CHECKING:  # fast mode's results; those modules import this one
     from .taylor import TaylorResult
 
 
+# The references `precision="native"` chooses per leaf in full mode (`numerics/sharpest`).
+COMPLEX_STEP = "complex step"
+RIDDERS = "Ridders extrapolation"
+CENTRAL = "central differences"
+REFERENCES = (COMPLEX_STEP, RIDDERS, CENTRAL)
+
+
 def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
     """‖a−b‖ / (‖a‖+‖b‖); 0 when both are zero."""
     denom = float(np.linalg.norm(a) + np.linalg.norm(b))
@@ -88,6 +95,9 @@ class LeafReport(VerdictTable):
     indices: np.ndarray | None = None
     directions: DirectionalChecks | None = None
     taylor: TaylorResult | None = None
+    # the numerical reference its components were judged against (`REFERENCES`); None where
+    # the mode or method says it (fast mode's directions, method="complex")
+    reference: str | None = None
 
     @property
     def ok(self) -> bool:
