@@ -312,7 +312,11 @@ def _refine_sharp(line: Line, rows: np.ndarray, verdicts: v.ComponentVerdicts, g
     derivatives and noise (`noise_balanced_steps`), the second offset by √2 from the first
     (no point shared). As in `_refine`, the tighter estimate replaces the weak PASS only
     where both ladders are finite and agree within the tighter tolerance, and a FAIL needs
-    both ladders to fail: a FAIL is confirmed at a second set of steps."""
+    both ladders to fail: a FAIL is confirmed at a second set of steps. Both must also lie
+    within the weak PASS's own tolerance of its estimate: large steps can straddle a kink
+    (a ReLU's) that the small steps of the escalation did not, and tableau entries built
+    across it can agree by chance; the small steps' estimate, whose error bound covers its
+    truncation and kinks, vetoes them."""
     sigma = max(noise, eps_f * abs(f0))
     base = extrapolation_step[rows] * 2.0 ** (d.RICHARDSON_LEVELS - 1)
     h, h_max = noise_balanced_steps(line, rows, sigma, base)
@@ -329,16 +333,21 @@ def _refine_sharp(line: Line, rows: np.ndarray, verdicts: v.ComponentVerdicts, g
         stacked = [np.stack([getattr(lv, name) for lv in levels])
                    for name in ("f_plus", "f_minus", "h_plus", "h_minus")]
         rounding = ridders.rounding_of_values(eps_f, f0, stacked[0], stacked[1], noise)
-        results.append(ridders.extrapolate(*stacked, rounding))
+        result = ridders.extrapolate(*stacked, rounding)
+        kink = ridders.kink_at_theta(f0, *stacked, rounding)
+        results.append(dataclasses.replace(result, finite=result.finite & ~kink))
     (one, two), ga = (results, (g[rows], a[rows]))
     tol_one, tol_two = (safety * (r.error + ga[1]) for r in (one, two))
     tighter_one = tol_one <= tol_two
     value = np.where(tighter_one, one.value, two.value)
     tolerance = np.minimum(tol_one, tol_two)
     with np.errstate(invalid="ignore"):
+        weak_value, weak_tolerance = verdicts.numerical[rows], verdicts.tolerance[rows]
         agree = (one.finite & two.finite & np.isfinite(tolerance)
                  & (np.abs(one.value - two.value) <= tolerance)
-                 & (tolerance < verdicts.tolerance[rows]))
+                 & (np.abs(one.value - weak_value) <= weak_tolerance)
+                 & (np.abs(two.value - weak_value) <= weak_tolerance)
+                 & (tolerance < weak_tolerance))
         fails = ((np.abs(one.value - ga[0]) > tol_one) & (np.abs(two.value - ga[0]) > tol_two))
         passes_tight = np.abs(value - ga[0]) <= tolerance
     # a tighter estimate that fails while the other passes: the other's PASS stands
