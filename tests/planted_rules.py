@@ -81,8 +81,8 @@ def _div(x):
 RULES: tuple[Rule, ...] = (
     Rule("logsumexp", lambda x: jax.nn.logsumexp(x, axis=-1), _signed("logsumexp", (3, 8), 0.2, 2)),
     Rule("standardize", _standardize, _signed("standardize", (12,), 0.2, 2)),
-    Rule("svd_values", lambda x: jnp.linalg.svd(x, compute_uv=False), _signed("svd", (4, 3), 0.2, 1.5),
-         ("scale", "entry")),
+    Rule("svd_values", lambda x: jnp.linalg.svd(x, compute_uv=False),
+         _signed("svd", (4, 3), 0.2, 1.5), ("scale", "entry")),
     Rule("gammaln", jss.gammaln, _uniform("gammaln", (10,), 0.3, 4)),
     Rule("log_ndtr", jss.log_ndtr, _signed("log_ndtr", (10,), 0.2, 3)),
     Rule("logit", jss.logit, _uniform("logit", (10,), 0.1, 0.9)),

@@ -9,9 +9,9 @@ import warnings
 
 import jax.numpy as jnp
 import pytest
+from planted_rules import RULES, Rule, loss
 
 import jaxcheck
-from planted_rules import RULES, Rule, loss
 
 # A few rules of each kind: complex step (log1p, an RNN scan), Ridders extrapolation where
 # the loss is not complex-analytic (erf, cholesky).

@@ -330,11 +330,12 @@ def _refine_sharp(line: Line, rows: np.ndarray, verdicts: v.ComponentVerdicts, g
     for start in (top, top / np.sqrt(ridders.RATIO)):
         steps = ridders.ladder(start)
         levels = central_levels(line, rows, steps, strict=False)
-        stacked = [np.stack([getattr(lv, name) for lv in levels])
-                   for name in ("f_plus", "f_minus", "h_plus", "h_minus")]
-        rounding = ridders.rounding_of_values(eps_f, f0, stacked[0], stacked[1], noise)
-        result = ridders.extrapolate(*stacked, rounding)
-        kink = ridders.kink_at_theta(f0, *stacked, rounding)
+        f_plus, f_minus, h_plus, h_minus = (
+            np.stack([getattr(lv, name) for lv in levels])
+            for name in ("f_plus", "f_minus", "h_plus", "h_minus"))
+        rounding = ridders.rounding_of_values(eps_f, f0, f_plus, f_minus, noise)
+        result = ridders.extrapolate(f_plus, f_minus, h_plus, h_minus, rounding)
+        kink = ridders.kink_at_theta(f0, f_plus, f_minus, h_plus, h_minus, rounding)
         results.append(dataclasses.replace(result, finite=result.finite & ~kink))
     (one, two), ga = (results, (g[rows], a[rows]))
     tol_one, tol_two = (safety * (r.error + ga[1]) for r in (one, two))
