@@ -147,7 +147,7 @@ class Decision:
 def decide(line: Line, g: np.ndarray, a: np.ndarray, f0: float, first: Level,
            extrapolation_step: np.ndarray, eps_f: float, safety: float,
            noise: float | None = None, refine: bool = True,
-           until_fail: bool = False, sharp: bool = False) -> Decision:
+           until_fail: bool = False, sharp: bool = False, ladders: int = 1) -> Decision:
     """Verdicts of the derivatives along every line of `line` (rows 0..m−1).
 
     **Arguments:**
@@ -166,7 +166,8 @@ def decide(line: Line, g: np.ndarray, a: np.ndarray, f0: float, first: Level,
       needs to know whether some row FAILs (fast mode's directions).
     - `sharp`: native precision, where a weak PASS is refined by Ridders' extrapolation
       (`ridders`) down to `SHARP_SENSITIVITY`·|gᵢ| instead of by Richardson levels at two
-      steps down to `SENSITIVITY`·|gᵢ|.
+      steps down to `SENSITIVITY`·|gᵢ|; `ladders`: Ridders ladders averaged per estimate
+      (their rounding falls as 1/√ladders; for a few lines that carry a whole leaf).
     """
     screened = v.screen(g, first.f_plus, first.f_minus, first.h_plus, first.h_minus, f0,
                         eps_f, a, safety)
@@ -210,8 +211,11 @@ def decide(line: Line, g: np.ndarray, a: np.ndarray, f0: float, first: Level,
     if weak.size:
         if not noise:
             noise = measure_noise(line, weak, f0, beside[weak])
-        refine_weak = _refine_sharp if sharp else _refine
-        sharpened[weak] = refine_weak(line, weak, verdicts, g, a, f0, extrapolation_step,
+        if sharp:
+            sharpened[weak] = _refine_sharp(line, weak, verdicts, g, a, f0, extrapolation_step,
+                                            eps_f, safety, noise, ladders)
+        else:
+            sharpened[weak] = _refine(line, weak, verdicts, g, a, f0, extrapolation_step,
                                       eps_f, safety, noise)
     return Decision(verdicts, float(noise or 0.0), left, sharpened)
 
@@ -304,7 +308,7 @@ def _refine(line: Line, rows: np.ndarray, verdicts: v.ComponentVerdicts, g, a, f
 
 def _refine_sharp(line: Line, rows: np.ndarray, verdicts: v.ComponentVerdicts, g, a,
                   f0: float, extrapolation_step: np.ndarray, eps_f: float, safety: float,
-                  noise: float) -> np.ndarray:
+                  noise: float, ladders: int = 1) -> np.ndarray:
     """Step 5 in native precision, in place on `verdicts` for `rows` (weak passes); which
     rows it decided.
 
@@ -327,7 +331,10 @@ def _refine_sharp(line: Line, rows: np.ndarray, verdicts: v.ComponentVerdicts, g
         return taken
     top = np.minimum(ridders.LADDER_TOP * h, h_max)
     results = []
-    for start in (top, top / np.sqrt(ridders.RATIO)):
+    # two estimates, each the mean of `ladders` ladders; all 2·ladders tops interleaved
+    # within a factor √2, so no two ladders share a point
+    tops = [top * ridders.RATIO ** (-k / (4.0 * ladders)) for k in range(2 * ladders)]
+    for start in tops:
         steps = ridders.ladder(start)
         levels = central_levels(line, rows, steps, strict=False)
         f_plus, f_minus, h_plus, h_minus = (
@@ -337,7 +344,8 @@ def _refine_sharp(line: Line, rows: np.ndarray, verdicts: v.ComponentVerdicts, g
         result = ridders.extrapolate(f_plus, f_minus, h_plus, h_minus, rounding)
         kink = ridders.kink_at_theta(f0, f_plus, f_minus, h_plus, h_minus, rounding)
         results.append(dataclasses.replace(result, finite=result.finite & ~kink))
-    (one, two), ga = (results, (g[rows], a[rows]))
+    (one, two), ga = (ridders.average(results[0::2]), ridders.average(results[1::2])), (g[rows],
+                                                                                      a[rows])
     tol_one, tol_two = (safety * (r.error + ga[1]) for r in (one, two))
     tighter_one = tol_one <= tol_two
     value = np.where(tighter_one, one.value, two.value)

@@ -15,6 +15,7 @@ from .verdicts import FAIL, INCONCLUSIVE
 
 if TYPE_CHECKING:  # fast mode's results; those modules import this one
     from .direction_checks import DirectionalChecks
+    from .gradient_direction import AlongGradient
     from .taylor import TaylorResult
 
 
@@ -98,6 +99,15 @@ class LeafReport(VerdictTable):
     # the numerical reference its components were judged against (`REFERENCES`); None where
     # the mode or method says it (fast mode's directions, method="complex")
     reference: str | None = None
+    # native precision, full mode: the leaf's check along its gradient (`gradient_direction`),
+    # whose FAIL fails the leaf as a whole (a failure with no index)
+    along_gradient: AlongGradient | None = None
+
+    @property
+    def n_fail(self) -> int:
+        along = self.along_gradient
+        return int(np.sum(self.status == FAIL)) + int(along is not None
+                                                      and along.status == FAIL)
 
     @property
     def ok(self) -> bool:
@@ -127,9 +137,14 @@ class LeafReport(VerdictTable):
         return relative_difference(a, n)
 
     def failures(self) -> list[Failure]:
-        return [
+        found = [
             Failure(self.path, tuple(int(i) for i in np.unravel_index(
                         k if self.indices is None else self.indices[k], self.shape)),
                     float(self.analytic[k]), float(self.numerical[k]), float(self.tolerance[k]))
             for k in np.flatnonzero(self.status == FAIL)
         ]
+        along = self.along_gradient
+        if along is not None and along.status == FAIL:   # the leaf as a whole: no index
+            found.append(Failure(self.path, (), along.analytic, along.numerical,
+                                 along.tolerance))
+        return found

@@ -43,6 +43,19 @@ class Extrapolated:
     value: np.ndarray
     error: np.ndarray
     finite: np.ndarray
+    noise: np.ndarray       # the rounding part of `error`
+
+
+def average(results: list[Extrapolated]) -> Extrapolated:
+    """The mean of estimates from ladders that share no point: their rounding is independent
+    (Moré & Wild's model of the measured noise), so it falls as 1/√K in the mean, where the
+    truncation estimates, which need not, are averaged."""
+    k = len(results)
+    value = np.mean([r.value for r in results], axis=0)
+    truncation = np.mean([r.error - r.noise for r in results], axis=0)
+    noise = np.sqrt(np.mean([r.noise ** 2 for r in results], axis=0) / k)
+    finite = np.all([r.finite for r in results], axis=0)
+    return Extrapolated(value, truncation + noise, finite, noise)
 
 
 def extrapolate(f_plus: np.ndarray, f_minus: np.ndarray, h_plus: np.ndarray,
@@ -57,12 +70,12 @@ def extrapolate(f_plus: np.ndarray, f_minus: np.ndarray, h_plus: np.ndarray,
     levels, m = D.shape
     smooth = _smooth_levels(D, noise)
     best = D[0].copy()
-    best_err = np.full(m, np.inf)
+    best_err, best_noise = np.full(m, np.inf), np.full(m, np.inf)
     previous, previous_noise = [D[0]], [noise[0]]
     for j in range(1, levels):
         row, row_noise = [D[j]], [noise[j]]
         # order 0: the plain central difference, its truncation the change from the level above
-        candidates = [(D[j], np.abs(D[j] - D[j - 1]) + noise[j])]
+        candidates = [(D[j], np.abs(D[j] - D[j - 1]) + noise[j], noise[j])]
         for k in range(1, j + 1):
             q = (h[j - k] / h[j]) ** 2
             t = row[k - 1] + (row[k - 1] - previous[k - 1]) / (q - 1.0)
@@ -73,13 +86,14 @@ def extrapolate(f_plus: np.ndarray, f_minus: np.ndarray, h_plus: np.ndarray,
                 truncation = np.maximum(np.abs(t - row[k - 1]), np.abs(t - previous[k]))
                 # only where every level it rests on (j−k−1 … j) changes as a smooth f's
                 ok = np.all(smooth[j - k + 1:j + 1], axis=0)
-                candidates.append((t, np.where(ok, truncation + n, np.inf)))
-        for value, err in candidates:
+                candidates.append((t, np.where(ok, truncation + n, np.inf), n))
+        for value, err, rounding_part in candidates:
             with np.errstate(invalid="ignore"):
                 better = np.isfinite(err) & (err < best_err)
             best, best_err = np.where(better, value, best), np.where(better, err, best_err)
+            best_noise = np.where(better, rounding_part, best_noise)
         previous, previous_noise = row, row_noise
-    return Extrapolated(best, best_err, np.all(finite, axis=0))
+    return Extrapolated(best, best_err, np.all(finite, axis=0), best_noise)
 
 
 def _smooth_levels(D: np.ndarray, noise: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from ..plan.tasks import LeafTask
 from .complex_step import check_leaf_complex
 from .full import check_leaf, first_pass
+from .gradient_direction import check_along_gradient
 from .results import COMPLEX_STEP, LeafReport
 
 
@@ -41,5 +42,9 @@ def check_all_sharpest(tasks: Sequence[LeafTask]) -> tuple[LeafReport, ...]:
         report, fallback = check_leaf_complex(task, g, first)
         if fallback is None:
             report = dataclasses.replace(report, reference=COMPLEX_STEP)
+        elif report.n_fail == 0 and g.size > 1:
+            # real steps: a whole-gradient error adds up along the gradient itself
+            report = dataclasses.replace(
+                report, along_gradient=check_along_gradient(task, g, first.f0))
         reports.append(report)
     return tuple(reports)
