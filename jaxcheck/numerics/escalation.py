@@ -57,6 +57,9 @@ PROBES = 6
 # In native precision (`decide(..., sharp=True)`) a PASS is refined down to this fraction of
 # |gᵢ|: a float32 check should see a whole gradient scaled by 1 + 1e-4.
 SHARP_SENSITIVITY = 1e-6
+# ...where the loss computes in float32 or better: a loss that rounds to bfloat16 or float16
+# inside is a step function on their grid, below which Ridders' finer steps see only the steps.
+SHARP_MAX_EPS = 2.0 ** -23
 
 
 class Line(Protocol):
@@ -164,11 +167,13 @@ def decide(line: Line, g: np.ndarray, a: np.ndarray, f0: float, first: Level,
       of them first, as without `until_fail`, so every row escalated gets the verdict it
       would get without it, and no row is left unless one has FAILed. For a test that only
       needs to know whether some row FAILs (fast mode's directions).
-    - `sharp`: native precision, where a weak PASS is refined by Ridders' extrapolation
+    - `sharp`: native precision (with a loss computed in float32 or better,
+      `SHARP_MAX_EPS`), where a weak PASS is refined by Ridders' extrapolation
       (`ridders`) down to `SHARP_SENSITIVITY`·|gᵢ| instead of by Richardson levels at two
       steps down to `SENSITIVITY`·|gᵢ|; `ladders`: Ridders ladders averaged per estimate
       (their rounding falls as 1/√ladders; for a few lines that carry a whole leaf).
     """
+    sharp = sharp and eps_f <= SHARP_MAX_EPS
     screened = v.screen(g, first.f_plus, first.f_minus, first.h_plus, first.h_minus, f0,
                         eps_f, a, safety)
     status, numerical, tolerance = (screened.status.copy(), screened.numerical.copy(),
@@ -331,9 +336,9 @@ def _refine_sharp(line: Line, rows: np.ndarray, verdicts: v.ComponentVerdicts, g
         return taken
     top = np.minimum(ridders.LADDER_TOP * h, h_max)
     results = []
-    # two estimates, each the mean of `ladders` ladders; all 2·ladders tops interleaved
-    # within a factor √2, so no two ladders share a point
-    tops = [top * ridders.RATIO ** (-k / (4.0 * ladders)) for k in range(2 * ladders)]
+    # two estimates, each the mean of `ladders` ladders; the 2·ladders tops interleaved within
+    # one factor RATIO (√2 apart for one ladder each), so no two ladders share a point
+    tops = [top * ridders.RATIO ** (-k / (2.0 * ladders)) for k in range(2 * ladders)]
     for start in tops:
         steps = ridders.ladder(start)
         levels = central_levels(line, rows, steps, strict=False)

@@ -11,7 +11,10 @@ coarse to see a whole gradient scaled by 1 + 1e-4. Per leaf, in order of accurac
 2. **central differences with Ridders' extrapolation** (`escalation.decide(..., sharp=True)`):
    every component through the one escalation, and each PASS weaker than
    `escalation.SHARP_SENSITIVITY`·|gᵢ| refined by Ridders' tableau on steps from its measured
-   derivatives and noise (`ridders`), confirmed on a second ladder of steps.
+   derivatives and noise (`ridders`), confirmed on a second ladder of steps; and the leaf's
+   slope along its own gradient (`gradient_direction`), where a whole-gradient error adds up.
+   Both only where the loss computes in float32 or better (`escalation.SHARP_MAX_EPS`): one
+   that rounds to bfloat16 inside is a step function at Ridders' finer steps.
 
 `LeafReport.reference` says which decided the leaf (`results.REFERENCES`): `"complex step"`,
 `"Ridders extrapolation"` (some component refined), or `"central differences"`; and
@@ -26,6 +29,7 @@ from collections.abc import Sequence
 
 from ..plan.tasks import LeafTask
 from .complex_step import check_leaf_complex
+from .escalation import SHARP_MAX_EPS
 from .full import check_leaf, first_pass
 from .gradient_direction import check_along_gradient
 from .results import COMPLEX_STEP, LeafReport
@@ -42,7 +46,7 @@ def check_all_sharpest(tasks: Sequence[LeafTask]) -> tuple[LeafReport, ...]:
         report, fallback = check_leaf_complex(task, g, first)
         if fallback is None:
             report = dataclasses.replace(report, reference=COMPLEX_STEP)
-        elif report.n_fail == 0 and g.size > 1:
+        elif report.n_fail == 0 and g.size > 1 and task.eps_f <= SHARP_MAX_EPS:
             # real steps: a whole-gradient error adds up along the gradient itself
             report = dataclasses.replace(
                 report, along_gradient=check_along_gradient(task, g, first.f0))
