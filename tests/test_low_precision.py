@@ -61,3 +61,19 @@ def test_a_step_below_the_grid_is_never_a_zero_difference():
     leaf = report.leaves[0]
     assert np.all(np.isfinite(leaf.numerical)) and np.all(leaf.numerical != 0)
     assert report.ok
+
+
+def bf16_kernel_loss(p, x, y):
+    """A kernel that computes in bfloat16 inside (as a TPU or Pallas kernel does)."""
+    h = jnp.tanh(x.astype(BF16) @ p["W"].astype(BF16) + p["b"].astype(BF16))
+    return 0.5 * jnp.mean((h.astype(jnp.float32) - y.astype(jnp.float32)) ** 2)
+
+
+def test_native_bfloat16_kernel_is_judged_by_bfloat16_rounding():
+    # the leaves are checked on float32 copies; the kernel's own bfloat16 arithmetic is seen
+    # in its jaxpr, and its loss, a step function on bfloat16's grid, gets no refined steps
+    # below that grid (they would see only the steps: a false alarm on every component)
+    params, x, y = _model(BF16)
+    report = jaxcheck.check(bf16_kernel_loss, params, x, y, precision="native")
+    assert report.info["eps_f"] == pytest.approx(float(jnp.finfo(BF16).eps))
+    assert report.ok

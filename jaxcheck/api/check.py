@@ -101,7 +101,8 @@ def _check_prepared(inputs: Inputs, opts: Options) -> Report:
         eps_f, FIRST_PASS_EXPONENTS[opts.method])
     require_mode_and_method(opts.mode, opts.method)
     tasks = leaf_tasks(problem, p, a, analytic, inputs.user_dtypes, eps_f, eps_g, rel_step,
-                       opts.safety, opts.batch_size)
+                       opts.safety, opts.batch_size,
+                       sharp=inputs.precision.used == "native")
     # every mode: the determinism check, and the gradient's rounding split from its final cast
     tasks = shared_setup(tasks, opts.mode, fn_trace=closed)
     leaves, extra = run_mode(tasks, opts)

@@ -29,6 +29,7 @@ class ComponentResults:
     numerical: np.ndarray
     tolerance: np.ndarray
     evaluations: int          # loss evaluations spent
+    refined: np.ndarray | None = None   # per index: decided by refined steps (escalation step 5)
 
 
 class ComponentLine:
@@ -93,7 +94,7 @@ def check_components(task: LeafTask, g_leaf: np.ndarray, indices: np.ndarray,
         f0 = f0_here if f0 is None else f0
     assert f0 is not None
     decision = decide(line, g_all[idx], a_all[idx], f0, first, line.extrapolation_steps(),
-                      task.eps_f, task.safety)
+                      task.eps_f, task.safety, sharp=task.sharp)
     verdicts = decision.verdicts
     return ComponentResults(idx, verdicts.status, verdicts.numerical, verdicts.tolerance,
-                            line.evaluations)
+                            line.evaluations, decision.refined)

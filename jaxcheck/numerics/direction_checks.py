@@ -99,8 +99,9 @@ class DirectionLine:
 
     def losses(self, rows: np.ndarray, offsets: np.ndarray,
                strict: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        # non-finite values are returned either way: a direction's verdict is never refined
-        # (`decide(..., refine=False)`), and its other steps are those full mode takes
+        # non-finite values are returned either way: a direction's verdict is refined only in
+        # native precision (`check_directions(..., sharp=True)`), where a non-finite value
+        # leaves the weak PASS as it was, and its other steps are those full mode takes
         return self.along(rows, offsets)[1], np.asarray(offsets, np.float64)
 
     def slopes(self, rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -154,7 +155,7 @@ def check_directions(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.nd
                      hi: np.ndarray, eps_f: float, rel_step: float, safety: float,
                      analytic_at=None, noise: float | None = None,
                      hole: tuple[np.ndarray, np.ndarray] | None = None,
-                     until_fail: bool = False) -> DirectionalChecks:
+                     until_fail: bool = False, sharp: bool = False) -> DirectionalChecks:
     """Directional verdicts for directions `numbers` on the ranges `[lo, hi)` (arrays), by
     `escalation.decide` as for components; `hole`: (hole_lo, hole_hi) arrays, each range
     without `[hole_lo, hole_hi)` (inside it, or empty).
@@ -170,6 +171,10 @@ def check_directions(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.nd
     they are escalated before the others are evaluated at all. The result holds only the
     directions decided, with the count of the others in `undecided`: a FAIL is reported only
     when confirmed, and the test passes only when every direction was decided.
+
+    `sharp` (native precision): a weak PASS is refined by Ridders' extrapolation, as a
+    component's is (`escalation.decide(..., sharp=True)`); in float32 the first step's
+    round-off alone would pass a whole leaf's gradient a relative 1e-4 off.
     """
     start = dirs.evaluations
     numbers, lo, hi = (np.asarray(x) for x in (numbers, lo, hi))
@@ -190,7 +195,7 @@ def check_directions(dirs: Directions, f0: float, numbers: np.ndarray, lo: np.nd
         gu[rows], a[rows] = first.gu[:m], HOEFFDING_Z * first.spread[:m]
         u_sum[rows] = first.u_sum[:m]
         decision = decide(sub, gu[rows], a[rows], f0, level, finest[rows], eps_f, safety,
-                          noise, refine=False, until_fail=until_fail)
+                          noise, refine=sharp, until_fail=until_fail, sharp=sharp)
         verdicts = decision.verdicts
         status[rows], numerical[rows] = verdicts.status, verdicts.numerical
         tolerance[rows] = verdicts.tolerance

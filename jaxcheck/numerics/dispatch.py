@@ -16,6 +16,7 @@ from .fast import check_all_fast
 from .full import check_all
 from .results import LeafReport
 from .sample import check_all_sample
+from .sharpest import check_all_sharpest
 
 FIRST_PASS_EXPONENTS = {
     "central": d.CENTRAL_EXPONENT,                 # O(h²) stencil
@@ -29,7 +30,8 @@ def check_with_method(tasks: Sequence[LeafTask], method: str) -> tuple[LeafRepor
     """Per-leaf reports of full mode with `method` ("central", "forward", "backward",
     "complex"), on tasks after `plan.setup.shared_setup`."""
     if method == "central":
-        return check_all(tasks)
+        # native precision: the sharpest valid estimate per leaf
+        return check_all_sharpest(tasks) if tasks and tasks[0].sharp else check_all(tasks)
     if method in ("forward", "backward"):
         return one_sided.check_all(tasks, +1 if method == "forward" else -1)
     if method == "complex":
@@ -48,4 +50,6 @@ def run_mode(tasks: Sequence[LeafTask],
         return check_all_sample(tasks, opts.samples, opts.seed)
     # full mode: every component; its cost estimated first (a CostWarning, a progress bar)
     with progress.full_check(engine.jobs_for(tasks), opts.progress):
-        return check_with_method(tasks, opts.method), {}
+        leaves = check_with_method(tasks, opts.method)
+    references = {leaf.path: leaf.reference for leaf in leaves if leaf.reference is not None}
+    return leaves, ({"references": references} if references else {})

@@ -39,6 +39,7 @@ from typing import Protocol
 import numpy as np
 
 from . import differences as d
+from . import ridders
 from . import verdicts as v
 
 # |analytic − numerical| beyond this many tolerances, with no jump in slope, is a bug at any
@@ -53,6 +54,12 @@ CURVATURE_ABOVE_NOISE = 100.0
 # Probes of f's derivatives at the extrapolation scale's largest step × 4ʲ, j < PROBES: up to
 # ~0.76·max(1, |θᵢ|) in float64, where ε·|f|/h of a loss ~1e3 is ~1e-12.
 PROBES = 6
+# In native precision (`decide(..., sharp=True)`) a PASS is refined down to this fraction of
+# |gᵢ|: a float32 check should see a whole gradient scaled by 1 + 1e-4.
+SHARP_SENSITIVITY = 1e-6
+# ...where the loss computes in float32 or better: a loss that rounds to bfloat16 or float16
+# inside is a step function on their grid, below which Ridders' finer steps see only the steps.
+SHARP_MAX_EPS = 2.0 ** -23
 
 
 class Line(Protocol):
@@ -136,12 +143,14 @@ class Decision:
     # rows left undecided by `until_fail` (outside round-off at the first step, never
     # escalated): their entries in `verdicts` are no verdict, and must not be reported
     left: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    # rows whose verdict came from refined steps (step 5): Ridders' extrapolation when sharp
+    refined: np.ndarray | None = None
 
 
 def decide(line: Line, g: np.ndarray, a: np.ndarray, f0: float, first: Level,
            extrapolation_step: np.ndarray, eps_f: float, safety: float,
            noise: float | None = None, refine: bool = True,
-           until_fail: bool = False) -> Decision:
+           until_fail: bool = False, sharp: bool = False, ladders: int = 1) -> Decision:
     """Verdicts of the derivatives along every line of `line` (rows 0..m−1).
 
     **Arguments:**
@@ -158,7 +167,13 @@ def decide(line: Line, g: np.ndarray, a: np.ndarray, f0: float, first: Level,
       of them first, as without `until_fail`, so every row escalated gets the verdict it
       would get without it, and no row is left unless one has FAILed. For a test that only
       needs to know whether some row FAILs (fast mode's directions).
+    - `sharp`: native precision (with a loss computed in float32 or better,
+      `SHARP_MAX_EPS`), where a weak PASS is refined by Ridders' extrapolation
+      (`ridders`) down to `SHARP_SENSITIVITY`·|gᵢ| instead of by Richardson levels at two
+      steps down to `SENSITIVITY`·|gᵢ|; `ladders`: Ridders ladders averaged per estimate
+      (their rounding falls as 1/√ladders; for a few lines that carry a whole leaf).
     """
+    sharp = sharp and eps_f <= SHARP_MAX_EPS
     screened = v.screen(g, first.f_plus, first.f_minus, first.h_plus, first.h_minus, f0,
                         eps_f, a, safety)
     status, numerical, tolerance = (screened.status.copy(), screened.numerical.copy(),
@@ -195,25 +210,37 @@ def decide(line: Line, g: np.ndarray, a: np.ndarray, f0: float, first: Level,
             break
     left = outside[start:]
     verdicts = v.ComponentVerdicts(status, numerical, tolerance)
-    weak = _weak_passes(verdicts, g, a, safety) if refine else np.zeros(0, np.int64)
+    weak = (_weak_passes(verdicts, g, a, safety, sharp) if refine
+            else np.zeros(0, np.int64))
+    sharpened = np.zeros(g.shape, bool)
     if weak.size:
         if not noise:
             noise = measure_noise(line, weak, f0, beside[weak])
-        _refine(line, weak, verdicts, g, a, f0, extrapolation_step, eps_f, safety, noise)
-    return Decision(verdicts, float(noise or 0.0), left)
+        if sharp:
+            sharpened[weak] = _refine_sharp(line, weak, verdicts, g, a, f0, extrapolation_step,
+                                            eps_f, safety, noise, ladders)
+        else:
+            sharpened[weak] = _refine(line, weak, verdicts, g, a, f0, extrapolation_step,
+                                      eps_f, safety, noise)
+    return Decision(verdicts, float(noise or 0.0), left, sharpened)
 
 
 def _weak_passes(verdicts: v.ComponentVerdicts, g: np.ndarray, a: np.ndarray,
-                 safety: float) -> np.ndarray:
+                 safety: float, sharp: bool = False) -> np.ndarray:
     """Rows that PASS with a tolerance above `SENSITIVITY`·|gᵢ| that a better step can lower
     (not the gradient's own rounding), among those that carry the set: |gᵢ| at or above the
-    median (at most half the rows, so the cost stays bounded)."""
+    median (at most half the rows, so the cost stays bounded). `sharp`: above
+    `SHARP_SENSITIVITY`·|gᵢ| plus twice the gradient's rounding (in float32 that rounding,
+    ~ε·‖g‖, is itself near 1e-6·|gᵢ|)."""
     magnitude = np.abs(g)
     if magnitude.size == 0:
         return np.zeros(0, np.int64)
-    target = SENSITIVITY * magnitude
-    return np.flatnonzero((verdicts.status == v.PASS) & (verdicts.tolerance > target)
-                          & (safety * a < 0.5 * target)
+    if sharp:
+        weak = verdicts.tolerance > SHARP_SENSITIVITY * magnitude + 2.0 * safety * a
+    else:
+        target = SENSITIVITY * magnitude
+        weak = (verdicts.tolerance > target) & (safety * a < 0.5 * target)
+    return np.flatnonzero((verdicts.status == v.PASS) & weak
                           & (magnitude >= np.median(magnitude)) & (magnitude > 0))
 
 
@@ -249,7 +276,8 @@ def noise_balanced_steps(line: Line, rows: np.ndarray, sigma: float,
 
 
 def _refine(line: Line, rows: np.ndarray, verdicts: v.ComponentVerdicts, g, a, f0: float,
-            extrapolation_step: np.ndarray, eps_f: float, safety: float, noise: float) -> None:
+            extrapolation_step: np.ndarray, eps_f: float, safety: float,
+            noise: float) -> np.ndarray:
     """Step 5 of the escalation, in place on `verdicts` for `rows` (weak passes).
 
     Richardson levels 4h, 2h, h at two scales: the noise-balanced step h of plain central
@@ -262,9 +290,10 @@ def _refine(line: Line, rows: np.ndarray, verdicts: v.ComponentVerdicts, g, a, f
     base = extrapolation_step[rows] * 2.0 ** (d.RICHARDSON_LEVELS - 1)
     h, h_max = noise_balanced_steps(line, rows, sigma, base)
     usable = np.isfinite(h)
+    taken = np.zeros(rows.size, bool)
     rows, h, h_max = rows[usable], h[usable], h_max[usable]
     if rows.size == 0:
-        return
+        return taken
     other = np.where(4.0 * h <= h_max, 4.0 * h, h / 4.0)
     (a_status, a_num, a_tol, a_clean), (b_status, b_num, b_tol, b_clean) = (
         _judge_at(line, rows, step, g, a, f0, eps_f, safety, noise) for step in (h, other))
@@ -278,6 +307,74 @@ def _refine(line: Line, rows: np.ndarray, verdicts: v.ComponentVerdicts, g, a, f
     verdicts.status[take] = np.where(tighter_a, a_status, b_status)[agree]
     verdicts.numerical[take] = np.where(tighter_a, a_num, b_num)[agree]
     verdicts.tolerance[take] = tolerance[agree]
+    taken[np.flatnonzero(usable)[agree]] = True
+    return taken
+
+
+def _refine_sharp(line: Line, rows: np.ndarray, verdicts: v.ComponentVerdicts, g, a,
+                  f0: float, extrapolation_step: np.ndarray, eps_f: float, safety: float,
+                  noise: float, ladders: int = 1) -> np.ndarray:
+    """Step 5 in native precision, in place on `verdicts` for `rows` (weak passes); which
+    rows it decided.
+
+    Ridders' extrapolation (`ridders.extrapolate`) on two ladders of steps from f's measured
+    derivatives and noise (`noise_balanced_steps`), the second offset by √2 from the first
+    (no point shared). As in `_refine`, the tighter estimate replaces the weak PASS only
+    where both ladders are finite and agree within the tighter tolerance, and a FAIL needs
+    both ladders to fail: a FAIL is confirmed at a second set of steps. Both must also lie
+    within the weak PASS's own tolerance of its estimate: large steps can straddle a kink
+    (a ReLU's) that the small steps of the escalation did not, and tableau entries built
+    across it can agree by chance; the small steps' estimate, whose error bound covers its
+    truncation and kinks, vetoes them."""
+    sigma = max(noise, eps_f * abs(f0))
+    base = extrapolation_step[rows] * 2.0 ** (d.RICHARDSON_LEVELS - 1)
+    h, h_max = noise_balanced_steps(line, rows, sigma, base)
+    usable = np.isfinite(h)
+    taken = np.zeros(rows.size, bool)
+    rows, h, h_max = rows[usable], h[usable], h_max[usable]
+    if rows.size == 0:
+        return taken
+    top = np.minimum(ridders.LADDER_TOP * h, h_max)
+    results = []
+    # two estimates, each the mean of `ladders` ladders; the 2·ladders tops interleaved within
+    # one factor RATIO (√2 apart for one ladder each), so no two ladders share a point
+    tops = [top * ridders.RATIO ** (-k / (2.0 * ladders)) for k in range(2 * ladders)]
+    for start in tops:
+        steps = ridders.ladder(start)
+        levels = central_levels(line, rows, steps, strict=False)
+        f_plus, f_minus, h_plus, h_minus = (
+            np.stack([getattr(lv, name) for lv in levels])
+            for name in ("f_plus", "f_minus", "h_plus", "h_minus"))
+        rounding = ridders.rounding_of_values(eps_f, f0, f_plus, f_minus, noise)
+        result = ridders.extrapolate(f_plus, f_minus, h_plus, h_minus, rounding)
+        kink = ridders.kink_at_theta(f0, f_plus, f_minus, h_plus, h_minus, rounding)
+        results.append(dataclasses.replace(result, finite=result.finite & ~kink))
+    (one, two), ga = (ridders.average(results[0::2]), ridders.average(results[1::2])), (g[rows],
+                                                                                      a[rows])
+    tol_one, tol_two = (safety * (r.error + ga[1]) for r in (one, two))
+    tighter_one = tol_one <= tol_two
+    value = np.where(tighter_one, one.value, two.value)
+    tolerance = np.minimum(tol_one, tol_two)
+    with np.errstate(invalid="ignore"):
+        weak_value, weak_tolerance = verdicts.numerical[rows], verdicts.tolerance[rows]
+        agree = (one.finite & two.finite & np.isfinite(tolerance)
+                 & (np.abs(one.value - two.value) <= tolerance)
+                 & (np.abs(one.value - weak_value) <= weak_tolerance)
+                 & (np.abs(two.value - weak_value) <= weak_tolerance)
+                 & (tolerance < weak_tolerance))
+        fails = ((np.abs(one.value - ga[0]) > tol_one) & (np.abs(two.value - ga[0]) > tol_two))
+        passes_tight = np.abs(value - ga[0]) <= tolerance
+    # a tighter estimate that fails while the other passes: the other's PASS stands
+    looser = ~fails & ~passes_tight
+    value = np.where(looser, np.where(tighter_one, two.value, one.value), value)
+    tolerance = np.where(looser, np.maximum(tol_one, tol_two), tolerance)
+    agree &= tolerance < verdicts.tolerance[rows]
+    take = rows[agree]
+    verdicts.status[take] = np.where(fails, v.FAIL, v.PASS)[agree]
+    verdicts.numerical[take] = value[agree]
+    verdicts.tolerance[take] = tolerance[agree]
+    taken[np.flatnonzero(usable)[agree]] = True
+    return taken
 
 
 def _judge_at(line: Line, rows: np.ndarray, h: np.ndarray, g, a, f0: float, eps_f: float,

@@ -17,7 +17,7 @@ from ..plan.tasks import LeafTask
 from .components import ComponentLine, check_components
 from .components import first_pass as components_first_pass
 from .escalation import Level, measure_noise
-from .results import LeafReport
+from .results import CENTRAL, RIDDERS, LeafReport
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -58,8 +58,12 @@ def check_leaf(task: LeafTask, g_leaf: np.ndarray,
                           np.zeros(0, np.int8))
     first = first_pass(task) if first is None else first
     result = check_components(task, g, first.line.indices, first.f0, first.level, first.line)
+    reference = None
+    if task.sharp:   # native precision says which estimate decided the leaf
+        refined = result.refined is not None and bool(np.any(result.refined))
+        reference = RIDDERS if refined else CENTRAL
     return LeafReport(task.path, tuple(leaf.shape), task.dtype, g, result.numerical,
-                      result.tolerance, result.status)
+                      result.tolerance, result.status, reference=reference)
 
 
 def check_all(tasks: Sequence[LeafTask]) -> tuple[LeafReport, ...]:

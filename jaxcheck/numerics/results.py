@@ -15,7 +15,15 @@ from .verdicts import FAIL, INCONCLUSIVE
 
 if TYPE_CHECKING:  # fast mode's results; those modules import this one
     from .direction_checks import DirectionalChecks
+    from .gradient_direction import AlongGradient
     from .taylor import TaylorResult
+
+
+# The references `precision="native"` chooses per leaf in full mode (`numerics/sharpest`).
+COMPLEX_STEP = "complex step"
+RIDDERS = "Ridders extrapolation"
+CENTRAL = "central differences"
+REFERENCES = (COMPLEX_STEP, RIDDERS, CENTRAL)
 
 
 def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
@@ -88,6 +96,18 @@ class LeafReport(VerdictTable):
     indices: np.ndarray | None = None
     directions: DirectionalChecks | None = None
     taylor: TaylorResult | None = None
+    # the numerical reference its components were judged against (`REFERENCES`); None where
+    # the mode or method says it (fast mode's directions, method="complex")
+    reference: str | None = None
+    # native precision, full mode: the leaf's check along its gradient (`gradient_direction`),
+    # whose FAIL fails the leaf as a whole (a failure with no index)
+    along_gradient: AlongGradient | None = None
+
+    @property
+    def n_fail(self) -> int:
+        along = self.along_gradient
+        return int(np.sum(self.status == FAIL)) + int(along is not None
+                                                      and along.status == FAIL)
 
     @property
     def ok(self) -> bool:
@@ -117,9 +137,14 @@ class LeafReport(VerdictTable):
         return relative_difference(a, n)
 
     def failures(self) -> list[Failure]:
-        return [
+        found = [
             Failure(self.path, tuple(int(i) for i in np.unravel_index(
                         k if self.indices is None else self.indices[k], self.shape)),
                     float(self.analytic[k]), float(self.numerical[k]), float(self.tolerance[k]))
             for k in np.flatnonzero(self.status == FAIL)
         ]
+        along = self.along_gradient
+        if along is not None and along.status == FAIL:   # the leaf as a whole: no index
+            found.append(Failure(self.path, (), along.analytic, along.numerical,
+                                 along.tolerance))
+        return found

@@ -30,11 +30,11 @@ def require_mode_and_method(mode: str, method: str) -> None:
 
 def leaf_tasks(problem: Problem, p: Split, a: Split, analytic: AnalyticGradient,
                user_dtypes: Sequence[str], eps_f: float, eps_g: float, rel_step: float,
-               safety: float, batch_size: int | None) -> list[LeafTask]:
-    """One task per checked leaf of `p`, in order."""
+               safety: float, batch_size: int | None, sharp: bool = False) -> list[LeafTask]:
+    """One task per checked leaf of `p`, in order (`sharp`: native precision)."""
     return [
         LeafTask(problem, position, path, user_dtype, tuple(p.dynamic), tuple(a.dynamic),
-                 number, analytic, eps_f, eps_g, rel_step, safety, batch_size)
+                 number, analytic, eps_f, eps_g, rel_step, safety, batch_size, sharp=sharp)
         for number, (position, path, user_dtype) in enumerate(zip(p.checked, p.paths,
                                                                    user_dtypes))
     ]

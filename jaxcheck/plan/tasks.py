@@ -34,6 +34,10 @@ class LeafTask:
     # Rounding of the gradient's final cast to a low-precision dtype (e.g. bfloat16), when its
     # arithmetic (eps_g) ran in a higher precision: ≤ ε/2 relative, entry by entry.
     eps_g_out: float = 0.0
+    # Native precision: each leaf gets the sharpest valid estimate (the complex step where fn
+    # is complex-analytic, Ridders' extrapolation where a PASS is weak), not the float64
+    # path's central differences alone.
+    sharp: bool = False
 
     @property
     def leaf(self) -> Any:
