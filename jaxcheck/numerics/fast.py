@@ -99,9 +99,9 @@ from . import verdicts as v
 from .components import ComponentResults
 from .direction_checks import DirectionalChecks, check_directions, roundoff_margins
 from .group_testing import localise
-from .joint import JOINT_NUMBERS, joint_screen
+from .joint import JOINT_NUMBERS, joint_screen, row_count
 from .results import LeafReport
-from .taylor import LEVELS, TaylorResult, taylor_test, taylor_tests
+from .taylor import LEVELS, TaylorResult, taylor_test
 
 # Directions of a clearing test evaluated before the rest (see `dirty` below).
 FIRST_DIRECTIONS = 2
@@ -110,9 +110,10 @@ PROBE_DIRECTIONS = 1
 # Ranges of at most this many components are checked component by component: a level of the
 # dirty path costs ~1.5 probes of 2 evaluations, a component ~2 (`group_testing`).
 BLOCK = 4
-# Parameter entries from which leaves are first tested together (`joint`). Below, a test of
-# each leaf costs milliseconds and compiling the joint program would cost more than it saves.
-JOINT_MIN_SIZE = 1 << 16
+# Parameter entries from which leaves are first tested together (`joint`): from any size,
+# since one program holds the joint test and every leaf's Taylor test, where testing each
+# leaf on its own compiles a program per leaf (most of a first check's time).
+JOINT_MIN_SIZE = 0
 
 
 def _report(task: LeafTask, g: Any, examined: Sequence[ComponentResults],
@@ -383,26 +384,20 @@ def _on_device(tasks: Sequence[LeafTask], gs: list[Any]) -> tuple[list[Any], lis
                                  [t.eps_g_out for t in tasks])
 
 
-def _together(tasks: Sequence[LeafTask], gs_device: Sequence[Any], roundings: Sequence[Any],
-              k: int, seed: int):
-    """Every leaf's Taylor test (one program) and the joint test."""
-    first = tasks[0]
-    positions, numbers = [t.position for t in tasks], [t.leaf_number for t in tasks]
-    taylor = taylor_tests(first.problem, positions, numbers, first.param_dynamic,
-                          first.arg_dynamic, gs_device, roundings, seed, first.eps_f)
-    return taylor, _joint(tasks, gs_device, roundings, k, seed)
-
-
 def _joint(tasks: Sequence[LeafTask], gs_device: Sequence[Any], roundings: Sequence[Any],
            k: int, seed: int, first_number: int = JOINT_NUMBERS,
-           holes: Sequence[tuple[int, int] | None] | None = None):
-    """The joint test of `tasks`' leaves: k directions numbered from `first_number`, each
-    leaf's without its hole (`joint_screen`)."""
+           holes: Sequence[tuple[int, int] | None] | None = None,
+           tested: Sequence[bool] | None = None, taylor: bool = False):
+    """The joint test of the leaves of `tasks` marked in `tested` (default all): k directions
+    numbered from `first_number`, each leaf's without its hole (`joint_screen`); with
+    `taylor`, every leaf's Taylor test too. Every call for these leaves runs one compiled
+    program (the same leaves and row count, whatever is tested)."""
     first = tasks[0]
     return joint_screen(first.problem, [t.position for t in tasks],
                         [t.leaf_number for t in tasks], first.param_dynamic, first.arg_dynamic,
                         gs_device, roundings, k, seed, first.eps_f, first.rel_step,
-                        first.safety, [t.path for t in tasks], first_number, holes)
+                        first.safety, [t.path for t in tasks], first_number, holes, tested,
+                        taylor, row_count(len(tasks), k - (first_number != JOINT_NUMBERS)))
 
 
 # A joint direction's program holds every leaf's direction, its magnitudes and the point
@@ -427,7 +422,8 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
     failed_joint = False
     if (len(tasks) > 1 and sum(g.size for g in gs) >= JOINT_MIN_SIZE and _fits_together(gs)
             and len({t.leaf.dtype for t in tasks}) == 1):  # one dtype: one step for all
-        taylor, screen = _together(tasks, gs, roundings, k, seed)
+        screen = _joint(tasks, gs, roundings, k, seed, taylor=True)
+        taylor = list(screen.taylor)
         evaluations += (1 + LEVELS) * len(tasks) + screen.checks.evaluations
         covered = screen.covered if screen.passed else ()
         failed_joint = not screen.passed
@@ -475,8 +471,10 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
             check.clear_deferred()
     elif pending:
         sub = [tasks[i] for i in pending]
-        clearing = _joint(sub, [gs[i] for i in pending], [roundings[i] for i in pending],
-                          k + 1, seed, JOINT_NUMBERS + k, [holes.get(i) for i in pending])
+        # all leaves, those pending tested: the first joint test's program
+        clearing = _joint(tasks, gs, roundings, k + 1, seed, JOINT_NUMBERS + k,
+                          [holes.get(i) for i in range(len(tasks))],
+                          [i in pending for i in range(len(tasks))])
         evaluations += clearing.checks.evaluations
         tests += len(holes)
         cleared = clearing.covered if clearing.passed else ()
