@@ -86,14 +86,13 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import numpy.typing as npt
 
 from ..evaluation import engine
 from ..evaluation.directions import Directions
-from ..inputs.placement import entries, flatten
+from ..inputs.placement import entries, finite_and_squares, flatten
 from ..plan.tasks import LeafTask
 from . import verdicts as v
 from .components import ComponentResults
@@ -364,24 +363,21 @@ def check_leaf_fast(task: LeafTask, g: Any, rounding: Any,
     return leaf.report(), {"evaluations": leaf.evaluations, "tests": leaf.tests}
 
 
-@jax.jit
-def _roundings(gs, eps_g, eps_out):
-    """`verdicts.analytic_rounding` of every leaf as its (slope, offset), in one program."""
-    return [jnp.stack(v.analytic_rounding_coefficients(e, g, o)).astype(g.dtype)
-            for g, e, o in zip(gs, eps_g, eps_out)]
-
-
 def _on_device(tasks: Sequence[LeafTask], gs: list[Any]) -> tuple[list[Any], list[Any]]:
     """The flat gradients in the working dtype (float32 at least, for the sums) and the bound
-    on their rounding (as `directions.linear_bound`'s coefficients), computed where they
-    live: a sharded gradient never reaches the host. `gs` is emptied as it goes, so that one
-    leaf at a time exists in both shapes."""
+    on their rounding (as `directions.linear_bound`'s coefficients, from each leaf's norm,
+    which `placement.finite_and_squares` reduces where the leaf lives in the program that
+    checked the gradient finite: no program of its own). `gs` is emptied as it goes, so that
+    one leaf at a time exists in both shapes."""
     wide = np.promote_types(tasks[0].leaf.dtype, np.float32)
+    _, squares = finite_and_squares(gs)
+    roundings = [jnp.asarray(v.analytic_rounding_coefficients(t.eps_g, np.sqrt(q), t.eps_g_out,
+                                                              norm=True), wide)
+                 for t, q in zip(tasks, squares)]
     gs_device = []
     while gs:
         gs_device.append(flatten(jnp.asarray(gs.pop(0))).astype(wide))
-    return gs_device, _roundings(gs_device, [t.eps_g for t in tasks],
-                                 [t.eps_g_out for t in tasks])
+    return gs_device, roundings
 
 
 def _joint(tasks: Sequence[LeafTask], gs_device: Sequence[Any], roundings: Sequence[Any],
