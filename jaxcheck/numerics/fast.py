@@ -18,11 +18,13 @@ and the bisection gains the factor back as the ranges shrink.
 Gaussian directions would give P(u·e = 0) = 0 but no bound on P(|u·e| < τ) that holds without
 knowing how e is spread; Rademacher signs give the distribution-free 1/2 above.
 
-**Order of the tests.** With two leaves or more of one dtype, `JOINT_MIN_SIZE` entries or
-more, and room for the joint program's copies of the params (`_fits_together`: a model near
-the size of memory is tested one leaf at a time), all leaves are first tested together
-(`joint`: k directions, each moving every leaf along its own direction at once), and each
-leaf's Taylor test runs in one program for all. If every direction is within round-off, the
+**Order of the tests.** With two leaves or more of one dtype (of `JOINT_MIN_SIZE` entries or
+more: any size, since one program for all leaves compiles faster than one per leaf), and room
+for the joint program's copies of the params (`_fits_together`: a model near the size of
+memory is tested one leaf at a time), all leaves are first tested together (`joint`: k
+directions, each moving every leaf along its own direction at once), and each leaf's Taylor
+test runs in the same program, which also serves the clearing test below (on a correct
+model, the only program compiled besides the gradient's). If every direction is within round-off, the
 leaves it covers pass. Otherwise each leaf is probed (`probe`: one direction of its own,
 screened at its first step; it passes and fails nothing):
 
