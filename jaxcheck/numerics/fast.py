@@ -24,9 +24,9 @@ for the joint program's copies of the params (`_fits_together`: a model near the
 memory is tested one leaf at a time), all leaves are first tested together (`joint`: k
 directions, each moving every leaf along its own direction at once), and each leaf's Taylor
 test runs in the same program, which also serves the clearing test below (on a correct
-model, the only program compiled besides the gradient's). If every direction is within round-off, the
-leaves it covers pass. Otherwise each leaf is probed (`probe`: one direction of its own,
-screened at its first step; it passes and fails nothing):
+model, the only program compiled besides the gradient's). If every direction is within
+round-off, the leaves it covers pass. Otherwise each leaf is probed (`probe`: one direction
+of its own, screened at its first step; it passes and fails nothing):
 
 - a leaf whose probe is outside round-off is searched at once for its wrong components
   (`group_testing`, `LeafCheck.decide(probed=True)`). A component FAIL confirmed by its own

@@ -130,8 +130,10 @@ def _evaluate_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[i
 
 
 # Directions of leaves of at most this many entries in all are built as one vector
-# (`_concatenated`); beyond, the per-leaf program's compile time no longer matters.
-CONCATENATED_MAX_ENTRIES = 1 << 22
+# (`_concatenated`). Beyond, the per-leaf program: its compile time matters less than its
+# runs (measured at 1M entries in 6 leaves: the one vector's gathers and segment sums made
+# a repeated check 1.75x slower).
+CONCATENATED_MAX_ENTRIES = 1 << 17
 # The key in place of a leaf number for the concatenated directions (leaf numbers are small).
 CONCATENATED_KEY = 0xFFFFFFFF
 
@@ -164,15 +166,16 @@ def _concatenated(problem, positions, param_dynamic, arg_dynamic, gs, roundings,
     def per_entry(values):
         return values[leaf_of]
 
-    local = (jnp.arange(total, dtype=jnp.int32)
-             - jnp.asarray(offsets[:-1].astype(np.int32))[leaf_of])
-    hole_lo = per_entry(jnp.stack([h[0] for h in holes]))
-    hole_hi = per_entry(jnp.stack([h[1] for h in holes]))
+    # each hole in the flat index of all leaves (dynamic: no constant for XLA to fold)
+    start = jnp.asarray(offsets[:-1].astype(np.int32))
+    hole_lo = per_entry(start + jnp.stack([h[0] for h in holes]))
+    hole_hi = per_entry(start + jnp.stack([h[1] for h in holes]))
+    index = jnp.arange(total, dtype=jnp.int32)
     support = jnp.asarray(sizes, jnp.int32) - jnp.stack([h[1] - h[0] for h in holes])
     # |u| = s·c as `directions.magnitudes`, c from each leaf's support
     unmasked = (pow2_at_or_above(jnp.maximum(1, jnp.abs(theta)))
                 / per_entry(pow2_at_or_above(jnp.sqrt(support.astype(dtype)))))
-    mags = jnp.where((local < hole_lo) | (local >= hole_hi), unmasked, 0).astype(dtype)
+    mags = jnp.where((index < hole_lo) | (index >= hole_hi), unmasked, 0).astype(dtype)
     m = t * unmasked
     plus, minus = theta + m, theta - m
     ok = ((plus - theta == m) & (plus - m == theta) & (minus - theta == -m)
