@@ -197,6 +197,10 @@ def entries(x: Any, indices: np.ndarray) -> np.ndarray:
     return to_host(x[indices])
 
 
+# Entries up to which `finite_and_squares` reduces CPU arrays with NumPy.
+NUMPY_MAX_ENTRIES = 1 << 17
+
+
 @jax.jit
 def _finite_and_squares(xs: Sequence[Any]) -> tuple[list[Any], list[Any]]:
     return ([jnp.all(jnp.isfinite(x)) for x in xs],
@@ -208,7 +212,8 @@ def finite_and_squares(xs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     squares (float64 on the host). One compiled program for all of them, reduced where they
     live; the params and their gradient share it (the same shapes), where a check of each
     array op by op compiled two programs per shape."""
-    if all(_on_host(x) for x in xs):   # NumPy reads CPU buffers in place: nothing compiled
+    # NumPy on small CPU arrays: nothing to compile (large ones: the program's runs are faster)
+    if all(_on_host(x) for x in xs) and sum(np.size(x) for x in xs) <= NUMPY_MAX_ENTRIES:
         arrays = [np.asarray(x) for x in xs]
         wide = [a.astype(np.promote_types(a.dtype, np.float32), copy=False).reshape(-1)
                 for a in arrays]

@@ -100,9 +100,9 @@ from . import verdicts as v
 from .components import ComponentResults
 from .direction_checks import DirectionalChecks, check_directions, roundoff_margins
 from .group_testing import localise
-from .joint import JOINT_NUMBERS, joint_screen, row_count
+from .joint import JOINT_NUMBERS, joint_screen, one_vector, row_count
 from .results import LeafReport
-from .taylor import LEVELS, TaylorResult, taylor_test
+from .taylor import LEVELS, TaylorResult, taylor_test, taylor_tests
 
 # Directions of a clearing test evaluated before the rest (see `dirty` below).
 FIRST_DIRECTIONS = 2
@@ -420,8 +420,15 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
     failed_joint = False
     if (len(tasks) > 1 and sum(g.size for g in gs) >= JOINT_MIN_SIZE and _fits_together(gs)
             and len({t.leaf.dtype for t in tasks}) == 1):  # one dtype: one step for all
-        screen = _joint(tasks, gs, roundings, k, seed, taylor=True)
-        taylor = list(screen.taylor)
+        first = tasks[0]
+        if one_vector([t.position for t in tasks], first.param_dynamic):
+            screen = _joint(tasks, gs, roundings, k, seed, taylor=True)
+            taylor = list(screen.taylor)
+        else:   # large params: Taylor points that follow each leaf's change (one program)
+            taylor = taylor_tests(first.problem, [t.position for t in tasks],
+                                  [t.leaf_number for t in tasks], first.param_dynamic,
+                                  first.arg_dynamic, gs, roundings, seed, first.eps_f)
+            screen = _joint(tasks, gs, roundings, k, seed)
         evaluations += (1 + LEVELS) * len(tasks) + screen.checks.evaluations
         covered = screen.covered if screen.passed else ()
         failed_joint = not screen.passed

@@ -87,7 +87,8 @@ def _supports(thetas, holes):
 
 
 def _evaluate_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[int, ...],
-                   directions_per_vmap: int, concatenated: bool, param_dynamic, arg_dynamic,
+                   directions_per_vmap: int, concatenated: bool, exact_all: bool | None,
+                   param_dynamic, arg_dynamic,
                    gs, roundings, holes, seed, t, numbers, steps, moves, exact_rows, active):
     """Per row j (numbers, shape (J,)): the loss at the points θ + steps[j, s] ·
     moves[j, s, L] · u_L (s < 2; u_L leaf L's direction `numbers[j]`, on the whole leaf
@@ -114,8 +115,11 @@ def _evaluate_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[i
                                                  gs, roundings, holes, seed, t)
     else:
         per_row, mags, spread_of = _per_leaf(problem, positions, leaves, param_dynamic,
-                                             arg_dynamic, gs, roundings, holes, seed, t)
-    if directions_per_vmap == 1:  # a plain loop, which skips the rows that move nothing
+                                             arg_dynamic, gs, roundings, holes, seed, t,
+                                             exact_all)
+    if directions_per_vmap == 1 and not concatenated:   # a plain loop (no padding rows)
+        f, g_step, gu = jax.lax.map(per_row, rows)
+    elif directions_per_vmap == 1:  # a plain loop, which skips the padding rows
         shapes = jax.eval_shape(per_row, jax.tree_util.tree_map(lambda x: x[0], rows))
 
         def skipped(row):
@@ -197,7 +201,10 @@ def _concatenated(problem, positions, param_dynamic, arg_dynamic, gs, roundings,
             for i, position in enumerate(positions):
                 part = jax.lax.slice_in_dim(point, int(offsets[i]), int(offsets[i + 1]))
                 dynamic[position] = shaped_like(part, param_dynamic[position])
-            g_step = jnp.where(exact, step * jnp.sum(move * gus), jnp.sum(g * (point - theta)))
+            # the sum over every entry only where the point is not exact (a pass over the
+            # params per point, a fifth of a forward pass of a large MLP)
+            g_step = jax.lax.cond(exact, lambda: step * jnp.sum(move * gus),
+                                  lambda: jnp.sum(g * (point - theta)))
             return problem.loss(dynamic, arg_dynamic), g_step
 
         f, g_step = _two_points(at, total, steps_, moves_)
@@ -210,33 +217,32 @@ def _concatenated(problem, positions, param_dynamic, arg_dynamic, gs, roundings,
 
 
 def _per_leaf(problem, positions, leaves, param_dynamic, arg_dynamic, gs, roundings, holes,
-              seed, t):
-    """`_evaluate_rows`' row function with each leaf's direction built on its own."""
+              seed, t, exact_all):
+    """`_evaluate_rows`' row function with each leaf's direction built on its own; its rows
+    are the joint test's (and f(θ)), exact or not as `exact_all` says (known before: the
+    large params' points then cost no sum over the params, and no branch)."""
     thetas = [flat(param_dynamic[p]) for p in positions]
     zero = jnp.asarray(0, jnp.int32)
-    supports = _supports(thetas, holes)
     mags = [scales(zero, jnp.asarray(theta.size, jnp.int32), hole[0], hole[1], theta)
             for theta, hole in zip(thetas, holes)]
-    exact_leaf = jnp.stack([_exact(theta, t, m) for theta, m in zip(thetas, supports)])
     total = sum(theta.size for theta in thetas)
 
     def per_row(row):
-        number, steps_, moves_, exact_row, _ = row
+        number, steps_, moves_, _, _ = row   # exact or not: `exact_all`
         us = [signs(seed, jnp.uint32(leaf), number, theta.size, theta.dtype) * m
               for leaf, theta, m in zip(leaves, thetas, mags)]
         gus = [jnp.sum(u * g) for u, g in zip(us, gs)]
-        moved = moves_.sum(axis=0) > 0
-        exact = exact_row & jnp.all(exact_leaf | ~moved)
 
         def at(step, move):
             dynamic = list(param_dynamic)
             points = [theta + (step * move[i]) * u for i, (theta, u) in enumerate(zip(thetas, us))]
             for position, point in zip(positions, points):
                 dynamic[position] = shaped_like(point, param_dynamic[position])
-            summed = sum(jnp.sum(g * (point - theta))
-                         for g, point, theta in zip(gs, points, thetas))
-            g_step = jnp.where(exact, step * sum(move[i] * gu for i, gu in enumerate(gus)),
-                               summed)
+            if exact_all:
+                g_step = step * sum(move[i] * gu for i, gu in enumerate(gus))
+            else:
+                g_step = sum(jnp.sum(g * (point - theta))
+                             for g, point, theta in zip(gs, points, thetas))
             return problem.loss(dynamic, arg_dynamic), g_step
 
         f, g_step = _two_points(at, total, steps_, moves_)
@@ -313,6 +319,16 @@ def row_count(n_leaves: int, k: int) -> int:
     return len(Rows.origin(n_leaves, np.zeros(LEVELS))) + k + 1
 
 
+def one_vector(positions: Sequence[int], param_dynamic: Sequence[Any]) -> bool:
+    """Whether the joint program builds the directions of these leaves as one vector (small
+    params on one device); then it also holds their Taylor tests, which larger params run in
+    a program of their own that follows each leaf's change through the loss
+    (`taylor.taylor_tests`: a forward pass per point would cost more than compiling it)."""
+    total = sum(int(np.size(param_dynamic[p])) for p in positions)
+    return total <= CONCATENATED_MAX_ENTRIES and not any(
+        is_distributed(param_dynamic[p]) for p in positions)
+
+
 def evaluate_rows(problem: Problem, positions: Sequence[int], leaf_numbers: Sequence[int],
                   param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any],
                   g_leaves: Sequence[Any], roundings: Sequence[Any], seed: int, step: float,
@@ -323,10 +339,19 @@ def evaluate_rows(problem: Problem, positions: Sequence[int], leaf_numbers: Sequ
     per_vmap = max(1, min(len(rows), VMAP_ENTRIES // (2 * total)))
     # whole vmapped groups of rows: a remainder would be a second copy of the row's program
     rows = rows + Rows.padding(-len(rows) % per_vmap, len(positions))
-    concatenated = total <= CONCATENATED_MAX_ENTRIES and not any(
-        is_distributed(param_dynamic[p]) for p in positions)
+    concatenated = one_vector(positions, param_dynamic)
+    exact_all = None
+    if not concatenated:
+        supports = [int(np.size(g)) - (h[1] - h[0] if h else 0) for g, h in zip(g_leaves, holes)]
+        exact_all = bool(exact_steps([param_dynamic[p] for p in positions],
+                                     jnp.asarray(step, dtype),
+                                     [jnp.asarray(m, dtype) for m in supports]))
+        # large params: no padding rows (each would cost a forward pass in the loop, which
+        # the one program for every call of these leaves is not worth at this size)
+        rows = Rows(*(x[rows.active] for x in dataclasses.astuple(rows)))
     out = engine.call(
-        _evaluate_rows, (problem, tuple(positions), tuple(leaf_numbers), per_vmap, concatenated),
+        _evaluate_rows, (problem, tuple(positions), tuple(leaf_numbers), per_vmap, concatenated,
+                         exact_all),
         tuple(param_dynamic), tuple(arg_dynamic),
         tuple(jnp.asarray(g.reshape(-1), dtype) for g in g_leaves),
         tuple(jnp.asarray(r, dtype) for r in roundings),

@@ -11,17 +11,24 @@ them: an error much smaller than h·|f''| leaves the order at 2 for every step a
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
-from ..evaluation.directions import Directions
+from ..evaluation import engine
+from ..evaluation.directions import Directions, linear_bound, losses_along, whole_direction
+from ..inputs.placement import flat
+from ..inputs.problem import Problem
 from . import differences as d
 from .direction_checks import HOEFFDING_Z
 
 # Steps t_max·8⁻ʲ, j = 0..2: a factor 64 between the largest and smallest in 3 evaluations
 # (each can cost a forward pass; an order needs two steps above round-off, and the smallest
-# sees the smallest errors); with f(θ), 4 rows: two groups of `directions.STEPS`, or points
-# of the joint test's program for all leaves (`joint.joint_screen(..., taylor=True)`).
+# sees the smallest errors); with f(θ), 4 rows: two groups of `directions.STEPS`, or one
+# program for all leaves (`taylor_tests`, where each leaf's change is followed through the
+# loss), or points of the joint test's program (`joint.joint_screen(..., taylor=True)`).
 LEVELS = 3
 RATIO = 8.0
 # A remainder is used only where it is this many times its round-off (the loss values carry
@@ -59,6 +66,23 @@ class TaylorResult:
         return None if order is None else order > 1.5
 
 
+def _remainder_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[int, ...],
+                    param_dynamic, arg_dynamic, gs, roundings, seed, ts):
+    """Per leaf L: the loss at θ + t·u_L for t in ts with only L moved (u_L: L's direction 0),
+    g·(P − θ), u_L·g_L and ‖u_L∘A_L‖ (`directions.losses_along`).
+
+    One program for all leaves: the unperturbed values that each leaf's local changes start
+    from are the same computations, which XLA merges, so they are computed once."""
+    out = []
+    for position, leaf, g, a in zip(positions, leaves, gs, roundings):
+        theta = flat(param_dynamic[position])
+        u = whole_direction(seed, jnp.uint32(leaf), jnp.int32(0), theta)
+        gu = jnp.sum(u * g)
+        f, g_step = losses_along(problem, position, param_dynamic, arg_dynamic, u, ts, g, gu)
+        out.append((f, g_step, gu, jnp.sqrt(jnp.sum((u * linear_bound(g, a)) ** 2))))
+    return out
+
+
 def taylor_levels(eps_f: float) -> np.ndarray:
     """ε^(1/5)·2·8⁻ʲ, j < LEVELS."""
     return 2.0 * d.relative_step(eps_f, d.RICHARDSON_EXPONENT) / RATIO ** np.arange(LEVELS)
@@ -83,3 +107,20 @@ def taylor_test(dirs: Directions, number: int, eps_f: float) -> tuple[float, Tay
     r = dirs.along(np.full(m, number), np.zeros(m, np.int64), np.full(m, dirs.size),
                    np.concatenate([[0.0], steps]))
     return taylor_result(r.f, r.g_step, float(r.spread[0]), steps, eps_f)
+
+
+def taylor_tests(problem: Problem, positions: Sequence[int], leaf_numbers: Sequence[int],
+                 param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any],
+                 gs: Sequence[Any], roundings: Sequence[Any], seed: int,
+                 eps_f: float) -> list[tuple[float, TaylorResult]]:
+    """`taylor_test` along direction 0 of every leaf, in one program (`_remainder_rows`): for
+    large params, whose joint test builds each leaf's direction on its own
+    (`joint.one_vector` false); smaller ones run these points in the joint program."""
+    steps = taylor_levels(eps_f)
+    dtype = np.dtype(param_dynamic[positions[0]].dtype)
+    rows = engine.call(
+        _remainder_rows, (problem, tuple(positions), tuple(leaf_numbers)), tuple(param_dynamic),
+        tuple(arg_dynamic), tuple(jnp.asarray(g, dtype) for g in gs),
+        tuple(jnp.asarray(r, dtype) for r in roundings), jnp.asarray(seed, jnp.uint32),
+        jnp.asarray(np.concatenate([[0.0], steps]), dtype))
+    return [taylor_result(f, g_step, float(spread), steps, eps_f) for f, g_step, _, spread in rows]
