@@ -40,3 +40,34 @@ def test_quick_run_times_every_tool_and_writes_a_table(bench, tmp_path):
     assert "| n | tool | seconds | jaxcheck full ÷ tool | jaxcheck full, repeated ÷ tool |" \
         in text
     assert text.count("\n| 60 |") == len([r for r in rows if r.n == 60])
+
+
+@pytest.fixture(scope="module")
+def architectures():
+    sys.path.insert(0, BENCH)
+    spec = importlib.util.spec_from_file_location("bench_architectures",
+                                                  os.path.join(BENCH, "architectures.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_architectures"] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["bench_architectures"]
+    sys.path.remove(BENCH)
+
+
+def test_architectures_have_the_sizes_of_issue_20(architectures):
+    sizes = [m.n for m in architectures.arch_models.all_models()]
+    assert sizes == [9_242, 10_912, 30_938, 38_208]
+
+
+@pytest.mark.slow
+def test_quick_architectures_run_writes_the_ratios_of_issue_20(architectures):
+    models = architectures.arch_models.all_models(quick=True)
+    rows = architectures.run(models)
+    tools = {r.tool for r in rows}
+    assert {architectures.BASELINE, "jaxcheck full", "jaxcheck full (repeated call)",
+            "jaxcheck fast", "jaxcheck fast (repeated call)", "torch gradcheck full"} <= tools
+    assert all(r.ok for r in rows if r.tool.startswith("jaxcheck"))
+    table = architectures.summary(models, rows)
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    assert len(lines) == 1 + len(models)   # the header, then one row per model

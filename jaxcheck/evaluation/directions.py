@@ -70,7 +70,7 @@ def _signs(key, n, dtype):
     return (1 - 2 * bits.astype(dtype)).reshape(-1)[:n]
 
 
-def _pow2_at_or_above(x):
+def pow2_at_or_above(x):
     """The power of two in [x, 2x), for normal x ≥ 1: x with its mantissa bits cleared is the
     power of two at or below it (bit operations: a fraction of frexp's compile time)."""
     dtype = jnp.dtype(x.dtype)
@@ -85,8 +85,8 @@ def magnitudes(theta, m):
     """|uⱼ| = sⱼ·c of a direction on a range of m entries (powers of two), for every entry.
 
     Without a mask, so that a whole leaf's direction has no 1-vs-0 array for XLA to fold."""
-    scale = _pow2_at_or_above(jnp.maximum(1, jnp.abs(theta)))
-    return scale / _pow2_at_or_above(jnp.sqrt(jnp.asarray(m, theta.dtype)))
+    scale = pow2_at_or_above(jnp.maximum(1, jnp.abs(theta)))
+    return scale / pow2_at_or_above(jnp.sqrt(jnp.asarray(m, theta.dtype)))
 
 
 def scales(lo, hi, hole_lo, hole_hi, theta):

@@ -242,12 +242,19 @@ class Program:
 
 _programs: collections.OrderedDict[Any, Program] = collections.OrderedDict()
 _compilations = 0
+_compile_seconds = 0.0
 _lock = threading.Lock()  # `compile_ahead` compiles in threads
 
 
 def compilations() -> int:
     """How many batch programs this process has compiled (for tests and benchmarks)."""
     return _compilations
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent compiling batch programs (threads compiling side by
+    side each count their own): what a first check pays beyond evaluating."""
+    return _compile_seconds
 
 
 def clear_cache() -> None:
@@ -308,7 +315,8 @@ def _compile(kernel: Kernel, shared: Any, batch: int, devices: tuple[Any, ...]) 
 
 def _compile_with(kernel: Kernel, one: Callable[..., Any], shared: Any, batch: int,
                   devices: tuple[Any, ...]) -> Program:
-    global _compilations
+    global _compilations, _compile_seconds
+    start = time.perf_counter()
     specs = kernel.point_specs(shared)
 
     def f(shared, *points):
@@ -334,6 +342,7 @@ def _compile_with(kernel: Kernel, one: Callable[..., Any], shared: Any, batch: i
     compiled = jitted.lower(shared, *batch_specs).compile()
     with _lock:
         _compilations += 1
+        _compile_seconds += time.perf_counter() - start
     try:
         analysis = compiled.memory_analysis()
     except Exception:  # not every backend analyses memory
@@ -362,13 +371,17 @@ def _batch_multiple(shared: Any, devices: tuple[Any, ...]) -> int:
 
 
 def program(kernel: Kernel, shared: Any, batch_size: int) -> Program:
-    """The compiled program for batches of at most `batch_size` points of `kernel`."""
+    """The compiled program for batches of at most `batch_size` points of `kernel` (the memory
+    budget may lower it), or a cached one of the same kernel and shapes for larger batches."""
     devices = mesh_devices.devices_for(jax.tree_util.tree_leaves(shared))
     key = _key(kernel, shared, batch_size, devices)
     with _lock:
         found = _programs.get(key)
         if found is not None:
             _programs.move_to_end(key)
+            return found
+        found = _larger(key)
+        if found is not None:
             return found
     budget = total_memory_budget(devices)
     multiple = _batch_multiple(shared, devices)
@@ -382,6 +395,18 @@ def program(kernel: Kernel, shared: Any, batch_size: int) -> Program:
         while len(_programs) > CACHE_SIZE:
             _programs.popitem(last=False)
     return p
+
+
+def _larger(key: tuple) -> Program | None:
+    """A cached program of the same kernel and shapes for larger batches (a later call with
+    fewer points, e.g. Richardson levels after the first pass, pads its batch instead of
+    compiling the same shapes again); the smallest such one."""
+    kernel, batch_size, *rest = key
+    found = [(k[1], p) for k, p in _programs.items()
+             if k[0] == kernel and k[1] >= batch_size and list(k[2:]) == rest]
+    if not found:
+        return None
+    return min(found, key=lambda kp: kp[0])[1]
 
 
 def cached_programs() -> list[Program]:

@@ -112,9 +112,12 @@ class Job:
 
 @contextlib.contextmanager
 def full_check(jobs: Sequence[Job], progress: bool | None,
-               stream: TextIO | None = None) -> Iterator[float | None]:
+               stream: TextIO | None = None,
+               compiling: Callable[[], float] | None = None) -> Iterator[float | None]:
     """Estimate the check's duration (yielded, or None when not estimated), warn if it is
     long, and show a progress bar while the body runs when `progress` asks for one.
+    `compiling`: the seconds spent compiling the check's programs so far (shown beside the
+    estimate: on a first call, compilation is often most of the time).
 
     `progress`: None shows a bar only in an interactive session and for a long check, True
     always shows one, False never estimates nor shows anything.
@@ -140,8 +143,10 @@ def full_check(jobs: Sequence[Job], progress: bool | None,
     if not (progress is True or (interactive(out) and seconds > SHOW_SECONDS)):
         yield seconds
         return
+    compiled = "" if compiling is None else \
+        f" (after {format_seconds(compiling())} compiling its programs)"
     out.write(f"jaxcheck: full check of {total} evaluations, estimated "
-              f"{format_seconds(seconds)}\n")
+              f"{format_seconds(seconds)}{compiled}\n")
     bar = Bar(total, out)
     token = _ACTIVE.set(bar)
     try:

@@ -197,6 +197,44 @@ def entries(x: Any, indices: np.ndarray) -> np.ndarray:
     return to_host(x[indices])
 
 
+# Entries up to which `finite_and_squares` reduces CPU arrays with NumPy.
+NUMPY_MAX_ENTRIES = 1 << 17
+
+
+@jax.jit
+def _finite_and_squares(xs: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    return ([jnp.all(jnp.isfinite(x)) for x in xs],
+            [jnp.sum(x * x, dtype=jnp.promote_types(x.dtype, jnp.float32)) for x in xs])
+
+
+def finite_and_squares(xs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per array of `xs` (real floating): whether every entry is finite, and the sum of its
+    squares (float64 on the host). One compiled program for all of them, reduced where they
+    live; the params and their gradient share it (the same shapes), where a check of each
+    array op by op compiled two programs per shape."""
+    # NumPy on small CPU arrays: nothing to compile (large ones: the program's runs are faster)
+    if all(_on_host(x) for x in xs) and sum(np.size(x) for x in xs) <= NUMPY_MAX_ENTRIES:
+        arrays = [np.asarray(x) for x in xs]
+        wide = [a.astype(np.promote_types(a.dtype, np.float32), copy=False).reshape(-1)
+                for a in arrays]
+        return (np.asarray([bool(np.isfinite(a).all()) for a in arrays], bool),
+                np.asarray([float(np.vdot(w, w).real) for w in wide], np.float64))
+    if any(is_distributed(x) for x in xs):   # reduced one by one, each where it lives
+        flags = [all_finite(x) for x in xs]
+        squares = [float(to_host(jnp.sum(jnp.asarray(x) ** 2))) for x in xs]
+        return np.asarray(flags, bool), np.asarray(squares, np.float64)
+    flags, squares = jax.device_get(_finite_and_squares(tuple(jnp.asarray(x) for x in xs)))
+    return np.asarray(flags, bool).reshape(-1), np.asarray(squares, np.float64).reshape(-1)
+
+
+def _on_host(x: Any) -> bool:
+    """Whether `x` is a NumPy array or a jax.Array on one CPU device."""
+    if not isinstance(x, jax.Array):
+        return True
+    devices = x.sharding.device_set
+    return len(devices) == 1 and next(iter(devices)).platform == "cpu"
+
+
 def all_finite(x: Any) -> bool:
     """Whether every entry of `x` is finite; a device array is reduced where it lives."""
     if isinstance(x, jax.Array):

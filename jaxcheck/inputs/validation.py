@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import NonFiniteGradientError, NonFiniteLossError
-from .placement import all_finite, to_host
+from .placement import finite_and_squares, to_host
 from .pytree import Split
 
 # Errors JAX raises when Python code needs a concrete value that tracing cannot give
@@ -68,8 +68,9 @@ def require_checkable(p: Split) -> None:
                            for path, x in zip(p.paths, p.checked_values))
         raise ValueError(f"params: expected at least one floating component to check; every "
                          f"floating leaf has size 0 ({shapes})")
-    for path, x in zip(p.paths, p.checked_values):
-        if not all_finite(x):
+    finite, _ = finite_and_squares(p.checked_values)
+    for path, x, ok in zip(p.paths, p.checked_values, finite):
+        if not ok:
             x = to_host(x)
             k = _first_nonfinite(x)
             raise ValueError(
@@ -129,8 +130,9 @@ def require_finite_gradient(leaves: Sequence[Any], paths: Sequence[str], who: st
     A non-finite loss at params explains a non-finite gradient, and is reported instead;
     the loss is evaluated (compiled) only then, so a valid input pays nothing for this.
     """
-    for path, g in zip(paths, leaves):
-        if not all_finite(g):
+    finite, _ = finite_and_squares(leaves)
+    for path, g, ok in zip(paths, leaves, finite):
+        if not ok:
             g = to_host(g)
             value = to_host(loss_at_params())
             if value.shape == () and not np.isfinite(value):

@@ -48,8 +48,11 @@ def run_mode(tasks: Sequence[LeafTask],
         return check_all_fast(tasks, opts.directions, opts.seed, opts.localise)
     if opts.mode == "sample":
         return check_all_sample(tasks, opts.samples, opts.seed)
-    # full mode: every component; its cost estimated first (a CostWarning, a progress bar)
-    with progress.full_check(engine.jobs_for(tasks), opts.progress):
+    # full mode: every component; its cost estimated first (a CostWarning, a progress bar
+    # that says how long compiling took)
+    before = engine.compile_seconds()
+    with progress.full_check(engine.jobs_for(tasks), opts.progress,
+                             compiling=lambda: engine.compile_seconds() - before):
         leaves = check_with_method(tasks, opts.method)
     references = {leaf.path: leaf.reference for leaf in leaves if leaf.reference is not None}
     return leaves, ({"references": references} if references else {})

@@ -18,13 +18,15 @@ and the bisection gains the factor back as the ranges shrink.
 Gaussian directions would give P(u·e = 0) = 0 but no bound on P(|u·e| < τ) that holds without
 knowing how e is spread; Rademacher signs give the distribution-free 1/2 above.
 
-**Order of the tests.** With two leaves or more of one dtype, `JOINT_MIN_SIZE` entries or
-more, and room for the joint program's copies of the params (`_fits_together`: a model near
-the size of memory is tested one leaf at a time), all leaves are first tested together
-(`joint`: k directions, each moving every leaf along its own direction at once), and each
-leaf's Taylor test runs in one program for all. If every direction is within round-off, the
-leaves it covers pass. Otherwise each leaf is probed (`probe`: one direction of its own,
-screened at its first step; it passes and fails nothing):
+**Order of the tests.** With two leaves or more of one dtype (of `JOINT_MIN_SIZE` entries or
+more: any size, since one program for all leaves compiles faster than one per leaf), and room
+for the joint program's copies of the params (`_fits_together`: a model near the size of
+memory is tested one leaf at a time), all leaves are first tested together (`joint`: k
+directions, each moving every leaf along its own direction at once), and each leaf's Taylor
+test runs in the same program, which also serves the clearing test below (on a correct
+model, the only program compiled besides the gradient's). If every direction is within
+round-off, the leaves it covers pass. Otherwise each leaf is probed (`probe`: one direction
+of its own, screened at its first step; it passes and fails nothing):
 
 - a leaf whose probe is outside round-off is searched at once for its wrong components
   (`group_testing`, `LeafCheck.decide(probed=True)`). A component FAIL confirmed by its own
@@ -86,20 +88,19 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import numpy.typing as npt
 
 from ..evaluation import engine
 from ..evaluation.directions import Directions
-from ..inputs.placement import entries, flatten
+from ..inputs.placement import entries, finite_and_squares, flatten
 from ..plan.tasks import LeafTask
 from . import verdicts as v
 from .components import ComponentResults
 from .direction_checks import DirectionalChecks, check_directions, roundoff_margins
 from .group_testing import localise
-from .joint import JOINT_NUMBERS, joint_screen
+from .joint import JOINT_NUMBERS, joint_screen, one_vector, row_count
 from .results import LeafReport
 from .taylor import LEVELS, TaylorResult, taylor_test, taylor_tests
 
@@ -110,9 +111,10 @@ PROBE_DIRECTIONS = 1
 # Ranges of at most this many components are checked component by component: a level of the
 # dirty path costs ~1.5 probes of 2 evaluations, a component ~2 (`group_testing`).
 BLOCK = 4
-# Parameter entries from which leaves are first tested together (`joint`). Below, a test of
-# each leaf costs milliseconds and compiling the joint program would cost more than it saves.
-JOINT_MIN_SIZE = 1 << 16
+# Parameter entries from which leaves are first tested together (`joint`): from any size,
+# since one program holds the joint test and every leaf's Taylor test, where testing each
+# leaf on its own compiles a program per leaf (most of a first check's time).
+JOINT_MIN_SIZE = 0
 
 
 def _report(task: LeafTask, g: Any, examined: Sequence[ComponentResults],
@@ -363,46 +365,37 @@ def check_leaf_fast(task: LeafTask, g: Any, rounding: Any,
     return leaf.report(), {"evaluations": leaf.evaluations, "tests": leaf.tests}
 
 
-@jax.jit
-def _roundings(gs, eps_g, eps_out):
-    """`verdicts.analytic_rounding` of every leaf as its (slope, offset), in one program."""
-    return [jnp.stack(v.analytic_rounding_coefficients(e, g, o)).astype(g.dtype)
-            for g, e, o in zip(gs, eps_g, eps_out)]
-
-
 def _on_device(tasks: Sequence[LeafTask], gs: list[Any]) -> tuple[list[Any], list[Any]]:
     """The flat gradients in the working dtype (float32 at least, for the sums) and the bound
-    on their rounding (as `directions.linear_bound`'s coefficients), computed where they
-    live: a sharded gradient never reaches the host. `gs` is emptied as it goes, so that one
-    leaf at a time exists in both shapes."""
+    on their rounding (as `directions.linear_bound`'s coefficients, from each leaf's norm,
+    which `placement.finite_and_squares` reduces where the leaf lives in the program that
+    checked the gradient finite: no program of its own). `gs` is emptied as it goes, so that
+    one leaf at a time exists in both shapes."""
     wide = np.promote_types(tasks[0].leaf.dtype, np.float32)
+    _, squares = finite_and_squares(gs)
+    roundings = [jnp.asarray(v.analytic_rounding_coefficients(t.eps_g, np.sqrt(q), t.eps_g_out,
+                                                              norm=True), wide)
+                 for t, q in zip(tasks, squares)]
     gs_device = []
     while gs:
         gs_device.append(flatten(jnp.asarray(gs.pop(0))).astype(wide))
-    return gs_device, _roundings(gs_device, [t.eps_g for t in tasks],
-                                 [t.eps_g_out for t in tasks])
-
-
-def _together(tasks: Sequence[LeafTask], gs_device: Sequence[Any], roundings: Sequence[Any],
-              k: int, seed: int):
-    """Every leaf's Taylor test (one program) and the joint test."""
-    first = tasks[0]
-    positions, numbers = [t.position for t in tasks], [t.leaf_number for t in tasks]
-    taylor = taylor_tests(first.problem, positions, numbers, first.param_dynamic,
-                          first.arg_dynamic, gs_device, roundings, seed, first.eps_f)
-    return taylor, _joint(tasks, gs_device, roundings, k, seed)
+    return gs_device, roundings
 
 
 def _joint(tasks: Sequence[LeafTask], gs_device: Sequence[Any], roundings: Sequence[Any],
            k: int, seed: int, first_number: int = JOINT_NUMBERS,
-           holes: Sequence[tuple[int, int] | None] | None = None):
-    """The joint test of `tasks`' leaves: k directions numbered from `first_number`, each
-    leaf's without its hole (`joint_screen`)."""
+           holes: Sequence[tuple[int, int] | None] | None = None,
+           tested: Sequence[bool] | None = None, taylor: bool = False):
+    """The joint test of the leaves of `tasks` marked in `tested` (default all): k directions
+    numbered from `first_number`, each leaf's without its hole (`joint_screen`); with
+    `taylor`, every leaf's Taylor test too. Every call for these leaves runs one compiled
+    program (the same leaves and row count, whatever is tested)."""
     first = tasks[0]
     return joint_screen(first.problem, [t.position for t in tasks],
                         [t.leaf_number for t in tasks], first.param_dynamic, first.arg_dynamic,
                         gs_device, roundings, k, seed, first.eps_f, first.rel_step,
-                        first.safety, [t.path for t in tasks], first_number, holes)
+                        first.safety, [t.path for t in tasks], first_number, holes, tested,
+                        taylor, row_count(len(tasks), k - (first_number != JOINT_NUMBERS)))
 
 
 # A joint direction's program holds every leaf's direction, its magnitudes and the point
@@ -431,7 +424,15 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
     if (len(tasks) > 1 and sum(g.size for g in gs) >= JOINT_MIN_SIZE and _fits_together(gs)
             and len({t.leaf.dtype for t in tasks}) == 1  # one dtype: one step for all
             and not tasks[0].sharp):
-        taylor, screen = _together(tasks, gs, roundings, k, seed)
+        first = tasks[0]
+        if one_vector([t.position for t in tasks], first.param_dynamic):
+            screen = _joint(tasks, gs, roundings, k, seed, taylor=True)
+            taylor = list(screen.taylor)
+        else:   # large params: Taylor points that follow each leaf's change (one program)
+            taylor = taylor_tests(first.problem, [t.position for t in tasks],
+                                  [t.leaf_number for t in tasks], first.param_dynamic,
+                                  first.arg_dynamic, gs, roundings, seed, first.eps_f)
+            screen = _joint(tasks, gs, roundings, k, seed)
         evaluations += (1 + LEVELS) * len(tasks) + screen.checks.evaluations
         covered = screen.covered if screen.passed else ()
         failed_joint = not screen.passed
@@ -479,8 +480,10 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
             check.clear_deferred()
     elif pending:
         sub = [tasks[i] for i in pending]
-        clearing = _joint(sub, [gs[i] for i in pending], [roundings[i] for i in pending],
-                          k + 1, seed, JOINT_NUMBERS + k, [holes.get(i) for i in pending])
+        # all leaves, those pending tested: the first joint test's program
+        clearing = _joint(tasks, gs, roundings, k + 1, seed, JOINT_NUMBERS + k,
+                          [holes.get(i) for i in range(len(tasks))],
+                          [i in pending for i in range(len(tasks))])
         evaluations += clearing.checks.evaluations
         tests += len(holes)
         cleared = clearing.covered if clearing.passed else ()

@@ -46,14 +46,16 @@ from ..evaluation.directions import (
     VMAP_ENTRIES,
     linear_bound,
     magnitudes,
+    pow2_at_or_above,
     power_of_two,
     scales,
     signs,
 )
-from ..inputs.placement import flat, shaped_like
+from ..inputs.placement import flat, is_distributed, shaped_like
 from ..inputs.problem import Problem
 from . import verdicts as v
 from .direction_checks import HOEFFDING_Z, DirectionalChecks
+from .taylor import LEVELS, TaylorResult, taylor_levels, taylor_result
 
 # Direction numbers of the joint test, apart from those a leaf's own tests draw (from 0 up).
 JOINT_NUMBERS = 1 << 30
@@ -79,61 +81,295 @@ def exact_steps(thetas, t, supports=None):
                                               for theta, m in zip(thetas, supports)])
 
 
-def _evaluate_joint(problem: Problem, positions: tuple[int, ...], leaves: tuple[int, ...],
-                    directions_per_vmap: int, exact: bool, holed: tuple[bool, ...],
-                    param_dynamic, arg_dynamic, gs, roundings, holes, seed, numbers, t):
-    """f(θ), and per direction (numbers, shape (J,)): the loss at θ ± t·u, g·(P − θ) at each
-    point P evaluated, and u·g; and per leaf ‖u_L∘A_L‖², which does not depend on the signs.
-    A leaf marked in `holed` has its direction on the whole leaf without the range
-    `holes[L]` = (lo, hi) (int32 scalars, dynamic: one program for every hole).
+def _supports(thetas, holes):
+    return [jnp.asarray(theta.size, jnp.int32) - (hole[1] - hole[0])
+            for theta, hole in zip(thetas, holes)]
 
-    Where the points are `exact` (`exact_steps`), g·(P − θ) is ±t·u·g: no sum over every
-    leaf per point, a pass as costly as building the point."""
+
+def _evaluate_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[int, ...],
+                   directions_per_vmap: int, concatenated: bool, exact_all: bool | None,
+                   param_dynamic, arg_dynamic,
+                   gs, roundings, holes, seed, t, numbers, steps, moves, exact_rows, active):
+    """Per row j (numbers, shape (J,)): the loss at the points θ + steps[j, s] ·
+    moves[j, s, L] · u_L (s < 2; u_L leaf L's direction `numbers[j]`, on the whole leaf
+    without the range `holes[L]` = (lo, hi), int32 scalars: one program for every hole),
+    g·(P − θ) at each point P evaluated, and u_L·g_L per leaf; and per leaf ‖u_L∘A_L‖², which
+    does not depend on the signs. `moves` is 1 or 0 per leaf: a row of the joint test moves
+    every leaf it tests, a point of the Taylor tests one leaf, the first point none (f(θ)).
+    Rows not `active` (padding) are skipped where the rows are looped over one at a time.
+
+    One program serves the joint test, its clearing test (fewer leaves, holes) and every
+    leaf's Taylor test: compiling it is most of a first check. Where the steps of a row are
+    exact (`exact_rows` and every moved leaf's θ ± t·|u| exact, checked here for the joint
+    step t), g·(P − θ) is step·Σ u_L·g_L: no sum over every leaf per point.
+
+    `concatenated`: the leaves' directions are built as one vector over all their entries
+    (one hash, sums per leaf by segment), so the program does not grow with the number of
+    leaves; u_L is then the slice of leaf L of that vector, and number j's signs differ from
+    those of direction j of the leaf's own tests (`directions`), which use other numbers
+    anyway. Otherwise (leaves on several devices, which a concatenation would gather) each
+    leaf's direction is built on its own."""
+    rows = (numbers, steps, moves, exact_rows, active)
+    if concatenated:
+        per_row, mags, spread_of = _concatenated(problem, positions, param_dynamic, arg_dynamic,
+                                                 gs, roundings, holes, seed, t)
+    else:
+        per_row, mags, spread_of = _per_leaf(problem, positions, leaves, param_dynamic,
+                                             arg_dynamic, gs, roundings, holes, seed, t,
+                                             exact_all)
+    if directions_per_vmap == 1 and not concatenated:   # a plain loop (no padding rows)
+        f, g_step, gu = jax.lax.map(per_row, rows)
+    elif directions_per_vmap == 1:  # a plain loop, which skips the padding rows
+        shapes = jax.eval_shape(per_row, jax.tree_util.tree_map(lambda x: x[0], rows))
+
+        def skipped(row):
+            return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+        f, g_step, gu = jax.lax.map(
+            lambda row: jax.lax.cond(row[4], per_row, skipped, row), rows)
+    else:
+        f, g_step, gu = jax.lax.map(per_row, rows, batch_size=directions_per_vmap)
+    # f(θ) is the first point (moved by 0·u, exactly θ): one copy of the loss in the program
+    return f, g_step, gu, spread_of(mags)
+
+
+# Directions of leaves of at most this many entries in all are built as one vector
+# (`_concatenated`). Beyond, the per-leaf program: its compile time matters less than its
+# runs (measured at 1M entries in 6 leaves: the one vector's gathers and segment sums made
+# a repeated check 1.75x slower).
+CONCATENATED_MAX_ENTRIES = 1 << 17
+# The key in place of a leaf number for the concatenated directions (leaf numbers are small).
+CONCATENATED_KEY = 0xFFFFFFFF
+
+
+def _two_points(at, total, steps_, moves_):
+    # both points in one vmap for small params; one at a time for large ones (a vmap over
+    # perturbed weights turns their products into batched GEMMs, slow on CPU)
+    if 2 * total <= VMAP_ENTRIES:
+        return jax.vmap(at)(steps_, moves_)
+    return jax.lax.map(lambda x: at(*x), (steps_, moves_))
+
+
+def _concatenated(problem, positions, param_dynamic, arg_dynamic, gs, roundings, holes, seed,
+                  t):
+    """`_evaluate_rows`' row function with every leaf's direction a slice of one vector."""
     thetas = [flat(param_dynamic[p]) for p in positions]
-    zero = jnp.asarray(0, jnp.int32)
-    mags = [scales(zero, jnp.asarray(theta.size, jnp.int32), hole[0], hole[1], theta) if h
-            else magnitudes(theta, theta.size)
-            for theta, h, hole in zip(thetas, holed, holes)]
-    total = sum(theta.size for theta in thetas)
+    sizes = [int(theta.size) for theta in thetas]
+    n_leaves, total = len(sizes), sum(sizes)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    theta, g = jnp.concatenate(thetas), jnp.concatenate([x.reshape(-1) for x in gs])
+    dtype = theta.dtype
 
-    def per_direction(number):
-        us = [signs(seed, jnp.uint32(leaf), number, theta.size, theta.dtype) * m
-              for leaf, theta, m in zip(leaves, thetas, mags)]
-        gu = sum(jnp.sum(u * g) for u, g in zip(us, gs))
+    # a gather and a scatter by each entry's leaf: measured 2.5x quicker to compile than a
+    # slice and a sum (or a broadcast) per leaf
+    leaf_of = jnp.asarray(np.repeat(np.arange(n_leaves), sizes).astype(np.int32))
 
-        def at(step):
+    def per_leaf(values):
+        return jax.ops.segment_sum(values, leaf_of, n_leaves, indices_are_sorted=True)
+
+    def per_entry(values):
+        return values[leaf_of]
+
+    # each hole in the flat index of all leaves (dynamic: no constant for XLA to fold)
+    start = jnp.asarray(offsets[:-1].astype(np.int32))
+    hole_lo = per_entry(start + jnp.stack([h[0] for h in holes]))
+    hole_hi = per_entry(start + jnp.stack([h[1] for h in holes]))
+    index = jnp.arange(total, dtype=jnp.int32)
+    support = jnp.asarray(sizes, jnp.int32) - jnp.stack([h[1] - h[0] for h in holes])
+    # |u| = s·c as `directions.magnitudes`, c from each leaf's support
+    unmasked = (pow2_at_or_above(jnp.maximum(1, jnp.abs(theta)))
+                / per_entry(pow2_at_or_above(jnp.sqrt(support.astype(dtype)))))
+    mags = jnp.where((index < hole_lo) | (index >= hole_hi), unmasked, 0).astype(dtype)
+    m = t * unmasked
+    plus, minus = theta + m, theta - m
+    ok = ((plus - theta == m) & (plus - m == theta) & (minus - theta == -m)
+          & (minus + m == theta))
+    exact_leaf = per_leaf((~ok).astype(jnp.int32)) == 0
+    slope = per_entry(jnp.stack([r[0] for r in roundings]))
+    offset = per_entry(jnp.stack([r[1] for r in roundings]))
+
+    def per_row(row):
+        number, steps_, moves_, exact_row, _ = row
+        u = signs(seed, jnp.uint32(CONCATENATED_KEY), number, total, dtype) * mags
+        gus = per_leaf(u * g)
+        moved = moves_.sum(axis=0) > 0
+        exact = exact_row & jnp.all(exact_leaf | ~moved)
+
+        def at(step, move):
+            point = theta + (step * per_entry(move)) * u
             dynamic = list(param_dynamic)
-            points = [theta + step * u for theta, u in zip(thetas, us)]
-            for position, point in zip(positions, points):
-                dynamic[position] = shaped_like(point, param_dynamic[position])
-            g_step = step * gu if exact else sum(
-                jnp.sum(g * (point - theta)) for g, point, theta in zip(gs, points, thetas))
+            for i, position in enumerate(positions):
+                part = jax.lax.slice_in_dim(point, int(offsets[i]), int(offsets[i + 1]))
+                dynamic[position] = shaped_like(part, param_dynamic[position])
+            # the sum over every entry only where the point is not exact (a pass over the
+            # params per point, a fifth of a forward pass of a large MLP)
+            g_step = jax.lax.cond(exact, lambda: step * jnp.sum(move * gus),
+                                  lambda: jnp.sum(g * (point - theta)))
             return problem.loss(dynamic, arg_dynamic), g_step
 
-        steps = jnp.stack([t, -t])
-        # both points in one vmap for small params; one at a time for large ones (a vmap over
-        # perturbed weights turns their products into batched GEMMs, slow on CPU)
-        if 2 * total <= VMAP_ENTRIES:
-            f, g_step = jax.vmap(at)(steps)
-        else:
-            f, g_step = jax.lax.map(at, steps)
-        return f, g_step, gu
+        f, g_step = _two_points(at, total, steps_, moves_)
+        return f, g_step, gus
 
-    if directions_per_vmap == 1:  # a plain loop: no vmap of size 1 to compile
-        f, g_step, gu = jax.lax.map(per_direction, numbers)
-    else:
-        f, g_step, gu = jax.lax.map(per_direction, numbers, batch_size=directions_per_vmap)
-    spread2 = jnp.stack([jnp.sum((m * linear_bound(g, a)) ** 2)
-                         for m, g, a in zip(mags, gs, roundings)])
-    return problem.loss(param_dynamic, arg_dynamic), f, g_step, gu, spread2
+    def spread_of(mags):
+        return per_leaf((mags * (slope * jnp.abs(g) + offset)) ** 2)
+
+    return per_row, mags, spread_of
+
+
+def _per_leaf(problem, positions, leaves, param_dynamic, arg_dynamic, gs, roundings, holes,
+              seed, t, exact_all):
+    """`_evaluate_rows`' row function with each leaf's direction built on its own; its rows
+    are the joint test's (and f(θ)), exact or not as `exact_all` says (known before: the
+    large params' points then cost no sum over the params, and no branch)."""
+    thetas = [flat(param_dynamic[p]) for p in positions]
+    zero = jnp.asarray(0, jnp.int32)
+    mags = [scales(zero, jnp.asarray(theta.size, jnp.int32), hole[0], hole[1], theta)
+            for theta, hole in zip(thetas, holes)]
+    total = sum(theta.size for theta in thetas)
+
+    def per_row(row):
+        number, steps_, moves_, _, _ = row   # exact or not: `exact_all`
+        us = [signs(seed, jnp.uint32(leaf), number, theta.size, theta.dtype) * m
+              for leaf, theta, m in zip(leaves, thetas, mags)]
+        gus = [jnp.sum(u * g) for u, g in zip(us, gs)]
+
+        def at(step, move):
+            dynamic = list(param_dynamic)
+            points = [theta + (step * move[i]) * u for i, (theta, u) in enumerate(zip(thetas, us))]
+            for position, point in zip(positions, points):
+                dynamic[position] = shaped_like(point, param_dynamic[position])
+            if exact_all:
+                g_step = step * sum(move[i] * gu for i, gu in enumerate(gus))
+            else:
+                g_step = sum(jnp.sum(g * (point - theta))
+                             for g, point, theta in zip(gs, points, thetas))
+            return problem.loss(dynamic, arg_dynamic), g_step
+
+        f, g_step = _two_points(at, total, steps_, moves_)
+        return f, g_step, jnp.stack(gus)
+
+    def spread_of(mags):
+        return jnp.stack([jnp.sum((m * linear_bound(g, a)) ** 2)
+                          for m, g, a in zip(mags, gs, roundings)])
+
+    return per_row, mags, spread_of
+
+
+def _exact(theta, t, support):
+    """Whether θ ± t·|u| is exact for every entry (t a power of two, |u| on `support` entries)."""
+    m = t * magnitudes(theta, support)
+    # P = θ ± m exactly iff P − θ gives m back and P ∓ m gives θ back (a rounding error
+    # of P is at least the ulp of one of them, so one of the two sees it)
+    plus, minus = theta + m, theta - m
+    return jnp.all((plus - theta == m) & (plus - m == theta)
+                   & (minus - theta == -m) & (minus + m == theta))
+
+
+@dataclasses.dataclass(frozen=True)
+class Rows:
+    """Rows of the one program (`_evaluate_rows`): f(θ) first, the Taylor tests' points, the
+    joint test's directions, and padding to a count that depends only on the leaves and k."""
+
+    numbers: np.ndarray     # (J,)
+    steps: np.ndarray       # (J, 2)
+    moves: np.ndarray       # (J, 2, L)
+    exact: np.ndarray       # (J,) bool: the row's steps are ±t, the joint step
+    active: np.ndarray      # (J,) bool: False for padding
+
+    @staticmethod
+    def joint(numbers: np.ndarray, step: float, tested: np.ndarray) -> Rows:
+        k = len(numbers)
+        return Rows(numbers, np.tile([step, -step], (k, 1)),
+                    np.broadcast_to(tested, (k, 2, len(tested))).astype(np.float64),
+                    np.ones(k, bool), np.ones(k, bool))
+
+    @staticmethod
+    def origin(n_leaves: int, taylor_steps: np.ndarray | None = None) -> Rows:
+        """f(θ) (the first point), then with `taylor_steps` each leaf moved alone along its
+        direction 0 at each step; two points a row."""
+        points = [(-1, 0.0)]
+        if taylor_steps is not None:
+            points += [(leaf, s) for leaf in range(n_leaves) for s in taylor_steps]
+        points += [(-1, 0.0)] * (len(points) % 2)
+        j = len(points) // 2
+        st, moves = np.zeros((j, 2)), np.zeros((j, 2, n_leaves))
+        for i, (leaf, s) in enumerate(points):
+            st[i // 2, i % 2] = s
+            if leaf >= 0:
+                moves[i // 2, i % 2, leaf] = 1
+        return Rows(np.zeros(j, np.int64), st, moves, np.zeros(j, bool), np.ones(j, bool))
+
+    @staticmethod
+    def padding(j: int, n_leaves: int) -> Rows:
+        return Rows(np.zeros(j, np.int64), np.zeros((j, 2)), np.zeros((j, 2, n_leaves)),
+                    np.zeros(j, bool), np.zeros(j, bool))
+
+    def __add__(self, other: Rows) -> Rows:
+        return Rows(*(np.concatenate([a, b]) for a, b in zip(dataclasses.astuple(self),
+                                                             dataclasses.astuple(other))))
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+
+def row_count(n_leaves: int, k: int) -> int:
+    """Rows of every call of the program for these leaves and k: the first call's f(θ),
+    Taylor tests and k joint directions, or a clearing test's f(θ) and k + 1 directions (one
+    compiled program for both)."""
+    return len(Rows.origin(n_leaves, np.zeros(LEVELS))) + k + 1
+
+
+def one_vector(positions: Sequence[int], param_dynamic: Sequence[Any]) -> bool:
+    """Whether the joint program builds the directions of these leaves as one vector (small
+    params on one device); then it also holds their Taylor tests, which larger params run in
+    a program of their own that follows each leaf's change through the loss
+    (`taylor.taylor_tests`: a forward pass per point would cost more than compiling it)."""
+    total = sum(int(np.size(param_dynamic[p])) for p in positions)
+    return total <= CONCATENATED_MAX_ENTRIES and not any(
+        is_distributed(param_dynamic[p]) for p in positions)
+
+
+def evaluate_rows(problem: Problem, positions: Sequence[int], leaf_numbers: Sequence[int],
+                  param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any],
+                  g_leaves: Sequence[Any], roundings: Sequence[Any], seed: int, step: float,
+                  rows: Rows, holes: Sequence[tuple[int, int] | None]):
+    """`_evaluate_rows` at `rows` (float64 numpy arrays out)."""
+    dtype = np.dtype(param_dynamic[positions[0]].dtype)
+    total = sum(int(np.size(g)) for g in g_leaves)
+    per_vmap = max(1, min(len(rows), VMAP_ENTRIES // (2 * total)))
+    # whole vmapped groups of rows: a remainder would be a second copy of the row's program
+    rows = rows + Rows.padding(-len(rows) % per_vmap, len(positions))
+    concatenated = one_vector(positions, param_dynamic)
+    exact_all = None
+    if not concatenated:
+        supports = [int(np.size(g)) - (h[1] - h[0] if h else 0) for g, h in zip(g_leaves, holes)]
+        exact_all = bool(exact_steps([param_dynamic[p] for p in positions],
+                                     jnp.asarray(step, dtype),
+                                     [jnp.asarray(m, dtype) for m in supports]))
+        # large params: no padding rows (each would cost a forward pass in the loop, which
+        # the one program for every call of these leaves is not worth at this size)
+        rows = Rows(*(x[rows.active] for x in dataclasses.astuple(rows)))
+    out = engine.call(
+        _evaluate_rows, (problem, tuple(positions), tuple(leaf_numbers), per_vmap, concatenated,
+                         exact_all),
+        tuple(param_dynamic), tuple(arg_dynamic),
+        tuple(jnp.asarray(g.reshape(-1), dtype) for g in g_leaves),
+        tuple(jnp.asarray(r, dtype) for r in roundings),
+        tuple(tuple(jnp.asarray(x, jnp.int32) for x in (h or (0, 0))) for h in holes),
+        jnp.asarray(seed, jnp.uint32), jnp.asarray(step, dtype),
+        jnp.asarray(rows.numbers, jnp.int32), jnp.asarray(rows.steps, dtype),
+        jnp.asarray(rows.moves, dtype), jnp.asarray(rows.exact), jnp.asarray(rows.active))
+    return tuple(np.asarray(x, np.float64) for x in out)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class JointScreen:
-    """The joint test's directional checks, and the leaves it covers (by checked-leaf number)."""
+    """The joint test's directional checks, the leaves it covers (by checked-leaf number), and
+    each leaf's (f(θ), Taylor result) where they were asked for."""
 
     checks: DirectionalChecks
     covered: tuple[int, ...]
+    taylor: tuple[tuple[float, TaylorResult], ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -145,49 +381,61 @@ def joint_screen(problem: Problem, positions: Sequence[int], leaf_numbers: Seque
                  g_leaves: Sequence[np.ndarray | jax.Array], roundings: Sequence[np.ndarray],
                  k: int, seed: int, eps_f: float, rel_step: float, safety: float,
                  paths: Sequence[str], first_number: int = JOINT_NUMBERS,
-                 holes: Sequence[tuple[int, int] | None] | None = None) -> JointScreen:
-    """k joint directions over the leaves at `positions`, screened at the first step; their
-    numbers from `first_number` on (a second joint test takes numbers after the first's, so
-    its signs are independent of them: `fast`'s clearing test).
+                 holes: Sequence[tuple[int, int] | None] | None = None,
+                 tested: Sequence[bool] | None = None, taylor: bool = False,
+                 rows: int | None = None) -> JointScreen:
+    """k joint directions over the leaves at `positions` (those marked in `tested`, default
+    all), screened at the first step; their numbers from `first_number` on (a second joint
+    test takes numbers after the first's, so its signs are independent of them: `fast`'s
+    clearing test).
 
     `holes`: per leaf, None or a flat range (lo, hi) left out of its direction (`fast`: the
     components a search has checked one by one). The Rademacher bound holds for any support,
     so for the errors of every leaf outside its hole together; the holed leaf's entries are
-    scaled by c = 1/√(n − (hi − lo)) as in a test of that support alone (`directions`)."""
-    dtype = np.dtype(param_dynamic[positions[0]].dtype)
-    total = sum(int(np.size(g)) for g in g_leaves)
-    per_vmap = max(1, min(k, VMAP_ENTRIES // (2 * total)))
+    scaled by c = 1/√(n − (hi − lo)) as in a test of that support alone (`directions`).
+    `taylor`: each leaf's Taylor test too, in the same program. `rows`: the program's row
+    count (`row_count`), so that a clearing test reuses the first test's program."""
+    n_leaves = len(positions)
+    tested_ = np.ones(n_leaves, bool) if tested is None else np.asarray(tested, bool)
     numbers = first_number + np.arange(k, dtype=np.int64)
     step = power_of_two(rel_step)
-    t = jnp.asarray(step, dtype)
-    hole_of = [None] * len(positions) if holes is None else list(holes)
-    sizes = [int(np.size(g)) for g in g_leaves]
-    supports = [m if h is None else m - (h[1] - h[0]) for m, h in zip(sizes, hole_of)]
-    exact = bool(exact_steps([param_dynamic[p] for p in positions], t,
-                             [jnp.asarray(m, dtype) for m in supports]))
-    out = engine.call(
-        _evaluate_joint, (problem, tuple(positions), tuple(leaf_numbers), per_vmap, exact,
-                          tuple(h is not None for h in hole_of)),
-        tuple(param_dynamic), tuple(arg_dynamic),
-        tuple(jnp.asarray(g.reshape(-1), dtype) for g in g_leaves),
-        tuple(jnp.asarray(r, dtype) for r in roundings),
-        tuple(tuple(jnp.asarray(x, jnp.int32) for x in (h or (0, 0))) for h in hole_of),
-        jnp.asarray(seed, jnp.uint32),
-        jnp.asarray(numbers, jnp.int32), t)
-    f0, f, g_step, gu, spread2 = (np.asarray(x, np.float64) for x in out)
-    f0 = float(f0)
+    taylor_steps = taylor_levels(eps_f)
+    origin = Rows.origin(n_leaves, taylor_steps if taylor else None)
+    o = len(origin)   # the joint directions' rows start here
+    plan = origin + Rows.joint(numbers, step, tested_)
+    plan = plan + Rows.padding(max(0, (rows or len(plan)) - len(plan)), n_leaves)
+    hole_of = [None] * n_leaves if holes is None else list(holes)
+    f, g_step, gus, spread2 = evaluate_rows(
+        problem, positions, leaf_numbers, param_dynamic, arg_dynamic, g_leaves, roundings,
+        seed, step, plan, hole_of)
+    f0 = float(f[0, 0])
+    which = [int(i) for i in np.flatnonzero(tested_)]
+    # u·g of the joint directions: the tested leaves' in order, as one sum on the device
+    gu = np.zeros(k)
+    for i in which:
+        gu = gu + gus[o:o + k, i]
     t = np.full(k, step)
     # each value corrected to first order back to the exact point θ ± t·u (`direction_checks`)
-    fp = f[:, 0] - (g_step[:, 0] - t * gu)
-    fm = f[:, 1] - (g_step[:, 1] + t * gu)
-    a_leaf = HOEFFDING_Z * np.sqrt(spread2)
-    a_joint = HOEFFDING_Z * np.sqrt(spread2.sum())
+    fp = f[o:o + k, 0] - (g_step[o:o + k, 0] - t * gu)
+    fm = f[o:o + k, 1] - (g_step[o:o + k, 1] + t * gu)
+    a_leaf = HOEFFDING_Z * np.sqrt(spread2[which])
+    a_joint = HOEFFDING_Z * np.sqrt(spread2[which].sum())
     screened = v.screen(gu, fp, fm, t, t, f0, eps_f, np.full(k, a_joint), safety)
     # the tolerance each leaf's own first step (at rel_step) would have, with these loss values
     f_scale = np.maximum(abs(f0), np.maximum(np.abs(fp), np.abs(fm)))
     own = safety * (v.roundoff(eps_f, f_scale, rel_step)[:, None] + a_leaf[None, :])
     covered = np.all(screened.tolerance[:, None] <= MAX_LOOSENING * own, axis=0)
+    total = sum(int(np.size(g_leaves[i])) for i in which)
     checks = DirectionalChecks(numbers, np.zeros(k, np.int64), np.full(k, total), gu,
                                screened.numerical, screened.tolerance, screened.status,
-                               2 * k + 1, joint=tuple(p for p, c in zip(paths, covered) if c))
-    return JointScreen(checks, tuple(int(n) for n, c in zip(leaf_numbers, covered) if c))
+                               2 * k + 1, joint=tuple(paths[i] for i, c in zip(which, covered)
+                                                      if c))
+    results: list[tuple[float, TaylorResult]] = []
+    if taylor:
+        for leaf in range(n_leaves):
+            at = plan.moves[:o, :, leaf] == 1   # its Taylor points
+            results.append(taylor_result(np.concatenate([[f0], f[:o][at]]),
+                                         np.concatenate([[0.0], g_step[:o][at]]),
+                                         float(np.sqrt(spread2[leaf])), taylor_steps, eps_f))
+    return JointScreen(checks, tuple(int(leaf_numbers[i]) for i, c in zip(which, covered) if c),
+                       tuple(results))

@@ -27,7 +27,8 @@ from .direction_checks import HOEFFDING_Z
 # Steps t_max·8⁻ʲ, j = 0..2: a factor 64 between the largest and smallest in 3 evaluations
 # (each can cost a forward pass; an order needs two steps above round-off, and the smallest
 # sees the smallest errors); with f(θ), 4 rows: two groups of `directions.STEPS`, or one
-# program for all leaves (`taylor_tests`).
+# program for all leaves (`taylor_tests`, where each leaf's change is followed through the
+# loss), or points of the joint test's program (`joint.joint_screen(..., taylor=True)`).
 LEVELS = 3
 RATIO = 8.0
 # A remainder is used only where it is this many times its round-off (the loss values carry
@@ -82,12 +83,12 @@ def _remainder_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[
     return out
 
 
-def _steps(eps_f: float) -> np.ndarray:
+def taylor_levels(eps_f: float) -> np.ndarray:
     """ε^(1/5)·2·8⁻ʲ, j < LEVELS."""
     return 2.0 * d.relative_step(eps_f, d.RICHARDSON_EXPONENT) / RATIO ** np.arange(LEVELS)
 
 
-def _result(f, g_step, spread: float, steps: np.ndarray,
+def taylor_result(f, g_step, spread: float, steps: np.ndarray,
             eps_f: float) -> tuple[float, TaylorResult]:
     """f(θ) and the Taylor result from the rows (0, steps...) of one direction."""
     f, g_step = np.asarray(f, np.float64), np.asarray(g_step, np.float64)
@@ -101,23 +102,25 @@ def _result(f, g_step, spread: float, steps: np.ndarray,
 def taylor_test(dirs: Directions, number: int, eps_f: float) -> tuple[float, TaylorResult]:
     """f(θ) as the leaf's program computes it, and the remainders along direction `number` of
     the whole leaf (one `Directions.along` call)."""
-    steps = _steps(eps_f)
+    steps = taylor_levels(eps_f)
     m = steps.size + 1
     r = dirs.along(np.full(m, number), np.zeros(m, np.int64), np.full(m, dirs.size),
                    np.concatenate([[0.0], steps]))
-    return _result(r.f, r.g_step, float(r.spread[0]), steps, eps_f)
+    return taylor_result(r.f, r.g_step, float(r.spread[0]), steps, eps_f)
 
 
 def taylor_tests(problem: Problem, positions: Sequence[int], leaf_numbers: Sequence[int],
                  param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any],
                  gs: Sequence[Any], roundings: Sequence[Any], seed: int,
                  eps_f: float) -> list[tuple[float, TaylorResult]]:
-    """`taylor_test` along direction 0 of every leaf, in one program (`_remainder_rows`)."""
-    steps = _steps(eps_f)
+    """`taylor_test` along direction 0 of every leaf, in one program (`_remainder_rows`): for
+    large params, whose joint test builds each leaf's direction on its own
+    (`joint.one_vector` false); smaller ones run these points in the joint program."""
+    steps = taylor_levels(eps_f)
     dtype = np.dtype(param_dynamic[positions[0]].dtype)
     rows = engine.call(
         _remainder_rows, (problem, tuple(positions), tuple(leaf_numbers)), tuple(param_dynamic),
         tuple(arg_dynamic), tuple(jnp.asarray(g, dtype) for g in gs),
         tuple(jnp.asarray(r, dtype) for r in roundings), jnp.asarray(seed, jnp.uint32),
         jnp.asarray(np.concatenate([[0.0], steps]), dtype))
-    return [_result(f, g_step, float(spread), steps, eps_f) for f, g_step, _, spread in rows]
+    return [taylor_result(f, g_step, float(spread), steps, eps_f) for f, g_step, _, spread in rows]

@@ -56,12 +56,14 @@ def analytic_rounding(eps_g: float, g: np.ndarray, eps_out: float = 0.0) -> np.n
     return slope * abs(g) + offset
 
 
-def analytic_rounding_coefficients(eps_g: float, g: Any, eps_out: float = 0.0) -> tuple:
+def analytic_rounding_coefficients(eps_g: float, g: Any, eps_out: float = 0.0,
+                                   norm: bool = False) -> tuple:
     """`analytic_rounding` as (slope, offset), Aᵢ = slope·|gᵢ| + offset: two numbers per
     leaf instead of an array the size of the leaf (fast mode's programs form Aᵢ where they
-    use it, `directions.linear_bound`)."""
+    use it, `directions.linear_bound`). With `norm`, `g` is the leaf's norm ‖g‖."""
+    g_norm = g if norm else (g * g).sum() ** 0.5
     return (ANALYTIC_ROUNDING_FACTOR * eps_g + eps_out,
-            ANALYTIC_ROUNDING_FACTOR * eps_g * (g * g).sum() ** 0.5)
+            ANALYTIC_ROUNDING_FACTOR * eps_g * g_norm)
 
 
 def screen(g, f_plus, f_minus, h_plus, h_minus, f0, eps_f, a, safety) -> ComponentVerdicts:

@@ -1,4 +1,5 @@
 import io
+import re
 
 import jax
 import jax.numpy as jnp
@@ -119,6 +120,26 @@ def test_progress_bar_with_eta_when_asked(capsys):
     assert report.ok
     err = capsys.readouterr().err
     assert "estimated" in err and "ETA" in err and "5001/5001 evaluations" in err
+    # the compilation a first call pays is said beside the estimate
+    assert re.search(r"estimated \d+s \(after \d+s compiling its programs\)", err)
+
+
+def test_fewer_points_reuse_the_program_compiled_for_more():
+    engine.clear_cache()
+    w = np.linspace(-1.0, 1.0, 40)
+    with jax.enable_x64(True):
+        p = pytree.split({"w": jnp.asarray(w)})
+        a = pytree.split((jnp.float64(2.0),), check_floats=False)
+        problem = Problem(lambda q, x: jnp.sum(jnp.sin(q["w"]) * x), p.structure, a.structure)
+        position = p.checked[0]
+        before = engine.compilations()
+        many = engine.evaluate(problem, position, p.dynamic, a.dynamic, np.arange(40),
+                               np.zeros(40), 64)
+        few = engine.evaluate(problem, position, p.dynamic, a.dynamic, np.arange(3),
+                              np.ones(3), 4)
+    assert engine.compilations() - before == 1
+    np.testing.assert_allclose(many, 2 * np.sum(np.sin(w)) - 2 * np.sin(w), rtol=1e-13)
+    np.testing.assert_allclose(few, many[:3] + 2 * np.sin(1.0), rtol=1e-13)
 
 
 def test_cost_warning_recommends_fast_mode_when_estimate_is_long(monkeypatch):

@@ -27,6 +27,12 @@ def _mlp_problem(n_in=100, n_hidden=120, batch=8, seed=0):
     return loss, params, (x, y)
 
 
+@pytest.fixture
+def own_tests_only(monkeypatch):
+    """Each leaf tested on its own from the start (no joint test first)."""
+    monkeypatch.setattr(jaxcheck.numerics.fast, "JOINT_MIN_SIZE", 1 << 62)
+
+
 def _with(loss, edit):
     def grad_fn(p, *args):
         g = jax.grad(loss)(p, *args)
@@ -36,16 +42,21 @@ def _with(loss, edit):
 
 @pytest.fixture
 def joint_for_small_params(monkeypatch):
-    """The joint test for the small params of these tests too (it starts at 65,536 entries)."""
+    """The joint test for the small params of these tests (the default, kept explicit)."""
     monkeypatch.setattr(jaxcheck.numerics.fast, "JOINT_MIN_SIZE", 0)
 
 
-def test_small_params_go_straight_to_the_test_of_each_leaf():
+def test_small_params_of_several_leaves_take_the_joint_test_and_one_leaf_its_own():
+    # one program holds the joint and Taylor tests of every leaf: cheaper to compile than a
+    # program per leaf, at any size
     loss, params, args = _mlp_problem()
     report = jaxcheck.check(loss, params, *args, mode="fast")
-    assert report.ok and "joint" not in report.info
-    assert all(leaf.directions.k == 21 and leaf.directions.joint == () for leaf in report.leaves)
-    assert "checked by 21 random directions each" in str(report)
+    assert report.ok and report.info["joint"]["passed"]
+    w = params["W"]
+    alone = jaxcheck.check(lambda w, *a: loss({**params, "W": w}, *a), w, *args, mode="fast")
+    assert alone.ok and "joint" not in alone.info
+    assert alone.leaves[0].directions.k == 21 and alone.leaves[0].directions.joint == ()
+    assert "checked by 21 random directions" in str(alone)
 
 
 def test_correct_model_passes_the_joint_screen_with_few_evaluations(joint_for_small_params):
@@ -128,7 +139,7 @@ def test_localises_several_wrong_entries_in_one_leaf():
     assert sorted(f.index for f in report.failures) == wrong
 
 
-def test_catches_whole_wrong_leaf_that_cancels_in_one_direction():
+def test_catches_whole_wrong_leaf_that_cancels_in_one_direction(own_tests_only):
     loss, params, args = _mlp_problem()
     n = params["W"].size
     with jax.enable_x64(True):   # direction 0 of leaf 0 (['W']), as fast mode draws it
