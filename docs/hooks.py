@@ -1,0 +1,107 @@
+"""mkdocs hooks: the notebooks and the plots become pages and images of the site at build time.
+
+- `notebooks/*.ipynb` are added as they are committed (executed by tests/test_notebooks.py;
+  mkdocs-jupyter renders them without running them again).
+- The images the guide shows are drawn here, by jaxcheck itself, on every build, so they
+  can never drift from what the code does: `plots/report.png` (`Report.plot()` of the quick
+  start's report), `plots/sweep.png` (`Sweep.plot()`, the ε V-curves) and `plots/health.png`
+  (what `jaxcheck.health` measures over a short training run).
+"""
+from __future__ import annotations
+
+import io
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")   # no display: the build draws into PNG bytes
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from mkdocs.plugins import event_priority  # noqa: E402
+from mkdocs.structure.files import File, Files  # noqa: E402
+
+import jaxcheck  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@event_priority(100)   # before mkdocs-jupyter's on_files, which turns .ipynb files into pages
+def on_files(files: Files, config) -> Files:
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        files.append(File(f"notebooks/{path.name}", str(ROOT), config["site_dir"],
+                          config["use_directory_urls"]))
+    for name, draw in (("report", report_figure), ("sweep", sweep_figure),
+                       ("health", health_figure)):
+        files.append(File.generated(config, f"plots/{name}.png", content=png(draw())))
+    return files
+
+
+def png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def report_figure() -> Figure:
+    """The quick start's check: a hand-written backprop with one wrong entry of `b`."""
+    def loss(params, x, y):
+        pred = jnp.tanh(x @ params["W"] + params["b"])
+        return 0.5 * jnp.mean((pred - y) ** 2)
+
+    def my_backprop(params, x, y):
+        pred = jnp.tanh(x @ params["W"] + params["b"])
+        d = (pred - y) * (1 - pred ** 2) / y.size
+        return {"W": x.T @ d, "b": d.sum(0).at[1].multiply(1.01)}
+
+    params = {"W": jnp.full((3, 2), 0.3), "b": jnp.zeros(2)}
+    x, y = jnp.linspace(-1, 1, 12).reshape(4, 3), jnp.ones((4, 2))
+    return jaxcheck.check(loss, params, x, y, grad_fn=my_backprop).plot()
+
+
+def sweep_figure() -> Figure:
+    """The textbook example: f(θ) = θ³ at θ = 1, in float32 and float64."""
+    fig = Figure(figsize=(7, 4.5))
+    jaxcheck.sweep(lambda t: t ** 3, 1.0).plot(ax=fig.add_subplot())
+    return fig
+
+
+def health_figure() -> Figure:
+    """Gradient RMS and update/parameter ratio per leaf over 60 steps of gradient descent on
+    a small ReLU network, one of whose hidden units never fires (a dead unit)."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(64, 4)))
+    y = jnp.asarray(np.sin(x[:, :1]))
+    params = {"W1": jnp.asarray(rng.normal(size=(4, 8)) / 2),
+              "b1": jnp.zeros(8).at[3].set(-20.0),           # unit 3 is dead on this data
+              "W2": jnp.asarray(rng.normal(size=(8, 1)) / 3), "b2": jnp.zeros(1)}
+
+    def loss(p):
+        h = jax.nn.relu(x @ p["W1"] + p["b1"])
+        return jnp.mean((h @ p["W2"] + p["b2"] - y) ** 2)
+
+    grad = jax.jit(jax.grad(loss))
+    grads, history, updates = [], [], []
+    for _ in range(60):
+        g = grad(params)
+        step = jax.tree.map(lambda gi: -0.05 * gi, g)
+        grads.append(g)
+        history.append(params)
+        updates.append(step)
+        params = jax.tree.map(jnp.add, params, step)
+    health = jaxcheck.health(grads, history, updates)
+
+    fig = Figure(figsize=(10, 4))
+    rms, ratio = fig.subplots(1, 2)
+    for leaf in health.leaves:
+        rms.semilogy(leaf.grad_rms, label=leaf.path)
+        ratio.semilogy(leaf.update_ratio, label=leaf.path)
+    rms.set(title="gradient RMS per leaf", xlabel="step")
+    ratio.axhspan(1e-5, 1e-1, color="tab:green", alpha=0.1, label="not flagged (1e-5 … 1e-1)")
+    ratio.set(title="‖update‖ / ‖param‖ per leaf", xlabel="step")
+    ratio.legend(fontsize="small")
+    flags = "; ".join(f.message for f in health.flags) or "no flags"
+    fig.suptitle(f"jaxcheck.health over {health.steps} steps: {flags}", fontsize="small")
+    return fig
