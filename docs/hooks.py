@@ -11,21 +11,46 @@ from __future__ import annotations
 
 import io
 import pathlib
+import re
 
 import matplotlib
 
 matplotlib.use("Agg")   # no display: the build draws into PNG bytes
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from mkdocs.plugins import event_priority  # noqa: E402
-from mkdocs.structure.files import File, Files  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.figure import Figure
+from mkdocs.plugins import event_priority
+from mkdocs.structure.files import File, Files
 
-import jaxcheck  # noqa: E402
+import jaxcheck
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+# `--8<-- "FILE"` or `--8<-- "FILE:NAME"` alone on a line: FILE (relative to the repository),
+# or its lines between the markers `--8<-- [start:NAME]` and `--8<-- [end:NAME]`. The landing
+# page takes its text from the README, so the two cannot drift apart.
+INCLUDE = re.compile(r'^--8<-- "([^":]+)(?::([\w-]+))?"$', re.M)
+
+
+def include(match: re.Match) -> str:
+    text = (ROOT / match[1]).read_text()
+    if match[2] is None:
+        return text
+    start, end = f"--8<-- [start:{match[2]}]", f"--8<-- [end:{match[2]}]"
+    if start not in text or end not in text:
+        raise ValueError(f"{match[1]} has no section {match[2]!r} (markers {start}, {end})")
+    body = text[text.index("\n", text.index(start)) + 1:text.index(end)]
+    return body[:body.rindex("\n") + 1]   # without the end marker's line
+
+
+def on_page_markdown(markdown: str, **_) -> str:
+    """Included files expanded; doctested examples read as console sessions (prompts and
+    output told apart), doctest's `<BLANKLINE>` shown as the blank line it stands for."""
+    markdown = INCLUDE.sub(include, markdown)
+    return markdown.replace("```python\n>>> ", "```pycon\n>>> ").replace("<BLANKLINE>", "")
 
 
 @event_priority(100)   # before mkdocs-jupyter's on_files, which turns .ipynb files into pages
@@ -102,6 +127,6 @@ def health_figure() -> Figure:
     ratio.axhspan(1e-5, 1e-1, color="tab:green", alpha=0.1, label="not flagged (1e-5 … 1e-1)")
     ratio.set(title="‖update‖ / ‖param‖ per leaf", xlabel="step")
     ratio.legend(fontsize="small")
-    flags = "; ".join(f.message for f in health.flags) or "no flags"
+    flags = "; ".join(f"{f.path} {f.kind}: {f.message}" for f in health.flags) or "no flags"
     fig.suptitle(f"jaxcheck.health over {health.steps} steps: {flags}", fontsize="small")
     return fig
