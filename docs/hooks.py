@@ -127,6 +127,6 @@ def health_figure() -> Figure:
     ratio.axhspan(1e-5, 1e-1, color="tab:green", alpha=0.1, label="not flagged (1e-5 … 1e-1)")
     ratio.set(title="‖update‖ / ‖param‖ per leaf", xlabel="step")
     ratio.legend(fontsize="small")
-    flags = "; ".join(f"{f.path} {f.kind}: {f.message}" for f in health.flags) or "no flags"
-    fig.suptitle(f"jaxcheck.health over {health.steps} steps: {flags}", fontsize="small")
+    flags = ", ".join(f"{f.path} {f.kind}" for f in health.flags) or "nothing"
+    fig.suptitle(f"jaxcheck.health over {health.steps} steps; flagged: {flags}")
     return fig
