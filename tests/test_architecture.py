@@ -28,7 +28,7 @@ def _stage_imports(path: pathlib.Path) -> list[str]:
                   if m.startswith("jaxcheck.") and m != "jaxcheck.pytest_plugin"]
         if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
                 and node.value.id == "jaxcheck" and node.attr not in jaxcheck.__all__
-                and node.attr not in ("pytest_plugin", "__version__", "__file__")):
+                and node.attr not in ("pytest_plugin", "__all__", "__version__", "__file__")):
             found.append(f"{path.name}:{node.lineno} jaxcheck.{node.attr}")
     return found
 
