@@ -1,4 +1,4 @@
-"""A hand-written backprop for `jaxcheck run` (see the README, "In CI, on the command line").
+"""A hand-written backprop for `jaxcheck run` (see the guide, docs/guide/ci-pytest-cli.md).
 
     jaxcheck run examples/regression.py            # the correct backprop: exit status 0
     jaxcheck run examples/regression.py:buggy      # a planted bug in b[1]: exit status 1

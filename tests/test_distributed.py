@@ -89,15 +89,15 @@ def test_only_process_zero_prints_progress(runs):
     assert "jaxcheck: full check of" not in stderrs[1]
 
 
-def _readme_example() -> str:
-    with open(os.path.join(ROOT, "README.md")) as f:
+def _guide_example() -> str:
+    with open(os.path.join(ROOT, "docs", "guide", "devices.md")) as f:
         text = f.read()
     start = text.index("<!-- many-hosts-example")
     block = text[text.index("```python\n", start) + len("```python\n"):]
     return block[:block.index("```")]
 
 
-def test_the_readmes_many_hosts_example_runs_on_two_processes():
-    done = run_processes(_readme_example(), processes=2, devices=2)
+def test_the_guides_many_hosts_example_runs_on_two_processes():
+    done = run_processes(_guide_example(), processes=2, devices=2)
     assert [code for code, _, _ in done] == [0, 0], "".join(e[-3000:] for _, _, e in done)
     assert [out.strip().splitlines()[-1] for _, out, _ in done] == ["0 True", "1 True"]

@@ -137,14 +137,13 @@ def test_entry_point_is_declared_in_pyproject():
     assert project["entry-points"]["pytest11"] == {"jaxcheck": "jaxcheck.pytest_plugin"}
 
 
-def readme_section() -> str:
-    text = (ROOT / "README.md").read_text()
-    start = text.index("## In CI, on the command line and in notebooks")
-    return text[start:text.index("\n## ", start + 1)]
+def guide_page() -> str:
+    """The guide's page on pytest and the command line (it was a README section)."""
+    return (ROOT / "docs" / "guide" / "ci-pytest-cli.md").read_text()
 
 
-def test_readme_pytest_example_runs(pytester):
-    blocks = re.findall(r"```python\n(.*?)```", readme_section(), re.S)
+def test_the_guides_pytest_example_runs(pytester):
+    blocks = re.findall(r"```python\n(.*?)```", guide_page(), re.S)
     example = next(b for b in blocks if "def test_" in b)
     pytester.makepyfile(test_readme=example)
     result = pytester.runpytest(*plugin_args())

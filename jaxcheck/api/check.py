@@ -36,7 +36,7 @@ def check(fn: Callable[..., Any], params: Any, *args: Any,
     - `fn`: the loss, `fn(params, *args) -> scalar`.
     - `params`: any pytree. Only floating leaves are checked; int/bool leaves, strings and PRNG
       keys are passed through unchanged. A Flax nnx or Equinox module, or Flax linen
-      variables, are checked as such (see the README's "Frameworks" section).
+      variables, are checked as such (see the guide's "Frameworks, argnums and has_aux" page).
     - `*args`: further arguments of `fn` (data, labels, PRNG keys); not checked.
     - `grad_fn`: the gradient under test, `grad_fn(params, *args)` returning a pytree like
       `params` (integer leaves may be zeros or float0). Default: `jax.grad(fn)`.

@@ -257,8 +257,10 @@ def plot(report: Report, leaves: Sequence[str] | None = None) -> Figure:
     ax.set_xlim(-0.5, max(len(x) - 0.5, 0.5))
     ax.set_xlabel("leaf")
     ax.set_ylabel("relative difference")
-    ax.set_title("jaxcheck: " + ("OK" if report.ok else f"FAIL ({report.n_fail:,} components)")
-                 + f", relative difference {report.relative_difference:.1e} ({report.band})")
+    plural = "" if report.n_fail == 1 else "s"
+    verdict = "OK" if report.ok else f"FAIL ({report.n_fail:,} component{plural})"
+    ax.set_title(f"jaxcheck: {verdict}, relative difference "
+                 f"{report.relative_difference:.1e} ({report.band})")
 
     rng = np.random.default_rng(0)
     for k, leaf in enumerate(chosen):

@@ -176,9 +176,8 @@ def test_python_dash_m_jaxcheck_runs_in_a_subprocess(tmp_path):
     assert json.loads(out.read_text())["n_fail"] == 1
 
 
-def test_readme_ci_commands_exit_as_documented(tmp_path, monkeypatch, capsys):
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## In CI, on the command line and in notebooks"):]
+def test_the_guides_ci_commands_exit_as_documented(tmp_path, monkeypatch, capsys):
+    section = (ROOT / "docs" / "guide" / "ci-pytest-cli.md").read_text()
     block = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
     lines = [ln for ln in block.splitlines() if ln.startswith("jaxcheck run")]
     assert len(lines) == 2
