@@ -83,6 +83,13 @@ def equations(jaxpr: Any) -> Iterator[Any]:
             yield from equations(sub)
 
 
+def custom_rule_kinds(jaxpr: Any) -> set[str]:
+    """Which custom differentiation rules `jaxpr` calls, nested calls included: a subset of
+    {"custom_jvp", "custom_vjp"}."""
+    kinds = {name(eqn) for eqn in equations(jaxpr)} & CUSTOM_CALLS
+    return {kind.removesuffix("_call") for kind in kinds}
+
+
 def call_body(eqn: Any) -> tuple[Any, Sequence[Any]] | None:
     """(jaxpr, consts) of a call whose value is its body's, evaluated without
     differentiation (a jit, a custom_jvp/custom_vjp call, a checkpoint), or None."""

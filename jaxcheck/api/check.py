@@ -57,6 +57,11 @@ def check(fn: Callable[..., Any], params: Any, *args: Any,
     ```
     """
     opts = parse_options(options)
+    if opts.order == 3:
+        raise ValueError("order: check verifies first derivatives and returns a Report; got "
+                         "order=3. Third derivatives have their own entry point: "
+                         "jaxcheck.check_third_order(fn, params, *args), which returns a "
+                         "JacobianReport.")
     if opts.order != 1:
         raise ValueError(f"order: check verifies first derivatives and returns a Report; got "
                          f"order={opts.order!r}. Second derivatives have their own entry point: "

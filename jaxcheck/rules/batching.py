@@ -1,0 +1,96 @@
+"""Batching: `vmap` of the function, of its VJP and of its JVP equals the loop over the batch.
+
+A batch of `Settings.batch` primals (the given one and copies with every floating entry
+scaled by 1 + U(−1/16, 1/16), which keeps signs, so a function defined for positive inputs
+stays defined), random cotangents and tangents. Compared with the loop of unbatched calls:
+
+- `vmap(fn)`: the primal function (a `jax.custom_batching.custom_vmap` rule shows here);
+- `vmap(vjp)` over primals and cotangents, and over cotangents alone at the given primals
+  (how `jax.jacrev` batches a pullback: a `custom_vjp` bwd with unbatched residuals);
+- `vmap(jvp)` over primals and tangents (when `fn` has a JVP), and the user's `jvp_fn` /
+  `vjp_fn` when given.
+
+A transformation that raises under `vmap` (a bwd that uses a Python-side shape) is a
+finding. Integer leaves and `args` are not batched. Both sides are compiled (the batch by
+the engine, each row of the loop by `jax.jit`), so this check sees batching rules only;
+`jit` against eager evaluation is the compilation check's.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..evaluation import engine
+from .agreement import attempt, compare_leaves
+from .results import RuleCheck, RuleFinding, outcome
+from .rounding import operation_count, working_epsilon
+from .subject import Settings, Subject
+
+NAME = "batching"
+
+
+def _stack(rows: list[list[Any]]) -> list[Any]:
+    return [jnp.stack([row[k] for row in rows]) for k in range(len(rows[0]))]
+
+
+def _row(batched: list[Any], b: int) -> list[Any]:
+    return [x[b] for x in batched]
+
+
+def _mapped(f: Callable[..., Any], in_axes: Any, *args: Any) -> Any:
+    """`vmap` of `f` (a batch program, so compiled by the engine)."""
+    return jax.vmap(f, in_axes=in_axes)(*args)
+
+
+def check_batching(s: Subject, settings: Settings) -> RuleCheck:
+    rng = settings.rng(NAME)
+    xs, outs = s.xs, s.cotangent_leaves()
+    n = settings.batch
+    primals = [xs] + [[(np.asarray(x) * (1 + rng.uniform(-1, 1, np.shape(x)) / 16))
+                       .astype(np.asarray(x).dtype) for x in xs] for _ in range(n - 1)]
+    primals = [[jnp.asarray(x) for x in row] for row in primals]
+    cots = [s.random_like(outs, rng) for _ in range(n)]
+    tans = [s.random_like(xs, rng) for _ in range(n)]
+    X, C, T = _stack(primals), _stack(cots), _stack(tans)
+    eps = working_epsilon(s.vjp, xs, xs, s.zeros_like(outs))
+    findings: list[RuleFinding] = []
+    compared = 0
+    notes = [f"vmap over a batch of {n} against the loop"]
+
+    def judge(what: str, prefix: str, paths, f: Callable[..., list[Any]], batched_args,
+              rows_args, in_axes) -> None:
+        nonlocal compared
+        mapped = attempt(NAME, what, lambda: engine.call(_mapped, (f, in_axes), *batched_args),
+                         findings)
+        if mapped is None:
+            return
+        ops = operation_count(f, *rows_args[0])
+        row = jax.jit(f)
+        for b, args in enumerate(rows_args):
+            looped = attempt(NAME, what + " (loop)", lambda args=args: row(*args), findings)
+            if looped is None:
+                return
+            found, k = compare_leaves(NAME, what, prefix, paths, looped, _row(mapped, b),
+                                      eps, ops, settings.safety)
+            compared += k
+            if found:
+                findings.extend(found)
+                return
+
+    out_paths, in_paths = s.floating_out_paths, s.in_paths
+    judge("vmap(fn) vs loop", "out", out_paths, s.outputs, (X,), [(p,) for p in primals], 0)
+    for name, vjp in s.vjps():
+        judge(f"vmap({name}) vs loop", "vjp", in_paths, vjp, (X, C),
+              list(zip(primals, cots)), (0, 0))
+        judge(f"vmap({name}) over cotangents vs loop", "vjp", in_paths, vjp, (xs, C),
+              [(xs, c) for c in cots], (None, 0))
+    for name, jvp in s.jvps():
+        judge(f"vmap({name}) vs loop", "jvp", out_paths, jvp, (X, T),
+              list(zip(primals, tans)), (0, 0))
+    if not s.has_jvp:
+        notes.append("fn contains a jax.custom_vjp: no JVP to batch")
+    return outcome(NAME, findings, notes, compared)
