@@ -31,6 +31,10 @@ CALLS = frozenset({"jit", "pjit", "closed_call"})
 # a checkpoint its body.
 CUSTOM_CALLS = frozenset({"custom_jvp_call", "custom_vjp_call"})
 CHECKPOINTS = frozenset({"remat2", "checkpoint"})
+# Linear primitives whose sum of term magnitudes is the primitive applied to |inputs| minus
+# the signs: a difference a − b combines |a| + |b|, a negation |a|.
+SUB = "sub"
+NEG = "neg"
 # Elementwise primitives: a slab of the inputs gives the same slab of the output.
 ELEMENTWISE = frozenset("""
     abs acos acosh add asin asinh atan atan2 atanh cbrt ceil clamp convert_element_type copy

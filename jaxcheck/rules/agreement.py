@@ -26,11 +26,14 @@ def entry(prefix: str, path: str, index: tuple[int, ...] = ()) -> str:
 
 def compare_leaves(check: str, what: str, prefix: str, paths: Sequence[str],
                    expected: Sequence[Any], actual: Sequence[Any], eps: float, ops: int,
-                   safety: float) -> tuple[list[RuleFinding], int]:
+                   safety: float, terms: Sequence[Any] | None = None
+                   ) -> tuple[list[RuleFinding], int]:
     """Findings for the leaves where `actual` differs from `expected` beyond rounding, and
-    the number of entries compared."""
+    the number of entries compared. `terms`: per leaf, the magnitudes of the terms each entry
+    is summed from (`magnitudes.term_magnitudes`), where known."""
     findings, compared = [], 0
-    for path, a, b in zip(paths, expected, actual):
+    per_leaf = list(terms) if terms is not None else [None] * len(paths)
+    for path, a, b, m in zip(paths, expected, actual, per_leaf):
         a = np.asarray(a, np.float64)
         b = np.asarray(b, np.float64)
         if a.shape != b.shape:
@@ -39,7 +42,7 @@ def compare_leaves(check: str, what: str, prefix: str, paths: Sequence[str],
                                         f"{what}: shapes differ"))
             continue
         compared += a.size
-        tol = elementwise_tolerance(a, b, eps, ops, safety)
+        tol = elementwise_tolerance(a, b, eps, ops, safety, m)
         same_nan = np.isnan(a) & np.isnan(b)
         bad = ~((np.abs(a - b) <= tol) | same_nan)
         if not bad.any():

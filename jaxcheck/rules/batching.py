@@ -26,6 +26,7 @@ import numpy as np
 
 from ..evaluation import engine
 from .agreement import attempt, compare_leaves
+from .magnitudes import magnitudes_of
 from .results import RuleCheck, RuleFinding, outcome
 from .rounding import operation_count, working_epsilon
 from .subject import Settings, Subject
@@ -62,7 +63,7 @@ def check_batching(s: Subject, settings: Settings) -> RuleCheck:
     notes = [f"vmap over a batch of {n} against the loop"]
 
     def judge(what: str, prefix: str, paths, f: Callable[..., list[Any]], batched_args,
-              rows_args, in_axes) -> None:
+              rows_args, in_axes, linear: bool = True) -> None:
         nonlocal compared
         mapped = attempt(NAME, what, lambda: engine.call(_mapped, (f, in_axes), *batched_args),
                          findings)
@@ -74,15 +75,17 @@ def check_batching(s: Subject, settings: Settings) -> RuleCheck:
             looped = attempt(NAME, what + " (loop)", lambda args=args: row(*args), findings)
             if looped is None:
                 return
+            terms = magnitudes_of(f, *args) if linear else None
             found, k = compare_leaves(NAME, what, prefix, paths, looped, _row(mapped, b),
-                                      eps, ops, settings.safety)
+                                      eps, ops, settings.safety, terms)
             compared += k
             if found:
                 findings.extend(found)
                 return
 
     out_paths, in_paths = s.floating_out_paths, s.in_paths
-    judge("vmap(fn) vs loop", "out", out_paths, s.outputs, (X,), [(p,) for p in primals], 0)
+    judge("vmap(fn) vs loop", "out", out_paths, s.outputs, (X,), [(p,) for p in primals], 0,
+          linear=False)
     for name, vjp in s.vjps():
         judge(f"vmap({name}) vs loop", "vjp", in_paths, vjp, (X, C),
               list(zip(primals, cots)), (0, 0))

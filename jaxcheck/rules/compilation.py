@@ -15,6 +15,7 @@ from typing import Any
 import jax
 
 from .agreement import attempt, compare_leaves
+from .magnitudes import magnitudes_of
 from .results import RuleCheck, RuleFinding, outcome
 from .rounding import operation_count, working_epsilon
 from .subject import Settings, Subject
@@ -30,7 +31,8 @@ def check_compilation(s: Subject, settings: Settings) -> RuleCheck:
     findings: list[RuleFinding] = []
     compared = 0
 
-    def judge(what: str, prefix: str, paths, f: Callable[..., list[Any]], *args) -> None:
+    def judge(what: str, prefix: str, paths, f: Callable[..., list[Any]], *args,
+              linear: bool = True) -> None:
         nonlocal compared
         eager = attempt(NAME, what + " (eager)", lambda: f(*args), findings)
         if eager is None:
@@ -38,12 +40,13 @@ def check_compilation(s: Subject, settings: Settings) -> RuleCheck:
         compiled = attempt(NAME, what, lambda: jax.jit(f)(*args), findings)
         if compiled is None:
             return
+        terms = magnitudes_of(f, *args) if linear else None
         found, k = compare_leaves(NAME, what, prefix, paths, eager, compiled, eps,
-                                  operation_count(f, *args), settings.safety)
+                                  operation_count(f, *args), settings.safety, terms)
         findings.extend(found)
         compared += k
 
-    judge("jit(fn) vs eager", "out", s.floating_out_paths, s.outputs, xs)
+    judge("jit(fn) vs eager", "out", s.floating_out_paths, s.outputs, xs, linear=False)
     for name, vjp in s.vjps():
         judge(f"jit({name}) vs eager", "vjp", s.in_paths, vjp, xs, cs)
     for name, jvp in s.jvps():

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .agreement import attempt, compare_leaves, entry
+from .magnitudes import magnitudes_of
 from .results import RuleCheck, RuleFinding, outcome
 from .rounding import operation_count, working_epsilon
 from .subject import Settings, Subject, float0_like, is_floating
@@ -84,7 +85,8 @@ def check_contracts(s: Subject, settings: Settings) -> RuleCheck:
         if double is not None:
             found, k = compare_leaves(NAME, f"{name}(2c) vs 2*{name}(c)", "vjp", s.in_paths,
                                       [2 * np.asarray(g, np.float64) for g in got], double,
-                                      eps, operation_count(vjp, xs, cs), settings.safety)
+                                      eps, operation_count(vjp, xs, cs), settings.safety,
+                                      _doubled(magnitudes_of(vjp, xs, cs)))
             findings += found
             compared += k
     for name, jvp in s.jvps():
@@ -100,6 +102,10 @@ def check_contracts(s: Subject, settings: Settings) -> RuleCheck:
     compared += _integer_inputs(s, cs, findings, notes)
     compared += _symbolic_zeros(s, cs, eps, settings, findings, notes)
     return outcome(NAME, findings, notes, compared)
+
+
+def _doubled(terms: list[Any] | None) -> list[Any] | None:
+    return None if terms is None else [2 * m for m in terms]
 
 
 def _integer_inputs(s: Subject, cs: list[Any], findings: list[RuleFinding],
@@ -175,9 +181,11 @@ def _symbolic_zeros(s: Subject, cs: list[Any], eps: float, settings: Settings,
                          lambda alone=alone, o=o: jax.vjp(alone, xs)[1](cs[o])[0], findings)
         if explicit is None or single is None:
             continue
+        only = [c if k == o else jnp.zeros_like(c) for k, c in enumerate(cs)]
         found, k = compare_leaves(NAME, f"vjp of out{path} alone vs with zero cotangents",
                                   "vjp", s.in_paths, explicit, single, eps,
-                                  operation_count(s.vjp, xs, cs), settings.safety)
+                                  operation_count(s.vjp, xs, cs), settings.safety,
+                                  magnitudes_of(s.vjp, xs, only))
         findings += found
         compared += k
     return compared

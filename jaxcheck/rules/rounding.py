@@ -11,13 +11,16 @@ computation uses), is off by at most ≈ ops·ε times the magnitudes of the ter
 n operations, and §3.5 for sums of products, |fl(xᵀy) − xᵀy| ≤ γₙ·|x|ᵀ|y|). Two computations
 of the same value differ by at most the sum of their errors. So:
 
-- `inner_product_tolerance`: for ⟨c, J·t⟩ against ⟨Jᵀ·c, t⟩, the summed terms are the products
-  cᵢ(Jt)ᵢ and (Jᵀc)ⱼtⱼ, and `ops` counts the operations of both derivative computations plus
-  the terms of both sums: safety·ops·ε·(Σ|cᵢ(Jt)ᵢ| + Σ|(Jᵀc)ⱼtⱼ|).
-- `elementwise_tolerance`: for two arrays a, b of the same leaf, safety·ops·ε·(|a|+|b|+m),
-  m = the leaf's largest |a| or |b|: the terms an entry combined are bounded by the leaf's
-  scale (an entry formed by cancellation is judged against that scale, normwise), which we
-  cannot see entry by entry.
+- `inner_product_tolerance`: for ⟨c, J·t⟩ against ⟨Jᵀ·c, t⟩, the summed terms are cᵢJᵢⱼtⱼ,
+  of total magnitude Σ|cᵢ|(|J||t|)ᵢ on one side and Σ(|Jᵀ||c|)ⱼ|tⱼ| on the other, and `ops`
+  counts the operations of both derivative computations plus the terms of both sums.
+- `elementwise_tolerance`: for two arrays a, b of the same leaf, safety·ops·ε·(|a|+|b|+M),
+  where M holds, per entry, the magnitudes of the terms the entry was summed from. For a
+  JVP or VJP, which is linear in its tangent or cotangent, `magnitudes.term_magnitudes`
+  computes them (|J|·|t|, |Jᵀ|·|c|): a gradient at a least-squares optimum, ~1e-8 summed from
+  terms ~1e-2, gets a tolerance from the terms. For the function's own values, where no such
+  evaluation exists, M is the leaf's largest |a| or |b| (an entry formed by cancellation is
+  judged against the leaf's scale, normwise).
 
 `ops` is the number of equations of the computation's jaxpr (`operation_count`), nested
 calls included: an over-estimate of the chain's depth, so the bound errs on the side of no
@@ -62,16 +65,22 @@ def working_epsilon(f: Callable[..., Any], leaves: Any, *example: Any) -> float:
 
 
 def elementwise_tolerance(a: np.ndarray, b: np.ndarray, eps: float, ops: int,
-                          safety: float) -> np.ndarray:
-    """Per entry: safety·ops·ε·(|a|+|b|+m), m the largest |a| or |b| of the leaf."""
+                          safety: float, terms: np.ndarray | None = None) -> np.ndarray:
+    """Per entry: safety·ops·ε·(|a|+|b|+M), M = `terms` (the magnitudes of the summed terms)
+    or, without them, the largest |a| or |b| of the leaf."""
     a, b = np.abs(np.asarray(a, np.float64)), np.abs(np.asarray(b, np.float64))
-    finite = np.concatenate([a[np.isfinite(a)].ravel(), b[np.isfinite(b)].ravel(), [0.0]])
-    return safety * ops * eps * (a + b + finite.max())
+    if terms is None:
+        finite = np.concatenate([a[np.isfinite(a)].ravel(), b[np.isfinite(b)].ravel(), [0.0]])
+        scale: Any = finite.max()
+    else:
+        scale = np.broadcast_to(np.asarray(terms, np.float64), a.shape)
+    return safety * ops * eps * (a + b + scale)
 
 
 def inner_product_tolerance(terms_left: np.ndarray, terms_right: np.ndarray, eps: float,
                             ops: int, safety: float) -> float:
-    """safety·(ops + number of terms)·ε·(Σ|left terms| + Σ|right terms|)."""
+    """safety·(ops + number of terms)·ε·(Σ|left terms| + Σ|right terms|), the terms being
+    |cᵢ|(|J||t|)ᵢ and (|Jᵀ||c|)ⱼ|tⱼ|."""
     n = terms_left.size + terms_right.size
     magnitude = float(np.sum(np.abs(terms_left)) + np.sum(np.abs(terms_right)))
     return safety * (ops + n) * eps * magnitude

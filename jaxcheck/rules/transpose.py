@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .agreement import attempt, compare_leaves
+from .magnitudes import magnitudes_of
 from .results import RuleCheck, RuleFinding, outcome
 from .rounding import inner_product_tolerance, operation_count, working_epsilon
 from .subject import Settings, Subject
@@ -59,15 +60,19 @@ def check_transpose(s: Subject, settings: Settings) -> RuleCheck:
             jt = attempt(NAME, jvp_name, lambda only_t=only_t: jvp(xs, only_t), findings)
             if jt is None:
                 return outcome(NAME, findings, notes, compared)
+            jt_terms = magnitudes_of(jvp, xs, only_t) or [np.abs(y) for y in jt]
             for o, c in enumerate(cs):
                 only_c = [c if k == o else z for k, z in enumerate(s.zeros_like(outs))]
                 vc = attempt(NAME, vjp_name, lambda only_c=only_c: vjp(xs, only_c), findings)
                 if vc is None:
                     return outcome(NAME, findings, notes, compared)
-                left = np.asarray(c, np.float64) * np.asarray(jt[o], np.float64)
-                right = np.asarray(vc[i], np.float64) * np.asarray(t, np.float64)
-                a, b = float(left.sum()), float(right.sum())
-                tol = inner_product_tolerance(left, right, eps, ops, settings.safety)
+                vc_terms = magnitudes_of(vjp, xs, only_c) or [np.abs(g) for g in vc]
+                c64, t64 = np.asarray(c, np.float64), np.asarray(t, np.float64)
+                a = float(np.sum(c64 * np.asarray(jt[o], np.float64)))
+                b = float(np.sum(np.asarray(vc[i], np.float64) * t64))
+                tol = inner_product_tolerance(np.abs(c64) * jt_terms[o],
+                                              vc_terms[i] * np.abs(t64), eps, ops,
+                                              settings.safety)
                 compared += 1
                 if not abs(a - b) <= tol:
                     where = f"out{s.floating_out_paths[o]} wrt {s.in_paths[i]}"
