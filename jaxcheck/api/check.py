@@ -19,6 +19,7 @@ from ..plan.gradients import AnalyticGradient
 from ..plan.setup import leaf_tasks, require_mode_and_method, shared_setup
 from ..report.report import Report
 from .loss_terms import check_terms
+from .rules import check_rules
 
 
 def check(fn: Callable[..., Any], params: Any, *args: Any,
@@ -97,7 +98,12 @@ def _check_prepared(inputs: Inputs, opts: Options) -> Report:
     info = {"eps_f": eps_f, "eps_g": eps_g, "rel_step": rel_step, **inputs.precision.info(),
             "mode": opts.mode, "method": opts.method, **extra,
             **placement.describe(p.paths, p.checked_values)}
-    return Report(leaves, info=info, max_failures=opts.max_failures)
+    rules = None
+    if opts.rules:  # on fn as checked: argnums, has_aux and framework objects mapped
+        rules = check_rules(problem.fn, p.structure.rebuild(p.dynamic),
+                            *a.structure.rebuild(a.dynamic), seed=opts.seed,
+                            safety=opts.safety)
+    return Report(leaves, info=info, max_failures=opts.max_failures, rules=rules)
 
 
 def assert_gradients(fn: Callable[..., Any], params: Any, *args: Any,

@@ -6,10 +6,12 @@ Hessian) on one function, and gathers them in a `RulesReport`.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+import numpy as np
 
 from ..inputs.options import Options, parse_options
 from ..inputs.pytree import split
@@ -102,7 +104,9 @@ def check_rules(fn: Callable[..., Any], primals: Any, *args: Any,
         raise ValueError(f"checks: expected a tuple of names from {CHECKS}, got {checks!r}")
     opts = rules_options(options)
     require_concrete(primals, args)
-    with jax.enable_x64(_has_64_bit(primals, args)):
+    # float64 inputs stay float64 (scoped, never the global flag); others change nothing
+    x64 = jax.enable_x64(True) if _has_64_bit(primals, args) else contextlib.nullcontext()
+    with x64:
         p = split(primals)
         if not p.checked:
             raise ValueError("primals: expected a pytree with at least one floating-point "
@@ -141,7 +145,7 @@ def _has_64_bit(*trees: Any) -> bool:
 def _third_order(s: Subject, settings: Settings) -> RuleCheck:
     rng = settings.rng("third_order")
     cotangents = s.random_like(s.cotangent_leaves(), rng)
-    if all(x.size == 1 for x in s.cotangent_leaves()):
+    if all(np.size(x) == 1 for x in s.cotangent_leaves()):
         cotangents = [jax.numpy.ones_like(c) for c in cotangents]  # a scalar loss: itself
     try:
         findings, notes, compared = third_order_findings(

@@ -183,8 +183,11 @@ def third_order_findings(fn: Callable[..., Any], structure: Structure,
             "third_order", f"d/dθ of the Hessian ({f.ad}) vs central differences",
             f"d3f/d{names[i]}d{names[j]}d{names[k]}", f.numerical, f.analytic, tolerance,
             "a third derivative is wrong"))
-    notes = [f"forward-over-reverse-over-reverse against central differences of the Hessian "
-             f"on {note}", *report.notes]
+    reverse = any("custom_vjp" in n for n in report.notes)
+    mode = ("reverse-over-reverse-over-reverse (fn contains a jax.custom_vjp: no forward mode)"
+            if reverse else "forward-over-reverse-over-reverse")
+    notes = [f"{mode} against central differences of the Hessian on {note}",
+             *(n for n in report.notes if "custom_vjp" not in n)]
     return findings, notes, report.n_components
 
 

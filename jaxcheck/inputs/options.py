@@ -85,6 +85,7 @@ class Options:
     localise: int = 10
     samples: int = 20
     progress: bool | None = None
+    rules: bool = False
 
     def __post_init__(self) -> None:
         if self.eps is not None and not (_is_real(self.eps) and 0 < self.eps < 1):
@@ -127,6 +128,8 @@ class Options:
                                           and all(map(_is_int, self.argnums)))):
             raise TypeError("argnums: expected an int or a non-empty tuple of ints (positions "
                             f"in (params, *args)), got {self.argnums!r}")
+        if not isinstance(self.rules, bool):
+            raise TypeError(f"rules: expected True or False, got {self.rules!r}")
         if not isinstance(self.has_aux, bool):
             raise TypeError(f"has_aux: expected True or False, got {self.has_aux!r}")
         if self.progress is not None and not isinstance(self.progress, bool):

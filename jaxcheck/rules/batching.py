@@ -26,7 +26,6 @@ import numpy as np
 
 from ..evaluation import engine
 from .agreement import attempt, compare_leaves
-from .magnitudes import magnitudes_of
 from .results import RuleCheck, RuleFinding, outcome
 from .rounding import operation_count, working_epsilon
 from .subject import Settings, Subject
@@ -63,19 +62,19 @@ def check_batching(s: Subject, settings: Settings) -> RuleCheck:
     notes = [f"vmap over a batch of {n} against the loop"]
 
     def judge(what: str, prefix: str, paths, f: Callable[..., list[Any]], batched_args,
-              rows_args, in_axes, linear: bool = True) -> None:
+              rows_args, in_axes, name: str) -> None:
         nonlocal compared
         mapped = attempt(NAME, what, lambda: engine.call(_mapped, (f, in_axes), *batched_args),
                          findings)
         if mapped is None:
             return
         ops = operation_count(f, *rows_args[0])
-        row = jax.jit(f)
+        row = s.compiled[name]
         for b, args in enumerate(rows_args):
             looped = attempt(NAME, what + " (loop)", lambda args=args: row(*args), findings)
             if looped is None:
                 return
-            terms = magnitudes_of(f, *args) if linear else None
+            terms = s.terms(name, *args) if name != "fn" else None
             found, k = compare_leaves(NAME, what, prefix, paths, looped, _row(mapped, b),
                                       eps, ops, settings.safety, terms)
             compared += k
@@ -85,15 +84,15 @@ def check_batching(s: Subject, settings: Settings) -> RuleCheck:
 
     out_paths, in_paths = s.floating_out_paths, s.in_paths
     judge("vmap(fn) vs loop", "out", out_paths, s.outputs, (X,), [(p,) for p in primals], 0,
-          linear=False)
+          "fn")
     for name, vjp in s.vjps():
         judge(f"vmap({name}) vs loop", "vjp", in_paths, vjp, (X, C),
-              list(zip(primals, cots)), (0, 0))
+              list(zip(primals, cots)), (0, 0), name)
         judge(f"vmap({name}) over cotangents vs loop", "vjp", in_paths, vjp, (xs, C),
-              [(xs, c) for c in cots], (None, 0))
+              [(xs, c) for c in cots], (None, 0), name)
     for name, jvp in s.jvps():
         judge(f"vmap({name}) vs loop", "jvp", out_paths, jvp, (X, T),
-              list(zip(primals, tans)), (0, 0))
+              list(zip(primals, tans)), (0, 0), name)
     if not s.has_jvp:
         notes.append("fn contains a jax.custom_vjp: no JVP to batch")
     return outcome(NAME, findings, notes, compared)

@@ -12,10 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import jax
-
 from .agreement import attempt, compare_leaves
-from .magnitudes import magnitudes_of
 from .results import RuleCheck, RuleFinding, outcome
 from .rounding import operation_count, working_epsilon
 from .subject import Settings, Subject
@@ -32,23 +29,23 @@ def check_compilation(s: Subject, settings: Settings) -> RuleCheck:
     compared = 0
 
     def judge(what: str, prefix: str, paths, f: Callable[..., list[Any]], *args,
-              linear: bool = True) -> None:
+              name: str = "fn") -> None:
         nonlocal compared
         eager = attempt(NAME, what + " (eager)", lambda: f(*args), findings)
         if eager is None:
             return
-        compiled = attempt(NAME, what, lambda: jax.jit(f)(*args), findings)
+        compiled = attempt(NAME, what, lambda: s.compiled[name](*args), findings)
         if compiled is None:
             return
-        terms = magnitudes_of(f, *args) if linear else None
+        terms = s.terms(name, *args) if name != "fn" else None
         found, k = compare_leaves(NAME, what, prefix, paths, eager, compiled, eps,
                                   operation_count(f, *args), settings.safety, terms)
         findings.extend(found)
         compared += k
 
-    judge("jit(fn) vs eager", "out", s.floating_out_paths, s.outputs, xs, linear=False)
+    judge("jit(fn) vs eager", "out", s.floating_out_paths, s.outputs, xs)
     for name, vjp in s.vjps():
-        judge(f"jit({name}) vs eager", "vjp", s.in_paths, vjp, xs, cs)
+        judge(f"jit({name}) vs eager", "vjp", s.in_paths, vjp, xs, cs, name=name)
     for name, jvp in s.jvps():
-        judge(f"jit({name}) vs eager", "jvp", s.floating_out_paths, jvp, xs, ts)
+        judge(f"jit({name}) vs eager", "jvp", s.floating_out_paths, jvp, xs, ts, name=name)
     return outcome(NAME, findings, ["jax.jit against eager evaluation"], compared)

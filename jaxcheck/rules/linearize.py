@@ -11,7 +11,6 @@ from __future__ import annotations
 import jax
 
 from .agreement import attempt, compare_leaves
-from .magnitudes import magnitudes_of
 from .results import RuleCheck, RuleFinding, outcome
 from .rounding import operation_count, working_epsilon
 from .subject import Settings, Subject
@@ -44,7 +43,7 @@ def check_linearize(s: Subject, settings: Settings) -> RuleCheck:
             break
         found, k = compare_leaves(NAME, "linearize(t) vs jvp(t)", "jvp", s.floating_out_paths,
                                   by_jvp, by_lin, eps, ops, settings.safety,
-                                  magnitudes_of(s.jvp, xs, ts))
+                                  s.terms("jax.jvp", xs, ts))
         findings += found
         compared += k
         if found:

@@ -32,19 +32,19 @@ def _abs(x: Any) -> Any:
     return jnp.abs(x) if _floating(x) else x
 
 
-def term_magnitudes(f: Callable[[Any], Any], v: Any) -> list[np.ndarray]:
-    """Per output leaf of `f(v)` (linear in `v`): Σ|terms| of each entry, as float64."""
+def term_magnitudes(f: Callable[[Any], Any], v: Any) -> list[Any]:
+    """Per output leaf of `f(v)` (linear in `v`): Σ|terms| of each entry. Traceable: under
+    `jax.jit` the interpretation compiles into one program."""
     closed = jax.make_jaxpr(f)(v)
     flat = jax.tree_util.tree_leaves(v)
-    out = _interpret(closed.jaxpr, closed.consts, flat, [True] * len(flat))
-    return [np.asarray(x, np.float64) for x, _ in out]
+    return [x for x, _ in _interpret(closed.jaxpr, closed.consts, flat, [True] * len(flat))]
 
 
 def magnitudes_of(f: Callable[[Any, Any], Any], xs: Any, v: Any) -> list[np.ndarray] | None:
-    """`term_magnitudes` of `f(xs, ·)` at `v`; None where it cannot be traced (the check
-    reports that failure itself, and falls back to the values' own scale)."""
+    """`term_magnitudes` of `f(xs, ·)` at `v`, as float64; None where it cannot be traced
+    (the check reports that failure itself, and falls back to the values' own scale)."""
     try:
-        return term_magnitudes(lambda w: f(xs, w), v)
+        return [np.asarray(m, np.float64) for m in term_magnitudes(lambda w: f(xs, w), v)]
     except Exception:
         return None
 

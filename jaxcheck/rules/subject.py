@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import _jaxpr
 from ..inputs.pytree import CHECKED, Split
+from . import magnitudes
 
 Leaves = list[Any]
 
@@ -114,11 +115,30 @@ class Subject:
 
     @functools.cached_property
     def compiled(self) -> dict[str, Callable[..., Leaves]]:
-        """`jax.jit` of `jvp`, `vjp`, `user_jvp`, `user_vjp` by name ("jax.jvp", "jax.vjp",
-        "jvp_fn", "vjp_fn"): checks that are not about compilation evaluate through these
-        (one compiled program each instead of every primitive dispatched on its own)."""
-        return {"jax.jvp": jax.jit(self.jvp), "jax.vjp": jax.jit(self.vjp),
-                "jvp_fn": jax.jit(self.user_jvp), "vjp_fn": jax.jit(self.user_vjp)}
+        """`jax.jit` of `outputs`, `jvp`, `vjp`, `user_jvp`, `user_vjp` by name ("fn",
+        "jax.jvp", "jax.vjp", "jvp_fn", "vjp_fn"): checks that are not about compilation
+        evaluate through these (one compiled program each, shared by the checks, instead of
+        every primitive dispatched on its own)."""
+        return {"fn": jax.jit(self.outputs), "jax.jvp": jax.jit(self.jvp),
+                "jax.vjp": jax.jit(self.vjp), "jvp_fn": jax.jit(self.user_jvp),
+                "vjp_fn": jax.jit(self.user_vjp)}
+
+    @functools.cached_property
+    def _compiled_terms(self) -> dict[str, Callable[..., Leaves]]:
+        def program(f: Callable[..., Leaves]) -> Callable[..., Leaves]:
+            return jax.jit(lambda xs, v: magnitudes.term_magnitudes(lambda w: f(xs, w), v))
+        return {"jax.jvp": program(self.jvp), "jax.vjp": program(self.vjp),
+                "jvp_fn": program(self.user_jvp), "vjp_fn": program(self.user_vjp)}
+
+    def terms(self, name: str, xs: Sequence[Any], v: Sequence[Any]) -> list[np.ndarray] | None:
+        """The magnitudes of the terms the derivative `name` ("jax.jvp", "jax.vjp", "jvp_fn",
+        "vjp_fn") sums at (`xs`, `v`), per output leaf (`magnitudes.term_magnitudes`,
+        compiled once per derivative); None where they cannot be traced."""
+        try:
+            return [np.asarray(m, np.float64)
+                    for m in self._compiled_terms[name](list(xs), list(v))]
+        except Exception:
+            return None
 
     # ------------------------------------------------------------------ the user's
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import numpy as np
 
 from .agreement import attempt, compare_leaves
-from .magnitudes import magnitudes_of
 from .results import RuleCheck, RuleFinding, outcome
 from .rounding import inner_product_tolerance, operation_count, working_epsilon
 from .subject import Settings, Subject
@@ -60,13 +59,13 @@ def check_transpose(s: Subject, settings: Settings) -> RuleCheck:
             jt = attempt(NAME, jvp_name, lambda only_t=only_t: jvp(xs, only_t), findings)
             if jt is None:
                 return outcome(NAME, findings, notes, compared)
-            jt_terms = magnitudes_of(jvp, xs, only_t) or [np.abs(y) for y in jt]
+            jt_terms = s.terms(jvp_name, xs, only_t) or [np.abs(y) for y in jt]
             for o, c in enumerate(cs):
                 only_c = [c if k == o else z for k, z in enumerate(s.zeros_like(outs))]
                 vc = attempt(NAME, vjp_name, lambda only_c=only_c: vjp(xs, only_c), findings)
                 if vc is None:
                     return outcome(NAME, findings, notes, compared)
-                vc_terms = magnitudes_of(vjp, xs, only_c) or [np.abs(g) for g in vc]
+                vc_terms = s.terms(vjp_name, xs, only_c) or [np.abs(g) for g in vc]
                 c64, t64 = np.asarray(c, np.float64), np.asarray(t, np.float64)
                 a = float(np.sum(c64 * np.asarray(jt[o], np.float64)))
                 b = float(np.sum(np.asarray(vc[i], np.float64) * t64))
