@@ -28,8 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     sys.path.insert(0, os.path.abspath(a.suite_dir))
     sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..")))  # this checkout's jaxcheck
-    import jaxcheck
     from cases_common import materialize  # type: ignore[import-not-found]
+
+    import jaxcheck
 
     cases = importlib.import_module(f"{a.suite}_cases").CASES
     if a.only:
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             if report.ok:
                 passed_correct += not c.buggy
                 passed_buggy += c.buggy
-        except Exception as e:  # noqa: BLE001 - any exception is what this script counts
+        except Exception as e:  # any exception is what this script counts
             errors += 1
             status = f"ERROR({type(e).__name__}: {str(e).splitlines()[0][:100]})"
         print(f"{c.name:40s} buggy={int(c.buggy)} n={c.n_params:6d} {c.dtype:7s} "

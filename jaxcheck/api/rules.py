@@ -90,8 +90,13 @@ def check_rules(fn: Callable[..., Any], primals: Any, *args: Any,
 
     ```python
     >>> import jax, jax.numpy as jnp, jaxcheck
-    >>> jaxcheck.check_rules(jax.nn.softplus, jnp.linspace(-2.0, 2.0, 5)).ok
-    True
+    >>> @jax.custom_vjp
+    ... def my_sin(x):
+    ...     return jnp.sin(x)
+    >>> my_sin.defvjp(lambda x: (my_sin(x), x), lambda x, g: (g * jnp.cos(x) + 1e-3,))
+    >>> report = jaxcheck.check_rules(my_sin, jnp.ones(3), checks=("contracts",))
+    >>> report.ok, [(f.what, f.location) for f in report.findings][0]
+    (False, ('jax.vjp of a zero cotangent', 'vjp[0]'))
 
     ```
     """

@@ -34,16 +34,14 @@ NAME = "batching"
 
 
 def _stack(rows: list[list[Any]]) -> list[Any]:
-    return [jnp.stack([row[k] for row in rows]) for k in range(len(rows[0]))]
+    return [jnp.asarray(np.stack([np.asarray(row[k]) for row in rows]))
+            for k in range(len(rows[0]))]
 
 
-def _row(batched: list[Any], b: int) -> list[Any]:
-    return [x[b] for x in batched]
-
-
-def _mapped(f: Callable[..., Any], in_axes: Any, *args: Any) -> Any:
-    """`vmap` of `f` (a batch program, so compiled by the engine)."""
-    return jax.vmap(f, in_axes=in_axes)(*args)
+def _mapped_all(specs: tuple[tuple[Callable[..., Any], Any], ...], *batched: Any) -> Any:
+    """`vmap` of every (f, in_axes) of `specs` over its arguments, as one batch program
+    (compiled once, by the engine)."""
+    return tuple(jax.vmap(f, in_axes=in_axes)(*args) for (f, in_axes), args in zip(specs, batched))
 
 
 def check_batching(s: Subject, settings: Settings) -> RuleCheck:
@@ -58,41 +56,55 @@ def check_batching(s: Subject, settings: Settings) -> RuleCheck:
     X, C, T = _stack(primals), _stack(cots), _stack(tans)
     eps = working_epsilon(s.vjp, xs, xs, s.zeros_like(outs))
     findings: list[RuleFinding] = []
-    compared = 0
     notes = [f"vmap over a batch of {n} against the loop"]
 
-    def judge(what: str, prefix: str, paths, f: Callable[..., list[Any]], batched_args,
-              rows_args, in_axes, name: str) -> None:
-        nonlocal compared
-        mapped = attempt(NAME, what, lambda: engine.call(_mapped, (f, in_axes), *batched_args),
-                         findings)
-        if mapped is None:
-            return
-        ops = operation_count(f, *rows_args[0])
-        row = s.compiled[name]
-        for b, args in enumerate(rows_args):
-            looped = attempt(NAME, what + " (loop)", lambda args=args: row(*args), findings)
-            if looped is None:
-                return
-            terms = s.terms(name, *args) if name != "fn" else None
-            found, k = compare_leaves(NAME, what, prefix, paths, looped, _row(mapped, b),
-                                      eps, ops, settings.safety, terms)
-            compared += k
-            if found:
-                findings.extend(found)
-                return
-
     out_paths, in_paths = s.floating_out_paths, s.in_paths
-    judge("vmap(fn) vs loop", "out", out_paths, s.outputs, (X,), [(p,) for p in primals], 0,
-          "fn")
+    # (what, prefix, paths, f, batched args, per-row args, in_axes, name of the row program)
+    cases: list[tuple[Any, ...]] = [
+        ("vmap(fn) vs loop", "out", out_paths, s.outputs, (X,), [(p,) for p in primals], 0,
+         "fn")]
     for name, vjp in s.vjps():
-        judge(f"vmap({name}) vs loop", "vjp", in_paths, vjp, (X, C),
-              list(zip(primals, cots)), (0, 0), name)
-        judge(f"vmap({name}) over cotangents vs loop", "vjp", in_paths, vjp, (xs, C),
-              [(xs, c) for c in cots], (None, 0), name)
+        cases.append((f"vmap({name}) vs loop", "vjp", in_paths, vjp, (X, C),
+                      list(zip(primals, cots)), (0, 0), name))
+        cases.append((f"vmap({name}) over cotangents vs loop", "vjp", in_paths, vjp, (xs, C),
+                      [(xs, c) for c in cots], (None, 0), name))
     for name, jvp in s.jvps():
-        judge(f"vmap({name}) vs loop", "jvp", out_paths, jvp, (X, T),
-              list(zip(primals, tans)), (0, 0), name)
+        cases.append((f"vmap({name}) vs loop", "jvp", out_paths, jvp, (X, T),
+                      list(zip(primals, tans)), (0, 0), name))
     if not s.has_jvp:
         notes.append("fn contains a jax.custom_vjp: no JVP to batch")
+
+    specs = tuple((case[3], case[6]) for case in cases)
+    try:  # one program for all; where it raises, each alone says which one breaks
+        mapped_all = list(engine.call(_mapped_all, (specs,), *(case[4] for case in cases)))
+    except Exception:
+        mapped_all = [attempt(NAME, case[0], lambda spec=spec, case=case: engine.call(
+            _mapped_all, ((spec,),), case[4])[0], findings)
+            for spec, case in zip(specs, cases)]
+    compared = 0
+    for case, mapped in zip(cases, mapped_all):
+        if mapped is not None:
+            compared += _judge(s, case, [np.asarray(m) for m in mapped], eps, settings,
+                               findings)
     return outcome(NAME, findings, notes, compared)
+
+
+def _judge(s: Subject, case: tuple[Any, ...], mapped: list[np.ndarray], eps: float,
+           settings: Settings, findings: list[RuleFinding]) -> int:
+    """Row by row, the batch against the loop; stops at a row that differs."""
+    what, prefix, paths, f, _, rows_args, _, name = case
+    ops = operation_count(f, *rows_args[0])
+    row = s.compiled[name]
+    compared = 0
+    for b, args in enumerate(rows_args):
+        looped = attempt(NAME, what + " (loop)", lambda args=args: row(*args), findings)
+        if looped is None:
+            break
+        terms = s.terms(name, *args) if name != "fn" else None
+        found, k = compare_leaves(NAME, what, prefix, paths, looped, [m[b] for m in mapped],
+                                  eps, ops, settings.safety, terms)
+        compared += k
+        if found:
+            findings.extend(found)
+            break
+    return compared
