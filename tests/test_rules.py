@@ -72,10 +72,27 @@ def test_user_vjp_that_is_not_the_transpose_of_the_user_jvp_fails_transpose():
                                   checks=FIRST_ORDER)
     assert report.failed == ("transpose",)
     located = [f for f in report.check("transpose").findings if f.what.startswith("J from")]
-    assert located[0].location == "d out/d[1, 2]"
+    assert located[0].location == "d out[1]/d[2]"
     assert (located[0].expected, located[0].actual) == (3.0, 2.0)
     whole = [f for f in report.check("transpose").findings if f.what.startswith("<c,")]
     assert abs(whole[0].expected - whole[0].actual) > whole[0].tolerance > 0
+
+
+def test_primitive_whose_transpose_rule_is_not_its_jvp_transposed_fails_transpose():
+    from jax.extend.core import Primitive
+    from jax.interpreters import ad, batching, mlir
+
+    double = Primitive("jaxcheck_test_double")           # x -> 2x, a jax.extend primitive
+    double.def_impl(lambda x: 2.0 * x)
+    double.def_abstract_eval(lambda x: x)
+    mlir.register_lowering(double, mlir.lower_fun(lambda x: 2.0 * x, multiple_results=False))
+    ad.primitive_jvps[double] = lambda p, t: (double.bind(p[0]), double.bind(t[0]))
+    ad.primitive_transposes[double] = lambda ct, x: [3.0 * ct]    # BUG: 3, not 2
+    batching.primitive_batchers[double] = lambda args, dims: (double.bind(args[0]), dims[0])
+    report = jaxcheck.check_rules(double.bind, jnp.array([1.0, 2.0]), checks=FIRST_ORDER)
+    assert report.failed == ("transpose",)
+    located = next(f for f in report.findings if f.what.startswith("J from"))
+    assert (located.location, located.expected, located.actual) == ("d out[0]/d[0]", 2.0, 3.0)
 
 
 def test_rule_that_reads_a_python_value_differs_under_jit():

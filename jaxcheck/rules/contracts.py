@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..inputs.pytree import STATIC
 from .agreement import attempt, compare_leaves, entry
 from .results import RuleCheck, RuleFinding, outcome
 from .rounding import operation_count, working_epsilon
@@ -130,15 +131,16 @@ def _integer_inputs(s: Subject, cs: list[Any], findings: list[RuleFinding],
     got = attempt(NAME, "jax.vjp with integer inputs",
                   lambda: jax.vjp(whole, primals)[1](list(cs))[0], findings)
     sources: list[tuple[str, Any]] = [("jax.vjp", got)] if got is not None else []
-    if s.vjp_fn is not None:
-        user = attempt(NAME, "vjp_fn", lambda: s.vjp_fn(primals, s.output_cotangents(cs),  # type: ignore[misc]
-                                                        *s.args), findings)
+    user_vjp = s.vjp_fn
+    if user_vjp is not None:
+        user = attempt(NAME, "vjp_fn",
+                       lambda: user_vjp(primals, s.output_cotangents(cs), *s.args), findings)
         if user is not None:
             sources.append(("vjp_fn", user))
     dynamic_paths = _dynamic_paths(s)
     for name, tree in sources:
         leaves = structure.treedef.flatten_up_to(tree)
-        dynamic = [leaf for leaf, kind in zip(leaves, structure.kinds) if kind != 2]
+        dynamic = [leaf for leaf, kind in zip(leaves, structure.kinds) if kind != STATIC]
         for k in positions:
             ct = dynamic[k]
             if ct is None or jnp.result_type(ct) == jax.dtypes.float0:
@@ -160,8 +162,8 @@ def _integer_inputs(s: Subject, cs: list[Any], findings: list[RuleFinding],
 def _dynamic_paths(s: Subject) -> list[str]:
     with_paths, _ = jax.tree_util.tree_flatten_with_path(
         s.primals.structure.rebuild(s.primals.dynamic))
-    return [jax.tree_util.keystr(p) for (p, _), kind in zip(with_paths, s.primals.structure.kinds)
-            if kind != 2]
+    return [jax.tree_util.keystr(p)
+            for (p, _), kind in zip(with_paths, s.primals.structure.kinds) if kind != STATIC]
 
 
 def _symbolic_zeros(s: Subject, cs: list[Any], eps: float, settings: Settings,

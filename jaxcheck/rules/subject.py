@@ -163,13 +163,13 @@ class Subject:
 
     # ------------------------------------------------------------------ what fn contains
 
-    @property
+    @functools.cached_property
     def custom_rules(self) -> frozenset[str]:
         """Which custom rules `fn` calls: a subset of {"custom_jvp", "custom_vjp"}."""
         closed = jax.make_jaxpr(self.outputs)(self.xs)
         return frozenset(_jaxpr.custom_rule_kinds(closed.jaxpr))
 
-    @property
+    @functools.cached_property
     def has_jvp(self) -> bool:
         """Whether JAX can differentiate `fn` in forward mode (a `jax.custom_vjp` cannot)."""
         return "custom_vjp" not in self.custom_rules

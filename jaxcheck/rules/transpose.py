@@ -19,9 +19,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .agreement import attempt, compare_leaves
+from .agreement import attempt, entry
 from .results import RuleCheck, RuleFinding, outcome
-from .rounding import inner_product_tolerance, operation_count, working_epsilon
+from .rounding import (
+    elementwise_tolerance,
+    inner_product_tolerance,
+    operation_count,
+    working_epsilon,
+)
 from .subject import Settings, Subject
 
 NAME = "transpose"
@@ -74,7 +79,7 @@ def check_transpose(s: Subject, settings: Settings) -> RuleCheck:
                                               settings.safety)
                 compared += 1
                 if not abs(a - b) <= tol:
-                    where = f"out{s.floating_out_paths[o]} wrt {s.in_paths[i]}"
+                    where = f"out{s.floating_out_paths[o]} wrt {s.in_paths[i] or 'primals'}"
                     found = RuleFinding(NAME, f"<c, {jvp_name}(t)> vs <{vjp_name}(c), t>",
                                         where, a, b, tol, "the VJP is not the transpose of "
                                         "the JVP")
@@ -109,9 +114,17 @@ def _localise(s: Subject, o: int, i: int, jvp, vjp, jvp_name: str, vjp_name: str
         rows.append(np.asarray(vjp(xs, cs)[i], np.float64).reshape(-1))
     by_jvp = np.stack(columns, axis=1)      # (n_out, n_in)
     by_vjp = np.stack(rows, axis=0)
-    shape = tuple(np.shape(outs[o])) + tuple(np.shape(xs[i]))
-    found, _ = compare_leaves(
-        NAME, f"J from {jvp_name} vs J from {vjp_name}",
-        f"d out{s.floating_out_paths[o]}/d{s.in_paths[i]}", [""],
-        [by_jvp.reshape(shape)], [by_vjp.reshape(shape)], eps, ops, settings.safety)
-    return found
+    tol = elementwise_tolerance(by_jvp, by_vjp, eps, ops, settings.safety)
+    bad = ~(np.abs(by_jvp - by_vjp) <= tol)
+    if not bad.any():
+        return []
+    excess = np.where(bad, np.nan_to_num(np.abs(by_jvp - by_vjp) / np.maximum(tol, 1e-300),
+                                         nan=np.inf), -1.0)
+    r, j = np.unravel_index(int(np.argmax(excess)), excess.shape)
+    out_index = tuple(int(k) for k in np.unravel_index(r, np.shape(outs[o])))
+    in_index = tuple(int(k) for k in np.unravel_index(j, np.shape(xs[i])))
+    where = (entry("d out", s.floating_out_paths[o], out_index) + "/"
+             + entry("d", s.in_paths[i], in_index))
+    return [RuleFinding(NAME, f"J from {jvp_name} vs J from {vjp_name}", where,
+                        float(by_jvp[r, j]), float(by_vjp[r, j]), float(tol[r, j]),
+                        f"{int(bad.sum())} of {bad.size} Jacobian entries differ")]
