@@ -34,7 +34,7 @@ from ..inputs.validation import require_scalar_loss, trace_loss
 from ..inputs.vector_problem import VectorProblem
 from ..numerics import differences as d
 from ..report.jacobian import JacobianFailure, JacobianReport
-from ..rules.magnitudes import magnitudes_of
+from ..rules.magnitudes import term_magnitudes
 from ..rules.results import RuleFinding
 from ..rules.rounding import operation_count
 from .jacobian import compare
@@ -222,6 +222,9 @@ def _cancellation_tolerances(restricted: _Restricted, z: np.ndarray, dynamic: tu
         def third(z: Any, v: Any) -> Any:  # Σᵢⱼ vᵢⱼ Tᵢⱼₖ, by reverse mode (a custom_vjp too)
             return jax.vjp(hessian, z)[1](v)[0]
 
+        # each compiled once, for every failure (eager evaluation compiles op by op)
+        hvp_terms = jax.jit(lambda z, v: term_magnitudes(lambda w: hvp(z, w), v))
+        third_terms_of = jax.jit(lambda z, v: term_magnitudes(lambda w: third(z, w), v))
         basis = np.eye(z.size)
         ops = operation_count(hvp, z64, z64)
         h_finest = (d.relative_step(eps, d.RICHARDSON_EXPONENT)
@@ -229,10 +232,20 @@ def _cancellation_tolerances(restricted: _Restricted, z: np.ndarray, dynamic: tu
         out = []
         for f in failures:
             (i, j), (k,) = f.output_index, f.input_index
-            hessian_terms = magnitudes_of(hvp, z64, jnp.asarray(basis[j]))
-            third_terms = magnitudes_of(third, z64, jnp.asarray(np.outer(basis[i], basis[j])))
+            hessian_terms = _or_none(hvp_terms, z64, jnp.asarray(basis[j]))
+            third_terms = _or_none(third_terms_of, z64,
+                                   jnp.asarray(np.outer(basis[i], basis[j])))
             m_h = float(hessian_terms[0][i]) if hessian_terms else 0.0
             m_t = float(third_terms[0][k]) if third_terms else 0.0
             h = h_finest * max(1.0, abs(float(z[k])))
             out.append(safety * ops * eps * (m_h / h + m_t))
         return out
+
+
+def _or_none(f: Callable[..., Any], *args: Any) -> list[np.ndarray] | None:
+    """`f(*args)` as float64 arrays, or None where it cannot be formed (then the failure
+    keeps `compare`'s own tolerance)."""
+    try:
+        return [np.asarray(m, np.float64) for m in f(*args)]
+    except Exception:
+        return None
