@@ -19,7 +19,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .. import _jaxpr
 
@@ -38,15 +37,6 @@ def term_magnitudes(f: Callable[[Any], Any], v: Any) -> list[Any]:
     closed = jax.make_jaxpr(f)(v)
     flat = jax.tree_util.tree_leaves(v)
     return [x for x, _ in _interpret(closed.jaxpr, closed.consts, flat, [True] * len(flat))]
-
-
-def magnitudes_of(f: Callable[[Any, Any], Any], xs: Any, v: Any) -> list[np.ndarray] | None:
-    """`term_magnitudes` of `f(xs, ·)` at `v`, as float64; None where it cannot be traced
-    (the check reports that failure itself, and falls back to the values' own scale)."""
-    try:
-        return [np.asarray(m, np.float64) for m in term_magnitudes(lambda w: f(xs, w), v)]
-    except Exception:
-        return None
 
 
 def _interpret(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any],
