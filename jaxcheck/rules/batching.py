@@ -17,7 +17,6 @@ the engine, each row of the loop by `jax.jit`), so this check sees batching rule
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -28,7 +27,7 @@ from ..evaluation import engine
 from .agreement import attempt, compare_leaves
 from .results import RuleCheck, RuleFinding, outcome
 from .rounding import operation_count, working_epsilon
-from .subject import Settings, Subject
+from .subject import METHODS, Settings, Skeleton, Subject, skeleton
 
 NAME = "batching"
 
@@ -38,10 +37,13 @@ def _stack(rows: list[list[Any]]) -> list[Any]:
             for k in range(len(rows[0]))]
 
 
-def _mapped_all(specs: tuple[tuple[Callable[..., Any], Any], ...], *batched: Any) -> Any:
-    """`vmap` of every (f, in_axes) of `specs` over its arguments, as one batch program
-    (compiled once, by the engine)."""
-    return tuple(jax.vmap(f, in_axes=in_axes)(*args) for (f, in_axes), args in zip(specs, batched))
+def _mapped_all(specs: tuple[tuple[str, Any], ...], key: Skeleton, primal_dynamic: Any,
+                arg_dynamic: Any, *batched: Any) -> Any:
+    """`vmap` of every (derivative name, in_axes) of `specs` over its arguments, as one batch
+    program (compiled once, by the engine, keyed by the subject's skeleton)."""
+    s = key.subject(primal_dynamic, arg_dynamic)
+    return tuple(jax.vmap(getattr(s, METHODS[name]), in_axes=in_axes)(*args)
+                 for (name, in_axes), args in zip(specs, batched))
 
 
 def check_batching(s: Subject, settings: Settings) -> RuleCheck:
@@ -74,12 +76,15 @@ def check_batching(s: Subject, settings: Settings) -> RuleCheck:
     if not s.has_jvp:
         notes.append("fn contains a jax.custom_vjp: no JVP to batch")
 
-    specs = tuple((case[3], case[6]) for case in cases)
+    specs = tuple((case[7], case[6]) for case in cases)
+    key, primal_dynamic, arg_dynamic = skeleton(s)
+    shared = (primal_dynamic, arg_dynamic)
     try:  # one program for all; where it raises, each alone says which one breaks
-        mapped_all = list(engine.call(_mapped_all, (specs,), *(case[4] for case in cases)))
+        mapped_all = list(engine.call(_mapped_all, (specs, key), *shared,
+                                      *(case[4] for case in cases)))
     except Exception:
         mapped_all = [attempt(NAME, case[0], lambda spec=spec, case=case: engine.call(
-            _mapped_all, ((spec,),), case[4])[0], findings)
+            _mapped_all, ((spec,), key), *shared, case[4])[0], findings)
             for spec, case in zip(specs, cases)]
     compared = 0
     for case, mapped in zip(cases, mapped_all):

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _jaxpr
-from ..inputs.pytree import CHECKED, Split
+from ..inputs.pytree import CHECKED, Split, Structure, split
 from . import magnitudes
 
 Leaves = list[Any]
@@ -189,6 +189,46 @@ class Subject:
 
     def cotangent_leaves(self) -> Leaves:
         return [self.out_example[k] for k in self.out_floating]
+
+
+# The Subject method of each derivative's name, as `Subject.jvps()`/`vjps()` name them.
+METHODS = {"fn": "outputs", "jax.jvp": "jvp", "jax.vjp": "vjp", "jvp_fn": "user_jvp",
+           "vjp_fn": "user_vjp"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Skeleton:
+    """A `Subject` without its arrays: hashable, so it keys a compiled program (the engine's
+    cache holds its keys; a key holding the user's arrays would keep them alive)."""
+
+    fn: Callable[..., Any]
+    primals: Structure
+    checked: tuple[int, ...]
+    paths: tuple[str, ...]
+    args: Structure
+    out_paths: tuple[str, ...]
+    out_floating: tuple[int, ...]
+    out_treedef: Any
+    out_shapes: tuple[Any, ...]     # jax.ShapeDtypeStruct of every output leaf
+    jvp_fn: Callable[..., Any] | None
+    vjp_fn: Callable[..., Any] | None
+
+    def subject(self, primal_dynamic: Sequence[Any], arg_dynamic: Sequence[Any]) -> Subject:
+        """The `Subject` with these dynamic leaves (arrays or tracers)."""
+        primals = Split(self.primals, tuple(primal_dynamic), self.checked, self.paths)
+        return Subject(self.fn, primals, tuple(self.args.rebuild(arg_dynamic)),
+                       self.out_paths, self.out_floating, self.out_treedef, self.out_shapes,
+                       self.jvp_fn, self.vjp_fn)
+
+
+def skeleton(s: Subject) -> tuple[Skeleton, tuple[Any, ...], tuple[Any, ...]]:
+    """`s` as (its `Skeleton`, its primals' dynamic leaves, its args' dynamic leaves)."""
+    a = split(s.args, check_floats=False)
+    shapes = tuple(jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x))
+                   for x in s.out_example)
+    return (Skeleton(s.fn, s.primals.structure, s.primals.checked, s.primals.paths,
+                     a.structure, s.out_paths, s.out_floating, s.out_treedef, shapes,
+                     s.jvp_fn, s.vjp_fn), s.primals.dynamic, a.dynamic)
 
 
 def make_subject(fn: Callable[..., Any], primals: Split, args: tuple[Any, ...],
