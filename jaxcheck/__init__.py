@@ -1,7 +1,7 @@
 """jaxcheck: gradient checking for JAX with per-component, localised, error-model verdicts.
 
 The public API is exactly what this module re-exports. The subpackages are the stages of the
-pipeline (`inputs`, `plan`, `evaluation`, `numerics`, `report`, `api`, `tools`; see
+pipeline (`inputs`, `plan`, `evaluation`, `numerics` and `rules`, `report`, `api`, `tools`; see
 ARCHITECTURE.md): internal, and free to change between releases.
 """
 from ._errors import CostWarning as CostWarning
@@ -14,6 +14,8 @@ from .api.check import assert_gradients as assert_gradients
 from .api.check import check as check
 from .api.hessian import check_hessian as check_hessian
 from .api.jacobian import check_jacobian as check_jacobian
+from .api.rules import check_rules as check_rules
+from .api.third_order import check_third_order as check_third_order
 from .inputs.options import Options as Options
 from .numerics.results import Failure as Failure
 from .numerics.results import LeafReport as LeafReport
@@ -23,7 +25,10 @@ from .report.jacobian import JacobianFailure as JacobianFailure
 from .report.jacobian import JacobianReport as JacobianReport
 from .report.reference import ReferenceReport as ReferenceReport
 from .report.report import Report as Report
+from .report.rules import RulesReport as RulesReport
 from .report.terms import TermsReport as TermsReport
+from .rules.results import RuleCheck as RuleCheck
+from .rules.results import RuleFinding as RuleFinding
 from .tools.health import Flag as Flag
 from .tools.health import Health as Health
 from .tools.health import LeafHealth as LeafHealth
@@ -55,6 +60,9 @@ __all__ = [
     "Options",
     "ReferenceReport",
     "Report",
+    "RuleCheck",
+    "RuleFinding",
+    "RulesReport",
     "Sweep",
     "TermsReport",
     "assert_gradients",
@@ -62,6 +70,8 @@ __all__ = [
     "check",
     "check_hessian",
     "check_jacobian",
+    "check_rules",
+    "check_third_order",
     "health",
     "sweep",
 ]

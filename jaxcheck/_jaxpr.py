@@ -43,6 +43,10 @@ CALLS = frozenset({"jit", "pjit", "closed_call"})
 # a checkpoint its body.
 CUSTOM_CALLS = frozenset({"custom_jvp_call", "custom_vjp_call"})
 CHECKPOINTS = frozenset({"remat2", "checkpoint"})
+# Linear primitives whose sum of term magnitudes is the primitive applied to |inputs| minus
+# the signs: a difference a − b combines |a| + |b|, a negation |a|.
+SUB = "sub"
+NEG = "neg"
 # Elementwise primitives: a slab of the inputs gives the same slab of the output.
 ELEMENTWISE = frozenset("""
     abs acos acosh add asin asinh atan atan2 atanh cbrt ceil clamp convert_element_type copy
@@ -93,6 +97,13 @@ def equations(jaxpr: Any) -> Iterator[Any]:
         yield eqn
         for sub in sub_jaxprs(eqn):
             yield from equations(sub)
+
+
+def custom_rule_kinds(jaxpr: Any) -> set[str]:
+    """Which custom differentiation rules `jaxpr` calls, nested calls included: a subset of
+    {"custom_jvp", "custom_vjp"}."""
+    kinds = {name(eqn) for eqn in equations(jaxpr)} & CUSTOM_CALLS
+    return {kind.removesuffix("_call") for kind in kinds}
 
 
 def call_body(eqn: Any) -> tuple[Any, Sequence[Any]] | None:

@@ -114,13 +114,14 @@ def test_only_the_engine_compiles_batched_evaluations():
 
 def test_public_api_is_exactly_all():
     public = {n for n in dir(jaxcheck) if n.isidentifier() and not n.startswith("_")}
-    stages = {"api", "evaluation", "inputs", "numerics", "plan", "report", "tools",
+    stages = {"api", "evaluation", "inputs", "numerics", "plan", "report", "rules", "tools",
               "pytest_plugin"}
     assert public - stages == set(jaxcheck.__all__)
     assert all(getattr(jaxcheck, n).__doc__ for n in jaxcheck.__all__)
 
 
 def test_every_stage_package_says_what_it_owns():
-    for stage in ("inputs", "plan", "evaluation", "numerics", "report", "api", "tools"):
+    for stage in ("inputs", "plan", "evaluation", "numerics", "rules", "report", "api",
+                  "tools"):
         doc = (PACKAGE / stage / "__init__.py").read_text()
         assert len(doc.strip()) > 80, stage

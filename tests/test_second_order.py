@@ -87,8 +87,8 @@ def test_options_object_is_accepted_and_keywords_override_it():
 
 
 def test_order_is_validated():
-    with pytest.raises(ValueError, match=r"order: expected 1 .* or 2 .* got 3"):
-        jaxcheck.check(lambda w: jnp.sum(w ** 2), jnp.ones(2), order=3)
+    with pytest.raises(ValueError, match=r"order: expected 1 .*, 2 .* or 3 .* got 4"):
+        jaxcheck.check(lambda w: jnp.sum(w ** 2), jnp.ones(2), order=4)
     with pytest.raises(ValueError, match=r"order: expected"):
         jaxcheck.check(lambda w: jnp.sum(w ** 2), jnp.ones(2), order=2.0)
 

@@ -20,6 +20,7 @@ from ..plan.setup import leaf_tasks, require_mode_and_method, shared_setup
 from ..report.report import Report
 from .loss_terms import check_terms
 from .reference import check_against_reference, native_options
+from .rules import check_rules
 
 
 def check(fn: Callable[..., Any], params: Any, *args: Any,
@@ -66,6 +67,11 @@ def check(fn: Callable[..., Any], params: Any, *args: Any,
     ```
     """
     opts = parse_options(options)
+    if opts.order == 3:
+        raise ValueError("order: check verifies first derivatives and returns a Report; got "
+                         "order=3. Third derivatives have their own entry point: "
+                         "jaxcheck.check_third_order(fn, params, *args), which returns a "
+                         "JacobianReport.")
     if opts.order != 1:
         raise ValueError(f"order: check verifies first derivatives and returns a Report; got "
                          f"order={opts.order!r}. Second derivatives have their own entry point: "
@@ -109,7 +115,12 @@ def _check_prepared(inputs: Inputs, opts: Options) -> Report:
     info = {"eps_f": eps_f, "eps_g": eps_g, "rel_step": rel_step, **inputs.precision.info(),
             "mode": opts.mode, "method": opts.method, **extra,
             **placement.describe(p.paths, p.checked_values)}
-    return Report(leaves, info=info, max_failures=opts.max_failures)
+    rules = None
+    if opts.rules:  # on fn as checked: argnums, has_aux and framework objects mapped
+        rules = check_rules(problem.fn, p.structure.rebuild(p.dynamic),
+                            *a.structure.rebuild(a.dynamic), seed=opts.seed,
+                            safety=opts.safety)
+    return Report(leaves, info=info, max_failures=opts.max_failures, rules=rules)
 
 
 def assert_gradients(fn: Callable[..., Any], params: Any, *args: Any,

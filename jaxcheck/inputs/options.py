@@ -51,7 +51,8 @@ class Options:
     - `seed`: seed of the random directions / samples of the fast and sample modes.
     - `order`: `1` (default): `check` verifies first derivatives and always returns a
       `Report`. Second derivatives have their own entry point, `jaxcheck.check_hessian`, which
-      returns a `JacobianReport`; `check(..., order=2)` raises a `ValueError` saying so.
+      returns a `JacobianReport`; `check(..., order=2)` raises a `ValueError` saying so, and
+      `order=3` points to `jaxcheck.check_third_order` (third derivatives) the same way.
     - `argnums`: which entries of `(params, *args)` are checked, like `jax.grad`'s `argnums`
       but indexing that tuple: 0 (default) is `params`, 1 the first of `args`. A tuple checks
       several; paths then start with the entry's position (`[0]['W']`, `[1]`) and `grad_fn`
@@ -84,6 +85,7 @@ class Options:
     localise: int = 10
     samples: int = 20
     progress: bool | None = None
+    rules: bool = False
 
     def __post_init__(self) -> None:
         if self.eps is not None and not (_is_real(self.eps) and 0 < self.eps < 1):
@@ -108,9 +110,9 @@ class Options:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"seed: expected an int, got {self.seed!r}")
         if not (isinstance(self.order, int) and not isinstance(self.order, bool)
-                and self.order in (1, 2)):
-            raise ValueError(f"order: expected 1 (gradients) or 2 (second derivatives), "
-                             f"got {self.order!r}")
+                and self.order in (1, 2, 3)):
+            raise ValueError(f"order: expected 1 (gradients), 2 (second derivatives) or 3 "
+                             f"(third derivatives), got {self.order!r}")
 
         for name in ("directions", "localise", "samples"):
             value = getattr(self, name)
@@ -126,6 +128,8 @@ class Options:
                                           and all(map(_is_int, self.argnums)))):
             raise TypeError("argnums: expected an int or a non-empty tuple of ints (positions "
                             f"in (params, *args)), got {self.argnums!r}")
+        if not isinstance(self.rules, bool):
+            raise TypeError(f"rules: expected True or False, got {self.rules!r}")
         if not isinstance(self.has_aux, bool):
             raise TypeError(f"has_aux: expected True or False, got {self.has_aux!r}")
         if self.progress is not None and not isinstance(self.progress, bool):

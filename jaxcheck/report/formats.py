@@ -20,6 +20,7 @@ The dict schema, `"jaxcheck.report/1"` (non-finite numbers become `null`, tuples
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import math
@@ -111,7 +112,17 @@ def to_dict(report: Report, max_failures: int | None = None) -> dict[str, Any]:
         "info": _plain(report.info),
         "leaves": [leaf_dict(leaf) for leaf in report.leaves],
         "failures": [failure_dict(f) for f in failures],
+        **({} if report.rules is None else {"rules": rules_dict(report.rules)}),
     }
+
+
+def rules_dict(rules: Any) -> dict[str, Any]:
+    """A `RulesReport` (from `check(..., rules=True)`) as plain data: `ok`, `failed`, and per
+    check its status, notes and findings."""
+    return {"ok": rules.ok, "failed": list(rules.failed), "checks": [
+        {"name": c.name, "status": c.status, "compared": c.compared, "notes": list(c.notes),
+         "findings": [_plain(dataclasses.asdict(f)) for f in c.findings]}
+        for c in rules.checks]}
 
 
 def to_json(report: Report, indent: int | None = 2, max_failures: int | None = None) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 from ..numerics.results import LeafReport, relative_difference
 from . import formats, text
 from .bands import band_of
+from .rules import RulesReport, render_rules
 
 
 class VerdictSummary:
@@ -50,11 +51,14 @@ class Report(VerdictSummary):
       `band` its row of the classic table ("excellent", "ok", "suspicious", "wrong").
     - `leaves`: a `LeafReport` per checked leaf (path as `jax.tree_util.keystr` prints it).
     - `failures`: failing components, worst (furthest outside its tolerance) first.
+    - `rules`: with `check(..., rules=True)`, the `RulesReport` of `check_rules` on `fn`
+      (then `ok` also needs every rule check to pass); else None.
     """
 
     leaves: tuple[LeafReport, ...]
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
     max_failures: int = 10
+    rules: RulesReport | None = None
 
     @property
     def _tables(self) -> Sequence[LeafReport]:
@@ -62,7 +66,7 @@ class Report(VerdictSummary):
 
     @property
     def ok(self) -> bool:
-        return all(leaf.ok for leaf in self.leaves)
+        return all(leaf.ok for leaf in self.leaves) and (self.rules is None or self.rules.ok)
 
     @property
     def relative_difference(self) -> float:
@@ -90,7 +94,8 @@ class Report(VerdictSummary):
                        f"{[leaf.path for leaf in self.leaves]}")
 
     def __str__(self) -> str:
-        return text.render_text(self)
+        rules = "" if self.rules is None else "\n\n" + render_rules(self.rules)
+        return text.render_text(self) + rules
 
     def to_dict(self, max_failures: int | None = None) -> dict[str, Any]:
         """The report as JSON-serialisable data, schema `"jaxcheck.report/1"`: `ok`,
