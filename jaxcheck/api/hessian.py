@@ -31,6 +31,23 @@ from ..report.jacobian import JacobianReport
 from .jacobian import compare
 
 
+def of_checked_leaves(fn: Callable[..., Any], structure: Structure, params: Any,
+                      args: tuple) -> tuple[Callable[..., Any], list[Any], list[int]]:
+    """`fn` as a function of the checked leaves' values alone (ints and keys are not
+    differentiable), with params' leaves and the positions of the checked ones."""
+    treedef = structure.treedef
+    leaves = treedef.flatten_up_to(params)
+    checked = [k for k, kind in enumerate(structure.kinds) if kind == CHECKED]
+
+    def loss(values):
+        moved = list(leaves)
+        for k, value in zip(checked, values):
+            moved[k] = value
+        return fn(jax.tree_util.tree_unflatten(treedef, moved), *args)
+
+    return loss, leaves, checked
+
+
 @dataclasses.dataclass(frozen=True)
 class _GradientOfChecked:
     """`jax.grad(fn)` w.r.t. the checked leaves only (ints and keys are not differentiable),
@@ -41,15 +58,7 @@ class _GradientOfChecked:
 
     def __call__(self, params: Any, *args: Any) -> Any:
         treedef = self.params.treedef
-        leaves = treedef.flatten_up_to(params)
-        checked = [k for k, kind in enumerate(self.params.kinds) if kind == CHECKED]
-
-        def loss(values):
-            moved = list(leaves)
-            for k, value in zip(checked, values):
-                moved[k] = value
-            return self.fn(jax.tree_util.tree_unflatten(treedef, moved), *args)
-
+        loss, leaves, checked = of_checked_leaves(self.fn, self.params, params, args)
         grads = jax.grad(loss)([leaves[k] for k in checked])
         out: list[Any] = [None] * len(leaves)
         for k, g in zip(checked, grads):

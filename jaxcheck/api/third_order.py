@@ -29,7 +29,7 @@ from ..evaluation.analytic_jacobian import Source
 from ..inputs.options import parse_options
 from ..inputs.precision import cast_floating, machine_epsilon
 from ..inputs.prepare import prepared
-from ..inputs.pytree import CHECKED, Structure
+from ..inputs.pytree import Structure
 from ..inputs.validation import require_scalar_loss, trace_loss
 from ..inputs.vector_problem import VectorProblem
 from ..numerics import differences as d
@@ -37,6 +37,7 @@ from ..report.jacobian import JacobianFailure, JacobianReport
 from ..rules.magnitudes import term_magnitudes
 from ..rules.results import RuleFinding
 from ..rules.rounding import operation_count
+from .hessian import of_checked_leaves
 from .jacobian import compare
 
 
@@ -49,16 +50,7 @@ class _HessianOfChecked:
     params: Structure
 
     def __call__(self, params: Any, *args: Any) -> Any:
-        treedef = self.params.treedef
-        leaves = treedef.flatten_up_to(params)
-        checked = [k for k, kind in enumerate(self.params.kinds) if kind == CHECKED]
-
-        def loss(values):
-            moved = list(leaves)
-            for k, value in zip(checked, values):
-                moved[k] = value
-            return self.fn(jax.tree_util.tree_unflatten(treedef, moved), *args)
-
+        loss, leaves, checked = of_checked_leaves(self.fn, self.params, params, args)
         return jax.jacrev(jax.grad(loss))([leaves[k] for k in checked])
 
 

@@ -275,6 +275,17 @@ def noise_balanced_steps(line: Line, rows: np.ndarray, sigma: float,
     return np.where(finite[0] & np.isfinite(h), h, np.nan), largest_finite / 4.0
 
 
+def _balanced_steps(line: Line, rows: np.ndarray, extrapolation_step: np.ndarray,
+                    eps_f: float, f0: float, noise: float):
+    """Which `rows` have a noise-balanced step, and those rows' steps and largest step (the
+    start of both refinements)."""
+    sigma = max(noise, eps_f * abs(f0))
+    base = extrapolation_step[rows] * 2.0 ** (d.RICHARDSON_LEVELS - 1)
+    h, h_max = noise_balanced_steps(line, rows, sigma, base)
+    usable = np.isfinite(h)
+    return usable, h[usable], h_max[usable]
+
+
 def _refine(line: Line, rows: np.ndarray, verdicts: v.ComponentVerdicts, g, a, f0: float,
             extrapolation_step: np.ndarray, eps_f: float, safety: float,
             noise: float) -> np.ndarray:
@@ -286,12 +297,9 @@ def _refine(line: Line, rows: np.ndarray, verdicts: v.ComponentVerdicts, g, a, f
     replaces the weak PASS only where both scales are clean (finite, smooth f, no kink) and
     the other scale's estimate lies within its tolerance: a FAIL here is confirmed by a second
     scale, as a FAIL is everywhere else."""
-    sigma = max(noise, eps_f * abs(f0))
-    base = extrapolation_step[rows] * 2.0 ** (d.RICHARDSON_LEVELS - 1)
-    h, h_max = noise_balanced_steps(line, rows, sigma, base)
-    usable = np.isfinite(h)
+    usable, h, h_max = _balanced_steps(line, rows, extrapolation_step, eps_f, f0, noise)
     taken = np.zeros(rows.size, bool)
-    rows, h, h_max = rows[usable], h[usable], h_max[usable]
+    rows = rows[usable]
     if rows.size == 0:
         return taken
     other = np.where(4.0 * h <= h_max, 4.0 * h, h / 4.0)
@@ -326,12 +334,9 @@ def _refine_sharp(line: Line, rows: np.ndarray, verdicts: v.ComponentVerdicts, g
     (a ReLU's) that the small steps of the escalation did not, and tableau entries built
     across it can agree by chance; the small steps' estimate, whose error bound covers its
     truncation and kinks, vetoes them."""
-    sigma = max(noise, eps_f * abs(f0))
-    base = extrapolation_step[rows] * 2.0 ** (d.RICHARDSON_LEVELS - 1)
-    h, h_max = noise_balanced_steps(line, rows, sigma, base)
-    usable = np.isfinite(h)
+    usable, h, h_max = _balanced_steps(line, rows, extrapolation_step, eps_f, f0, noise)
     taken = np.zeros(rows.size, bool)
-    rows, h, h_max = rows[usable], h[usable], h_max[usable]
+    rows = rows[usable]
     if rows.size == 0:
         return taken
     top = np.minimum(ridders.LADDER_TOP * h, h_max)

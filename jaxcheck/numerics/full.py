@@ -8,7 +8,8 @@ already within round-off of the analytic value; the rest go through `escalation.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -66,14 +67,19 @@ def check_leaf(task: LeafTask, g_leaf: np.ndarray,
                       result.tolerance, result.status, reference=reference)
 
 
-def check_all(tasks: Sequence[LeafTask]) -> tuple[LeafReport, ...]:
-    reports, reference = [], None
+def first_passes(tasks: Sequence[LeafTask]) -> Iterator[tuple[LeafTask, Any, Any]]:
+    """Each leaf with its analytic gradient and its first pass (None for an empty leaf:
+    nothing to perturb). Each leaf's program computes f(θ) too: later leaves compare theirs
+    with the first's."""
+    reference = None
     for task, g in zip(tasks, tasks[0].analytic.leaves()):
-        if task.leaf.size == 0:  # nothing to perturb: an empty verdict
-            reports.append(check_leaf(task, g, None))
+        if task.leaf.size == 0:
+            yield task, g, None
             continue
-        # Each leaf's program computes f(θ) too: later leaves compare theirs with the first's.
         first = first_pass(dataclasses.replace(task, f_reference=reference))
         reference = first.f0 if reference is None else reference
-        reports.append(check_leaf(task, g, first))
-    return tuple(reports)
+        yield task, g, first
+
+
+def check_all(tasks: Sequence[LeafTask]) -> tuple[LeafReport, ...]:
+    return tuple(check_leaf(task, g, first) for task, g, first in first_passes(tasks))

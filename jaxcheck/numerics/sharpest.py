@@ -30,19 +30,17 @@ from collections.abc import Sequence
 from ..plan.tasks import LeafTask
 from .complex_step import check_leaf_complex
 from .escalation import SHARP_MAX_EPS
-from .full import check_leaf, first_pass
+from .full import check_leaf, first_passes
 from .gradient_direction import check_along_gradient
 from .results import COMPLEX_STEP, LeafReport
 
 
 def check_all_sharpest(tasks: Sequence[LeafTask]) -> tuple[LeafReport, ...]:
-    reports, reference = [], None
-    for task, g in zip(tasks, tasks[0].analytic.leaves()):
-        if task.leaf.size == 0:  # nothing to perturb: an empty verdict
+    reports = []
+    for task, g, first in first_passes(tasks):
+        if first is None:  # nothing to perturb: an empty verdict
             reports.append(check_leaf(task, g, None))
             continue
-        first = first_pass(dataclasses.replace(task, f_reference=reference))
-        reference = first.f0 if reference is None else reference
         report, fallback = check_leaf_complex(task, g, first)
         if fallback is None:
             report = dataclasses.replace(report, reference=COMPLEX_STEP)
