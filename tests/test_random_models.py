@@ -85,12 +85,18 @@ def run_draw(seed: int, mode: str) -> Outcome:
                        kink, tolerance / (abs(analytic) / (1.0 + PLANTED_ERROR)))
     # fast mode: the share of the planted error in the leaf's whole-leaf directions
     checks = leaf.directions
-    whole = (checks.hi - checks.lo) == leaf.size
     theta = np.asarray(model.params[name], np.float64).reshape(-1)
     u_j = _direction_magnitude(float(theta[index]), theta.size)
     g_planted = abs(grads[name].reshape(-1)[index]) * (1.0 + PLANTED_ERROR)
     share = u_j * g_planted * PLANTED_ERROR / (1.0 + PLANTED_ERROR)
-    promised = bool(np.all(share > checks.tolerance[whole])) if whole.any() else False
+    promised = False
+    if checks is not None:   # the leaf's own test: its directions over the whole leaf
+        whole = (checks.hi - checks.lo) == leaf.size
+        promised = bool(np.all(share > checks.tolerance[whole])) if whole.any() else False
+    joint = report.info.get("joint")
+    if joint is not None:  # the joint test came first: a wrong entry adds to its directions as
+        # to the leaf's own (the same uⱼ), and a failed joint test sends the leaf to be searched
+        promised = bool(np.all(share > np.asarray(joint["tolerance"])))
     return Outcome(model, correct.ok, str(correct), found, promised, False, None)
 
 

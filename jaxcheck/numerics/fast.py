@@ -437,7 +437,9 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
         covered = screen.covered if screen.passed else ()
         failed_joint = not screen.passed
         info["joint"] = {"passed": screen.passed, "covered": [
-            t.path for t in tasks if t.leaf_number in covered]}
+            t.path for t in tasks if t.leaf_number in covered],
+            # what one entry's error along the joint directions must exceed to be seen
+            "tolerance": [float(x) for x in screen.checks.tolerance]}
     else:
         taylor = [None] * len(tasks)
     leaves: list[LeafReport | None] = [None] * len(tasks)
