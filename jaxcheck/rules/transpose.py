@@ -59,18 +59,21 @@ def check_transpose(s: Subject, settings: Settings) -> RuleCheck:
     for _ in range(settings.pairs):
         ts = s.random_like(xs, rng)
         cs = s.random_like(outs, rng)
+        # one VJP per output leaf's cotangent, shared by every input leaf
+        vcs = []
+        for o, c in enumerate(cs):
+            only_c = [c if k == o else z for k, z in enumerate(s.zeros_like(outs))]
+            vc = attempt(NAME, vjp_name, lambda only_c=only_c: vjp(xs, only_c), findings)
+            if vc is None:
+                return outcome(NAME, findings, notes, compared)
+            vcs.append((vc, s.terms(vjp_name, xs, only_c) or [np.abs(g) for g in vc]))
         for i, t in enumerate(ts):
             only_t = [t if k == i else z for k, z in enumerate(s.zeros_like(xs))]
             jt = attempt(NAME, jvp_name, lambda only_t=only_t: jvp(xs, only_t), findings)
             if jt is None:
                 return outcome(NAME, findings, notes, compared)
             jt_terms = s.terms(jvp_name, xs, only_t) or [np.abs(y) for y in jt]
-            for o, c in enumerate(cs):
-                only_c = [c if k == o else z for k, z in enumerate(s.zeros_like(outs))]
-                vc = attempt(NAME, vjp_name, lambda only_c=only_c: vjp(xs, only_c), findings)
-                if vc is None:
-                    return outcome(NAME, findings, notes, compared)
-                vc_terms = s.terms(vjp_name, xs, only_c) or [np.abs(g) for g in vc]
+            for o, (c, (vc, vc_terms)) in enumerate(zip(cs, vcs)):
                 c64, t64 = np.asarray(c, np.float64), np.asarray(t, np.float64)
                 a = float(np.sum(c64 * np.asarray(jt[o], np.float64)))
                 b = float(np.sum(np.asarray(vc[i], np.float64) * t64))
