@@ -189,12 +189,12 @@ def _evaluate_directions(problem: Problem, position: int, map_batch: int, param_
         u = _direction(seed, leaf, number, lo_, hi_, hole_lo_, hole_hi_, theta)
         gu = jnp.sum(u * g)
         f, g_step = losses_along(problem, position, param_dynamic, arg_dynamic, u, ts_, g, gu)
-        # u[lo] is Σu where the range has one component, the only place it is used
         spread = jnp.sqrt(jnp.sum((u * linear_bound(g, rounding)) ** 2))
-        # a masked sum, not u[lo]: a gather from a sharded u needs collectives named by hand
-        # under Explicit mesh axes; a sum is a reduction like the others
-        at_lo = jnp.sum(jnp.where(jnp.arange(u.size, dtype=lo_.dtype) == lo_, u, 0))
-        return f, g_step, gu, spread, at_lo
+        # Σu: u[lo] where the range has one component, the only place it is used. Neither a
+        # gather (from a sharded u it needs collectives named by hand under Explicit axes)
+        # nor a masked sum (its mask would be one more leaf-sized temporary: XLA's CPU
+        # reductions take their operands materialised)
+        return f, g_step, gu, spread, jnp.sum(u)
 
     # `map_batch` directions per step of a loop over the directions: with a large leaf (one
     # per step) the products with the perturbed leaf stay plain GEMMs instead of products

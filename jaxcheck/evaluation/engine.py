@@ -339,7 +339,8 @@ def _compile_with(kernel: Kernel, one: Callable[..., Any], shared: Any, batch: i
         jitted = jax.jit(f)
     batch_specs = [jax.ShapeDtypeStruct((batch,) + s.shape, s.dtype, sharding=batch_sharding)
                    for s in specs]
-    compiled = jitted.lower(shared, *batch_specs).compile()
+    with placement.programs_over(leaves):
+        compiled = jitted.lower(shared, *batch_specs).compile()
     with _lock:
         _compilations += 1
         _compile_seconds += time.perf_counter() - start
@@ -497,7 +498,8 @@ def call(fn: Callable[..., Any], static: tuple, *dynamic: Any) -> Any:
     module-level function and `static` hashable (e.g. the `Problem` and leaf positions). For
     the whole-batch programs whose batches have a structure of their own (all steps of a
     direction share its vector, all directions of the joint test their signs)."""
-    return _call(fn, static, *dynamic)
+    with placement.programs_over(jax.tree_util.tree_leaves(dynamic)):
+        return _call(fn, static, *dynamic)
 
 
 def call_batches(fn: Callable[..., Any], static: tuple, shared: Sequence[Any],
@@ -505,7 +507,8 @@ def call_batches(fn: Callable[..., Any], static: tuple, shared: Sequence[Any],
     """`call(fn, static, *shared, *batch)` for each batch (dispatched asynchronously, so the
     device never waits for the host), the outputs concatenated along their first axis as
     float64 and cut to the first `count` rows (the last batch is padding beyond them)."""
-    outs = [_call(fn, static, *shared, *batch) for batch in batches]
+    with placement.programs_over(jax.tree_util.tree_leaves(shared)):
+        outs = [_call(fn, static, *shared, *batch) for batch in batches]
     return jax.tree_util.tree_map(
         lambda *o: np.concatenate([placement.to_host(x).astype(np.float64) for x in o])[:count],
         *outs)

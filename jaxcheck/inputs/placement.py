@@ -13,11 +13,14 @@ One process and one device (the usual case) involve none of this: `mesh_of` is N
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
@@ -103,6 +106,41 @@ def describe(paths: Sequence[str], leaves: Sequence[Any]) -> dict[str, Any]:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
+
+
+# The mesh of Auto axes whose programs are being traced (`programs_over`), or None.
+_tracing_over: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("tracing_over",
+                                                                           default=None)
+
+
+@contextlib.contextmanager
+def programs_over(leaves: Sequence[Any]) -> Iterator[None]:
+    """While programs over these (concrete) inputs are traced: where they are sharded over a
+    mesh of `Auto` axes, the other inputs, replicated there, are left for XLA to place
+    (`placed_by_xla`). Under `Explicit` axes the shardings are in the types; unsharded
+    inputs need nothing."""
+    mesh = mesh_of(leaves)
+    if mesh is not None and any(sharded_in_types(x) for x in leaves if is_distributed(x)):
+        mesh = None
+    token = _tracing_over.set(mesh)
+    try:
+        yield
+    finally:
+        _tracing_over.reset(token)
+
+
+def placed_by_xla(args: Sequence[Any]) -> Sequence[Any]:
+    """The args (replicated over the params' mesh), free to take whatever sharding XLA's
+    partitioner picks, as in the model's own program, where an input on one device leaves it
+    free: held replicated, a batch of activations next to row-split weights makes XLA reshard
+    the weights instead (an all-to-all holding three copies of a weight's shard). Slicing a
+    replicated array costs nothing."""
+    mesh = _tracing_over.get()
+    if mesh is None:
+        return args
+    return [jax.lax.with_sharding_constraint(
+                a, NamedSharding(mesh, PartitionSpec(*[PartitionSpec.UNCONSTRAINED] * a.ndim)))
+            if isinstance(a, jax.core.Tracer) and a.ndim else a for a in args]
 
 
 def from_host(x: np.ndarray, sharding: NamedSharding) -> jax.Array:

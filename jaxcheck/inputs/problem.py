@@ -9,6 +9,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .placement import placed_by_xla
 from .pytree import Structure
 
 
@@ -21,4 +22,5 @@ class Problem:
     args: Structure
 
     def loss(self, param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any]) -> Any:
-        return self.fn(self.params.rebuild(param_dynamic), *self.args.rebuild(arg_dynamic))
+        return self.fn(self.params.rebuild(param_dynamic),
+                       *self.args.rebuild(placed_by_xla(arg_dynamic)))

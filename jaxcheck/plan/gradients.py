@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..inputs.placement import is_distributed, sharded_in_types, to_host
+from ..inputs.placement import is_distributed, programs_over, sharded_in_types, to_host
 from ..inputs.problem import Problem
 from ..inputs.pytree import CHECKED, Split
 from ..inputs.validation import require_finite_gradient, user_call
@@ -61,6 +61,15 @@ class AnalyticGradient:
         stays sharded: fast mode reads only what it names), in the dtype it came in."""
         dynamic = self.params.dynamic if param_dynamic is None else tuple(param_dynamic)
         where = "at params" if param_dynamic is None else "beside a kink"
+        with programs_over(list(dynamic)):
+            out, who = self._evaluated(dynamic, where)
+        if param_dynamic is None:
+            require_finite_gradient(out, self.params.paths, who, lambda: _call(
+                self.problem, self.params.dynamic, self.arg_dynamic))
+        return out
+
+    def _evaluated(self, dynamic: tuple[Any, ...], where: str) -> tuple[list[Any], str]:
+        """The gradient at `dynamic`, and who computed it (for the errors)."""
         if self.grad_fn is None:
             with user_call("fn", f"under jax.grad {where}"):
                 out = list(self._autodiff(dynamic))
@@ -80,10 +89,7 @@ class AnalyticGradient:
             out = [g if s is None else jax.device_put(g, s) for g, s in
                    zip(extract_checked(tree, self.params, "grad_fn"), self._shardings())]
             who = "grad_fn"
-        if param_dynamic is None:
-            require_finite_gradient(out, self.params.paths, who, lambda: _call(
-                self.problem, self.params.dynamic, self.arg_dynamic))
-        return out
+        return out, who
 
     def _autodiff(self, dynamic: tuple[Any, ...]) -> Any:
         """`jax.grad(fn)`, compiled, or op by op where only the compiled one fails."""

@@ -58,3 +58,59 @@ def test_every_program_takes_the_params_in_their_own_shardings(seen, layout):
             assert record[4], record
         else:                       # w1 and w2 reach the program sharded (never gathered)
             assert not record[3], record
+
+
+RESHARD_SCRIPT = r"""
+import json
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+import jaxcheck
+from jaxcheck.evaluation import engine
+from jaxcheck.numerics import fast
+from jaxcheck.plan import gradients
+
+W = 512
+mesh = jax.make_mesh((8,), ("fsdp",), axis_types=(AxisType.Auto,))
+rng = np.random.default_rng(0)
+params = {f"W{i}": jax.device_put(jnp.asarray(rng.standard_normal((W, W)) / 16, jnp.float32),
+                                  NamedSharding(mesh, P("fsdp", None))) for i in range(3)}
+x = jnp.asarray(rng.standard_normal((8, W)), jnp.float32)
+y = jnp.asarray(rng.standard_normal((8, W)), jnp.float32)
+
+def loss(p, x, y):
+    h = jnp.tanh(jnp.tanh(x @ p["W0"]) @ p["W1"]) @ p["W2"]
+    return 0.5 * jnp.mean((h - y) ** 2)
+
+programs = []
+def recorded(original, name):
+    def call(*args):
+        compiled = original.lower(*args).compile()
+        label = args[0].__name__ if name == "call" else name
+        programs.append([label, "all-to-all" in compiled.as_text(),
+                         int(compiled.memory_analysis().temp_size_in_bytes)])
+        return original(*args)
+    return call
+
+engine._call = recorded(engine._call, "call")
+gradients._autodiff_gradient = recorded(gradients._autodiff_gradient, "gradient")
+# each leaf's own directions, one per call, as at 1e8 parameters (where the joint test's
+# copies of the params do not fit and a batch holds one direction)
+fast._fits_together = lambda gs: False
+report = jaxcheck.check(loss, params, x, y, mode="fast", batch_size=2)
+print(json.dumps({"ok": bool(report.ok), "programs": programs,
+                  "shard_bytes": W * W * 8 // 8}))
+"""
+
+
+def test_no_program_reshards_a_row_split_weight():
+    # Data replicated next to row-split weights made XLA reshard each weight to columns (an
+    # all-to-all holding three copies of its shard per device); the data is now left for XLA
+    # to place, and a direction's temporaries are one copy of the leaf's shard (its u)
+    out = run_on_devices(RESHARD_SCRIPT, devices=8)
+    assert out["ok"]
+    kinds = {p[0] for p in out["programs"]}
+    assert {"gradient", "_evaluate_directions"} <= kinds, kinds
+    for name, all_to_all, temp in out["programs"]:
+        assert not all_to_all, name
+        if name in ("gradient", "_evaluate_directions"):
+            assert temp <= 1.5 * out["shard_bytes"], (name, temp, out["shard_bytes"])
