@@ -48,23 +48,17 @@ def test_one_program_per_leaf_however_many_chunks():
     assert engine.compilations() - before == len(params)
 
 
-def w1_points():
-    """The MLP's loss as the engine sees it (float64; call inside `jax.enable_x64`), and 15
-    points that move entries of w1: `evaluate(batch_size)` gives the loss at each."""
-    params, x = mlp()
-    p = pytree.split(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params))
-    a = pytree.split((x.astype(jnp.float64),), check_floats=False)
-    problem = Problem(mlp_loss, p.structure, a.structure)
-    position = p.checked[p.paths.index("['w1']")]
-    idx, values = np.arange(15), np.linspace(-1, 1, 15)
-    return lambda batch: engine.evaluate(problem, position, p.dynamic, a.dynamic, idx, values,
-                                         batch)
-
-
 def test_evaluations_do_not_depend_on_batch_size():
+    params, x = mlp()
     with jax.enable_x64(True):
-        evaluate = w1_points()
-        outs = [evaluate(b) for b in (1, 4, 16)]
+        p = pytree.split(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params))
+        a = pytree.split((x.astype(jnp.float64),), check_floats=False)
+        problem = Problem(mlp_loss, p.structure, a.structure)
+        position = p.checked[p.paths.index("['w1']")]
+        idx = np.arange(15)
+        values = np.linspace(-1, 1, 15)
+        outs = [engine.evaluate(problem, position, p.dynamic, a.dynamic, idx, values, b)
+                for b in (1, 4, 16)]
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-13)
     np.testing.assert_allclose(outs[0], outs[2], rtol=1e-13)
 
@@ -72,15 +66,21 @@ def test_evaluations_do_not_depend_on_batch_size():
 def test_batches_side_by_side_give_the_values_of_batches_in_turn(monkeypatch):
     # on one CPU device the batches run in one thread per core (`side_by_side`): the same
     # values, in the same order, and every evaluation counted by the progress bar
+    params, x = mlp()
     with jax.enable_x64(True):
-        evaluate = w1_points()
+        p = pytree.split(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params))
+        a = pytree.split((x.astype(jnp.float64),), check_floats=False)
+        problem = Problem(mlp_loss, p.structure, a.structure)
+        position = p.checked[p.paths.index("['w1']")]
+        idx = np.arange(15)
+        values = np.linspace(-1, 1, 15)
 
         def evaluated(workers):
             monkeypatch.setattr(engine, "side_by_side", lambda shared, n: min(n, workers))
             bar = progress.Bar(15, io.StringIO())
             token = progress._ACTIVE.set(bar)
             try:
-                out = evaluate(2)
+                out = engine.evaluate(problem, position, p.dynamic, a.dynamic, idx, values, 2)
             finally:
                 progress._ACTIVE.reset(token)
             return out, bar.done
