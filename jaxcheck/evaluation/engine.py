@@ -445,7 +445,7 @@ def side_by_side(shared: Any, n_batches: int) -> int:
     of a batch mostly on one thread: two cores evaluate twice as many points), else one (an
     accelerator pipelines the dispatched batches; several devices split each batch)."""
     devices = mesh_devices.devices_for(jax.tree_util.tree_leaves(shared))
-    if len(devices) != 1 or next(iter(devices)).platform != "cpu":
+    if len(devices) > 1 or devices[0].platform != "cpu":
         return 1
     return max(1, min(n_batches, os.cpu_count() or 1))
 
