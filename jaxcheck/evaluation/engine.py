@@ -421,35 +421,6 @@ def _key(kernel: Kernel, shared: Any, batch_size: int, devices: tuple[Any, ...])
             jax.dtypes.canonicalize_dtype(np.float64) == np.float64)
 
 
-def _thread_settings() -> Callable[[], contextlib.AbstractContextManager[Any]]:
-    """This thread's JAX settings, to enter in a worker thread: x64, the default device and
-    the mesh of `jax.set_mesh` (which `fn`'s own shardings may name) are thread-local. The
-    first two are properties JAX adds to Config at runtime; its stub does not declare them."""
-    x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
-    device = jax.config.jax_default_device  # pyright: ignore[reportAttributeAccessIssue]
-    mesh = jax.sharding.get_mesh()
-
-    @contextlib.contextmanager
-    def entered() -> Any:
-        with jax.enable_x64(x64), jax.default_device(device), contextlib.ExitStack() as stack:
-            if not mesh.empty:
-                stack.enter_context(jax.set_mesh(mesh))
-            yield
-
-    return entered
-
-
-def side_by_side(shared: Any, n_batches: int) -> int:
-    """How many batches of a program over `shared` run at once: one per core where it runs on
-    a single CPU device (XLA runs one program at a time per device, and the small products
-    of a batch mostly on one thread: two cores evaluate twice as many points), else one (an
-    accelerator pipelines the dispatched batches; several devices split each batch)."""
-    devices = mesh_devices.devices_for(jax.tree_util.tree_leaves(shared))
-    if len(devices) > 1 or devices[0].platform != "cpu":
-        return 1
-    return max(1, min(n_batches, os.cpu_count() or 1))
-
-
 def compile_ahead(requests: Sequence[tuple[Kernel, Any, int]]) -> None:
     """Compile the programs of several kernels at once, one thread per core.
 
@@ -463,10 +434,17 @@ def compile_ahead(requests: Sequence[tuple[Kernel, Any, int]]) -> None:
     workers = min(len(missing), os.cpu_count() or 1)
     if workers < 2:
         return
-    settings = _thread_settings()
+    # x64, the default device and the mesh of `jax.set_mesh` (which `fn`'s own shardings
+    # may name) are thread-local settings: carry them into the workers. The first two are
+    # properties JAX adds to Config at runtime; its stub does not declare them.
+    x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
+    device = jax.config.jax_default_device  # pyright: ignore[reportAttributeAccessIssue]
+    mesh = jax.sharding.get_mesh()
 
     def work(request):
-        with settings():
+        with jax.enable_x64(x64), jax.default_device(device), contextlib.ExitStack() as stack:
+            if not mesh.empty:
+                stack.enter_context(jax.set_mesh(mesh))
             program(*request)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
@@ -492,25 +470,8 @@ def run(kernel: Kernel, shared: Any, points: Sequence[np.ndarray | jax.Array],
               .astype(s.dtype) for x, s in zip(points, specs)]
     shared = p.place_shared(shared)
     track = progress.active()
-    starts = range(0, m + pad, b)
-    workers = side_by_side(shared, len(starts))
     outs, reported = [], 0
-    if workers > 1:
-        settings = _thread_settings()
-
-        def one(s: int) -> Any:
-            with settings():
-                return jax.block_until_ready(p(shared, [x[s:s + b] for x in points]))
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(one, s) for s in starts]
-            for future in concurrent.futures.as_completed(futures):
-                future.result()
-                if track:
-                    progress.advance(min(b, m - reported))
-                    reported = min(m, reported + b)
-            outs = [future.result() for future in futures]
-    for k, s in enumerate(starts if workers == 1 else ()):
+    for k, s in enumerate(range(0, m + pad, b)):
         # Dispatched asynchronously; with a progress bar, finished batches are counted two
         # behind the one just dispatched so the device never waits for the host.
         outs.append(p(shared, [x[s:s + b] for x in points]))
@@ -546,22 +507,8 @@ def call_batches(fn: Callable[..., Any], static: tuple, shared: Sequence[Any],
     """`call(fn, static, *shared, *batch)` for each batch (dispatched asynchronously, so the
     device never waits for the host), the outputs concatenated along their first axis as
     float64 and cut to the first `count` rows (the last batch is padding beyond them)."""
-    batches = list(batches)
     with placement.programs_over(jax.tree_util.tree_leaves(shared)):
-        if side_by_side(shared, len(batches)) > 1 and batches:
-            # the first call compiles (once), the others run one per core
-            outs = [jax.block_until_ready(_call(fn, static, *shared, *batches[0]))]
-            settings = _thread_settings()
-
-            def one(batch: Sequence[Any]) -> Any:
-                with settings():
-                    return jax.block_until_ready(_call(fn, static, *shared, *batch))
-
-            with concurrent.futures.ThreadPoolExecutor(
-                    max_workers=side_by_side(shared, len(batches) - 1)) as pool:
-                outs += list(pool.map(one, batches[1:]))
-        else:
-            outs = [_call(fn, static, *shared, *batch) for batch in batches]
+        outs = [_call(fn, static, *shared, *batch) for batch in batches]
     return jax.tree_util.tree_map(
         lambda *o: np.concatenate([placement.to_host(x).astype(np.float64) for x in o])[:count],
         *outs)

@@ -63,33 +63,6 @@ def test_evaluations_do_not_depend_on_batch_size():
     np.testing.assert_allclose(outs[0], outs[2], rtol=1e-13)
 
 
-def test_batches_side_by_side_give_the_values_of_batches_in_turn(monkeypatch):
-    # on one CPU device the batches run in one thread per core (`side_by_side`): the same
-    # values, in the same order, and every evaluation counted by the progress bar
-    params, x = mlp()
-    with jax.enable_x64(True):
-        p = pytree.split(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params))
-        a = pytree.split((x.astype(jnp.float64),), check_floats=False)
-        problem = Problem(mlp_loss, p.structure, a.structure)
-        position = p.checked[p.paths.index("['w1']")]
-        idx = np.arange(15)
-        values = np.linspace(-1, 1, 15)
-
-        def evaluated(workers):
-            monkeypatch.setattr(engine, "side_by_side", lambda shared, n: min(n, workers))
-            bar = progress.Bar(15, io.StringIO())
-            token = progress._ACTIVE.set(bar)
-            try:
-                out = engine.evaluate(problem, position, p.dynamic, a.dynamic, idx, values, 2)
-            finally:
-                progress._ACTIVE.reset(token)
-            return out, bar.done
-
-        (serial, _), (parallel, counted) = evaluated(1), evaluated(3)
-    np.testing.assert_array_equal(serial, parallel)
-    assert counted == 15
-
-
 def test_batch_lowered_until_compiled_temporaries_fit_budget(monkeypatch):
     # A 1e6-parameter leaf: the compiled program of a large batch would need ~GBs (sort
     # has no local rule in `local_changes`, so each perturbation gets its own copy of w).
