@@ -24,7 +24,11 @@ Compiled programs are kept in a small LRU cache (`CACHE_SIZE` entries) keyed by 
 (with its `Problem`: fn and the hashable skeletons of params and args), the requested batch
 size, the shapes and dtypes of the shared inputs, the devices and the x64 setting: a second
 check of the same function with the same shapes compiles nothing. Programs whose batches have
-a structure of their own (fast mode's directions and joint test) are compiled by `call`.
+a structure of their own (fast mode's directions and joint test) are compiled by `call`, ahead
+of time: keyed by the shapes, dtypes and shardings of their inputs, and compiled in a
+background thread from those shapes alone where they are known before the inputs exist
+(`compile_call_ahead`). XLA compiles outside the GIL, so a program compiled ahead compiles
+beside whatever the caller does meanwhile (fast mode: the gradient's program).
 """
 from __future__ import annotations
 
@@ -242,13 +246,21 @@ class Program:
 
 _programs: collections.OrderedDict[Any, Program] = collections.OrderedDict()
 _compilations = 0
+_started = 0
 _compile_seconds = 0.0
 _lock = threading.Lock()  # `compile_ahead` compiles in threads
 
 
 def compilations() -> int:
-    """How many batch programs this process has compiled (for tests and benchmarks)."""
+    """How many batch programs (`program`, `call`) this process has compiled (for tests and
+    benchmarks)."""
     return _compilations
+
+
+def compilations_started() -> int:
+    """How many batch programs this process has started compiling, ahead of their use
+    (`compile_ahead`, `compile_call_ahead`) or not: for tests of what compiles when."""
+    return _started
 
 
 def compile_seconds() -> float:
@@ -261,6 +273,7 @@ def clear_cache() -> None:
     """Drop every cached compiled program (they hold references to the checked `fn`), and
     the choices of path."""
     _programs.clear()
+    _executables.clear()
     _local_paths.clear()
 
 
@@ -433,18 +446,7 @@ def compile_ahead(requests: Sequence[tuple[Kernel, Any, int]]) -> None:
     workers = min(len(missing), os.cpu_count() or 1)
     if workers < 2:
         return
-    # x64, the default device and the mesh of `jax.set_mesh` (which `fn`'s own shardings
-    # may name) are thread-local settings: carry them into the workers. The first two are
-    # properties JAX adds to Config at runtime; its stub does not declare them.
-    x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
-    device = jax.config.jax_default_device  # pyright: ignore[reportAttributeAccessIssue]
-    mesh = jax.sharding.get_mesh()
-
-    def work(request):
-        with jax.enable_x64(x64), jax.default_device(device), contextlib.ExitStack() as stack:
-            if not mesh.empty:
-                stack.enter_context(jax.set_mesh(mesh))
-            program(*request)
+    work = _in_callers_context(lambda request: program(*request))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         for future in [pool.submit(work, r) for r in missing]:
@@ -492,12 +494,120 @@ def _call(fn: Callable[..., Any], static: tuple, *dynamic: Any) -> Any:
     return fn(*static, *dynamic)
 
 
+# The whole-batch programs of `call`, compiled ahead of time (`compile_call_ahead`) or at
+# their first use: futures of `jax.stages.Compiled`, by `_call_key`.
+_executables: collections.OrderedDict[Any, concurrent.futures.Future] = \
+    collections.OrderedDict()
+_background: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def spec_of(x: Any) -> jax.ShapeDtypeStruct:
+    """What a compiled program is strict about in an input: shape, dtype, weak type, and
+    where it lives unless that is where an uncommitted array would (one default device)."""
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return x
+    aval = jax.typeof(x)
+    sharding = x.sharding if isinstance(x, jax.Array) else None
+    if sharding is not None and not placement.is_distributed(x) and not x.committed:
+        sharding = None
+    return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type,
+                                sharding=sharding)
+
+
+def _call_key(fn: Callable[..., Any], static: tuple, specs: tuple) -> tuple:
+    leaves, tree = jax.tree_util.tree_flatten(specs)
+    return (fn, static, tree,
+            tuple((s.shape, str(s.dtype), bool(s.weak_type), s.sharding) for s in leaves),
+            bool(jax.config.jax_enable_x64),  # pyright: ignore[reportAttributeAccessIssue]
+            jax.sharding.get_mesh())
+
+
+def _compile_call(fn: Callable[..., Any], static: tuple, specs: tuple) -> Any:
+    global _compilations, _compile_seconds
+    start = time.perf_counter()
+    compiled = _call.lower(fn, static, *specs).compile()
+    with _lock:
+        _compilations += 1
+        _compile_seconds += time.perf_counter() - start
+    return compiled
+
+
+def _in_callers_context(work: Callable[..., Any]) -> Callable[..., Any]:
+    """`work` as it would run here, in another thread: x64, the default device and the mesh
+    of `jax.set_mesh` (which `fn`'s own shardings may name) are thread-local settings. The
+    first two are properties JAX adds to Config at runtime; its stub does not declare them."""
+    x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
+    device = jax.config.jax_default_device  # pyright: ignore[reportAttributeAccessIssue]
+    mesh = jax.sharding.get_mesh()
+
+    def run(*args: Any) -> Any:
+        with jax.enable_x64(x64), jax.default_device(device), contextlib.ExitStack() as stack:
+            if not mesh.empty:
+                stack.enter_context(jax.set_mesh(mesh))
+            return work(*args)
+    return run
+
+
+def compile_call_ahead(fn: Callable[..., Any], static: tuple, *specs: Any) -> None:
+    """Start compiling `call(fn, static, *dynamic)` for inputs like `specs` (arrays or
+    `jax.ShapeDtypeStruct`s, as `spec_of` reads them) in a background thread, and return.
+
+    XLA compiles outside the GIL: a program whose inputs' shapes are known before they are
+    computed (fast mode's joint test, before the gradient) compiles beside the program that
+    computes them. `call` with inputs of these specs waits for it; a compilation that failed
+    is done again there, so that its error is raised where the program is used."""
+    global _background, _started
+    specs = jax.tree_util.tree_map(spec_of, specs)
+    key = _call_key(fn, static, specs)
+    with _lock:
+        if key in _executables:
+            return
+        if _background is None:
+            _background = concurrent.futures.ThreadPoolExecutor(
+                max_workers=os.cpu_count() or 1, thread_name_prefix="jaxcheck-compile")
+        _started += 1
+        _executables[key] = _background.submit(_in_callers_context(_compile_call), fn, static,
+                                               specs)
+        _trim(_executables)
+
+
+def _trim(cache: collections.OrderedDict) -> None:
+    while len(cache) > CACHE_SIZE:
+        cache.popitem(last=False)
+
+
+def _executable(fn: Callable[..., Any], static: tuple, dynamic: tuple) -> Any:
+    global _started
+    specs = jax.tree_util.tree_map(spec_of, dynamic)
+    key = _call_key(fn, static, specs)
+    with _lock:
+        future = _executables.get(key)
+        if future is not None:
+            _executables.move_to_end(key)
+    if future is not None:
+        try:
+            return future.result()
+        except Exception:  # compiled again below, raising here
+            pass
+    with _lock:
+        _started += 1
+    compiled = _compile_call(fn, static, specs)
+    done: concurrent.futures.Future = concurrent.futures.Future()
+    done.set_result(compiled)
+    with _lock:
+        _executables[key] = done
+        _trim(_executables)
+    return compiled
+
+
 def call(fn: Callable[..., Any], static: tuple, *dynamic: Any) -> Any:
-    """`fn(*static, *dynamic)` compiled once per (fn, static, shapes of `dynamic`); `fn` is a
-    module-level function and `static` hashable (e.g. the `Problem` and leaf positions). For
-    the whole-batch programs whose batches have a structure of their own (all steps of a
-    direction share its vector, all directions of the joint test their signs)."""
-    return _call(fn, static, *dynamic)
+    """`fn(*static, *dynamic)` compiled once per (fn, static, shapes, dtypes and shardings of
+    `dynamic`, x64, the mesh of `jax.set_mesh`); `fn` is a module-level function and `static`
+    hashable (e.g. the `Problem` and leaf positions). For the whole-batch programs whose
+    batches have a structure of their own (all steps of a direction share its vector, all
+    directions of the joint test their signs). Counted in `compilations` and
+    `compile_seconds`; `compile_call_ahead` compiles one before its inputs exist."""
+    return _executable(fn, static, dynamic)(*dynamic)
 
 
 def call_batches(fn: Callable[..., Any], static: tuple, shared: Sequence[Any],
@@ -505,7 +615,7 @@ def call_batches(fn: Callable[..., Any], static: tuple, shared: Sequence[Any],
     """`call(fn, static, *shared, *batch)` for each batch (dispatched asynchronously, so the
     device never waits for the host), the outputs concatenated along their first axis as
     float64 and cut to the first `count` rows (the last batch is padding beyond them)."""
-    outs = [_call(fn, static, *shared, *batch) for batch in batches]
+    outs = [call(fn, static, *shared, *batch) for batch in batches]
     return jax.tree_util.tree_map(
         lambda *o: np.concatenate([placement.to_host(x).astype(np.float64) for x in o])[:count],
         *outs)

@@ -135,7 +135,12 @@ def to_host(x: Any) -> np.ndarray:
 
 def flatten(x: Any) -> Any:
     """`x.reshape(-1)`; a sharded `x` gives a flat array split over the same mesh axes (a
-    plain reshape of a leaf split along its columns would be replicated: a copy per device)."""
+    plain reshape of a leaf split along its columns would be replicated: a copy per device).
+    An array on one CPU device is reshaped by NumPy: no program per shape."""
+    if _on_host(x):
+        if isinstance(x, jax.Array) and x.ndim == 1:
+            return x
+        return jnp.asarray(np.asarray(x).reshape(-1))
     if not is_distributed(x) or x.sharding.is_fully_replicated:
         return jnp.reshape(x, -1)
     mesh = x.sharding.mesh

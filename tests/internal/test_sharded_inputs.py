@@ -12,7 +12,7 @@ import sharded_models as m
 
 params, x = m.params_and_data()
 seen = []            # (program kind, leaf shape, its sharding spec as given to the program)
-original = engine._call
+original = engine.call
 
 def recording(fn, static, *dynamic):
     for leaf in jax.tree_util.tree_leaves(dynamic):
@@ -21,7 +21,7 @@ def recording(fn, static, *dynamic):
                          leaf.sharding.is_fully_replicated])
     return original(fn, static, *dynamic)
 
-engine._call = recording
+engine.call = recording
 out = {}
 for layout in m.LAYOUTS:
     sp, sx = m.sharded(layout, params, x)
