@@ -13,7 +13,8 @@ vectors is materialised. Where it pays for a leaf (`traced_loss`: params of
 `LOCAL_CHANGES_MIN_SIZE` entries or more, and `local_changes.pays` from the jaxprs), the
 change of one entry is followed through the loss (`local_changes`: a weight entry changes one
 column of a product, not the whole product); otherwise the leaf is copied with the entry
-replaced by an elementwise select.
+replaced by an elementwise select, in a program that leaves of the same dtype share where
+`sharing` says it pays (`SharedEntryLoss`: the point also says which leaf it moves).
 
 Batches have a fixed size, so one compiled program serves every batch. The size is an upper
 bound from the leaf's size, lowered until XLA's compiled memory analysis of the program fits
@@ -51,7 +52,7 @@ from jax.sharding import NamedSharding
 from ..inputs import placement
 from ..inputs.problem import Problem
 from . import devices as mesh_devices
-from . import local_changes, progress
+from . import local_changes, progress, sharing
 
 # Larger batches stop paying on CPU once a batch's perturbed copies leave the caches; an
 # accelerator needs large batches to fill its cores.
@@ -199,6 +200,78 @@ class EntryLoss(MovedEntry):
         return self.problem.loss(dynamic, arg_dynamic)
 
 
+@dataclasses.dataclass(frozen=True)
+class SharedEntryLoss(Kernel):
+    """The loss with entry `i` of leaf `positions[j]` set to `v`, at the point `(j, i, v)`:
+    one program for leaves of one dtype evaluated directly (`sharing`), with
+    `shared = (param_dynamic, arg_dynamic)`."""
+
+    problem: Problem
+    positions: tuple[int, ...]
+
+    def point_specs(self, shared):
+        leaf = shared[0][self.positions[0]]
+        return (jax.ShapeDtypeStruct((), np.int32), jax.ShapeDtypeStruct((), np.int32),
+                jax.ShapeDtypeStruct((), leaf.dtype))
+
+    def copied_bytes(self, shared):
+        leaves = [shared[0][p] for p in self.positions]
+        return sum(int(x.size) * np.dtype(x.dtype).itemsize for x in leaves)
+
+    def variants(self, shared):
+        return [self._direct]
+
+    def _direct(self, shared, j, i, v):
+        param_dynamic, arg_dynamic = shared
+        dynamic = list(param_dynamic)
+        at = {}   # one index per shape
+        for k, position in enumerate(self.positions):
+            base = param_dynamic[position]
+            if base.shape not in at:
+                at[base.shape] = flat_index(base.shape) == i
+            dynamic[position] = jnp.where(at[base.shape] & (j == k), v, base)
+        return self.problem.loss(dynamic, arg_dynamic)
+
+
+def entry_kernel(problem: Problem, position: int, param_dynamic: Sequence[Any],
+                 arg_dynamic: Sequence[Any]) -> tuple[Kernel, tuple[int, ...]]:
+    """The kernel that evaluates moved entries of leaf `position`, and the columns its points
+    take before (index, value): the leaf's own `EntryLoss` (none), or the program it shares
+    with other leaves (`SharedEntryLoss`: the leaf's number among them)."""
+    group = program_leaves(problem, position, param_dynamic, arg_dynamic)
+    if len(group) == 1:
+        return EntryLoss(problem, position), ()
+    return SharedEntryLoss(problem, group), (group.index(position),)
+
+
+_groups: collections.OrderedDict[Any, dict[int, tuple[int, ...]]] = collections.OrderedDict()
+
+
+def program_leaves(problem: Problem, position: int, param_dynamic: Sequence[Any],
+                   arg_dynamic: Sequence[Any]) -> tuple[int, ...]:
+    """The leaves whose moved entries share leaf `position`'s program (itself alone, or a
+    group of `sharing.groups` among the checked leaves evaluated directly). Decided once per
+    problem and shapes (kept like the compiled programs)."""
+    x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
+    key = (problem, x64,
+           tuple(jax.typeof(x) for x in jax.tree_util.tree_leaves((param_dynamic, arg_dynamic))))
+    with _lock:
+        found = _groups.get(key)
+    if found is None:
+        found = {}
+        closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
+        if closed is not None and placement.mesh_of(
+                jax.tree_util.tree_leaves(param_dynamic)) is None:
+            direct = [p for p in problem.params.checked if np.size(param_dynamic[p]) > 0
+                      and traced_loss(problem, p, param_dynamic, arg_dynamic) is None]
+            for group in sharing.groups(closed, param_dynamic, direct):
+                found.update(dict.fromkeys(group, group))
+        with _lock:
+            _groups[key] = found
+            _trim(_groups)
+    return found.get(position, (position,))
+
+
 def flat_index(shape: tuple[int, ...]) -> Any:
     """Each entry's row-major flat index, in the leaf's own shape: selecting entry i needs no
     reshape, which a sharded leaf would pay with a reshard (or, under `Explicit` mesh axes,
@@ -274,6 +347,8 @@ def clear_cache() -> None:
     the choices of path."""
     _programs.clear()
     _executables.clear()
+    _groups.clear()
+    _loss_jaxprs.clear()
     _local_paths.clear()
 
 
@@ -281,6 +356,22 @@ def _signature(tree: Any) -> tuple:
     return tuple((tuple(np.shape(x)), str(x.dtype), bool(getattr(x, "weak_type", False)),
                   x.sharding if placement.is_distributed(x) else None)
                  for x in jax.tree_util.tree_leaves(tree))
+
+
+_loss_jaxprs: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+
+
+def loss_jaxpr(problem: Problem, param_dynamic: Sequence[Any],
+               arg_dynamic: Sequence[Any]) -> Any | None:
+    """The loss's `local_changes.loss_jaxpr`, traced once per problem and shapes (for every
+    leaf's choice of path and `sharing`; kept like the compiled programs)."""
+    x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
+    key = (problem, x64,
+           tuple(jax.typeof(x) for x in jax.tree_util.tree_leaves((param_dynamic, arg_dynamic))))
+    if key not in _loss_jaxprs:
+        _loss_jaxprs[key] = local_changes.loss_jaxpr(problem.loss, param_dynamic, arg_dynamic)
+        _trim(_loss_jaxprs)
+    return _loss_jaxprs[key]
 
 
 def follows_local_changes(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -306,9 +397,10 @@ def traced_loss(problem: Problem, position: int, param_dynamic: Sequence[Any],
     key = (problem, position, x64,
            tuple(jax.typeof(x) for x in jax.tree_util.tree_leaves((param_dynamic, arg_dynamic))))
     if key not in _local_paths:
-        traced = local_changes.trace(problem.loss, position, param_dynamic, arg_dynamic)
-        if traced is not None and not local_changes.pays(
-                traced, EntryLoss(problem, position)._direct, param_dynamic, arg_dynamic):
+        closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
+        traced = None if closed is None else local_changes.trace(
+            problem.loss, position, param_dynamic, arg_dynamic, closed)
+        if traced is not None and not local_changes.pays(traced, param_dynamic, arg_dynamic):
             traced = None
         _local_paths[key] = traced
         while len(_local_paths) > CACHE_SIZE:
@@ -383,9 +475,15 @@ def _batch_multiple(shared: Any, devices: tuple[Any, ...]) -> int:
                        dtype=np.int64))
 
 
+# Programs being compiled (by `program`, in this thread or a background one): a later
+# request for the same key waits for it instead of compiling it again.
+_compiling: dict[Any, concurrent.futures.Future] = {}
+
+
 def program(kernel: Kernel, shared: Any, batch_size: int) -> Program:
     """The compiled program for batches of at most `batch_size` points of `kernel` (the memory
     budget may lower it), or a cached one of the same kernel and shapes for larger batches."""
+    global _started
     devices = mesh_devices.devices_for(jax.tree_util.tree_leaves(shared))
     key = _key(kernel, shared, batch_size, devices)
     with _lock:
@@ -396,6 +494,30 @@ def program(kernel: Kernel, shared: Any, batch_size: int) -> Program:
         found = _larger(key)
         if found is not None:
             return found
+        future = _compiling.get(key) or _larger_compiling(key)
+        if future is None:
+            _started += 1
+            _compiling[key] = mine = concurrent.futures.Future()
+    if future is not None:   # under way elsewhere
+        return future.result()
+    try:
+        p = _fitting(kernel, shared, batch_size, devices)
+    except BaseException as e:
+        with _lock:
+            del _compiling[key]
+        mine.set_exception(e)
+        raise
+    with _lock:
+        _programs[key] = p
+        _trim(_programs)
+        del _compiling[key]
+    mine.set_result(p)
+    return p
+
+
+def _fitting(kernel: Kernel, shared: Any, batch_size: int, devices: tuple[Any, ...]) -> Program:
+    """The program compiled for batches of `batch_size` points, halved until its temporaries
+    fit the memory budget."""
     budget = total_memory_budget(devices)
     multiple = _batch_multiple(shared, devices)
     batch = mesh_devices.round_to_devices(batch_size, multiple)
@@ -403,10 +525,6 @@ def program(kernel: Kernel, shared: Any, batch_size: int) -> Program:
     while p.temp_bytes > budget and batch > multiple:
         batch = mesh_devices.round_to_devices(batch // 2, multiple)
         p = _compile(kernel, shared, batch, devices)
-    with _lock:
-        _programs[key] = p
-        while len(_programs) > CACHE_SIZE:
-            _programs.popitem(last=False)
     return p
 
 
@@ -422,6 +540,16 @@ def _larger(key: tuple) -> Program | None:
     return min(found, key=lambda kp: kp[0])[1]
 
 
+def _larger_compiling(key: tuple) -> concurrent.futures.Future | None:
+    """A program of the same kernel and shapes for larger batches under way (`_larger`)."""
+    kernel, batch_size, *rest = key
+    found = [(k[1], f) for k, f in _compiling.items()
+             if k[0] == kernel and k[1] >= batch_size and list(k[2:]) == rest]
+    if not found:
+        return None
+    return min(found, key=lambda kf: kf[0])[1]
+
+
 def cached_programs() -> list[Program]:
     """The compiled programs in the cache, oldest first (for tests of where inputs go)."""
     with _lock:
@@ -434,23 +562,25 @@ def _key(kernel: Kernel, shared: Any, batch_size: int, devices: tuple[Any, ...])
 
 
 def compile_ahead(requests: Sequence[tuple[Kernel, Any, int]]) -> None:
-    """Compile the programs of several kernels at once, one thread per core.
+    """Start compiling the programs of several kernels in background threads (one per core),
+    and return.
 
     Each request is `(kernel, shared, batch_size)` as given to `program`. XLA compiles
-    outside the GIL, so on a first check the leaves' programs compile side by side instead of
-    one after another; later `program` calls find them cached.
+    outside the GIL, so on a first check the leaves' programs compile side by side, and
+    beside what the caller does meanwhile (full mode: the gradient's program), instead of
+    one after another; `program` waits for a program under way.
     """
-    missing = [r for r in requests
-               if _key(*r, mesh_devices.devices_for(jax.tree_util.tree_leaves(r[1])))
-               not in _programs]
-    workers = min(len(missing), os.cpu_count() or 1)
-    if workers < 2:
-        return
+    pool = _pool()
     work = _in_callers_context(lambda request: program(*request))
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        for future in [pool.submit(work, r) for r in missing]:
-            future.result()
+    keys = set()
+    for r in requests:
+        key = _key(*r, mesh_devices.devices_for(jax.tree_util.tree_leaves(r[1])))
+        if key not in keys and key not in _programs:
+            keys.add(key)
+            future = pool.submit(work, r)
+            # an error is raised where the program is used (`program` waits for it, or
+            # compiles the program again)
+            future.add_done_callback(lambda f: f.exception())
 
 
 def run(kernel: Kernel, shared: Any, points: Sequence[np.ndarray | jax.Array],
@@ -556,19 +686,27 @@ def compile_call_ahead(fn: Callable[..., Any], static: tuple, *specs: Any) -> No
     computed (fast mode's joint test, before the gradient) compiles beside the program that
     computes them. `call` with inputs of these specs waits for it; a compilation that failed
     is done again there, so that its error is raised where the program is used."""
-    global _background, _started
+    global _started
     specs = jax.tree_util.tree_map(spec_of, specs)
     key = _call_key(fn, static, specs)
+    pool = _pool()
     with _lock:
         if key in _executables:
             return
+        _started += 1
+        _executables[key] = pool.submit(_in_callers_context(_compile_call), fn, static,
+                                               specs)
+        _trim(_executables)
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that compile ahead, one per core (started at the first use)."""
+    global _background
+    with _lock:
         if _background is None:
             _background = concurrent.futures.ThreadPoolExecutor(
                 max_workers=os.cpu_count() or 1, thread_name_prefix="jaxcheck-compile")
-        _started += 1
-        _executables[key] = _background.submit(_in_callers_context(_compile_call), fn, static,
-                                               specs)
-        _trim(_executables)
+        return _background
 
 
 def _trim(cache: collections.OrderedDict) -> None:
@@ -630,8 +768,10 @@ def evaluate(problem: Problem, position: int, param_dynamic: Sequence[Any],
     """
     if len(indices) == 0:
         return np.zeros(0)
-    return run(EntryLoss(problem, position), (tuple(param_dynamic), tuple(arg_dynamic)),
-               (indices, values), batch_size)
+    kernel, which = entry_kernel(problem, position, param_dynamic, arg_dynamic)
+    columns = [np.full(len(indices), w, np.int32) for w in which]
+    return run(kernel, (tuple(param_dynamic), tuple(arg_dynamic)),
+               (*columns, indices, values), batch_size)
 
 
 def seconds_per_evaluation(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -640,11 +780,12 @@ def seconds_per_evaluation(problem: Problem, position: int, param_dynamic: Seque
     """Seconds per perturbed evaluation of a leaf, from timing one batch (compiled first)."""
     leaf = param_dynamic[position]
     shared = (tuple(param_dynamic), tuple(arg_dynamic))
-    kernel = EntryLoss(problem, position)
+    kernel, which = entry_kernel(problem, position, param_dynamic, arg_dynamic)
     p = program(kernel, shared, batch_size(kernel, shared, n_points, requested))
     placed = p.place_shared(shared)
     first = placement.to_host(leaf.reshape(-1)[:1])
-    points = [np.zeros(p.batch, np.int32), np.repeat(first, p.batch)]
+    points = [np.full(p.batch, w, np.int32) for w in which]
+    points += [np.zeros(p.batch, np.int32), np.repeat(first, p.batch)]
     # One run: its allocations make it slightly slower than the next (a cautious estimate).
     start = time.perf_counter()
     jax.block_until_ready(p(placed, points))
@@ -653,13 +794,19 @@ def seconds_per_evaluation(problem: Problem, position: int, param_dynamic: Seque
 
 def jobs_for(tasks: Sequence[Any]) -> list[progress.Job]:
     """One `Job` per leaf task of a full check (2n+1 evaluations in its first pass); the
-    leaves' programs are compiled here, side by side."""
-    requests, jobs = [], []
+    leaves' programs (one for leaves that share it, `program_leaves`) start compiling here,
+    side by side in the background."""
+    requests: dict[Kernel, tuple[Kernel, Any, int]] = {}
+    jobs = []
     for t in tasks:
-        kernel, shared = EntryLoss(t.problem, t.position), (t.param_dynamic, t.arg_dynamic)
+        kernel, _ = entry_kernel(t.problem, t.position, t.param_dynamic, t.arg_dynamic)
+        shared = (t.param_dynamic, t.arg_dynamic)
         points = 2 * int(t.leaf.size) + 1
-        requests.append((kernel, shared, batch_size(kernel, shared, points, t.batch_size)))
+        size = batch_size(kernel, shared, points, t.batch_size)
+        if kernel not in requests or requests[kernel][2] < size:
+            # a shared program: batches for its largest leaf serve the others too (`_larger`)
+            requests[kernel] = (kernel, shared, size)
         jobs.append(progress.Job(points, lambda t=t, points=points: seconds_per_evaluation(
             t.problem, t.position, t.param_dynamic, t.arg_dynamic, points, t.batch_size)))
-    compile_ahead(requests)
+    compile_ahead(list(requests.values()))
     return jobs
