@@ -701,9 +701,11 @@ class Cost:
                 + points * slowdown * self.per_point / UNITS_PER_SECOND)
 
 
-def cost_downstream(jaxpr: Any, batched: Sequence[bool]) -> float:
+def cost_downstream(jaxpr: Any, batched: Sequence[bool], both_batched: float = 1.0) -> float:
     """The cost of the equations of `jaxpr` that depend on its `batched` inputs: what each
-    point of a `vmap` computes (the rest is computed once for the batch)."""
+    point of a `vmap` computes (the rest is computed once for the batch). `both_batched`:
+    the cost of a product of two batched operands relative to one with an unbatched operand
+    (a batch of small products, where the other is one large product)."""
     touched = {v for v, b in zip(jaxpr.invars, batched) if b}
     total = 0.0
     for eqn in jaxpr.eqns:
@@ -711,8 +713,11 @@ def cost_downstream(jaxpr: Any, batched: Sequence[bool]) -> float:
         if not any(hit):
             continue
         body = _jaxpr.call_body(eqn)
-        total += (cost_downstream(body[0], hit) if body is not None
-                  else _jaxpr.cost(eqn) + EQUATION_OVERHEAD)
+        if body is not None:
+            total += cost_downstream(body[0], hit, both_batched)
+        else:
+            both = _jaxpr.name(eqn) in (_jaxpr.DOT, _jaxpr.CONV) and all(hit[:2])
+            total += _jaxpr.cost(eqn) * (both_batched if both else 1.0) + EQUATION_OVERHEAD
         touched.update(v for v in eqn.outvars if _jaxpr.is_var(v))
     return total
 
@@ -730,17 +735,20 @@ def cost(one: Callable[..., Any], shared: Any, *point: Any) -> Cost:
     return Cost(per_point, sum(1 for _ in _jaxpr.equations(closed.jaxpr)))
 
 
-def direct_cost(closed: Any, positions: Sequence[int], param_dynamic: Sequence[Any]) -> Cost:
+def direct_cost(closed: Any, positions: Sequence[int], param_dynamic: Sequence[Any],
+                both_batched: float = 1.0) -> Cost:
     """The cost of the loss (its `loss_jaxpr`) with one entry of a leaf at `positions` moved
     directly (`engine.EntryLoss`, `engine.SharedEntryLoss`): what depends on those leaves,
-    from their first use on, and each point's selection of its entry in every one of them."""
+    from their first use on, and each point's selection of its entry in every one of them
+    (`both_batched` as in `cost_downstream`)."""
     jaxpr = closed.jaxpr
     moved = set(positions)
     leaves = [param_dynamic[p] for p in positions]
     # the comparison with the index, the value broadcast, the select
     select = sum(3 * (int(np.size(x)) + EQUATION_OVERHEAD) for x in leaves)
     index = max(3 * np.ndim(x) + 2 for x in leaves)   # the entries' flat index
-    return Cost(cost_downstream(jaxpr, [k in moved for k in range(len(jaxpr.invars))]) + select,
+    batched = [k in moved for k in range(len(jaxpr.invars))]
+    return Cost(cost_downstream(jaxpr, batched, both_batched) + select,
                 sum(1 for _ in _jaxpr.equations(jaxpr)) + index + 2 * len(leaves))
 
 
