@@ -13,7 +13,8 @@ vectors is materialised. Where it pays for a leaf (`traced_loss`: params of
 `LOCAL_CHANGES_MIN_SIZE` entries or more, and `local_changes.pays` from the jaxprs), the
 change of one entry is followed through the loss (`local_changes`: a weight entry changes one
 column of a product, not the whole product); otherwise the leaf is copied with the entry
-replaced by an elementwise select.
+replaced by an elementwise select, in a program that leaves of the same dtype share where
+`sharing` says it pays (`SharedEntryLoss`: the point also says which leaf it moves).
 
 Batches have a fixed size, so one compiled program serves every batch. The size is an upper
 bound from the leaf's size, lowered until XLA's compiled memory analysis of the program fits
@@ -24,7 +25,11 @@ Compiled programs are kept in a small LRU cache (`CACHE_SIZE` entries) keyed by 
 (with its `Problem`: fn and the hashable skeletons of params and args), the requested batch
 size, the shapes and dtypes of the shared inputs, the devices and the x64 setting: a second
 check of the same function with the same shapes compiles nothing. Programs whose batches have
-a structure of their own (fast mode's directions and joint test) are compiled by `call`.
+a structure of their own (fast mode's directions and joint test) are compiled by `call`, ahead
+of time: keyed by the shapes, dtypes and shardings of their inputs, and compiled in a
+background thread from those shapes alone where they are known before the inputs exist
+(`compile_call_ahead`). XLA compiles outside the GIL, so a program compiled ahead compiles
+beside whatever the caller does meanwhile (fast mode: the gradient's program).
 """
 from __future__ import annotations
 
@@ -47,7 +52,7 @@ from jax.sharding import NamedSharding
 from ..inputs import placement
 from ..inputs.problem import Problem
 from . import devices as mesh_devices
-from . import local_changes, progress
+from . import local_changes, progress, sharing
 
 # Larger batches stop paying on CPU once a batch's perturbed copies leave the caches; an
 # accelerator needs large batches to fill its cores.
@@ -195,6 +200,78 @@ class EntryLoss(MovedEntry):
         return self.problem.loss(dynamic, arg_dynamic)
 
 
+@dataclasses.dataclass(frozen=True)
+class SharedEntryLoss(Kernel):
+    """The loss with entry `i` of leaf `positions[j]` set to `v`, at the point `(j, i, v)`:
+    one program for leaves of one dtype evaluated directly (`sharing`), with
+    `shared = (param_dynamic, arg_dynamic)`."""
+
+    problem: Problem
+    positions: tuple[int, ...]
+
+    def point_specs(self, shared):
+        leaf = shared[0][self.positions[0]]
+        return (jax.ShapeDtypeStruct((), np.int32), jax.ShapeDtypeStruct((), np.int32),
+                jax.ShapeDtypeStruct((), leaf.dtype))
+
+    def copied_bytes(self, shared):
+        leaves = [shared[0][p] for p in self.positions]
+        return sum(int(x.size) * np.dtype(x.dtype).itemsize for x in leaves)
+
+    def variants(self, shared):
+        return [self._direct]
+
+    def _direct(self, shared, j, i, v):
+        param_dynamic, arg_dynamic = shared
+        dynamic = list(param_dynamic)
+        at = {}   # one index per shape
+        for k, position in enumerate(self.positions):
+            base = param_dynamic[position]
+            if base.shape not in at:
+                at[base.shape] = flat_index(base.shape) == i
+            dynamic[position] = jnp.where(at[base.shape] & (j == k), v, base)
+        return self.problem.loss(dynamic, arg_dynamic)
+
+
+def entry_kernel(problem: Problem, position: int, param_dynamic: Sequence[Any],
+                 arg_dynamic: Sequence[Any]) -> tuple[Kernel, tuple[int, ...]]:
+    """The kernel that evaluates moved entries of leaf `position`, and the columns its points
+    take before (index, value): the leaf's own `EntryLoss` (none), or the program it shares
+    with other leaves (`SharedEntryLoss`: the leaf's number among them)."""
+    group = program_leaves(problem, position, param_dynamic, arg_dynamic)
+    if len(group) == 1:
+        return EntryLoss(problem, position), ()
+    return SharedEntryLoss(problem, group), (group.index(position),)
+
+
+_groups: collections.OrderedDict[Any, dict[int, tuple[int, ...]]] = collections.OrderedDict()
+
+
+def program_leaves(problem: Problem, position: int, param_dynamic: Sequence[Any],
+                   arg_dynamic: Sequence[Any]) -> tuple[int, ...]:
+    """The leaves whose moved entries share leaf `position`'s program (itself alone, or a
+    group of `sharing.groups` among the checked leaves evaluated directly). Decided once per
+    problem and shapes (kept like the compiled programs)."""
+    x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
+    key = (problem, x64,
+           tuple(jax.typeof(x) for x in jax.tree_util.tree_leaves((param_dynamic, arg_dynamic))))
+    with _lock:
+        found = _groups.get(key)
+    if found is None:
+        found = {}
+        closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
+        if closed is not None and placement.mesh_of(
+                jax.tree_util.tree_leaves(param_dynamic)) is None:
+            direct = [p for p in problem.params.checked if np.size(param_dynamic[p]) > 0
+                      and traced_loss(problem, p, param_dynamic, arg_dynamic) is None]
+            for group in sharing.groups(closed, param_dynamic, direct):
+                found.update(dict.fromkeys(group, group))
+        with _lock:
+            _groups[key] = found
+            _trim(_groups)
+    return found.get(position, (position,))
+
+
 def flat_index(shape: tuple[int, ...]) -> Any:
     """Each entry's row-major flat index, in the leaf's own shape: selecting entry i needs no
     reshape, which a sharded leaf would pay with a reshard (or, under `Explicit` mesh axes,
@@ -242,13 +319,21 @@ class Program:
 
 _programs: collections.OrderedDict[Any, Program] = collections.OrderedDict()
 _compilations = 0
+_started = 0
 _compile_seconds = 0.0
 _lock = threading.Lock()  # `compile_ahead` compiles in threads
 
 
 def compilations() -> int:
-    """How many batch programs this process has compiled (for tests and benchmarks)."""
+    """How many batch programs (`program`, `call`) this process has compiled (for tests and
+    benchmarks)."""
     return _compilations
+
+
+def compilations_started() -> int:
+    """How many batch programs this process has started compiling, ahead of their use
+    (`compile_ahead`, `compile_call_ahead`) or not: for tests of what compiles when."""
+    return _started
 
 
 def compile_seconds() -> float:
@@ -261,6 +346,9 @@ def clear_cache() -> None:
     """Drop every cached compiled program (they hold references to the checked `fn`), and
     the choices of path."""
     _programs.clear()
+    _executables.clear()
+    _groups.clear()
+    _loss_jaxprs.clear()
     _local_paths.clear()
 
 
@@ -268,6 +356,22 @@ def _signature(tree: Any) -> tuple:
     return tuple((tuple(np.shape(x)), str(x.dtype), bool(getattr(x, "weak_type", False)),
                   x.sharding if placement.is_distributed(x) else None)
                  for x in jax.tree_util.tree_leaves(tree))
+
+
+_loss_jaxprs: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+
+
+def loss_jaxpr(problem: Problem, param_dynamic: Sequence[Any],
+               arg_dynamic: Sequence[Any]) -> Any | None:
+    """The loss's `local_changes.loss_jaxpr`, traced once per problem and shapes (for every
+    leaf's choice of path and `sharing`; kept like the compiled programs)."""
+    x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
+    key = (problem, x64,
+           tuple(jax.typeof(x) for x in jax.tree_util.tree_leaves((param_dynamic, arg_dynamic))))
+    if key not in _loss_jaxprs:
+        _loss_jaxprs[key] = local_changes.loss_jaxpr(problem.loss, param_dynamic, arg_dynamic)
+        _trim(_loss_jaxprs)
+    return _loss_jaxprs[key]
 
 
 def follows_local_changes(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -293,9 +397,10 @@ def traced_loss(problem: Problem, position: int, param_dynamic: Sequence[Any],
     key = (problem, position, x64,
            tuple(jax.typeof(x) for x in jax.tree_util.tree_leaves((param_dynamic, arg_dynamic))))
     if key not in _local_paths:
-        traced = local_changes.trace(problem.loss, position, param_dynamic, arg_dynamic)
-        if traced is not None and not local_changes.pays(
-                traced, EntryLoss(problem, position)._direct, param_dynamic, arg_dynamic):
+        closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
+        traced = None if closed is None else local_changes.trace(
+            problem.loss, position, param_dynamic, arg_dynamic, closed)
+        if traced is not None and not local_changes.pays(traced, param_dynamic, arg_dynamic):
             traced = None
         _local_paths[key] = traced
         while len(_local_paths) > CACHE_SIZE:
@@ -371,9 +476,15 @@ def _batch_multiple(shared: Any, devices: tuple[Any, ...]) -> int:
                        dtype=np.int64))
 
 
+# Programs being compiled (by `program`, in this thread or a background one): a later
+# request for the same key waits for it instead of compiling it again.
+_compiling: dict[Any, concurrent.futures.Future] = {}
+
+
 def program(kernel: Kernel, shared: Any, batch_size: int) -> Program:
     """The compiled program for batches of at most `batch_size` points of `kernel` (the memory
     budget may lower it), or a cached one of the same kernel and shapes for larger batches."""
+    global _started
     devices = mesh_devices.devices_for(jax.tree_util.tree_leaves(shared))
     key = _key(kernel, shared, batch_size, devices)
     with _lock:
@@ -384,6 +495,30 @@ def program(kernel: Kernel, shared: Any, batch_size: int) -> Program:
         found = _larger(key)
         if found is not None:
             return found
+        future = _compiling.get(key) or _larger_compiling(key)
+        if future is None:
+            _started += 1
+            _compiling[key] = mine = concurrent.futures.Future()
+    if future is not None:   # under way elsewhere
+        return future.result()
+    try:
+        p = _fitting(kernel, shared, batch_size, devices)
+    except BaseException as e:
+        with _lock:
+            del _compiling[key]
+        mine.set_exception(e)
+        raise
+    with _lock:
+        _programs[key] = p
+        _trim(_programs)
+        del _compiling[key]
+    mine.set_result(p)
+    return p
+
+
+def _fitting(kernel: Kernel, shared: Any, batch_size: int, devices: tuple[Any, ...]) -> Program:
+    """The program compiled for batches of `batch_size` points, halved until its temporaries
+    fit the memory budget."""
     budget = total_memory_budget(devices)
     multiple = _batch_multiple(shared, devices)
     batch = mesh_devices.round_to_devices(batch_size, multiple)
@@ -391,10 +526,6 @@ def program(kernel: Kernel, shared: Any, batch_size: int) -> Program:
     while p.temp_bytes > budget and batch > multiple:
         batch = mesh_devices.round_to_devices(batch // 2, multiple)
         p = _compile(kernel, shared, batch, devices)
-    with _lock:
-        _programs[key] = p
-        while len(_programs) > CACHE_SIZE:
-            _programs.popitem(last=False)
     return p
 
 
@@ -410,6 +541,16 @@ def _larger(key: tuple) -> Program | None:
     return min(found, key=lambda kp: kp[0])[1]
 
 
+def _larger_compiling(key: tuple) -> concurrent.futures.Future | None:
+    """A program of the same kernel and shapes for larger batches under way (`_larger`)."""
+    kernel, batch_size, *rest = key
+    found = [(k[1], f) for k, f in _compiling.items()
+             if k[0] == kernel and k[1] >= batch_size and list(k[2:]) == rest]
+    if not found:
+        return None
+    return min(found, key=lambda kf: kf[0])[1]
+
+
 def cached_programs() -> list[Program]:
     """The compiled programs in the cache, oldest first (for tests of where inputs go)."""
     with _lock:
@@ -422,34 +563,25 @@ def _key(kernel: Kernel, shared: Any, batch_size: int, devices: tuple[Any, ...])
 
 
 def compile_ahead(requests: Sequence[tuple[Kernel, Any, int]]) -> None:
-    """Compile the programs of several kernels at once, one thread per core.
+    """Start compiling the programs of several kernels in background threads (one per core),
+    and return.
 
     Each request is `(kernel, shared, batch_size)` as given to `program`. XLA compiles
-    outside the GIL, so on a first check the leaves' programs compile side by side instead of
-    one after another; later `program` calls find them cached.
+    outside the GIL, so on a first check the leaves' programs compile side by side, and
+    beside what the caller does meanwhile (full mode: the gradient's program), instead of
+    one after another; `program` waits for a program under way.
     """
-    missing = [r for r in requests
-               if _key(*r, mesh_devices.devices_for(jax.tree_util.tree_leaves(r[1])))
-               not in _programs]
-    workers = min(len(missing), os.cpu_count() or 1)
-    if workers < 2:
-        return
-    # x64, the default device and the mesh of `jax.set_mesh` (which `fn`'s own shardings
-    # may name) are thread-local settings: carry them into the workers. The first two are
-    # properties JAX adds to Config at runtime; its stub does not declare them.
-    x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
-    device = jax.config.jax_default_device  # pyright: ignore[reportAttributeAccessIssue]
-    mesh = jax.sharding.get_mesh()
-
-    def work(request):
-        with jax.enable_x64(x64), jax.default_device(device), contextlib.ExitStack() as stack:
-            if not mesh.empty:
-                stack.enter_context(jax.set_mesh(mesh))
-            program(*request)
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        for future in [pool.submit(work, r) for r in missing]:
-            future.result()
+    pool = _pool()
+    work = _in_callers_context(lambda request: program(*request))
+    keys = set()
+    for r in requests:
+        key = _key(*r, mesh_devices.devices_for(jax.tree_util.tree_leaves(r[1])))
+        if key not in keys and key not in _programs:
+            keys.add(key)
+            future = pool.submit(work, r)
+            # an error is raised where the program is used (`program` waits for it, or
+            # compiles the program again)
+            future.add_done_callback(lambda f: f.exception())
 
 
 def run(kernel: Kernel, shared: Any, points: Sequence[np.ndarray | jax.Array],
@@ -493,13 +625,129 @@ def _call(fn: Callable[..., Any], static: tuple, *dynamic: Any) -> Any:
     return fn(*static, *dynamic)
 
 
+# The whole-batch programs of `call`, compiled ahead of time (`compile_call_ahead`) or at
+# their first use: futures of `jax.stages.Compiled`, by `_call_key`.
+_executables: collections.OrderedDict[Any, concurrent.futures.Future] = \
+    collections.OrderedDict()
+_background: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def spec_of(x: Any) -> jax.ShapeDtypeStruct:
+    """What a compiled program is strict about in an input: shape, dtype, weak type, and
+    where it lives unless that is where an uncommitted array would (one default device)."""
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return x
+    aval = jax.typeof(x)
+    sharding = x.sharding if isinstance(x, jax.Array) else None
+    if sharding is not None and not placement.is_distributed(x) and not x.committed:
+        sharding = None
+    return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type,
+                                sharding=sharding)
+
+
+def _call_key(fn: Callable[..., Any], static: tuple, specs: tuple) -> tuple:
+    leaves, tree = jax.tree_util.tree_flatten(specs)
+    return (fn, static, tree,
+            tuple((s.shape, str(s.dtype), bool(s.weak_type), s.sharding) for s in leaves),
+            bool(jax.config.jax_enable_x64),  # pyright: ignore[reportAttributeAccessIssue]
+            jax.sharding.get_mesh())
+
+
+def _compile_call(fn: Callable[..., Any], static: tuple, specs: tuple) -> Any:
+    global _compilations, _compile_seconds
+    start = time.perf_counter()
+    with placement.programs_over(jax.tree_util.tree_leaves(specs)):
+        compiled = _call.lower(fn, static, *specs).compile()
+    with _lock:
+        _compilations += 1
+        _compile_seconds += time.perf_counter() - start
+    return compiled
+
+
+def _in_callers_context(work: Callable[..., Any]) -> Callable[..., Any]:
+    """`work` as it would run here, in another thread: x64, the default device and the mesh
+    of `jax.set_mesh` (which `fn`'s own shardings may name) are thread-local settings. The
+    first two are properties JAX adds to Config at runtime; its stub does not declare them."""
+    x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
+    device = jax.config.jax_default_device  # pyright: ignore[reportAttributeAccessIssue]
+    mesh = jax.sharding.get_mesh()
+
+    def run(*args: Any) -> Any:
+        with jax.enable_x64(x64), jax.default_device(device), contextlib.ExitStack() as stack:
+            if not mesh.empty:
+                stack.enter_context(jax.set_mesh(mesh))
+            return work(*args)
+    return run
+
+
+def compile_call_ahead(fn: Callable[..., Any], static: tuple, *specs: Any) -> None:
+    """Start compiling `call(fn, static, *dynamic)` for inputs like `specs` (arrays or
+    `jax.ShapeDtypeStruct`s, as `spec_of` reads them) in a background thread, and return.
+
+    XLA compiles outside the GIL: a program whose inputs' shapes are known before they are
+    computed (fast mode's joint test, before the gradient) compiles beside the program that
+    computes them. `call` with inputs of these specs waits for it; a compilation that failed
+    is done again there, so that its error is raised where the program is used."""
+    global _started
+    specs = jax.tree_util.tree_map(spec_of, specs)
+    key = _call_key(fn, static, specs)
+    pool = _pool()
+    with _lock:
+        if key in _executables:
+            return
+        _started += 1
+        _executables[key] = pool.submit(_in_callers_context(_compile_call), fn, static,
+                                               specs)
+        _trim(_executables)
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that compile ahead, one per core (started at the first use)."""
+    global _background
+    with _lock:
+        if _background is None:
+            _background = concurrent.futures.ThreadPoolExecutor(
+                max_workers=os.cpu_count() or 1, thread_name_prefix="jaxcheck-compile")
+        return _background
+
+
+def _trim(cache: collections.OrderedDict) -> None:
+    while len(cache) > CACHE_SIZE:
+        cache.popitem(last=False)
+
+
+def _executable(fn: Callable[..., Any], static: tuple, dynamic: tuple) -> Any:
+    global _started
+    specs = jax.tree_util.tree_map(spec_of, dynamic)
+    key = _call_key(fn, static, specs)
+    with _lock:
+        future = _executables.get(key)
+        if future is not None:
+            _executables.move_to_end(key)
+    if future is not None:
+        try:
+            return future.result()
+        except Exception:  # compiled again below, raising here
+            pass
+    with _lock:
+        _started += 1
+    compiled = _compile_call(fn, static, specs)
+    done: concurrent.futures.Future = concurrent.futures.Future()
+    done.set_result(compiled)
+    with _lock:
+        _executables[key] = done
+        _trim(_executables)
+    return compiled
+
+
 def call(fn: Callable[..., Any], static: tuple, *dynamic: Any) -> Any:
-    """`fn(*static, *dynamic)` compiled once per (fn, static, shapes of `dynamic`); `fn` is a
-    module-level function and `static` hashable (e.g. the `Problem` and leaf positions). For
-    the whole-batch programs whose batches have a structure of their own (all steps of a
-    direction share its vector, all directions of the joint test their signs)."""
-    with placement.programs_over(jax.tree_util.tree_leaves(dynamic)):
-        return _call(fn, static, *dynamic)
+    """`fn(*static, *dynamic)` compiled once per (fn, static, shapes, dtypes and shardings of
+    `dynamic`, x64, the mesh of `jax.set_mesh`); `fn` is a module-level function and `static`
+    hashable (e.g. the `Problem` and leaf positions). For the whole-batch programs whose
+    batches have a structure of their own (all steps of a direction share its vector, all
+    directions of the joint test their signs). Counted in `compilations` and
+    `compile_seconds`; `compile_call_ahead` compiles one before its inputs exist."""
+    return _executable(fn, static, dynamic)(*dynamic)
 
 
 def call_batches(fn: Callable[..., Any], static: tuple, shared: Sequence[Any],
@@ -507,8 +755,7 @@ def call_batches(fn: Callable[..., Any], static: tuple, shared: Sequence[Any],
     """`call(fn, static, *shared, *batch)` for each batch (dispatched asynchronously, so the
     device never waits for the host), the outputs concatenated along their first axis as
     float64 and cut to the first `count` rows (the last batch is padding beyond them)."""
-    with placement.programs_over(jax.tree_util.tree_leaves(shared)):
-        outs = [_call(fn, static, *shared, *batch) for batch in batches]
+    outs = [call(fn, static, *shared, *batch) for batch in batches]
     return jax.tree_util.tree_map(
         lambda *o: np.concatenate([placement.to_host(x).astype(np.float64) for x in o])[:count],
         *outs)
@@ -523,8 +770,10 @@ def evaluate(problem: Problem, position: int, param_dynamic: Sequence[Any],
     """
     if len(indices) == 0:
         return np.zeros(0)
-    return run(EntryLoss(problem, position), (tuple(param_dynamic), tuple(arg_dynamic)),
-               (indices, values), batch_size)
+    kernel, which = entry_kernel(problem, position, param_dynamic, arg_dynamic)
+    columns = [np.full(len(indices), w, np.int32) for w in which]
+    return run(kernel, (tuple(param_dynamic), tuple(arg_dynamic)),
+               (*columns, indices, values), batch_size)
 
 
 def seconds_per_evaluation(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -533,11 +782,12 @@ def seconds_per_evaluation(problem: Problem, position: int, param_dynamic: Seque
     """Seconds per perturbed evaluation of a leaf, from timing one batch (compiled first)."""
     leaf = param_dynamic[position]
     shared = (tuple(param_dynamic), tuple(arg_dynamic))
-    kernel = EntryLoss(problem, position)
+    kernel, which = entry_kernel(problem, position, param_dynamic, arg_dynamic)
     p = program(kernel, shared, batch_size(kernel, shared, n_points, requested))
     placed = p.place_shared(shared)
     first = placement.to_host(leaf.reshape(-1)[:1])
-    points = [np.zeros(p.batch, np.int32), np.repeat(first, p.batch)]
+    points = [np.full(p.batch, w, np.int32) for w in which]
+    points += [np.zeros(p.batch, np.int32), np.repeat(first, p.batch)]
     # One run: its allocations make it slightly slower than the next (a cautious estimate).
     start = time.perf_counter()
     jax.block_until_ready(p(placed, points))
@@ -546,13 +796,19 @@ def seconds_per_evaluation(problem: Problem, position: int, param_dynamic: Seque
 
 def jobs_for(tasks: Sequence[Any]) -> list[progress.Job]:
     """One `Job` per leaf task of a full check (2n+1 evaluations in its first pass); the
-    leaves' programs are compiled here, side by side."""
-    requests, jobs = [], []
+    leaves' programs (one for leaves that share it, `program_leaves`) start compiling here,
+    side by side in the background."""
+    requests: dict[Kernel, tuple[Kernel, Any, int]] = {}
+    jobs = []
     for t in tasks:
-        kernel, shared = EntryLoss(t.problem, t.position), (t.param_dynamic, t.arg_dynamic)
+        kernel, _ = entry_kernel(t.problem, t.position, t.param_dynamic, t.arg_dynamic)
+        shared = (t.param_dynamic, t.arg_dynamic)
         points = 2 * int(t.leaf.size) + 1
-        requests.append((kernel, shared, batch_size(kernel, shared, points, t.batch_size)))
+        size = batch_size(kernel, shared, points, t.batch_size)
+        if kernel not in requests or requests[kernel][2] < size:
+            # a shared program: batches for its largest leaf serve the others too (`_larger`)
+            requests[kernel] = (kernel, shared, size)
         jobs.append(progress.Job(points, lambda t=t, points=points: seconds_per_evaluation(
             t.problem, t.position, t.param_dynamic, t.arg_dynamic, points, t.batch_size)))
-    compile_ahead(requests)
+    compile_ahead(list(requests.values()))
     return jobs

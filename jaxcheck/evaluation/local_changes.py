@@ -644,9 +644,10 @@ class Traced:
         return self._loss(param_dynamic, arg_dynamic, leaf), not record[0]
 
 
-def trace(loss: Callable[..., Any], position: int, param_dynamic: Sequence[Any],
-          arg_dynamic: Sequence[Any]) -> Traced | None:
-    """`loss(param_dynamic, arg_dynamic)` as a jaxpr to interpret, or None (evaluate directly).
+def loss_jaxpr(loss: Callable[..., Any], param_dynamic: Sequence[Any],
+               arg_dynamic: Sequence[Any]) -> Any | None:
+    """`loss(param_dynamic, arg_dynamic)` as a ClosedJaxpr over the dynamic leaves (one input
+    per leaf, one output), or None where it does not trace so.
 
     Tracing errors are left to the direct evaluation, which reports them in the user's terms.
     """
@@ -662,7 +663,15 @@ def trace(loss: Callable[..., Any], position: int, param_dynamic: Sequence[Any],
     n_in = len(param_dynamic) + len(arg_dynamic)
     if len(closed.jaxpr.invars) != n_in or len(closed.jaxpr.outvars) != 1:
         return None
-    return Traced(closed, position)
+    return closed
+
+
+def trace(loss: Callable[..., Any], position: int, param_dynamic: Sequence[Any],
+          arg_dynamic: Sequence[Any], closed: Any | None = None) -> Traced | None:
+    """`loss(param_dynamic, arg_dynamic)` as a jaxpr to interpret, or None (evaluate directly);
+    `closed`: its `loss_jaxpr`, where already traced."""
+    closed = loss_jaxpr(loss, param_dynamic, arg_dynamic) if closed is None else closed
+    return None if closed is None else Traced(closed, position)
 
 
 # ------------------------------------------------------------------ whether it pays
@@ -692,9 +701,11 @@ class Cost:
                 + points * slowdown * self.per_point / UNITS_PER_SECOND)
 
 
-def _cost_downstream(jaxpr: Any, batched: Sequence[bool]) -> float:
+def cost_downstream(jaxpr: Any, batched: Sequence[bool], both_batched: float = 1.0) -> float:
     """The cost of the equations of `jaxpr` that depend on its `batched` inputs: what each
-    point of a `vmap` computes (the rest is computed once for the batch)."""
+    point of a `vmap` computes (the rest is computed once for the batch). `both_batched`:
+    the cost of a product of two batched operands relative to one with an unbatched operand
+    (a batch of small products, where the other is one large product)."""
     touched = {v for v, b in zip(jaxpr.invars, batched) if b}
     total = 0.0
     for eqn in jaxpr.eqns:
@@ -702,8 +713,11 @@ def _cost_downstream(jaxpr: Any, batched: Sequence[bool]) -> float:
         if not any(hit):
             continue
         body = _jaxpr.call_body(eqn)
-        total += (_cost_downstream(body[0], hit) if body is not None
-                  else _jaxpr.cost(eqn) + EQUATION_OVERHEAD)
+        if body is not None:
+            total += cost_downstream(body[0], hit, both_batched)
+        else:
+            both = _jaxpr.name(eqn) in (_jaxpr.DOT, _jaxpr.CONV) and all(hit[:2])
+            total += _jaxpr.cost(eqn) * (both_batched if both else 1.0) + EQUATION_OVERHEAD
         touched.update(v for v in eqn.outvars if _jaxpr.is_var(v))
     return total
 
@@ -717,30 +731,46 @@ def cost(one: Callable[..., Any], shared: Any, *point: Any) -> Cost:
     closed = _jaxpr.trace(one, jax.tree.map(spec, shared), *point)
     n_point = sum(len(jax.tree.leaves(p)) for p in point)
     n_in = len(closed.jaxpr.invars)
-    per_point = _cost_downstream(closed.jaxpr, [k >= n_in - n_point for k in range(n_in)])
+    per_point = cost_downstream(closed.jaxpr, [k >= n_in - n_point for k in range(n_in)])
     return Cost(per_point, sum(1 for _ in _jaxpr.equations(closed.jaxpr)))
 
 
-def costs(traced: Traced, direct: Callable[..., Any], param_dynamic: Sequence[Any],
+def direct_cost(closed: Any, positions: Sequence[int], param_dynamic: Sequence[Any],
+                both_batched: float = 1.0) -> Cost:
+    """The cost of the loss (its `loss_jaxpr`) with one entry of a leaf at `positions` moved
+    directly (`engine.EntryLoss`, `engine.SharedEntryLoss`): what depends on those leaves,
+    from their first use on, and each point's selection of its entry in every one of them
+    (`both_batched` as in `cost_downstream`)."""
+    jaxpr = closed.jaxpr
+    moved = set(positions)
+    leaves = [param_dynamic[p] for p in positions]
+    # the comparison with the index, the value broadcast, the select
+    select = sum(3 * (int(np.size(x)) + EQUATION_OVERHEAD) for x in leaves)
+    index = max(3 * np.ndim(x) + 2 for x in leaves)   # the entries' flat index
+    batched = [k in moved for k in range(len(jaxpr.invars))]
+    return Cost(cost_downstream(jaxpr, batched, both_batched) + select,
+                sum(1 for _ in _jaxpr.equations(jaxpr)) + index + 2 * len(leaves))
+
+
+def costs(traced: Traced, param_dynamic: Sequence[Any],
           arg_dynamic: Sequence[Any]) -> tuple[Cost, Cost]:
-    """(following the change, `direct(shared, index, value)`) for one moved entry."""
+    """(following the change, evaluating directly) for one moved entry."""
     leaf = param_dynamic[traced.position]
     point = (jax.ShapeDtypeStruct((), np.int32), jax.ShapeDtypeStruct((), leaf.dtype))
     shared = (tuple(param_dynamic), tuple(arg_dynamic))
     return (cost(lambda sh, i, v: traced.at_entry(sh[0], sh[1], i, v), shared, *point),
-            cost(direct, shared, *point))
+            direct_cost(traced.closed, [traced.position], param_dynamic))
 
 
-def pays(traced: Traced, direct: Callable[..., Any], param_dynamic: Sequence[Any],
-         arg_dynamic: Sequence[Any]) -> bool:
+def pays(traced: Traced, param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any]) -> bool:
     """Whether following the changes of the leaf's entries (`traced.at_entry`) is quicker than
-    `direct(shared, index, value)` for a full check of the leaf (two points per entry),
-    compilation included, from the jaxprs of both: not where the change spreads over
-    everything downstream anyway (a leaf whose first use has no rule, a change that every row
-    of a norm reads), nor where the leaf has too few entries to repay a larger program."""
+    evaluating them directly for a full check of the leaf (two points per entry), compilation
+    included, from the jaxprs of both: not where the change spreads over everything
+    downstream anyway (a leaf whose first use has no rule, a change that every row of a norm
+    reads), nor where the leaf has too few entries to repay a larger program."""
     try:
-        local, direct_cost = costs(traced, direct, param_dynamic, arg_dynamic)
+        local, direct = costs(traced, param_dynamic, arg_dynamic)
     except Exception:  # a rule that cannot trace: the direct evaluation
         return False
     points = 2 * int(np.size(param_dynamic[traced.position]))
-    return local.seconds(points, LOCAL_SLOWDOWN) < direct_cost.seconds(points)
+    return local.seconds(points, LOCAL_SLOWDOWN) < direct.seconds(points)

@@ -10,7 +10,7 @@ from .._errors import NonFiniteLossError
 from ..inputs.placement import to_host
 from ..inputs.validation import non_finite_loss, user_call
 from ..plan.tasks import LeafTask
-from .engine import EntryLoss, batch_size, evaluate
+from .engine import batch_size, entry_kernel, evaluate
 
 
 def evaluate_points(task: LeafTask, indices: np.ndarray, values: np.ndarray,
@@ -35,5 +35,5 @@ def evaluate_points(task: LeafTask, indices: np.ndarray, values: np.ndarray,
 
 def batch_for(task: LeafTask, n_points: int) -> int:
     """The engine's batch size for `n_points` perturbations of the task's leaf."""
-    return batch_size(EntryLoss(task.problem, task.position),
-                      (task.param_dynamic, task.arg_dynamic), n_points, task.batch_size)
+    kernel, _ = entry_kernel(task.problem, task.position, task.param_dynamic, task.arg_dynamic)
+    return batch_size(kernel, (task.param_dynamic, task.arg_dynamic), n_points, task.batch_size)

@@ -115,13 +115,17 @@ _tracing_over: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("tra
 
 @contextlib.contextmanager
 def programs_over(leaves: Sequence[Any]) -> Iterator[None]:
-    """While programs over these (concrete) inputs are traced: where they are sharded over a
-    mesh of `Auto` axes, the other inputs, replicated there, are left for XLA to place
+    """While programs over inputs like these (arrays, or `jax.ShapeDtypeStruct`s with their
+    shardings: a program compiled ahead) are traced: where they are placed over a mesh of
+    `Auto` axes, the other inputs, replicated there, are left for XLA to place
     (`placed_by_xla`). Under `Explicit` axes the shardings are in the types; unsharded
     inputs need nothing."""
-    mesh = mesh_of(leaves)
-    if mesh is not None and any(sharded_in_types(x) for x in leaves if is_distributed(x)):
-        mesh = None
+    placed = [x for x in leaves if isinstance(getattr(x, "sharding", None), NamedSharding)
+              and len(x.sharding.device_set) > 1]
+    mesh = None
+    if placed and not any(sharded_in_types(x) for x in placed) and isinstance(
+            placed[0].sharding.mesh, Mesh):
+        mesh = placed[0].sharding.mesh
     token = _tracing_over.set(mesh)
     try:
         yield
@@ -173,7 +177,12 @@ def to_host(x: Any) -> np.ndarray:
 
 def flatten(x: Any) -> Any:
     """`x.reshape(-1)`; a sharded `x` gives a flat array split over the same mesh axes (a
-    plain reshape of a leaf split along its columns would be replicated: a copy per device)."""
+    plain reshape of a leaf split along its columns would be replicated: a copy per device).
+    An array on one CPU device is reshaped by NumPy: no program per shape."""
+    if _on_host(x):
+        if isinstance(x, jax.Array) and x.ndim == 1:
+            return x
+        return jnp.asarray(np.asarray(x).reshape(-1))
     if not is_distributed(x) or x.sharding.is_fully_replicated:
         return jnp.reshape(x, -1)
     mesh = x.sharding.mesh

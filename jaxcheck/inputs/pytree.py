@@ -82,6 +82,12 @@ class Structure:
     kinds: tuple[int, ...]
     static: tuple[Any, ...]
 
+    @property
+    def checked(self) -> tuple[int, ...]:
+        """Positions of the checked leaves among the dynamic leaves (as `Split.checked`)."""
+        dynamic = [k for k in self.kinds if k != STATIC]
+        return tuple(i for i, k in enumerate(dynamic) if k == CHECKED)
+
     def rebuild(self, dynamic: Sequence[Any]) -> Any:
         """The pytree with `dynamic` (checked and carried leaves, in order) put back."""
         dyn, stat = iter(dynamic), iter(self.static)

@@ -51,7 +51,10 @@ def run_mode(tasks: Sequence[LeafTask],
     # full mode: every component; its cost estimated first (a CostWarning, a progress bar
     # that says how long compiling took)
     before = engine.compile_seconds()
-    with progress.full_check(engine.jobs_for(tasks), opts.progress,
+    jobs = engine.jobs_for(tasks)   # the leaves' programs start compiling, in the background
+    if tasks:   # the gradient's program compiles beside them
+        tasks[0].analytic.leaves()
+    with progress.full_check(jobs, opts.progress,
                              compiling=lambda: engine.compile_seconds() - before):
         leaves = check_with_method(tasks, opts.method)
     references = {leaf.path: leaf.reference for leaf in leaves if leaf.reference is not None}

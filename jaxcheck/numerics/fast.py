@@ -88,6 +88,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpy.typing as npt
@@ -100,7 +101,7 @@ from . import verdicts as v
 from .components import ComponentResults
 from .direction_checks import DirectionalChecks, check_directions, roundoff_margins
 from .group_testing import localise
-from .joint import JOINT_NUMBERS, joint_screen, one_vector, row_count
+from .joint import JOINT_NUMBERS, compile_ahead, joint_screen, one_vector, row_count
 from .results import LeafReport
 from .taylor import LEVELS, TaylorResult, taylor_test, taylor_tests
 
@@ -371,10 +372,11 @@ def _on_device(tasks: Sequence[LeafTask], gs: list[Any]) -> tuple[list[Any], lis
     which `placement.finite_and_squares` reduces where the leaf lives in the program that
     checked the gradient finite: no program of its own). `gs` is emptied as it goes, so that
     one leaf at a time exists in both shapes."""
-    wide = np.promote_types(tasks[0].leaf.dtype, np.float32)
+    wide = _gradient_dtype(tasks)
     _, squares = finite_and_squares(gs)
-    roundings = [jnp.asarray(v.analytic_rounding_coefficients(t.eps_g, np.sqrt(q), t.eps_g_out,
-                                                              norm=True), wide)
+    # on the host: converting there compiles nothing
+    roundings = [np.asarray(v.analytic_rounding_coefficients(t.eps_g, np.sqrt(q), t.eps_g_out,
+                                                             norm=True), wide)
                  for t, q in zip(tasks, squares)]
     gs_device = []
     while gs:
@@ -403,28 +405,47 @@ def _joint(tasks: Sequence[LeafTask], gs_device: Sequence[Any], roundings: Seque
 JOINT_COPIES = 3
 
 
-def _fits_together(gs: Sequence[Any]) -> bool:
+def _gradient_dtype(tasks: Sequence[LeafTask]) -> np.dtype:
+    """The dtype fast mode holds the (flat) gradient in: at least float32."""
+    return np.promote_types(tasks[0].leaf.dtype, np.float32)
+
+
+def _fits_together(tasks: Sequence[LeafTask]) -> bool:
     """Whether the joint test's program fits the memory budget of the params' devices; if not
     (a model near the size of memory), each leaf is tested alone, one leaf's copies at a time."""
-    total = sum(int(g.size) * g.dtype.itemsize for g in gs)
-    devices = tuple(next(iter(gs)).devices())
+    itemsize = _gradient_dtype(tasks).itemsize
+    total = sum(int(np.size(t.param_dynamic[t.position])) * itemsize for t in tasks)
+    first = tasks[0]
+    leaf = first.param_dynamic[first.position]
+    devices = tuple(leaf.devices()) if isinstance(leaf, jax.Array) else (jax.devices()[0],)
     return JOINT_COPIES * total <= engine.total_memory_budget(devices)
+
+
+def _together(tasks: Sequence[LeafTask]) -> bool:
+    """Whether the leaves are first tested together (`joint`): decided before their gradient
+    exists. The joint test passes only within the first step's round-off, which in native
+    precision (`LeafTask.sharp`) is too coarse to cover a leaf: there every leaf takes its
+    own test, whose weak passes are refined."""
+    return (len(tasks) > 1
+            and sum(int(np.size(t.param_dynamic[t.position])) for t in tasks) >= JOINT_MIN_SIZE
+            and len({t.leaf.dtype for t in tasks}) == 1  # one dtype: one step for all
+            and not tasks[0].sharp and _fits_together(tasks))
 
 
 def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
                    limit: int) -> tuple[tuple[LeafReport, ...], dict[str, Any]]:
-    gs, roundings = _on_device(tasks, tasks[0].analytic.device_leaves())
+    together = _together(tasks)
+    first = tasks[0]
+    if together:   # its program compiles beside the gradient's
+        compile_ahead(first.problem, [t.position for t in tasks], [t.leaf_number for t in tasks],
+                      first.param_dynamic, first.arg_dynamic, k, _gradient_dtype(tasks),
+                      first.eps_f, first.rel_step)
+    gs, roundings = _on_device(tasks, first.analytic.device_leaves())
     info: dict[str, Any] = {"directions": k}
     evaluations = tests = 0
     covered: tuple[int, ...] = ()
     failed_joint = False
-    # The joint test passes only within the first step's round-off, which in native precision
-    # (`LeafTask.sharp`) is too coarse to cover a leaf: there every leaf takes its own test,
-    # whose weak passes are refined.
-    if (len(tasks) > 1 and sum(g.size for g in gs) >= JOINT_MIN_SIZE and _fits_together(gs)
-            and len({t.leaf.dtype for t in tasks}) == 1  # one dtype: one step for all
-            and not tasks[0].sharp):
-        first = tasks[0]
+    if together:
         if one_vector([t.position for t in tasks], first.param_dynamic):
             screen = _joint(tasks, gs, roundings, k, seed, taylor=True)
             taylor = list(screen.taylor)

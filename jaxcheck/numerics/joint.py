@@ -334,8 +334,39 @@ def evaluate_rows(problem: Problem, positions: Sequence[int], leaf_numbers: Sequ
                   g_leaves: Sequence[Any], roundings: Sequence[Any], seed: int, step: float,
                   rows: Rows, holes: Sequence[tuple[int, int] | None]):
     """`_evaluate_rows` at `rows` (float64 numpy arrays out)."""
+    static, dynamic = _program_inputs(problem, positions, leaf_numbers, param_dynamic,
+                                      arg_dynamic, g_leaves, roundings, seed, step, rows, holes)
+    out = engine.call(_evaluate_rows, static, *dynamic)
+    return tuple(np.asarray(x, np.float64) for x in out)
+
+
+def compile_ahead(problem: Problem, positions: Sequence[int], leaf_numbers: Sequence[int],
+                  param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any], k: int,
+                  gradient_dtype: Any, eps_f: float, rel_step: float) -> None:
+    """Start compiling the program of the first joint test of these leaves (with their Taylor
+    tests: `one_vector` params) before their gradient exists: its inputs' shapes are known
+    (`engine.compile_call_ahead`), so it compiles beside the gradient's program."""
+    if not one_vector(positions, param_dynamic):
+        return
+    g_specs = [jax.ShapeDtypeStruct((int(np.size(param_dynamic[p])),), gradient_dtype)
+               for p in positions]
+    rounding_specs = [jax.ShapeDtypeStruct((2,), gradient_dtype)] * len(positions)
+    rows = plan_rows(len(positions), k, JOINT_NUMBERS, power_of_two(rel_step), eps_f, None,
+                     True, row_count(len(positions), k))
+    static, dynamic = _program_inputs(problem, positions, leaf_numbers, param_dynamic,
+                                      arg_dynamic, g_specs, rounding_specs, 0,
+                                      power_of_two(rel_step), rows, [None] * len(positions))
+    engine.compile_call_ahead(_evaluate_rows, static, *dynamic)
+
+
+def _program_inputs(problem: Problem, positions: Sequence[int], leaf_numbers: Sequence[int],
+                    param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any],
+                    g_leaves: Sequence[Any], roundings: Sequence[Any], seed: int, step: float,
+                    rows: Rows, holes: Sequence[tuple[int, int] | None]) -> tuple[tuple, tuple]:
+    """The static and dynamic inputs of `_evaluate_rows` at `rows` (`g_leaves`, `roundings`:
+    arrays, or their `jax.ShapeDtypeStruct`s for `compile_ahead`)."""
     dtype = np.dtype(param_dynamic[positions[0]].dtype)
-    total = sum(int(np.size(g)) for g in g_leaves)
+    total = sum(int(np.prod(g.shape, dtype=np.int64)) for g in g_leaves)
     per_vmap = max(1, min(len(rows), VMAP_ENTRIES // (2 * total)))
     # whole vmapped groups of rows: a remainder would be a second copy of the row's program
     rows = rows + Rows.padding(-len(rows) % per_vmap, len(positions))
@@ -349,17 +380,30 @@ def evaluate_rows(problem: Problem, positions: Sequence[int], leaf_numbers: Sequ
         # large params: no padding rows (each would cost a forward pass in the loop, which
         # the one program for every call of these leaves is not worth at this size)
         rows = Rows(*(x[rows.active] for x in dataclasses.astuple(rows)))
-    out = engine.call(
-        _evaluate_rows, (problem, tuple(positions), tuple(leaf_numbers), per_vmap, concatenated,
-                         exact_all),
+    static = (problem, tuple(positions), tuple(leaf_numbers), per_vmap, concatenated, exact_all)
+    # values from the host are converted there: no program of their own per dtype
+    dynamic = (
         tuple(param_dynamic), tuple(arg_dynamic),
-        tuple(jnp.asarray(g.reshape(-1), dtype) for g in g_leaves),
-        tuple(jnp.asarray(r, dtype) for r in roundings),
-        tuple(tuple(jnp.asarray(x, jnp.int32) for x in (h or (0, 0))) for h in holes),
-        jnp.asarray(seed, jnp.uint32), jnp.asarray(step, dtype),
-        jnp.asarray(rows.numbers, jnp.int32), jnp.asarray(rows.steps, dtype),
-        jnp.asarray(rows.moves, dtype), jnp.asarray(rows.exact), jnp.asarray(rows.active))
-    return tuple(np.asarray(x, np.float64) for x in out)
+        tuple(_as_input(g, dtype, (int(np.prod(g.shape, dtype=np.int64)),)) for g in g_leaves),
+        tuple(_as_input(r, dtype) for r in roundings),
+        tuple(tuple(np.asarray(x, np.int32) for x in (h or (0, 0))) for h in holes),
+        np.asarray(seed, np.uint32), np.asarray(step, dtype),
+        np.asarray(rows.numbers, np.int32), np.asarray(rows.steps, dtype),
+        np.asarray(rows.moves, dtype), np.asarray(rows.exact), np.asarray(rows.active))
+    return static, dynamic
+
+
+def _as_input(x: Any, dtype: np.dtype, shape: tuple[int, ...] | None = None) -> Any:
+    """`x` in `dtype` (and `shape`): a spec stays a spec, a host value is converted on the
+    host, a device array only where it differs (each conversion there is a program)."""
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(x.shape if shape is None else shape, dtype)
+    if not isinstance(x, jax.Array):
+        x = np.asarray(x, dtype)
+        return x if shape is None else x.reshape(shape)
+    if shape is not None and tuple(x.shape) != shape:
+        x = x.reshape(shape)
+    return x if x.dtype == dtype else x.astype(dtype)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -374,6 +418,18 @@ class JointScreen:
     @property
     def passed(self) -> bool:
         return bool(np.all(self.checks.status == v.PASS))
+
+
+def plan_rows(n_leaves: int, k: int, first_number: int, step: float, eps_f: float,
+              tested: np.ndarray | None, taylor: bool, rows: int | None) -> Rows:
+    """The rows of a joint test (`joint_screen`): f(θ), with `taylor` each leaf's Taylor
+    points, k directions numbered from `first_number` moving the leaves marked in `tested`
+    (default all), then padding to `rows` rows."""
+    tested_ = np.ones(n_leaves, bool) if tested is None else tested
+    numbers = first_number + np.arange(k, dtype=np.int64)
+    plan = (Rows.origin(n_leaves, taylor_levels(eps_f) if taylor else None)
+            + Rows.joint(numbers, step, tested_))
+    return plan + Rows.padding(max(0, (rows or len(plan)) - len(plan)), n_leaves)
 
 
 def joint_screen(problem: Problem, positions: Sequence[int], leaf_numbers: Sequence[int],
@@ -400,10 +456,8 @@ def joint_screen(problem: Problem, positions: Sequence[int], leaf_numbers: Seque
     numbers = first_number + np.arange(k, dtype=np.int64)
     step = power_of_two(rel_step)
     taylor_steps = taylor_levels(eps_f)
-    origin = Rows.origin(n_leaves, taylor_steps if taylor else None)
-    o = len(origin)   # the joint directions' rows start here
-    plan = origin + Rows.joint(numbers, step, tested_)
-    plan = plan + Rows.padding(max(0, (rows or len(plan)) - len(plan)), n_leaves)
+    o = len(Rows.origin(n_leaves, taylor_steps if taylor else None))  # the joint rows' start
+    plan = plan_rows(n_leaves, k, first_number, step, eps_f, tested_, taylor, rows)
     hole_of = [None] * n_leaves if holes is None else list(holes)
     f, g_step, gus, spread2 = evaluate_rows(
         problem, positions, leaf_numbers, param_dynamic, arg_dynamic, g_leaves, roundings,

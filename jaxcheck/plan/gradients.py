@@ -50,11 +50,19 @@ class AnalyticGradient:
     grad_fn: Callable[..., Any] | None = None
     # set when jax.grad(fn) works only op by op (see `_fails_only_under_jit`)
     _eager: list[bool] = dataclasses.field(default_factory=list, repr=False)
+    # `leaves()` at params, once computed (a check asks for it where it starts its leaves'
+    # programs, so that the gradient's compiles beside them, and again where it uses it)
+    _at_params: list[list[np.ndarray]] = dataclasses.field(default_factory=list, repr=False)
 
     def leaves(self, param_dynamic: Sequence[Any] | None = None) -> list[np.ndarray]:
         """The gradient of each checked leaf (float64, on the host), at `param_dynamic`
-        (default: params)."""
-        return [to_host(g).astype(np.float64) for g in self.device_leaves(param_dynamic)]
+        (default: params, computed once)."""
+        if param_dynamic is None and self._at_params:
+            return self._at_params[0]
+        out = [to_host(g).astype(np.float64) for g in self.device_leaves(param_dynamic)]
+        if param_dynamic is None:
+            self._at_params.append(out)
+        return out
 
     def device_leaves(self, param_dynamic: Sequence[Any] | None = None) -> list[Any]:
         """The gradient of each checked leaf where it was computed (a sharded leaf's gradient

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jaxcheck
-from jaxcheck.evaluation import engine, progress
+from jaxcheck.evaluation import engine, progress, sharing
 from jaxcheck.inputs import pytree
 from jaxcheck.inputs.problem import Problem
 
@@ -38,7 +38,8 @@ def test_second_check_with_same_shapes_compiles_no_batch_program():
     assert engine.compilations() == before
 
 
-def test_one_program_per_leaf_however_many_chunks():
+def test_one_program_per_leaf_however_many_chunks(monkeypatch):
+    monkeypatch.setattr(sharing, "groups", lambda *args: [])   # a program per leaf
     params, x = mlp(hidden=7, seed=1)
     engine.clear_cache()
     before = engine.compilations()

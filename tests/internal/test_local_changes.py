@@ -291,8 +291,23 @@ def test_a_change_that_stays_local_costs_less_per_point(name):
         shapes, x_shape = LOCAL[name]
         loss, position, dynamic, args = _setup(name, shapes, x_shape)
         traced = lc.trace(loss, position, dynamic, args)
-        local, direct = lc.costs(traced, _direct(loss, position), dynamic, args)
+        local, direct = lc.costs(traced, dynamic, args)
     assert local.per_point < 0.5 * direct.per_point
+
+
+@pytest.mark.parametrize("name", sorted(LOCAL))
+def test_the_direct_cost_read_from_the_loss_is_the_direct_kernels(name):
+    with jax.enable_x64(True):
+        shapes, x_shape = LOCAL[name]
+        loss, position, dynamic, args = _setup(name, shapes, x_shape)
+        closed = lc.loss_jaxpr(loss, dynamic, args)
+        leaf = dynamic[position]
+        kernel = lc.cost(_direct(loss, position), (tuple(dynamic), tuple(args)),
+                         jax.ShapeDtypeStruct((), np.int32),
+                         jax.ShapeDtypeStruct((), leaf.dtype))
+        read = lc.direct_cost(closed, [position], dynamic)
+    assert read.per_point == pytest.approx(kernel.per_point, rel=0.05)
+    assert read.equations == pytest.approx(kernel.equations, rel=0.1)
 
 
 def _spread(p, x):  # the leaf normalised as a whole first: every entry changes everything
@@ -305,7 +320,7 @@ def test_following_a_change_that_spreads_costs_no_less_per_point():
         w, x = jnp.asarray(RNG.normal(size=(4, 3))), jnp.asarray(RNG.normal(size=(5, 4)))
         loss = lambda pd, ad: _spread({"w": pd[0]}, *ad)
         traced = lc.trace(loss, 0, (w,), (x,))
-        local, direct = lc.costs(traced, _direct(loss, 0), (w,), (x,))
+        local, direct = lc.costs(traced, (w,), (x,))
     assert local.per_point >= direct.per_point
 
 

@@ -12,7 +12,7 @@ import sharded_models as m
 
 params, x = m.params_and_data()
 seen = []            # (program kind, leaf shape, its sharding spec as given to the program)
-original = engine._call
+original = engine.call
 
 def recording(fn, static, *dynamic):
     for leaf in jax.tree_util.tree_leaves(dynamic):
@@ -21,7 +21,7 @@ def recording(fn, static, *dynamic):
                          leaf.sharding.is_fully_replicated])
     return original(fn, static, *dynamic)
 
-engine._call = recording
+engine.call = recording
 out = {}
 for layout in m.LAYOUTS:
     sp, sx = m.sharded(layout, params, x)
@@ -82,17 +82,23 @@ def loss(p, x, y):
     return 0.5 * jnp.mean((h - y) ** 2)
 
 programs = []
-def recorded(original, name):
-    def call(*args):
-        compiled = original.lower(*args).compile()
-        label = args[0].__name__ if name == "call" else name
-        programs.append([label, "all-to-all" in compiled.as_text(),
-                         int(compiled.memory_analysis().temp_size_in_bytes)])
-        return original(*args)
-    return call
+def record(name, compiled):
+    programs.append([name, "all-to-all" in compiled.as_text(),
+                     int(compiled.memory_analysis().temp_size_in_bytes)])
 
-engine._call = recorded(engine._call, "call")
-gradients._autodiff_gradient = recorded(gradients._autodiff_gradient, "gradient")
+compile_call = engine._compile_call
+def compiling(fn, static, specs):
+    compiled = compile_call(fn, static, specs)
+    record(fn.__name__, compiled)
+    return compiled
+
+autodiff = gradients._autodiff_gradient
+def gradient(*args):
+    record("gradient", autodiff.lower(*args).compile())
+    return autodiff(*args)
+
+engine._compile_call = compiling
+gradients._autodiff_gradient = gradient
 # each leaf's own directions, one per call, as at 1e8 parameters (where the joint test's
 # copies of the params do not fit and a batch holds one direction)
 fast._fits_together = lambda gs: False

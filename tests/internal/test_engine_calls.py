@@ -1,0 +1,93 @@
+"""`engine.call`: whole-batch programs compiled once per shapes, dtypes and shardings, and
+compiled ahead of their inputs (`compile_call_ahead`): fast mode's joint test beside the
+gradient."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxcheck
+from jaxcheck.evaluation import engine
+from jaxcheck.plan import gradients
+
+
+def _scaled(k, x, y):
+    return k * jnp.sum(x * y)
+
+
+def test_a_program_compiled_ahead_is_the_one_called():
+    engine.clear_cache()
+    before = engine.compilations()
+    spec = jax.ShapeDtypeStruct((3,), jnp.float32)
+    engine.compile_call_ahead(_scaled, (2.0,), spec, spec)
+    engine.compile_call_ahead(_scaled, (2.0,), spec, spec)   # already under way: nothing
+    out = engine.call(_scaled, (2.0,), jnp.ones(3), np.arange(3, dtype=np.float32))
+    assert float(out) == 6.0
+    assert engine.compilations() - before == 1
+
+
+def test_other_shapes_dtypes_or_statics_compile_their_own_program():
+    engine.clear_cache()
+    before = engine.compilations()
+    engine.call(_scaled, (2.0,), jnp.ones(3), jnp.ones(3))
+    engine.call(_scaled, (2.0,), jnp.ones(3), jnp.ones(3))
+    assert engine.compilations() - before == 1
+    engine.call(_scaled, (2.0,), jnp.ones(4), jnp.ones(4))
+    engine.call(_scaled, (3.0,), jnp.ones(4), jnp.ones(4))
+    with jax.enable_x64(True):
+        out = engine.call(_scaled, (3.0,), jnp.ones(4, jnp.float64), jnp.ones(4))
+    assert out.dtype == jnp.float64
+    assert engine.compilations() - before == 4
+
+
+def test_an_array_committed_to_another_device_gets_a_program_for_it():
+    devices = jax.devices()
+    if len(devices) < 2:
+        pytest.skip("needs two devices")
+    engine.clear_cache()
+    x = jax.device_put(jnp.ones(3), devices[1])
+    out = engine.call(_scaled, (2.0,), x, x)
+    assert out.devices() == {devices[1]}
+
+
+def _fails(x):
+    raise ValueError("the kernel's own error")
+
+
+def test_a_failed_compilation_ahead_raises_where_the_program_is_called():
+    engine.clear_cache()
+    engine.compile_call_ahead(_fails, (), jax.ShapeDtypeStruct((2,), jnp.float32))
+    with pytest.raises(ValueError, match="the kernel's own error"):
+        engine.call(_fails, (), jnp.ones(2))
+
+
+def _mlp(seed=0):
+    rng = np.random.default_rng(seed)
+    params = {"w1": jnp.asarray(rng.normal(size=(6, 9)), jnp.float32),
+              "b1": jnp.asarray(0.1 * rng.normal(size=9), jnp.float32),
+              "w2": jnp.asarray(rng.normal(size=(9, 2)), jnp.float32)}
+    return params, jnp.asarray(rng.normal(size=(5, 6)), jnp.float32)
+
+
+def _loss(p, x):
+    return jnp.sum(jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"]) ** 2
+
+
+def test_fast_mode_starts_the_joint_program_before_the_gradient(monkeypatch):
+    params, x = _mlp()
+    engine.clear_cache()
+    seen = []
+    original = gradients.AnalyticGradient.device_leaves
+
+    def recording(self, *args, **kwargs):
+        seen.append(engine.compilations_started())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(gradients.AnalyticGradient, "device_leaves", recording)
+    before, started = engine.compilations(), engine.compilations_started()
+    report = jaxcheck.check(_loss, params, x, mode="fast")
+    assert report.ok and report.info["joint"]["passed"]
+    # the joint program was under way when the gradient was asked for, and it is the one the
+    # check ran: the only program compiled
+    assert seen and seen[0] - started == 1
+    assert engine.compilations() - before == 1
