@@ -262,7 +262,9 @@ def program_leaves(problem: Problem, position: int, param_dynamic: Sequence[Any]
         closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
         if closed is not None and placement.mesh_of(
                 jax.tree_util.tree_leaves(param_dynamic)) is None:
-            direct = [p for p in problem.params.checked if np.size(param_dynamic[p]) > 0
+            direct = [p for p in problem.params.checked if p < len(param_dynamic)
+                      and np.size(param_dynamic[p]) > 0
+                      and jnp.issubdtype(param_dynamic[p].dtype, jnp.floating)
                       and traced_loss(problem, p, param_dynamic, arg_dynamic) is None]
             for group in sharing.groups(closed, param_dynamic, direct):
                 found.update(dict.fromkeys(group, group))
@@ -694,8 +696,7 @@ def compile_call_ahead(fn: Callable[..., Any], static: tuple, *specs: Any) -> No
         if key in _executables:
             return
         _started += 1
-        _executables[key] = pool.submit(_in_callers_context(_compile_call), fn, static,
-                                               specs)
+        _executables[key] = pool.submit(_in_callers_context(_compile_call), fn, static, specs)
         _trim(_executables)
 
 
