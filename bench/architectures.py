@@ -76,8 +76,9 @@ def jaxcheck_mode(m: arch_models.Arch, mode: str) -> list[Row]:
             before = engine.compilations()
             t, rep = timed(lambda: jaxcheck.check(arch_models.jax_loss(m), p, *args, mode=mode,
                                                   progress=False))
-            rows.append(Row(tool, m.n, t, f"{engine.compilations() - before} batch programs "
-                                          "compiled", ok=bool(rep.ok)))
+            rows.append(Row(tool, m.n, t, f"{engine.compilations() - before} engine programs "
+                                          "compiled (besides the gradient's)",
+                            ok=bool(rep.ok)))
     return rows
 
 

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..inputs.placement import flat, flatten, shaped_like
+from ..inputs.placement import flat, flatten, shaped_like, to_device
 from ..inputs.problem import Problem
 from . import engine
 from .engine import choose_batch_size
@@ -251,8 +251,8 @@ class Directions:
         leaf = self.param_dynamic[self.position]
         self.dtype = np.dtype(leaf.dtype)
         # cast where they live: a sharded leaf's gradient stays sharded, off the host
-        self.g_device = jnp.asarray(self.g).astype(self.dtype)
-        self.rounding_device = jnp.asarray(self.rounding).astype(self.dtype)
+        self.g_device = to_device(self.g, self.dtype)
+        self.rounding_device = to_device(self.rounding, self.dtype)
         self.size = int(np.prod(leaf.shape, dtype=np.int64))
         # Points per call, fixed for the leaf: a call holds `batch // T` directions of T steps.
         self.batch = choose_batch_size(self.size * self.dtype.itemsize, POINTS_PER_CALL,
@@ -298,8 +298,8 @@ class Directions:
             filler = np.array([[0, 0, self.size, 0, 0]] * pad, np.int64).reshape(-1, 5)
             k = np.concatenate([k, filler])
             t = np.concatenate([t, np.zeros((pad, t.shape[1]), t.dtype)])
-            yield jnp.asarray(len(keys[s:s + per_call]), jnp.int32), *(
-                jnp.asarray(k[:, c].astype(np.int32)) for c in range(5)), jnp.asarray(t)
+            yield to_device(len(keys[s:s + per_call]), np.int32), *(
+                to_device(k[:, c], np.int32) for c in range(5)), to_device(t)
 
     def fresh(self, k: int) -> np.ndarray:
         """k direction numbers not used before in this leaf."""
@@ -308,7 +308,7 @@ class Directions:
         return numbers
 
     def _keys(self):
-        return (jnp.asarray(self.seed, jnp.uint32), jnp.asarray(self.leaf_number, jnp.uint32))
+        return (to_device(self.seed, np.uint32), to_device(self.leaf_number, np.uint32))
 
     def along(self, numbers: np.ndarray, lo: np.ndarray, hi: np.ndarray, t: np.ndarray,
               hole_lo: np.ndarray | None = None, hole_hi: np.ndarray | None = None) -> Along:

@@ -262,7 +262,9 @@ def program_leaves(problem: Problem, position: int, param_dynamic: Sequence[Any]
         closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
         if closed is not None and placement.mesh_of(
                 jax.tree_util.tree_leaves(param_dynamic)) is None:
-            direct = [p for p in problem.params.checked if np.size(param_dynamic[p]) > 0
+            direct = [p for p in problem.params.checked if p < len(param_dynamic)
+                      and np.size(param_dynamic[p]) > 0
+                      and jnp.issubdtype(param_dynamic[p].dtype, jnp.floating)
                       and traced_loss(problem, p, param_dynamic, arg_dynamic) is None]
             for group in sharing.groups(closed, param_dynamic, direct):
                 found.update(dict.fromkeys(group, group))
@@ -501,18 +503,25 @@ def program(kernel: Kernel, shared: Any, batch_size: int) -> Program:
             _compiling[key] = mine = concurrent.futures.Future()
     if future is not None:   # under way elsewhere
         return future.result()
+    return _compile_into(mine, key, kernel, shared, batch_size, devices)
+
+
+def _compile_into(future: concurrent.futures.Future, key: tuple, kernel: Kernel, shared: Any,
+                  batch_size: int, devices: tuple[Any, ...]) -> Program:
+    """Compile the program registered as under way at `key`, cache it and resolve `future`
+    (waited on by other requests for it)."""
     try:
         p = _fitting(kernel, shared, batch_size, devices)
     except BaseException as e:
         with _lock:
             del _compiling[key]
-        mine.set_exception(e)
+        future.set_exception(e)
         raise
     with _lock:
         _programs[key] = p
         _trim(_programs)
         del _compiling[key]
-    mine.set_result(p)
+    future.set_result(p)
     return p
 
 
@@ -571,17 +580,20 @@ def compile_ahead(requests: Sequence[tuple[Kernel, Any, int]]) -> None:
     beside what the caller does meanwhile (full mode: the gradient's program), instead of
     one after another; `program` waits for a program under way.
     """
+    global _started
     pool = _pool()
-    work = _in_callers_context(lambda request: program(*request))
-    keys = set()
-    for r in requests:
-        key = _key(*r, mesh_devices.devices_for(jax.tree_util.tree_leaves(r[1])))
-        if key not in keys and key not in _programs:
-            keys.add(key)
-            future = pool.submit(work, r)
-            # an error is raised where the program is used (`program` waits for it, or
-            # compiles the program again)
-            future.add_done_callback(lambda f: f.exception())
+    work = _in_callers_context(_compile_into)
+    for kernel, shared, size in requests:
+        devices = mesh_devices.devices_for(jax.tree_util.tree_leaves(shared))
+        key = _key(kernel, shared, size, devices)
+        with _lock:   # under way from now on: `program` waits for it
+            if key in _programs or key in _compiling:
+                continue
+            _started += 1
+            _compiling[key] = future = concurrent.futures.Future()
+        # an error is raised where the program is used (`program` waits for it)
+        future.add_done_callback(lambda f: f.exception())
+        pool.submit(work, future, key, kernel, shared, size, devices)
 
 
 def run(kernel: Kernel, shared: Any, points: Sequence[np.ndarray | jax.Array],
@@ -696,8 +708,7 @@ def compile_call_ahead(fn: Callable[..., Any], static: tuple, *specs: Any) -> No
         if key in _executables:
             return
         _started += 1
-        _executables[key] = pool.submit(_in_callers_context(_compile_call), fn, static,
-                                               specs)
+        _executables[key] = pool.submit(_in_callers_context(_compile_call), fn, static, specs)
         _trim(_executables)
 
 

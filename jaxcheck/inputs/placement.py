@@ -175,6 +175,15 @@ def to_host(x: Any) -> np.ndarray:
     return np.asarray(_replicate(x).addressable_data(0))
 
 
+def to_device(x: Any, dtype: Any = None) -> Any:
+    """`jnp.asarray(x, dtype)` that compiles nothing for a host value: a NumPy array or scalar
+    is converted on the host and transferred (`jnp.asarray` of one compiles a program per
+    shape and dtype); a device array is converted where it is, only if its dtype differs."""
+    if isinstance(x, jax.Array):
+        return x if dtype is None or x.dtype == dtype else x.astype(dtype)
+    return jax.device_put(np.asarray(x, dtype))
+
+
 def flatten(x: Any) -> Any:
     """`x.reshape(-1)`; a sharded `x` gives a flat array split over the same mesh axes (a
     plain reshape of a leaf split along its columns would be replicated: a copy per device).
@@ -182,7 +191,7 @@ def flatten(x: Any) -> Any:
     if _on_host(x):
         if isinstance(x, jax.Array) and x.ndim == 1:
             return x
-        return jnp.asarray(np.asarray(x).reshape(-1))
+        return to_device(np.asarray(x).reshape(-1))
     if not is_distributed(x) or x.sharding.is_fully_replicated:
         return jnp.reshape(x, -1)
     mesh = x.sharding.mesh
@@ -238,6 +247,8 @@ def entries(x: Any, indices: np.ndarray) -> np.ndarray:
     indices = np.asarray(indices)
     if indices.size == 0:
         return np.zeros(0, np.dtype(x.dtype))
+    if _on_host(x):   # read by NumPy: a gather compiles programs per shape
+        return np.asarray(x).reshape(-1)[indices]
     if is_distributed(x) and sharded_in_types(x):  # the gather's own sharding must be named
         mesh = x.sharding.mesh
         return to_host(x.at[indices].get(out_sharding=NamedSharding(mesh, PartitionSpec())))

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _jaxpr
-from .placement import is_distributed
+from .placement import is_distributed, to_device
 
 # Leaves of this many entries or more are cast on their devices (see `cast_floating`).
 DEVICE_CAST_MIN_SIZE = 1 << 20
@@ -135,13 +135,13 @@ def cast_floating(x: Any, dtype: Any | None) -> Any:
     else:
         return x
     if x.dtype == target:
-        return jnp.asarray(x)
+        return to_device(x)
     if is_distributed(x) or np.size(x) >= DEVICE_CAST_MIN_SIZE:
         # On the devices, shard by shard: a sharded leaf is never gathered, and a large one
         # never copied through host memory.
         return jax.lax.convert_element_type(x, target)
     # Small leaves through NumPy: a device-side cast compiles one tiny program per shape.
-    return jnp.asarray(np.asarray(x).astype(target))
+    return to_device(np.asarray(x).astype(target))
 
 
 def machine_epsilon(dtype: Any) -> float:

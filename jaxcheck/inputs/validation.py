@@ -55,7 +55,8 @@ def require_concrete(params: Any, args: Sequence[Any]) -> None:
                 )
     # Concrete inputs, but a jax.jit is being traced around this call: even a constant
     # becomes a tracer there, and no result could be read back.
-    if isinstance(jnp.zeros(()), jax.core.Tracer):
+    # (a transfer: `jnp.zeros` would compile a program to find out)
+    if isinstance(jax.device_put(np.float32(0)), jax.core.Tracer):
         raise TypeError("check: expected to be called outside jax.jit, but it was called while "
                         "a function around it was being traced; call it outside any "
                         "transformation.")

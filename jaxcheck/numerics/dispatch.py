@@ -9,6 +9,7 @@ from typing import Any
 
 from ..evaluation import engine, progress
 from ..inputs.options import Options
+from ..plan.determinism import require_same_traces
 from ..plan.tasks import LeafTask
 from . import complex_step, one_sided
 from . import differences as d
@@ -52,6 +53,12 @@ def run_mode(tasks: Sequence[LeafTask],
     # that says how long compiling took)
     before = engine.compile_seconds()
     jobs = engine.jobs_for(tasks)   # the leaves' programs start compiling, in the background
+    if len(tasks) > 1 and _programs(tasks) == 1:
+        # every leaf shares one program: no second one whose f(θ) the first leaf's is compared
+        # with (`plan.determinism`), so fn is traced twice instead
+        first = tasks[0]
+        require_same_traces("fn", first.problem.loss, (first.param_dynamic, first.arg_dynamic),
+                            first.eps_f)
     if tasks:   # the gradient's program compiles beside them
         tasks[0].analytic.leaves()
     with progress.full_check(jobs, opts.progress,
@@ -59,3 +66,9 @@ def run_mode(tasks: Sequence[LeafTask],
         leaves = check_with_method(tasks, opts.method)
     references = {leaf.path: leaf.reference for leaf in leaves if leaf.reference is not None}
     return leaves, ({"references": references} if references else {})
+
+
+def _programs(tasks: Sequence[LeafTask]) -> int:
+    """How many distinct programs full mode evaluates the leaves' moved entries with."""
+    return len({engine.entry_kernel(t.problem, t.position, t.param_dynamic, t.arg_dynamic)[0]
+                for t in tasks})

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..evaluation import engine
 from ..evaluation.directions import Directions, linear_bound, losses_along, whole_direction
-from ..inputs.placement import flat
+from ..inputs.placement import flat, to_device
 from ..inputs.problem import Problem
 from . import differences as d
 from .direction_checks import HOEFFDING_Z
@@ -121,6 +121,6 @@ def taylor_tests(problem: Problem, positions: Sequence[int], leaf_numbers: Seque
     rows = engine.call(
         _remainder_rows, (problem, tuple(positions), tuple(leaf_numbers)), tuple(param_dynamic),
         tuple(arg_dynamic), tuple(jnp.asarray(g, dtype) for g in gs),
-        tuple(jnp.asarray(r, dtype) for r in roundings), jnp.asarray(seed, jnp.uint32),
-        jnp.asarray(np.concatenate([[0.0], steps]), dtype))
+        tuple(to_device(r, dtype) for r in roundings), to_device(seed, np.uint32),
+        to_device(np.concatenate([[0.0], steps]), dtype))
     return [taylor_result(f, g_step, float(spread), steps, eps_f) for f, g_step, _, spread in rows]

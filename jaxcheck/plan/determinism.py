@@ -8,7 +8,8 @@ So `check` compares two evaluations of each, as cheaply as it can:
 
 - `fn`: traced twice in every mode, as `grad_fn` is; in full mode every leaf's compiled
   program also evaluates f(θ) anyway, and those values must agree within rounding (different
-  fusion and summation order), far below what a new dropout mask changes;
+  fusion and summation order), far below what a new dropout mask changes (where every leaf
+  shares one program, `numerics.dispatch` traces fn twice instead);
 - `grad_fn`: traced twice (no compilation); a deterministic function gives the same program
   with the same constants. If the programs differ, both are evaluated and compared.
 """

@@ -91,3 +91,23 @@ def test_fast_mode_starts_the_joint_program_before_the_gradient(monkeypatch):
     # check ran: the only program compiled
     assert seen and seen[0] - started == 1
     assert engine.compilations() - before == 1
+
+
+def test_full_mode_starts_the_leaf_programs_before_the_gradient(monkeypatch):
+    params, x = _mlp(seed=1)
+    engine.clear_cache()
+    seen = []
+    original = gradients.AnalyticGradient.device_leaves
+
+    def recording(self, *args, **kwargs):
+        seen.append(engine.compilations_started())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(gradients.AnalyticGradient, "device_leaves", recording)
+    before, started = engine.compilations(), engine.compilations_started()
+    report = jaxcheck.check(_loss, params, x, mode="full")
+    assert report.ok
+    # the leaves' programs were under way when the gradient was asked for, and nothing was
+    # compiled twice: every program started is one compiled
+    assert seen and seen[0] - started >= 1
+    assert engine.compilations() - before == engine.compilations_started() - started
