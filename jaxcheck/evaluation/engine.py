@@ -41,7 +41,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -542,22 +542,21 @@ def _larger(key: tuple) -> Program | None:
     """A cached program of the same kernel and shapes for larger batches (a later call with
     fewer points, e.g. Richardson levels after the first pass, pads its batch instead of
     compiling the same shapes again); the smallest such one."""
-    kernel, batch_size, *rest = key
-    found = [(k[1], p) for k, p in _programs.items()
-             if k[0] == kernel and k[1] >= batch_size and list(k[2:]) == rest]
-    if not found:
-        return None
-    return min(found, key=lambda kp: kp[0])[1]
+    return _smallest_larger(key, _programs)
 
 
 def _larger_compiling(key: tuple) -> concurrent.futures.Future | None:
     """A program of the same kernel and shapes for larger batches under way (`_larger`)."""
+    return _smallest_larger(key, _compiling)
+
+
+def _smallest_larger(key: tuple, entries: Mapping[tuple, Any]) -> Any:
+    """The entry of the same kernel and shapes as `key` for the smallest batch size at least
+    `key`'s, or None."""
     kernel, batch_size, *rest = key
-    found = [(k[1], f) for k, f in _compiling.items()
+    found = [(k[1], x) for k, x in entries.items()
              if k[0] == kernel and k[1] >= batch_size and list(k[2:]) == rest]
-    if not found:
-        return None
-    return min(found, key=lambda kf: kf[0])[1]
+    return min(found, key=lambda kx: kx[0])[1] if found else None
 
 
 def cached_programs() -> list[Program]:

@@ -73,8 +73,8 @@ def _loss(p, x):
     return jnp.sum(jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"]) ** 2
 
 
-def test_fast_mode_starts_the_joint_program_before_the_gradient(monkeypatch):
-    params, x = _mlp()
+def _started_when_the_gradient_is_asked(monkeypatch) -> list:
+    """`engine.compilations_started()` at each request of the gradient, from now on."""
     engine.clear_cache()
     seen = []
     original = gradients.AnalyticGradient.device_leaves
@@ -84,6 +84,12 @@ def test_fast_mode_starts_the_joint_program_before_the_gradient(monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(gradients.AnalyticGradient, "device_leaves", recording)
+    return seen
+
+
+def test_fast_mode_starts_the_joint_program_before_the_gradient(monkeypatch):
+    params, x = _mlp()
+    seen = _started_when_the_gradient_is_asked(monkeypatch)
     before, started = engine.compilations(), engine.compilations_started()
     report = jaxcheck.check(_loss, params, x, mode="fast")
     assert report.ok and report.info["joint"]["passed"]
@@ -95,15 +101,7 @@ def test_fast_mode_starts_the_joint_program_before_the_gradient(monkeypatch):
 
 def test_full_mode_starts_the_leaf_programs_before_the_gradient(monkeypatch):
     params, x = _mlp(seed=1)
-    engine.clear_cache()
-    seen = []
-    original = gradients.AnalyticGradient.device_leaves
-
-    def recording(self, *args, **kwargs):
-        seen.append(engine.compilations_started())
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(gradients.AnalyticGradient, "device_leaves", recording)
+    seen = _started_when_the_gradient_is_asked(monkeypatch)
     before, started = engine.compilations(), engine.compilations_started()
     report = jaxcheck.check(_loss, params, x, mode="full")
     assert report.ok
