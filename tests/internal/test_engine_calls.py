@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from sharded_models import run_on_devices
 
 import jaxcheck
 from jaxcheck.evaluation import engine
@@ -40,14 +41,28 @@ def test_other_shapes_dtypes_or_statics_compile_their_own_program():
     assert engine.compilations() - before == 4
 
 
+COMMITTED_SCRIPT = r"""
+import json
+import jax, jax.numpy as jnp
+from jaxcheck.evaluation import engine
+
+def scaled(k, x, y):
+    return k * jnp.sum(x * y)
+
+devices = jax.devices()
+engine.call(scaled, (2.0,), jnp.ones(3), jnp.ones(3))       # a program for device 0
+x = jax.device_put(jnp.ones(3), devices[1])
+out = engine.call(scaled, (2.0,), x, x)
+print(json.dumps({"on": sorted(str(d) for d in out.devices()), "wanted": str(devices[1]),
+                  "value": float(out)}))
+"""
+
+
 def test_an_array_committed_to_another_device_gets_a_program_for_it():
-    devices = jax.devices()
-    if len(devices) < 2:
-        pytest.skip("needs two devices")
-    engine.clear_cache()
-    x = jax.device_put(jnp.ones(3), devices[1])
-    out = engine.call(_scaled, (2.0,), x, x)
-    assert out.devices() == {devices[1]}
+    # two forced CPU devices, in a process of its own (XLA_FLAGS before JAX is imported)
+    out = run_on_devices(COMMITTED_SCRIPT, devices=2)
+    assert out["on"] == [out["wanted"]]
+    assert out["value"] == 6.0
 
 
 def _fails(x):
