@@ -86,14 +86,15 @@ class AnalyticGradient:
             user = Problem(self.grad_fn, self.problem.params, self.problem.args)
             with user_call("grad_fn", where):
                 try:  # one compiled program instead of one per operation
-                    tree = _call(user, dynamic, self.arg_dynamic)
+                    tree = _call(user, dynamic, self.arg_dynamic, self._placed())
                 except (jax.errors.JAXTypeError, ValueError) as e:
                     # not traceable (Python control flow on values), or see
                     # `_fails_only_under_jit`: op by op
                     if isinstance(e, ValueError) and not _fails_only_under_jit(e):
                         raise
                     tree = user.loss(dynamic, self.arg_dynamic)
-            # a sharded leaf's gradient moved (device to device) to the leaf's sharding
+            # a sharded leaf's gradient where the leaf lives (`_placed` computed it there:
+            # then nothing moves; else it moves device to device)
             out = [g if s is None else jax.device_put(g, s) for g, s in
                    zip(extract_checked(tree, self.params, "grad_fn"), self._shardings())]
             who = "grad_fn"
@@ -111,6 +112,21 @@ class AnalyticGradient:
                 self._eager.append(True)   # remembered for the gradients beside kinks
         return _gradient(self.problem, self.params.checked, self._shardings(), dynamic,
                          self.arg_dynamic)
+
+    def _placed(self) -> tuple | None:
+        """For `_call`: params' tree structure and, per leaf of it, (sharding, shape) where
+        the leaf is checked and sharded over a mesh of `Auto` axes, else None; None where no
+        leaf is."""
+        shardings = self._shardings()
+        if all(s is None for s in shardings):
+            return None
+        structure = self.params.structure
+        per_leaf: list[tuple | None] = [None] * len(structure.kinds)
+        positions = [k for k, kind in enumerate(structure.kinds) if kind == CHECKED]
+        for k, s, value in zip(positions, shardings, self.params.checked_values):
+            if s is not None:
+                per_leaf[k] = (s, tuple(value.shape))
+        return structure.treedef, tuple(per_leaf)
 
     def _shardings(self) -> tuple[Any, ...]:
         """Per checked leaf, its sharding where it is sharded over a mesh of `Auto` axes, else
@@ -134,12 +150,25 @@ class AnalyticGradient:
         return out
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _call(problem: Problem, param_dynamic, arg_dynamic):
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _call(problem: Problem, param_dynamic, arg_dynamic, placed: tuple | None = None):
     # Strings and objects that a grad_fn echoes back from params cannot leave a jit; they
     # become None, which `extract_checked` accepts for leaves that are not checked.
-    return jax.tree_util.tree_map(lambda x: x if _is_jax_type(x) else None,
+    tree = jax.tree_util.tree_map(lambda x: x if _is_jax_type(x) else None,
                                   problem.loss(param_dynamic, arg_dynamic))
+    if placed is None:
+        return tree
+    # A grad_fn's gradient of a sharded leaf, sharded like the leaf where it is computed:
+    # moved there afterwards, it would be held twice (the program's output and the copy).
+    # A tree not shaped like params is left for `extract_checked` to report.
+    treedef, shardings = placed
+    try:
+        parts = treedef.flatten_up_to(tree)
+    except (ValueError, TypeError):
+        return tree
+    return treedef.unflatten([
+        jax.lax.with_sharding_constraint(x, s[0]) if s is not None
+        and tuple(getattr(x, "shape", ())) == s[1] else x for x, s in zip(parts, shardings)])
 
 
 def _is_jax_type(x: Any) -> bool:

@@ -103,19 +103,34 @@ gradients._autodiff_gradient = gradient
 # copies of the params do not fit and a batch holds one direction)
 fast._fits_together = lambda gs: False
 report = jaxcheck.check(loss, params, x, y, mode="fast", batch_size=2)
-print(json.dumps({"ok": bool(report.ok), "programs": programs,
-                  "shard_bytes": W * W * 8 // 8}))
+
+# a grad_fn's gradient: computed where the leaf lives (no copy moved there afterwards)
+placed = []
+user_call = gradients._call
+def recording(problem, *args):
+    out = user_call(problem, *args)
+    if isinstance(out, dict):   # grad_fn's gradient (the loss is a scalar)
+        placed.extend(out[k].sharding.is_equivalent_to(params[k].sharding, 2) for k in params)
+    return out
+gradients._call = recording
+user_grad = jax.grad(loss)
+with_grad_fn = jaxcheck.check(loss, params, x, y, grad_fn=user_grad, mode="fast",
+                              batch_size=2)
+print(json.dumps({"ok": bool(report.ok) and bool(with_grad_fn.ok), "programs": programs,
+                  "shard_bytes": W * W * 8 // 8, "placed": placed}))
 """
 
 
 def test_no_program_reshards_a_row_split_weight():
     # Data replicated next to row-split weights made XLA reshard each weight to columns (an
     # all-to-all holding three copies of its shard per device); the data is now left for XLA
-    # to place, and a direction's temporaries are one copy of the leaf's shard (its u)
+    # to place, and a direction's temporaries are one copy of the leaf's shard (its u); a
+    # grad_fn's gradient is computed in the leaf's sharding
     out = run_on_devices(RESHARD_SCRIPT, devices=8)
     assert out["ok"]
     kinds = {p[0] for p in out["programs"]}
     assert {"gradient", "_evaluate_directions"} <= kinds, kinds
+    assert out["placed"] and all(out["placed"]), out["placed"]
     for name, all_to_all, temp in out["programs"]:
         assert not all_to_all, name
         if name in ("gradient", "_evaluate_directions"):
