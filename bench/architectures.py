@@ -193,10 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     text = text.replace("\nFast mode, repeated call, in forward+backward passes: \n", "")
     text += ("\n" + (ns.note + "\n\n" if ns.note else "") + "Issue 20's figures (ratios of "
              "this run):\n\n" + summary(models, rows))
-    with open(stem + ".md", "w") as fh:
-        fh.write(text)
-    print(text)
-    log(f"wrote {stem}.json and {stem}.md")
+    mlp_bench.write_markdown(stem, text)
     return 0
 
 

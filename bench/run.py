@@ -330,12 +330,16 @@ def main(argv: list[str] | None = None) -> int:
                                                                         else ""))
     with open(stem + ".json", "w") as fh:
         json.dump({"meta": meta, "rows": [dataclasses.asdict(r) for r in rows]}, fh, indent=1)
-    text = markdown(rows, meta)
+    write_markdown(stem, markdown(rows, meta))
+    return 0
+
+
+def write_markdown(stem: str, text: str) -> None:
+    """The results' table beside their JSON (`stem`.md), also printed."""
     with open(stem + ".md", "w") as fh:
         fh.write(text)
     print(text)
     log(f"wrote {stem}.json and {stem}.md")
-    return 0
 
 
 if __name__ == "__main__":

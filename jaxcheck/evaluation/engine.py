@@ -244,6 +244,15 @@ def entry_kernel(problem: Problem, position: int, param_dynamic: Sequence[Any],
     return SharedEntryLoss(problem, group), (group.index(position),)
 
 
+def _shapes_key(problem: Problem, param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any],
+                *extra: Any) -> tuple:
+    """What a decision made from the loss's jaxpr depends on: the problem, the x64 setting
+    and the types (shapes, dtypes, shardings in types) of its inputs."""
+    x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
+    return (problem, *extra, x64,
+            tuple(jax.typeof(x) for x in jax.tree_util.tree_leaves((param_dynamic, arg_dynamic))))
+
+
 _groups: collections.OrderedDict[Any, dict[int, tuple[int, ...]]] = collections.OrderedDict()
 
 
@@ -252,9 +261,7 @@ def program_leaves(problem: Problem, position: int, param_dynamic: Sequence[Any]
     """The leaves whose moved entries share leaf `position`'s program (itself alone, or a
     group of `sharing.groups` among the checked leaves evaluated directly). Decided once per
     problem and shapes (kept like the compiled programs)."""
-    x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
-    key = (problem, x64,
-           tuple(jax.typeof(x) for x in jax.tree_util.tree_leaves((param_dynamic, arg_dynamic))))
+    key = _shapes_key(problem, param_dynamic, arg_dynamic)
     with _lock:
         found = _groups.get(key)
     if found is None:
@@ -367,9 +374,7 @@ def loss_jaxpr(problem: Problem, param_dynamic: Sequence[Any],
                arg_dynamic: Sequence[Any]) -> Any | None:
     """The loss's `local_changes.loss_jaxpr`, traced once per problem and shapes (for every
     leaf's choice of path and `sharing`; kept like the compiled programs)."""
-    x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
-    key = (problem, x64,
-           tuple(jax.typeof(x) for x in jax.tree_util.tree_leaves((param_dynamic, arg_dynamic))))
+    key = _shapes_key(problem, param_dynamic, arg_dynamic)
     if key not in _loss_jaxprs:
         _loss_jaxprs[key] = local_changes.loss_jaxpr(problem.loss, param_dynamic, arg_dynamic)
         _trim(_loss_jaxprs)
@@ -395,9 +400,7 @@ def traced_loss(problem: Problem, position: int, param_dynamic: Sequence[Any],
     size = sum(int(np.prod(np.shape(x), dtype=np.int64)) for x in param_dynamic)
     if size < LOCAL_CHANGES_MIN_SIZE:
         return None
-    x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
-    key = (problem, position, x64,
-           tuple(jax.typeof(x) for x in jax.tree_util.tree_leaves((param_dynamic, arg_dynamic))))
+    key = _shapes_key(problem, param_dynamic, arg_dynamic, position)
     if key not in _local_paths:
         closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
         traced = None if closed is None else local_changes.trace(
@@ -405,8 +408,7 @@ def traced_loss(problem: Problem, position: int, param_dynamic: Sequence[Any],
         if traced is not None and not local_changes.pays(traced, param_dynamic, arg_dynamic):
             traced = None
         _local_paths[key] = traced
-        while len(_local_paths) > CACHE_SIZE:
-            _local_paths.popitem(last=False)
+        _trim(_local_paths)
     return _local_paths[key]
 
 

@@ -17,6 +17,8 @@ worst entry is reported.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .agreement import attempt, entry
@@ -94,6 +96,13 @@ def check_transpose(s: Subject, settings: Settings) -> RuleCheck:
     return outcome(NAME, findings, notes, compared)
 
 
+def _unit(zeros: list, k: int, like: Any, j: int) -> list:
+    """`zeros` with leaf k replaced by the unit vector of its entry j (shaped like `like`)."""
+    e = np.zeros(int(np.size(like)), np.asarray(like).dtype)
+    e[j] = 1
+    return [e.reshape(np.shape(like)) if n == k else z for n, z in enumerate(zeros)]
+
+
 def _localise(s: Subject, o: int, i: int, jvp, vjp, jvp_name: str, vjp_name: str,
               eps: float, ops: int, settings: Settings) -> list[RuleFinding]:
     """The worst entry of the (output o, input i) Jacobian block, from JVP columns against
@@ -103,18 +112,10 @@ def _localise(s: Subject, o: int, i: int, jvp, vjp, jvp_name: str, vjp_name: str
     if max(n_in, n_out) > settings.localise_max:
         return []
     zx, zo = s.zeros_like(xs), s.zeros_like(outs)
-    columns = []
-    for j in range(n_in):
-        t = np.zeros(n_in, np.asarray(xs[i]).dtype)
-        t[j] = 1
-        ts = [t.reshape(np.shape(xs[i])) if k == i else z for k, z in enumerate(zx)]
-        columns.append(np.asarray(jvp(xs, ts)[o], np.float64).reshape(-1))
-    rows = []
-    for r in range(n_out):
-        c = np.zeros(n_out, np.asarray(outs[o]).dtype)
-        c[r] = 1
-        cs = [c.reshape(np.shape(outs[o])) if k == o else z for k, z in enumerate(zo)]
-        rows.append(np.asarray(vjp(xs, cs)[i], np.float64).reshape(-1))
+    columns = [np.asarray(jvp(xs, _unit(zx, i, xs[i], j))[o], np.float64).reshape(-1)
+               for j in range(n_in)]
+    rows = [np.asarray(vjp(xs, _unit(zo, o, outs[o], r))[i], np.float64).reshape(-1)
+            for r in range(n_out)]
     by_jvp = np.stack(columns, axis=1)      # (n_out, n_in)
     by_vjp = np.stack(rows, axis=0)
     tol = elementwise_tolerance(by_jvp, by_vjp, eps, ops, settings.safety)
