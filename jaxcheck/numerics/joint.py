@@ -523,7 +523,7 @@ def joint_screen(problem: Problem, positions: Sequence[int], leaf_numbers: Seque
 def _direction_entries(seed, key, numbers, index, theta_at, support):
     """uⱼ of the joint directions `numbers` at the flat `index` of their sign vector, whose
     leaf has θⱼ = `theta_at` there and `support` entries: (numbers, index)."""
-    r = jax.vmap(lambda number: signs_at(seed, key, number, index, theta_at.dtype))(numbers)
+    r = signs_at(seed, key, numbers[:, None], index[None, :], theta_at.dtype)
     return r * magnitudes(theta_at, support)[None, :]
 
 
