@@ -109,8 +109,8 @@ def _fast_verdict(report: Report) -> str:
         how = (f"checked together by {kj} random directions (one joint test)"
                if joint == len(leaves) else
                f"checked by {k} random directions each" if not joint else
-               f"checked by {kj} random directions together ({joint} leaves), {k} each on its "
-               f"own ({len(leaves) - joint})")
+               f"checked by random directions ({joint} together by {kj}, {len(leaves) - joint} "
+               f"each on its own by {k})")
         clearing = report.info.get("clearing")
         if clearing:
             how += (f"; after the joint test failed, {len(clearing['covered'])} passed a second "

@@ -335,6 +335,8 @@ def test_leaf_whose_own_tolerance_is_much_tighter_is_tested_on_its_own(joint_for
     assert report.ok and (joint["passed"], joint["covered"]) == (True, ["['w1']"])
     assert report.leaf("['w1']").directions.joint == ("['w1']",)
     assert report.leaf("['w2']").directions.joint == ()
+    assert ("checked by random directions (1 together by 22, 1 each on its own by 21)"
+            in str(report))
     # and an error in w2 far below the joint tolerance is still caught, by w2's own test
     bad = jaxcheck.check(loss, params, x, mode="fast",
                          grad_fn=_with(lambda p, x: loss(p, x),
