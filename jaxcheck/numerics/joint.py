@@ -38,6 +38,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from ..evaluation import engine
 from ..evaluation.directions import (
@@ -50,7 +51,7 @@ from ..evaluation.directions import (
     signs,
     signs_at,
 )
-from ..inputs.placement import entries, flat, flatten, is_distributed, shaped_like, to_host
+from ..inputs.placement import flat, is_distributed, shaped_like, sharded_in_types, to_host
 from ..inputs.problem import Problem
 from . import verdicts as v
 from .direction_checks import HOEFFDING_Z, DirectionalChecks
@@ -528,10 +529,18 @@ def _direction_entries(seed, key, numbers, index, theta_at, support):
 
 
 def _leaf_entries(x: Any, indices: np.ndarray) -> np.ndarray:
-    """The entries `indices` (flat) of the leaf `x`, on the host."""
-    if is_distributed(x):
-        return entries(flatten(x), indices)
-    return to_host(x[np.unravel_index(indices, x.shape)])
+    """The entries `indices` (flat) of the leaf `x`, on the host, read where they live (no
+    flat copy of the leaf)."""
+    where = np.unravel_index(indices, x.shape)
+    devices = x.sharding.device_set if isinstance(x, jax.Array) else set()
+    if not devices or (len(devices) == 1 and next(iter(devices)).platform == "cpu"):
+        return np.asarray(x)[where]   # read by NumPy: a gather compiles a program per shape
+    sharding = x.sharding
+    if isinstance(sharding, NamedSharding) and sharded_in_types(x):
+        # the gather's own sharding must be named
+        return to_host(x.at[where].get(out_sharding=NamedSharding(sharding.mesh,
+                                                                   PartitionSpec())))
+    return to_host(x[where])
 
 
 def corrected_screen(screen: JointScreen, positions: Sequence[int],
