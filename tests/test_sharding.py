@@ -18,6 +18,7 @@ out = {"devices": jax.device_count()}
 def summary(rep):
     return {"ok": rep.ok, "mesh": rep.info.get("mesh"), "sharded": rep.info.get("sharded"),
             "failures": [[f.path, list(f.index)] for f in rep.failures],
+            "clearing": rep.info.get("clearing", {}).get("first_test"),
             "leaves": [{"path": leaf.path, "status": leaf.status.tolist(),
                         "numerical": leaf.numerical.tolist(),
                         "tolerance": leaf.tolerance.tolist(),
@@ -62,6 +63,10 @@ def test_sharded_report_equals_the_unsharded_one(reports, layout, mode, grad):
     assert {"['w1']", "['w2']"} <= set(sharded["sharded"])
     if grad == "wrong":
         assert sharded["failures"][0] == ["['w2']", [20, 3]]
+    # fast mode: the leaves cleared the same way (by the corrected first joint test, whose
+    # block entries are read where they live, or by the clearing joint test)
+    assert sharded["clearing"] == plain["clearing"]
+    assert plain["clearing"] is (True if (mode, grad) == ("fast", "wrong") else None)
     for a, b in zip(plain["leaves"], sharded["leaves"], strict=True):
         assert a["path"] == b["path"]
         assert a["status"] == b["status"]            # every component's verdict

@@ -103,6 +103,14 @@ def signs(seed, leaf, number, n, dtype):
     return _signs(key, n, dtype)
 
 
+def signs_at(seed, leaf, number, indices, dtype):
+    """rⱼ of `signs` at the flat `indices` only (the hash of their words alone)."""
+    key = _mix(_mix(_mix(seed) ^ leaf) ^ number.astype(jnp.uint32))
+    words = _mix(_mix((indices // 32).astype(jnp.uint32) ^ key) + key)
+    bits = (words >> (indices % 32).astype(jnp.uint32)) & 1
+    return 1 - 2 * bits.astype(dtype)
+
+
 def _direction(seed, leaf, number, lo, hi, hole_lo, hole_hi, theta):
     return (signs(seed, leaf, number, theta.size, theta.dtype)
             * scales(lo, hi, hole_lo, hole_hi, theta)).astype(theta.dtype)

@@ -21,7 +21,7 @@ knowing how e is spread; Rademacher signs give the distribution-free 1/2 above.
 **Order of the tests.** With two leaves or more of one dtype (of `JOINT_MIN_SIZE` entries or
 more: any size, since one program for all leaves compiles faster than one per leaf), and room
 for the joint program's copies of the params (`_fits_together`: a model near the size of
-memory is tested one leaf at a time), all leaves are first tested together (`joint`: k
+memory is tested one leaf at a time), all leaves are first tested together (`joint`: k + 1
 directions, each moving every leaf along its own direction at once), and each leaf's Taylor
 test runs in the same program, which also serves the clearing test below (on a correct
 model, the only program compiled besides the gradient's). If every direction is within
@@ -32,10 +32,12 @@ of its own, screened at its first step; it passes and fails nothing):
   (`group_testing`, `LeafCheck.decide(probed=True)`). A component FAIL confirmed by its own
   check (full mode's escalation) fails the leaf; only where the search confirms none does the
   leaf's own test of k directions decide it (it passes only if all k pass, as any leaf);
-- the others (with the searched leaves' clearing tests, below) are cleared together by one more
-  joint test of k + 1 directions with fresh numbers (`JOINT_NUMBERS + k` on); if it fails, or
-  leaves one uncovered, each of them gets its own test of k + 1 directions (a single one gets
-  its own test of k), and each search goes on with the halves it left unverified.
+- the others (with the searched leaves' clearing tests, below) are cleared together: by the
+  first joint test again, corrected (below), where every leaf is pending; else, or where that
+  fails, by one more joint test of k + 1 directions with fresh numbers (`JOINT_NUMBERS + k + 1`
+  on). If that fails, or leaves one uncovered, each of them gets its own test of k + 1
+  directions (a single one gets its own test of k), and each search goes on with the halves it
+  left unverified (k + 1 directions each).
 
 **The search's clearing test joins the clearing joint test.** A search whose first path ends
 in a block with a confirmed FAIL leaves its clearing test (the leaf without that block H,
@@ -44,17 +46,28 @@ H (`joint_screen(..., holes)`): one test of k + 1 directions instead of 2k + 1 e
 it and 2(k + 1) + 1 for the others. The Rademacher argument holds for any support, so for the
 errors of every leaf (each outside its hole) together.
 
+**The first joint test clears again, corrected.** Where every leaf is pending (each probe
+within round-off but those of the searched leaves, and each search's first path ended in a
+block H with a confirmed FAIL), the first test's own values are judged again with the
+gradient on each H replaced by the derivatives its block check measured
+(`joint.corrected_screen`): u·g of a direction gains Σⱼ∈H uⱼ·(numericalⱼ − gⱼ) and its
+tolerance Σⱼ∈H |uⱼ|·toleranceⱼ, so what it tests is u·e over the errors outside the blocks.
+The blocks were chosen by the probes, whose signs are independent of the first test's: for
+any choice, the first test's signs outside the blocks are Rademacher, and an error there is
+missed with probability ≤ 2⁻⁽ᵏ⁺¹⁾, as by the clearing joint test, without evaluating the
+loss. The clearing joint test runs only where this does not pass.
+
 **The bound.** A wrong leaf L, or a wrong entry of a searched leaf outside its checked blocks,
-then escapes only if the first joint test misses it (≤ 2⁻ᵏ), or that test failed and what
-follows misses it: after the probe, which draws fresh signs and passes nothing, each leaf, and
-each searched leaf's rest, passes exactly one test of ≥ k fresh directions. L goes to its own
-test (≤ 2⁻ᵏ: a searched leaf with no confirmed FAIL), or to the clearing joint test (≤ 2⁻⁽ᵏ⁺¹⁾,
-whatever the other leaves' errors), and where that fails, to its own test of k + 1 fresh
-directions or, for a searched leaf's rest, to tests of k directions on each unverified half
-(≤ 2⁻ᵏ each, and an error in a half escapes only if that half's test misses it): ≤ 2⁻ᵏ on
-either branch. In all ≤ 2·2⁻ᵏ, so k = 21 (the default) keeps it ≤ 2⁻²⁰ ≈ 9.5e-7 ≤ 1e-6; in
-general k = ⌈log₂(2/p)⌉ for a miss probability p. Other params go straight to the tests of each
-leaf (≤ 2⁻ᵏ).
+escapes only if one of the tests it goes through passes it (the probe, which draws fresh
+signs, passes nothing): the first joint test (≤ 2⁻⁽ᵏ⁺¹⁾), and where that fails, the corrected
+first test (≤ 2⁻⁽ᵏ⁺¹⁾), the clearing joint test (≤ 2⁻⁽ᵏ⁺¹⁾, whatever the other leaves'
+errors), and where those fail, its own test of k + 1 fresh directions or, for a searched
+leaf's rest, tests of k + 1 directions on each unverified half (≤ 2⁻⁽ᵏ⁺¹⁾: an error in a half
+escapes only if that half's test misses it): ≤ 4·2⁻⁽ᵏ⁺¹⁾ = 2·2⁻ᵏ. Where it goes from the
+first test to a test of k (its own test: a searched leaf with no confirmed FAIL, or the only
+leaf pending when unsearched), ≤ 2⁻⁽ᵏ⁺¹⁾ + 2⁻ᵏ. So k = 21 (the default) keeps it ≤ 2⁻²⁰ ≈
+9.5e-7 ≤ 1e-6; in general k = ⌈log₂(2/p)⌉ for a miss probability p. Other params go straight
+to the tests of each leaf (≤ 2⁻ᵏ).
 
 **A leaf's own test stops at its first FAIL.** A leaf is wrong as soon as one direction FAILs
 after the full escalation; the directions outside round-off at the first step are escalated
@@ -77,10 +90,11 @@ alarm". With one wrong entry among n = 10⁶ (a 1000 × 1000 weight): log₂(n/`
 (~36 evaluations), `BLOCK` components (~8, the noise estimate and the failing one's Richardson
 levels) and its share of the clearing joint test, where bisecting with k directions per clean
 half took ~1,000. In all, for the 1M-parameter MLP of `bench/fast_mode_1m.py` with one wrong
-entry: the joint and Taylor tests (67), six probes (12), the path (36), the block (18) and the
-clearing joint test of the other five leaves and W1 without the block (45): 178 evaluations,
-where the wrong leaf's own test before the search and a clearing test of its own took 274, and
-testing every leaf on its own after the joint test, every direction escalated, took 661.
+entry: the joint and Taylor tests (69), six probes (12), the path (36), the block (18) and the
+corrected first test, which clears the other five leaves and W1 without the block (0): 135
+evaluations, where the clearing joint test in its place took 178 (a quarter of the time), the
+wrong leaf's own test before the search and a clearing test of its own 274, and testing every
+leaf on its own after the joint test, every direction escalated, 661.
 """
 from __future__ import annotations
 
@@ -101,7 +115,15 @@ from . import verdicts as v
 from .components import ComponentResults
 from .direction_checks import DirectionalChecks, check_directions, roundoff_margins
 from .group_testing import localise
-from .joint import JOINT_NUMBERS, compile_ahead, joint_screen, one_vector, row_count
+from .joint import (
+    JOINT_NUMBERS,
+    JointScreen,
+    compile_ahead,
+    corrected_screen,
+    joint_screen,
+    one_vector,
+    row_count,
+)
 from .results import LeafReport
 from .taylor import LEVELS, TaylorResult, taylor_test, taylor_tests
 
@@ -316,20 +338,24 @@ class LeafCheck:
         self.deferred = loc.deferred
         return self.found
 
-    def clear_deferred(self) -> None:
-        """The deferred search's clearing test on the leaf alone (k directions on the leaf
-        without the hole), and the search resumed if it fails."""
+    def clear_deferred(self, k: int | None = None) -> None:
+        """The deferred search's clearing test on the leaf alone (`k` directions on the leaf
+        without the hole, default the leaf's, and as many per test from there on), and the
+        search resumed if it fails."""
         assert self.deferred is not None
+        self.k = self.k if k is None else k
         self.tests += 1
         if self._clear((0, self.dirs.size), self.deferred[0]):
             self.deferred = None
         else:
             self.resume()
 
-    def resume(self) -> int:
-        """The deferred search after its clearing test failed (`search`)."""
+    def resume(self, k: int | None = None) -> int:
+        """The deferred search after its clearing test failed (`search`), with `k` directions
+        per test from there on (default: the leaf's)."""
         assert self.deferred is not None
         unverified, self.deferred = self.deferred[1], None
+        self.k = self.k if k is None else k
         return self.search(resume=unverified)
 
     def decide(self, probed: bool = False, defer: bool = False) -> None:
@@ -397,7 +423,27 @@ def _joint(tasks: Sequence[LeafTask], gs_device: Sequence[Any], roundings: Seque
                         [t.leaf_number for t in tasks], first.param_dynamic, first.arg_dynamic,
                         gs_device, roundings, k, seed, first.eps_f, first.rel_step,
                         first.safety, [t.path for t in tasks], first_number, holes, tested,
-                        taylor, row_count(len(tasks), k - (first_number != JOINT_NUMBERS)))
+                        taylor, row_count(len(tasks), k))
+
+
+def _corrected(tasks: Sequence[LeafTask], screen: JointScreen,
+               checks: Sequence[LeafCheck | None], gs: Sequence[Any],
+               seed: int) -> JointScreen:
+    """The clearing test on the first joint test's points (`joint.corrected_screen`): every
+    searched leaf's block, where its search confirmed a FAIL (its hole), has its gradient
+    replaced by the numerical values measured there."""
+    first = tasks[0]
+    blocks = []
+    for i, check in enumerate(checks):
+        if check is None or check.deferred is None:
+            continue
+        lo, hi = check.deferred[0]
+        for r in check.examined:
+            at = (r.indices >= lo) & (r.indices < hi)
+            idx = r.indices[at]
+            blocks.append((i, idx, r.numerical[at], r.tolerance[at], entries(gs[i], idx)))
+    return corrected_screen(screen, [t.position for t in tasks], first.param_dynamic, seed,
+                            blocks)
 
 
 # A joint direction's program holds every leaf's direction, its magnitudes and the point
@@ -438,26 +484,27 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
     first = tasks[0]
     if together:   # its program compiles beside the gradient's
         compile_ahead(first.problem, [t.position for t in tasks], [t.leaf_number for t in tasks],
-                      first.param_dynamic, first.arg_dynamic, k, _gradient_dtype(tasks),
+                      first.param_dynamic, first.arg_dynamic, k + 1, _gradient_dtype(tasks),
                       first.eps_f, first.rel_step)
     gs, roundings = _on_device(tasks, first.analytic.device_leaves())
     info: dict[str, Any] = {"directions": k}
     evaluations = tests = 0
     covered: tuple[int, ...] = ()
     failed_joint = False
+    screen: JointScreen | None = None
     if together:
         if one_vector([t.position for t in tasks], first.param_dynamic):
-            screen = _joint(tasks, gs, roundings, k, seed, taylor=True)
+            screen = _joint(tasks, gs, roundings, k + 1, seed, taylor=True)
             taylor = list(screen.taylor)
         else:   # large params: Taylor points that follow each leaf's change (one program)
             taylor = taylor_tests(first.problem, [t.position for t in tasks],
                                   [t.leaf_number for t in tasks], first.param_dynamic,
                                   first.arg_dynamic, gs, roundings, seed, first.eps_f)
-            screen = _joint(tasks, gs, roundings, k, seed)
+            screen = _joint(tasks, gs, roundings, k + 1, seed)
         evaluations += (1 + LEVELS) * len(tasks) + screen.checks.evaluations
         covered = screen.covered if screen.passed else ()
         failed_joint = not screen.passed
-        info["joint"] = {"passed": screen.passed, "covered": [
+        info["joint"] = {"passed": screen.passed, "directions": k + 1, "covered": [
             t.path for t in tasks if t.leaf_number in covered],
             # what one entry's error along the joint directions must exceed to be seen
             "tolerance": [float(x) for x in screen.checks.tolerance]}
@@ -477,7 +524,8 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
 
     for i, (task, g, rounding, leaf_taylor) in enumerate(zip(tasks, gs, roundings, taylor)):
         if task.leaf_number in covered:  # passed by the joint test
-            assert leaf_taylor is not None  # from `_together`, as `covered` is
+            # from `_together`, as `covered` is
+            assert leaf_taylor is not None and screen is not None
             leaves[i] = _report(task, g, (), screen.checks, leaf_taylor[1])
         elif failed_joint:
             assert leaf_taylor is not None
@@ -500,26 +548,32 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
         if check is None:
             leaf_check(i).own_test()
         else:
-            check.clear_deferred()
+            check.clear_deferred(k + 1)   # the bound in the docstring
     elif pending:
         sub = [tasks[i] for i in pending]
-        # all leaves, those pending tested: the first joint test's program
-        clearing = _joint(tasks, gs, roundings, k + 1, seed, JOINT_NUMBERS + k,
-                          [holes.get(i) for i in range(len(tasks))],
-                          [i in pending for i in range(len(tasks))])
+        # every leaf pending: the first joint test, corrected, may clear them
+        clearing = (_corrected(tasks, screen, checks, gs, seed)
+                    if screen is not None and len(pending) == len(tasks) else None)
+        reused = clearing is not None and clearing.passed
+        if clearing is None or not clearing.passed:
+            # all leaves, those pending tested: the first joint test's program
+            clearing = _joint(tasks, gs, roundings, k + 1, seed, JOINT_NUMBERS + k + 1,
+                              [holes.get(i) for i in range(len(tasks))],
+                              [i in pending for i in range(len(tasks))])
         evaluations += clearing.checks.evaluations
         tests += len(holes)
         cleared = clearing.covered if clearing.passed else ()
         info["clearing"] = {"passed": clearing.passed, "directions": k + 1,
                             "leaves": [t.path for t in sub],
-                            "covered": [t.path for t in sub if t.leaf_number in cleared]}
+                            "covered": [t.path for t in sub if t.leaf_number in cleared],
+                            "first_test": reused}
         if holes:
             info["clearing"]["holes"] = {tasks[i].path: list(h) for i, h in holes.items()}
         for i in pending:
             check = checks[i]
             if check is not None:   # a search's leaf: its holed range cleared, or searched on
                 if tasks[i].leaf_number not in cleared:
-                    check.resume()
+                    check.resume(k + 1)   # the bound in the docstring
             elif tasks[i].leaf_number in cleared:
                 leaf_taylor, leaf_dirs = taylor[i], dirs[i]
                 assert leaf_taylor is not None and leaf_dirs is not None

@@ -17,14 +17,12 @@ u = (u₁, …, u_L). Two consequences:
 The screen passes the leaves only when every direction is within round-off at the first step
 (`verdicts.screen`). Anything else (a wrong gradient, a kink crossed, curvature that needs
 the Richardson levels) sends the leaves on (`fast`: a probe of each, the search at once for a
-leaf whose probe shows, one more joint test of k + 1 fresh directions, numbered from
-`JOINT_NUMBERS + k`, for the others and for each searched leaf without the block it checked
-one by one, its direction holed there: `holes`): the joint screen never fails a leaf. A wrong
-leaf passes only if the first joint test misses it (≤ 2⁻ᵏ) or, that test failed, what follows
-misses it (≤ 2⁻ᵏ: each leaf, and each searched leaf's rest, passes exactly one test of ≥ k fresh
-directions: its own test of k, or the second joint test of k + 1 and then, if that fails, its
-own test of k + 1 directions or k on each half its search left unverified): ≤ 2·2⁻ᵏ in all
-(the argument in `fast`).
+leaf whose probe shows, then for the others and for each searched leaf without the block it
+checked one by one the first test again with the blocks' gradient replaced by the values
+measured there, `corrected_screen`, and where that does not pass one more joint test of fresh
+directions, numbered after the first test's, each searched leaf's direction holed at its
+block: `holes`): the joint screen never fails a leaf. The first test takes k + 1 directions,
+so that it and the tests after it keep the bound of `fast` (≤ 2·2⁻ᵏ).
 
 Its tolerance adds the analytic-rounding terms of all leaves, so a leaf is covered only where
 the joint tolerance is at most `MAX_LOOSENING` times the one its own test would use; any other
@@ -40,6 +38,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from ..evaluation import engine
 from ..evaluation.directions import (
@@ -50,8 +49,9 @@ from ..evaluation.directions import (
     power_of_two,
     scales,
     signs,
+    signs_at,
 )
-from ..inputs.placement import flat, is_distributed, shaped_like
+from ..inputs.placement import flat, is_distributed, shaped_like, sharded_in_types, to_host
 from ..inputs.problem import Problem
 from . import verdicts as v
 from .direction_checks import HOEFFDING_Z, DirectionalChecks
@@ -313,10 +313,10 @@ class Rows:
 
 
 def row_count(n_leaves: int, k: int) -> int:
-    """Rows of every call of the program for these leaves and k: the first call's f(θ),
-    Taylor tests and k joint directions, or a clearing test's f(θ) and k + 1 directions (one
-    compiled program for both)."""
-    return len(Rows.origin(n_leaves, np.zeros(LEVELS))) + k + 1
+    """Rows of every call of the program for these leaves and tests of k directions: the
+    first call's f(θ), Taylor tests and k joint directions, or a clearing test's f(θ) and k
+    directions (one compiled program for both)."""
+    return len(Rows.origin(n_leaves, np.zeros(LEVELS))) + k
 
 
 def one_vector(positions: Sequence[int], param_dynamic: Sequence[Any]) -> bool:
@@ -409,15 +409,39 @@ def _as_input(x: Any, dtype: np.dtype, shape: tuple[int, ...] | None = None) -> 
 @dataclasses.dataclass(frozen=True, eq=False)
 class JointScreen:
     """The joint test's directional checks, the leaves it covers (by checked-leaf number), and
-    each leaf's (f(θ), Taylor result) where they were asked for."""
+    each leaf's (f(θ), Taylor result) where they were asked for. `tested`: the leaves tested
+    (indices into the leaves of the call), `own`: per direction and tested leaf, the
+    tolerance of that leaf's own first step (`MAX_LOOSENING`), `paths` and `leaf_numbers`:
+    those of every leaf of the call (for `JointScreen.corrected`)."""
 
     checks: DirectionalChecks
     covered: tuple[int, ...]
     taylor: tuple[tuple[float, TaylorResult], ...] = ()
+    tested: tuple[int, ...] = ()
+    own: np.ndarray | None = None
+    paths: tuple[str, ...] = ()
+    leaf_numbers: tuple[int, ...] = ()
 
     @property
     def passed(self) -> bool:
         return bool(np.all(self.checks.status == v.PASS))
+
+    def corrected(self, shift: np.ndarray, slack: np.ndarray) -> JointScreen:
+        """The same test with u·g of each direction moved by `shift` and its tolerance widened
+        by `slack` (`corrected_screen`): no loss evaluated."""
+        assert self.own is not None
+        c = self.checks
+        analytic, tolerance = c.analytic + shift, c.tolerance + slack
+        # a NaN (a component's unbounded tolerance) fails, as everywhere
+        status = np.where(np.abs(c.numerical - analytic) <= tolerance, v.PASS, v.FAIL)
+        covered = np.all(tolerance[:, None] <= MAX_LOOSENING * self.own, axis=0)
+        checks = dataclasses.replace(
+            c, analytic=analytic, tolerance=tolerance, status=status.astype(np.int8),
+            evaluations=0,
+            joint=tuple(self.paths[i] for i, ok in zip(self.tested, covered) if ok))
+        return dataclasses.replace(
+            self, checks=checks, taylor=(),
+            covered=tuple(self.leaf_numbers[i] for i, ok in zip(self.tested, covered) if ok))
 
 
 def plan_rows(n_leaves: int, k: int, first_number: int, step: float, eps_f: float,
@@ -492,4 +516,58 @@ def joint_screen(problem: Problem, positions: Sequence[int], leaf_numbers: Seque
                                          np.concatenate([[0.0], g_step[:o][at]]),
                                          float(np.sqrt(spread2[leaf])), taylor_steps, eps_f))
     return JointScreen(checks, tuple(int(leaf_numbers[i]) for i, c in zip(which, covered) if c),
-                       tuple(results))
+                       tuple(results), tuple(which), own, tuple(paths),
+                       tuple(int(x) for x in leaf_numbers))
+
+
+@jax.jit
+def _direction_entries(seed, key, numbers, index, theta_at, support):
+    """uⱼ of the joint directions `numbers` at the flat `index` of their sign vector, whose
+    leaf has θⱼ = `theta_at` there and `support` entries: (numbers, index)."""
+    r = signs_at(seed, key, numbers[:, None], index[None, :], theta_at.dtype)
+    return r * magnitudes(theta_at, support)[None, :]
+
+
+def _leaf_entries(x: Any, indices: np.ndarray) -> np.ndarray:
+    """The entries `indices` (flat) of the leaf `x`, on the host, read where they live (no
+    flat copy of the leaf)."""
+    where = np.unravel_index(indices, x.shape)
+    devices = x.sharding.device_set if isinstance(x, jax.Array) else set()
+    if not devices or (len(devices) == 1 and next(iter(devices)).platform == "cpu"):
+        return np.asarray(x)[where]   # read by NumPy: a gather compiles a program per shape
+    sharding = x.sharding
+    if isinstance(sharding, NamedSharding) and sharded_in_types(x):
+        # the gather's own sharding must be named
+        return to_host(x.at[where].get(out_sharding=NamedSharding(sharding.mesh,
+                                                                   PartitionSpec())))
+    return to_host(x[where])
+
+
+def corrected_screen(screen: JointScreen, positions: Sequence[int],
+                     param_dynamic: Sequence[Any], seed: int,
+                     blocks: Sequence[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+                     ) -> JointScreen:
+    """The first joint test (`screen`, holes none, every leaf tested) with the gradient of each
+    block replaced by the numerical derivatives measured there one by one (`blocks`: (leaf i of
+    the call, flat indices, their numerical values, tolerances and analytic values)): u·g of
+    direction n gains Σⱼ uⱼ·(numericalⱼ − gⱼ) over the blocks, and its tolerance Σⱼ |uⱼ|·
+    toleranceⱼ. No loss is evaluated: it is `fast`'s clearing test on the first test's
+    points, with every block's error taken out (the argument in `fast`)."""
+    numbers = np.asarray(screen.checks.numbers, np.int32)
+    shift, slack = np.zeros(numbers.size), np.zeros(numbers.size)
+    concatenated = one_vector(positions, param_dynamic)
+    sizes = [int(np.size(param_dynamic[p])) for p in positions]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    for i, idx, numerical, tolerance, g in blocks:
+        leaf = param_dynamic[positions[i]]
+        dtype = np.dtype(leaf.dtype)
+        # the signs as `_concatenated` or `_per_leaf` draws them
+        key, index = ((CONCATENATED_KEY, offsets[i] + idx) if concatenated
+                      else (screen.leaf_numbers[i], idx))
+        u = np.asarray(_direction_entries(
+            np.asarray(seed, np.uint32), np.asarray(key, np.uint32), numbers,
+            np.asarray(index, np.int32), _leaf_entries(leaf, idx).astype(dtype),
+            np.asarray(sizes[i], dtype)), np.float64)
+        shift += u @ (np.asarray(numerical, np.float64) - np.asarray(g, np.float64))
+        slack += np.abs(u) @ np.asarray(tolerance, np.float64)
+    return screen.corrected(shift, slack)

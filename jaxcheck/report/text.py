@@ -104,11 +104,13 @@ def _fast_verdict(report: Report) -> str:
     if report.ok:
         joint = sum(leaf.directions is not None and bool(leaf.directions.joint)
                     for leaf in leaves)
-        how = (f"checked together by {k} random directions (one joint test)"
+        # the joint test draws one direction more than a leaf's own test (`numerics.fast`)
+        kj = report.info.get("joint", {}).get("directions", k)
+        how = (f"checked together by {kj} random directions (one joint test)"
                if joint == len(leaves) else
                f"checked by {k} random directions each" if not joint else
-               f"checked by {k} random directions ({joint} together, {len(leaves) - joint} "
-               f"each on its own)")
+               f"checked by random directions ({joint} together by {kj}, {len(leaves) - joint} "
+               f"each on its own by {k})")
         clearing = report.info.get("clearing")
         if clearing:
             how += (f"; after the joint test failed, {len(clearing['covered'])} passed a second "

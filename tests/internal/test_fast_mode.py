@@ -68,13 +68,13 @@ def test_correct_model_passes_the_joint_screen_with_few_evaluations(joint_for_sm
     assert (joint["passed"], joint["covered"]) == (True, list(paths))
     assert len(joint["tolerance"]) >= 1 and min(joint["tolerance"]) > 0
     joint = report.leaves[0].directions   # one test of all leaves at once, shared
-    assert joint.k == 21 and joint.n_fail == 0 and joint.joint == paths
+    assert joint.k == 22 and joint.n_fail == 0 and joint.joint == paths
     assert all(leaf.directions is joint for leaf in report.leaves)
     assert all(leaf.taylor.consistent for leaf in report.leaves)   # each leaf's own
-    # f(θ) and 21 directions x 2 points, then f(θ) + 3 Taylor steps per leaf
-    assert report.info["evaluations"] == 2 * 21 + 1 + 4 * len(paths)
+    # f(θ) and k + 1 = 22 directions x 2 points, then f(θ) + 3 Taylor steps per leaf
+    assert report.info["evaluations"] == 2 * 22 + 1 + 4 * len(paths)
     text = str(report)
-    assert "checked together by 21 random directions" in text and "21/21 pass (joint)" in text
+    assert "checked together by 22 random directions" in text and "22/22 pass (joint)" in text
 
 
 def test_localises_single_entry_off_by_one_percent_among_12k(joint_for_small_params):
@@ -88,7 +88,8 @@ def test_localises_single_entry_off_by_one_percent_among_12k(joint_for_small_par
     assert [leaf.path for leaf in report.leaves if not leaf.ok] == ["['W']"]
     # the joint screen failed: every leaf probed; W, whose probe showed, was searched at
     # once, and the FAIL of its block decided it (its own test not run); the others and W
-    # without the block passed one clearing test together
+    # without the block were cleared by the first joint test with the block's gradient
+    # replaced by its measured values: no clearing joint test
     assert (report.info["joint"]["passed"], report.info["joint"]["covered"]) == (False, [])
     others = ["['b']", "['c']", "['v']"]
     flat = 37 * params["W"].shape[1] + 91
@@ -96,7 +97,7 @@ def test_localises_single_entry_off_by_one_percent_among_12k(joint_for_small_par
     (lo, hi), = clearing.pop("holes").values()
     assert lo <= flat < hi and hi - lo <= 4
     assert clearing == {"passed": True, "directions": 22, "leaves": ["['W']", *others],
-                        "covered": ["['W']", *others]}
+                        "covered": ["['W']", *others], "first_test": True}
     w = report.leaf("['W']").directions
     assert w.joint == () and w.n_fail == 0 and w.k == 0 and w.undecided == 21
     assert all(report.leaf(p).directions.joint == ("['W']", *others)
@@ -125,7 +126,25 @@ def test_failed_clearing_joint_test_resumes_the_search(joint_for_small_params):
     assert report.info["joint"]["passed"] is False
     clearing = report.info["clearing"]
     assert clearing["passed"] is False and sorted(clearing["holes"]) == ["['W']", "['v']"]
+    # W's second wrong entry, outside its block, kept the corrected first test from passing
+    assert clearing["first_test"] is False
     assert {leaf.path for leaf in report.leaves if not leaf.ok} == {"['W']", "['v']"}
+
+
+def test_corrected_first_joint_test_takes_out_the_blocks_of_two_searched_leaves(
+        joint_for_small_params):
+    # one wrong entry in each of two leaves: both are searched, and the first joint test,
+    # with both blocks' gradient replaced by the values measured there, clears the rest
+    loss, params, args = _mlp_problem()
+
+    def edit(g):
+        return {**g, "W": g["W"].at[37, 91].multiply(1.05), "v": g["v"].at[7].multiply(1.05)}
+    report = jaxcheck.check(loss, params, *args, grad_fn=_with(loss, edit), mode="fast")
+    assert sorted(f.location for f in report.failures) == ["['W'][37, 91]", "['v'][7]"]
+    clearing = report.info["clearing"]
+    assert (clearing["passed"], clearing["first_test"]) == (True, True)
+    assert sorted(clearing["holes"]) == ["['W']", "['v']"]
+    assert [leaf.path for leaf in report.leaves if leaf.ok] == ["['b']", "['c']"]
 
 
 def test_localises_several_wrong_entries_in_one_leaf():
@@ -170,7 +189,7 @@ def test_same_seed_same_directions_other_seed_other_directions():
     ua, ub, uc = (r.leaf("['W']").directions.analytic for r in (a, b, c))
     np.testing.assert_array_equal(ua, ub)
     assert not np.allclose(ua, uc)
-    assert a.leaf("['W']").directions.k == 5
+    assert a.leaf("['W']").directions.k == 5 + 1   # the joint test: k + 1
 
 
 def test_taylor_order_two_for_correct_gradient_one_for_wrong():
@@ -288,6 +307,17 @@ def test_rows_grouped_by_direction_match_direction_vector_and_row_order():
         assert dirs.evaluations == 2 * numbers.size
 
 
+def test_signs_at_some_indices_are_those_of_the_whole_vector():
+    from jaxcheck.evaluation.directions import signs, signs_at
+    seed, leaf, number = jnp.uint32(3), jnp.uint32(2), jnp.int32((1 << 30) + 5)
+    n = 100_003
+    whole = np.asarray(signs(seed, leaf, number, n, jnp.float32))
+    idx = np.array([0, 1, 31, 32, 33, 63, 64, 5000, n - 1])
+    np.testing.assert_array_equal(
+        np.asarray(signs_at(seed, leaf, number, jnp.asarray(idx, jnp.int32), jnp.float32)),
+        whole[idx])
+
+
 def test_leaf_whose_own_tolerance_is_much_tighter_is_tested_on_its_own(joint_for_small_params):
     # w1's gradient is huge (1e8), so its rounding dominates the joint tolerance; w2's own
     # test is far tighter, and a joint pass must not stand in for it
@@ -305,6 +335,8 @@ def test_leaf_whose_own_tolerance_is_much_tighter_is_tested_on_its_own(joint_for
     assert report.ok and (joint["passed"], joint["covered"]) == (True, ["['w1']"])
     assert report.leaf("['w1']").directions.joint == ("['w1']",)
     assert report.leaf("['w2']").directions.joint == ()
+    assert ("checked by random directions (1 together by 22, 1 each on its own by 21)"
+            in str(report))
     # and an error in w2 far below the joint tolerance is still caught, by w2's own test
     bad = jaxcheck.check(loss, params, x, mode="fast",
                          grad_fn=_with(lambda p, x: loss(p, x),
