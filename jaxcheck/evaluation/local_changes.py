@@ -684,6 +684,11 @@ def trace(loss: Callable[..., Any], position: int, param_dynamic: Sequence[Any],
 COMPILE_SECONDS_PER_EQUATION = 4e-3
 UNITS_PER_SECOND = 5e9
 LOCAL_SLOWDOWN = 2.0
+# A check is often called again with the same shapes (every N training steps, a test suite),
+# and those calls pay the evaluations again but compile nothing: the decisions made from this
+# cost model (`pays`, `sharing.groups`) weigh a program's evaluations this many times against
+# its compilation.
+CALLS = 4
 # What one more equation costs per point in these units (elements touched, multiply-adds).
 EQUATION_OVERHEAD = 64.0
 
@@ -696,9 +701,10 @@ class Cost:
     per_point: float
     equations: int
 
-    def seconds(self, points: int, slowdown: float = 1.0) -> float:
+    def seconds(self, points: int, slowdown: float = 1.0, calls: float = 1.0) -> float:
+        """Compiling once, and evaluating `points` points on each of `calls` calls."""
         return (self.equations * COMPILE_SECONDS_PER_EQUATION
-                + points * slowdown * self.per_point / UNITS_PER_SECOND)
+                + calls * points * slowdown * self.per_point / UNITS_PER_SECOND)
 
 
 def cost_downstream(jaxpr: Any, batched: Sequence[bool], both_batched: float = 1.0) -> float:
@@ -764,13 +770,15 @@ def costs(traced: Traced, param_dynamic: Sequence[Any],
 
 def pays(traced: Traced, param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any]) -> bool:
     """Whether following the changes of the leaf's entries (`traced.at_entry`) is quicker than
-    evaluating them directly for a full check of the leaf (two points per entry), compilation
-    included, from the jaxprs of both: not where the change spreads over everything
-    downstream anyway (a leaf whose first use has no rule, a change that every row of a norm
-    reads), nor where the leaf has too few entries to repay a larger program."""
+    evaluating them directly for a full check of the leaf (two points per entry), compiled
+    once and evaluated on `CALLS` calls, from the jaxprs of both: not where the change spreads
+    over everything downstream anyway (a leaf whose first use has no rule, a change that
+    every row of a norm reads), nor where the leaf has too few entries to repay a larger
+    program."""
     try:
         local, direct = costs(traced, param_dynamic, arg_dynamic)
     except Exception:  # a rule that cannot trace: the direct evaluation
         return False
     points = 2 * int(np.size(param_dynamic[traced.position]))
-    return local.seconds(points, LOCAL_SLOWDOWN) < direct.seconds(points)
+    return (local.seconds(points, LOCAL_SLOWDOWN, calls=CALLS)
+            < direct.seconds(points, calls=CALLS))

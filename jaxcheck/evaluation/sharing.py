@@ -10,7 +10,7 @@ of a leaf used later recomputes more than its own program would.
 `groups` weighs the two with the cost model of `local_changes` (seconds per equation to
 compile, cost units per second to evaluate), for a full check's first pass (two points per
 entry): taken in the order of their first use, leaves join the group before them while the
-compilation saved exceeds the evaluations added, over a first call and a few repeated ones.
+compilation saved exceeds the evaluations added, over `local_changes.CALLS` calls.
 """
 from __future__ import annotations
 
@@ -19,12 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .local_changes import Cost, direct_cost
+from .local_changes import CALLS, Cost, direct_cost
 
-# A leaf joins a group where the compilation saved exceeds this many times the evaluations
-# added: a check is often called again with the same shapes (every N training steps, a test
-# suite), and those calls pay the evaluations again but compile nothing.
-CALLS = 4
 # A product of two operands that depend on the point (two leaves of a group moved upstream of
 # it: a batch of small GEMMs) against one of an unbatched operand (one large GEMM): measured
 # on a transformer block on 2 CPU cores, its group's evaluations 1.5-1.7x slower.
