@@ -92,7 +92,9 @@ def _evaluate_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[i
                    gs, roundings, holes, seed, t, numbers, steps, moves, exact_rows, active):
     """Per row j (numbers, shape (J,)): the loss at the points θ + steps[j, s] ·
     moves[j, s, L] · u_L (s < 2; u_L leaf L's direction `numbers[j]`, on the whole leaf
-    without the range `holes[L]` = (lo, hi), int32 scalars: one program for every hole),
+    without the range `holes[L]` = (lo, hi), an int32 array (L, 2): one program for every
+    hole; `roundings[L]` leaf L's `linear_bound` coefficients, (L, 2) too: one input for
+    all leaves, where an input per leaf cost a tiny compiled kernel each),
     g·(P − θ) at each point P evaluated, and u_L·g_L per leaf; and per leaf ‖u_L∘A_L‖², which
     does not depend on the signs. `moves` is 1 or 0 per leaf: a row of the joint test moves
     every leaf it tests, a point of the Taylor tests one leaf, the first point none (f(θ)).
@@ -172,10 +174,10 @@ def _concatenated(problem, positions, param_dynamic, arg_dynamic, gs, roundings,
 
     # each hole in the flat index of all leaves (dynamic: no constant for XLA to fold)
     start = jnp.asarray(offsets[:-1].astype(np.int32))
-    hole_lo = per_entry(start + jnp.stack([h[0] for h in holes]))
-    hole_hi = per_entry(start + jnp.stack([h[1] for h in holes]))
+    hole_lo = per_entry(start + holes[:, 0])
+    hole_hi = per_entry(start + holes[:, 1])
     index = jnp.arange(total, dtype=jnp.int32)
-    support = jnp.asarray(sizes, jnp.int32) - jnp.stack([h[1] - h[0] for h in holes])
+    support = jnp.asarray(sizes, jnp.int32) - (holes[:, 1] - holes[:, 0])
     # |u| = s·c as `directions.magnitudes`, c from each leaf's support
     unmasked = (pow2_at_or_above(jnp.maximum(1, jnp.abs(theta)))
                 / per_entry(pow2_at_or_above(jnp.sqrt(support.astype(dtype)))))
@@ -185,8 +187,8 @@ def _concatenated(problem, positions, param_dynamic, arg_dynamic, gs, roundings,
     ok = ((plus - theta == m) & (plus - m == theta) & (minus - theta == -m)
           & (minus + m == theta))
     exact_leaf = per_leaf((~ok).astype(jnp.int32)) == 0
-    slope = per_entry(jnp.stack([r[0] for r in roundings]))
-    offset = per_entry(jnp.stack([r[1] for r in roundings]))
+    slope = per_entry(roundings[:, 0])
+    offset = per_entry(roundings[:, 1])
 
     def per_row(row):
         number, steps_, moves_, exact_row, _ = row
@@ -223,8 +225,8 @@ def _per_leaf(problem, positions, leaves, param_dynamic, arg_dynamic, gs, roundi
     large params' points then cost no sum over the params, and no branch)."""
     thetas = [flat(param_dynamic[p]) for p in positions]
     zero = jnp.asarray(0, jnp.int32)
-    mags = [scales(zero, jnp.asarray(theta.size, jnp.int32), hole[0], hole[1], theta)
-            for theta, hole in zip(thetas, holes)]
+    mags = [scales(zero, jnp.asarray(theta.size, jnp.int32), holes[i, 0], holes[i, 1], theta)
+            for i, theta in enumerate(thetas)]
     total = sum(theta.size for theta in thetas)
 
     def per_row(row):
@@ -385,12 +387,19 @@ def _program_inputs(problem: Problem, positions: Sequence[int], leaf_numbers: Se
     dynamic = (
         tuple(param_dynamic), tuple(arg_dynamic),
         tuple(_as_input(g, dtype, (int(np.prod(g.shape, dtype=np.int64)),)) for g in g_leaves),
-        tuple(_as_input(r, dtype) for r in roundings),
-        tuple(tuple(np.asarray(x, np.int32) for x in (h or (0, 0))) for h in holes),
+        _stacked(roundings, dtype),
+        np.asarray([h or (0, 0) for h in holes], np.int32).reshape(len(holes), 2),
         np.asarray(seed, np.uint32), np.asarray(step, dtype),
         np.asarray(rows.numbers, np.int32), np.asarray(rows.steps, dtype),
         np.asarray(rows.moves, dtype), np.asarray(rows.exact), np.asarray(rows.active))
     return static, dynamic
+
+
+def _stacked(roundings: Sequence[Any], dtype: np.dtype) -> Any:
+    """The leaves' rounding coefficients as one (L, 2) input (specs: its spec)."""
+    if any(isinstance(r, jax.ShapeDtypeStruct) for r in roundings):
+        return jax.ShapeDtypeStruct((len(roundings), 2), dtype)
+    return np.stack([np.asarray(r, dtype) for r in roundings])
 
 
 def _as_input(x: Any, dtype: np.dtype, shape: tuple[int, ...] | None = None) -> Any:
