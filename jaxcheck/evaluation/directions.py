@@ -111,6 +111,39 @@ def signs_at(seed, leaf, number, indices, dtype):
     return 1 - 2 * bits.astype(dtype)
 
 
+# NumPy twins of the hash and the scales, for directions built on the host (`joint`'s small
+# params: nothing to compile). Bit for bit the same values (tests/internal/test_directions).
+
+def _mix_host(x: np.ndarray) -> np.ndarray:
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
+def signs_host(seed: int, leaf: int, numbers: np.ndarray, n: int,
+               dtype: Any) -> np.ndarray:
+    """`signs(seed, leaf, number, n, dtype)` for each of `numbers`: rows (len(numbers), n)."""
+    with np.errstate(over="ignore"):   # uint32 products wrap, as in XLA
+        seed_, leaf_ = np.full(1, seed, np.uint32), np.full(1, leaf, np.uint32)
+        keys = _mix_host(_mix_host(_mix_host(seed_) ^ leaf_)
+                         ^ np.asarray(numbers).astype(np.uint32))[:, None]
+        w = -(-n // 32)
+        words = _mix_host(_mix_host(np.arange(w, dtype=np.uint32)[None, :] ^ keys) + keys)
+    bits = (words[:, :, None] >> np.arange(32, dtype=np.uint32)) & np.uint32(1)
+    return (1 - 2 * bits.astype(dtype)).reshape(len(keys), -1)[:, :n]
+
+
+def pow2_at_or_above_host(x: np.ndarray) -> np.ndarray:
+    """`pow2_at_or_above` by NumPy."""
+    x = np.asarray(x)
+    uint = {2: np.uint16, 4: np.uint32, 8: np.uint64}[x.dtype.itemsize]
+    mantissa_bits = uint((1 << np.finfo(x.dtype).nmant) - 1)
+    below = (x.view(uint) & ~mantissa_bits).view(x.dtype)
+    return np.where(below == x, below, 2 * below)
+
+
 def _direction(seed, leaf, number, lo, hi, hole_lo, hole_hi, theta):
     return (signs(seed, leaf, number, theta.size, theta.dtype)
             * scales(lo, hi, hole_lo, hole_hi, theta)).astype(theta.dtype)

@@ -483,9 +483,8 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
     together = _together(tasks)
     first = tasks[0]
     if together:   # its program compiles beside the gradient's
-        compile_ahead(first.problem, [t.position for t in tasks], [t.leaf_number for t in tasks],
-                      first.param_dynamic, first.arg_dynamic, k + 1, _gradient_dtype(tasks),
-                      first.eps_f, first.rel_step)
+        compile_ahead(first.problem, [t.position for t in tasks], first.param_dynamic,
+                      first.arg_dynamic, k + 1, first.eps_f, first.rel_step)
     gs, roundings = _on_device(tasks, first.analytic.device_leaves())
     info: dict[str, Any] = {"directions": k}
     evaluations = tests = 0

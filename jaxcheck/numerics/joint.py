@@ -45,11 +45,12 @@ from ..evaluation.directions import (
     VMAP_ENTRIES,
     linear_bound,
     magnitudes,
-    pow2_at_or_above,
+    pow2_at_or_above_host,
     power_of_two,
     scales,
     signs,
     signs_at,
+    signs_host,
 )
 from ..inputs.placement import flat, is_distributed, shaped_like, sharded_in_types, to_host
 from ..inputs.problem import Problem
@@ -87,9 +88,8 @@ def _supports(thetas, holes):
 
 
 def _evaluate_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[int, ...],
-                   directions_per_vmap: int, concatenated: bool, exact_all: bool | None,
-                   param_dynamic, arg_dynamic,
-                   gs, roundings, holes, seed, t, numbers, steps, moves, exact_rows, active):
+                   directions_per_vmap: int, exact_all: bool, param_dynamic, arg_dynamic,
+                   gs, roundings, holes, seed, t, numbers, steps, moves):
     """Per row j (numbers, shape (J,)): the loss at the points θ + steps[j, s] ·
     moves[j, s, L] · u_L (s < 2; u_L leaf L's direction `numbers[j]`, on the whole leaf
     without the range `holes[L]` = (lo, hi), an int32 array (L, 2): one program for every
@@ -97,38 +97,18 @@ def _evaluate_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[i
     all leaves, where an input per leaf cost a tiny compiled kernel each),
     g·(P − θ) at each point P evaluated, and u_L·g_L per leaf; and per leaf ‖u_L∘A_L‖², which
     does not depend on the signs. `moves` is 1 or 0 per leaf: a row of the joint test moves
-    every leaf it tests, a point of the Taylor tests one leaf, the first point none (f(θ)).
-    Rows not `active` (padding) are skipped where the rows are looped over one at a time.
+    every leaf it tests, the first point none (f(θ)).
 
-    One program serves the joint test, its clearing test (fewer leaves, holes) and every
-    leaf's Taylor test: compiling it is most of a first check. Where the steps of a row are
-    exact (`exact_rows` and every moved leaf's θ ± t·|u| exact, checked here for the joint
-    step t), g·(P − θ) is step·Σ u_L·g_L: no sum over every leaf per point.
-
-    `concatenated`: the leaves' directions are built as one vector over all their entries
-    (one hash, sums per leaf by segment), so the program does not grow with the number of
-    leaves; u_L is then the slice of leaf L of that vector, and number j's signs differ from
-    those of direction j of the leaf's own tests (`directions`), which use other numbers
-    anyway. Otherwise (leaves on several devices, which a concatenation would gather) each
-    leaf's direction is built on its own."""
-    rows = (numbers, steps, moves, exact_rows, active)
-    if concatenated:
-        per_row, mags, spread_of = _concatenated(problem, positions, param_dynamic, arg_dynamic,
-                                                 gs, roundings, holes, seed, t)
-    else:
-        per_row, mags, spread_of = _per_leaf(problem, positions, leaves, param_dynamic,
-                                             arg_dynamic, gs, roundings, holes, seed, t,
-                                             exact_all)
-    if directions_per_vmap == 1 and not concatenated:   # a plain loop (no padding rows)
+    The program of large params, or of params on several devices (whose concatenation would
+    gather them): each leaf's direction is built on its own, where it lives. Where every
+    moved leaf's θ ± t·|u| is exact (`exact_all`, known before the call), g·(P − θ) is
+    step·Σ u_L·g_L: no sum over every leaf per point. Small params on one device take the
+    points built on the host instead (`_host_rows`, `_losses_at`)."""
+    rows = (numbers, steps, moves)
+    per_row, mags, spread_of = _per_leaf(problem, positions, leaves, param_dynamic,
+                                         arg_dynamic, gs, roundings, holes, seed, t, exact_all)
+    if directions_per_vmap == 1:
         f, g_step, gu = jax.lax.map(per_row, rows)
-    elif directions_per_vmap == 1:  # a plain loop, which skips the padding rows
-        shapes = jax.eval_shape(per_row, jax.tree_util.tree_map(lambda x: x[0], rows))
-
-        def skipped(row):
-            return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-        f, g_step, gu = jax.lax.map(
-            lambda row: jax.lax.cond(row[4], per_row, skipped, row), rows)
     else:
         f, g_step, gu = jax.lax.map(per_row, rows, batch_size=directions_per_vmap)
     # f(θ) is the first point (moved by 0·u, exactly θ): one copy of the loss in the program
@@ -144,78 +124,110 @@ CONCATENATED_MAX_ENTRIES = 1 << 17
 CONCATENATED_KEY = 0xFFFFFFFF
 
 
-def _two_points(at, total, steps_, moves_):
+def _two_points(at, total, *xs):
     # both points in one vmap for small params; one at a time for large ones (a vmap over
     # perturbed weights turns their products into batched GEMMs, slow on CPU)
     if 2 * total <= VMAP_ENTRIES:
-        return jax.vmap(at)(steps_, moves_)
-    return jax.lax.map(lambda x: at(*x), (steps_, moves_))
+        return jax.vmap(at)(*xs)
+    return jax.lax.map(lambda x: at(*x), xs)
 
 
-def _concatenated(problem, positions, param_dynamic, arg_dynamic, gs, roundings, holes, seed,
-                  t):
-    """`_evaluate_rows`' row function with every leaf's direction a slice of one vector."""
-    thetas = [flat(param_dynamic[p]) for p in positions]
-    sizes = [int(theta.size) for theta in thetas]
-    n_leaves, total = len(sizes), sum(sizes)
+def _losses_at(problem: Problem, positions: tuple[int, ...], per_vmap: int, param_dynamic,
+               arg_dynamic, points, active):
+    """The loss at every point of `points` (J, 2, total): each leaf a slice of the point,
+    all leaves' entries in one vector (`_host_rows` builds them). Rows not `active`
+    (padding) are skipped where the rows are looped over one at a time.
+
+    All the joint program compiles is the loss: the directions, their sums and the check
+    that the steps are exact are NumPy's, on the host (at this size they take milliseconds,
+    where compiling them took most of a first check's joint program)."""
+    sizes = [int(np.size(param_dynamic[p])) for p in positions]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    theta, g = jnp.concatenate(thetas), jnp.concatenate([x.reshape(-1) for x in gs])
-    dtype = theta.dtype
 
-    # a gather and a scatter by each entry's leaf: measured 2.5x quicker to compile than a
-    # slice and a sum (or a broadcast) per leaf
-    leaf_of = jnp.asarray(np.repeat(np.arange(n_leaves), sizes).astype(np.int32))
-
-    def per_leaf(values):
-        return jax.ops.segment_sum(values, leaf_of, n_leaves, indices_are_sorted=True)
-
-    def per_entry(values):
-        return values[leaf_of]
-
-    # each hole in the flat index of all leaves (dynamic: no constant for XLA to fold)
-    start = jnp.asarray(offsets[:-1].astype(np.int32))
-    hole_lo = per_entry(start + holes[:, 0])
-    hole_hi = per_entry(start + holes[:, 1])
-    index = jnp.arange(total, dtype=jnp.int32)
-    support = jnp.asarray(sizes, jnp.int32) - (holes[:, 1] - holes[:, 0])
-    # |u| = s·c as `directions.magnitudes`, c from each leaf's support
-    unmasked = (pow2_at_or_above(jnp.maximum(1, jnp.abs(theta)))
-                / per_entry(pow2_at_or_above(jnp.sqrt(support.astype(dtype)))))
-    mags = jnp.where((index < hole_lo) | (index >= hole_hi), unmasked, 0).astype(dtype)
-    m = t * unmasked
-    plus, minus = theta + m, theta - m
-    ok = ((plus - theta == m) & (plus - m == theta) & (minus - theta == -m)
-          & (minus + m == theta))
-    exact_leaf = per_leaf((~ok).astype(jnp.int32)) == 0
-    slope = per_entry(roundings[:, 0])
-    offset = per_entry(roundings[:, 1])
+    def at(point):
+        dynamic = list(param_dynamic)
+        for i, position in enumerate(positions):
+            part = jax.lax.slice_in_dim(point, int(offsets[i]), int(offsets[i + 1]))
+            dynamic[position] = shaped_like(part, param_dynamic[position])
+        return problem.loss(dynamic, arg_dynamic)
 
     def per_row(row):
-        number, steps_, moves_, exact_row, _ = row
-        u = signs(seed, jnp.uint32(CONCATENATED_KEY), number, total, dtype) * mags
-        gus = per_leaf(u * g)
-        moved = moves_.sum(axis=0) > 0
-        exact = exact_row & jnp.all(exact_leaf | ~moved)
+        return _two_points(at, int(offsets[-1]), row[0])
 
-        def at(step, move):
-            point = theta + (step * per_entry(move)) * u
-            dynamic = list(param_dynamic)
-            for i, position in enumerate(positions):
-                part = jax.lax.slice_in_dim(point, int(offsets[i]), int(offsets[i + 1]))
-                dynamic[position] = shaped_like(part, param_dynamic[position])
-            # the sum over every entry only where the point is not exact (a pass over the
-            # params per point, a fifth of a forward pass of a large MLP)
-            g_step = jax.lax.cond(exact, lambda: step * jnp.sum(move * gus),
-                                  lambda: jnp.sum(g * (point - theta)))
-            return problem.loss(dynamic, arg_dynamic), g_step
+    rows = (points, active)
+    if per_vmap > 1:
+        return jax.lax.map(per_row, rows, batch_size=per_vmap)
+    shape = jax.eval_shape(per_row, jax.tree_util.tree_map(lambda x: x[0], rows))
 
-        f, g_step = _two_points(at, total, steps_, moves_)
-        return f, g_step, gus
+    def skipped(row):
+        return jnp.zeros(shape.shape, shape.dtype)
+    return jax.lax.map(lambda row: jax.lax.cond(row[1], per_row, skipped, row), rows)
 
-    def spread_of(mags):
-        return per_leaf((mags * (slope * jnp.abs(g) + offset)) ** 2)
 
-    return per_row, mags, spread_of
+# Rows of points built on the host at a time (their entries, over all leaves): bounds the
+# host memory of `_host_rows` at a few times this many float64 values.
+HOST_ROW_ENTRIES = 1 << 21
+
+
+def _host_rows(positions: Sequence[int], param_dynamic: Sequence[Any],
+               g_leaves: Sequence[Any], roundings: Sequence[Any],
+               holes: Sequence[tuple[int, int] | None], seed: int, t: float,
+               rows: Rows) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The points of `rows` (J, 2, total), as `_evaluate_rows` defines them, with every
+    leaf's direction a slice of one vector over all their entries (one hash; number j's
+    signs differ from those of direction j of the leaf's own tests, which use other numbers
+    anyway); and g·(P − θ) at each point, u_L·g_L per row and leaf, ‖u_L∘A_L‖² per leaf (as
+    float64). By NumPy, in the params' dtype: small params on one device, read once."""
+    thetas = [np.asarray(to_host(param_dynamic[p])).reshape(-1) for p in positions]
+    dtype = thetas[0].dtype
+    sizes = [theta.size for theta in thetas]
+    n_leaves, total = len(sizes), sum(sizes)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    theta = np.concatenate(thetas)
+    g = np.concatenate([np.asarray(to_host(x)).reshape(-1) for x in g_leaves]).astype(dtype)
+    leaf_of = np.repeat(np.arange(n_leaves), sizes)
+    hole = np.asarray([h or (0, 0) for h in holes], np.int64).reshape(n_leaves, 2)
+    support = np.asarray(sizes, np.int64) - (hole[:, 1] - hole[:, 0])
+    # |u| = s·c as `directions.magnitudes`, c from each leaf's support; 0 in its hole
+    one = dtype.type(1)
+    unmasked = (pow2_at_or_above_host(np.maximum(one, np.abs(theta)))
+                / pow2_at_or_above_host(np.sqrt(support.astype(dtype)))[leaf_of])
+    index = np.arange(total) - offsets[leaf_of]
+    mags = np.where((index < hole[leaf_of, 0]) | (index >= hole[leaf_of, 1]), unmasked,
+                    dtype.type(0)).astype(dtype)
+    m = dtype.type(t) * unmasked
+    plus, minus = theta + m, theta - m
+    inexact = ~((plus - theta == m) & (plus - m == theta) & (minus - theta == -m)
+                & (minus + m == theta))
+    exact_leaf = np.bincount(leaf_of, weights=inexact, minlength=n_leaves) == 0
+    r = np.asarray(roundings, dtype).reshape(n_leaves, 2)
+    bound = mags * (r[leaf_of, 0] * np.abs(g) + r[leaf_of, 1])
+    spread2 = _per_leaf_sums(bound * bound, offsets)
+
+    j = len(rows)
+    points = np.empty((j, 2, total), dtype)
+    g_step, gus = np.empty((j, 2)), np.empty((j, n_leaves))
+    moves, steps = rows.moves.astype(dtype), rows.steps.astype(dtype)
+    exact = rows.exact & np.all(exact_leaf | ~(rows.moves.sum(axis=1) > 0), axis=1)
+    chunk = max(1, HOST_ROW_ENTRIES // max(1, total))
+    for a in range(0, j, chunk):
+        b = min(j, a + chunk)
+        u = signs_host(seed, CONCATENATED_KEY, rows.numbers[a:b], total, dtype) * mags
+        gu = _per_leaf_sums(u * g, offsets)
+        gus[a:b] = gu
+        for s_ in range(2):
+            move, step = moves[a:b, s_], steps[a:b, s_]
+            point = theta + (step[:, None] * move[:, leaf_of]) * u
+            points[a:b, s_] = point
+            g_step[a:b, s_] = np.where(exact[a:b], step * np.sum(move * gu, axis=1),
+                                       np.sum(g * (point - theta), axis=1))
+    return points, g_step, gus, spread2
+
+
+def _per_leaf_sums(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Sums of `values` (..., total) over each leaf's entries: (..., L)."""
+    return np.stack([values[..., a:b].sum(axis=-1) for a, b in zip(offsets[:-1], offsets[1:])],
+                    axis=-1)
 
 
 def _per_leaf(problem, positions, leaves, param_dynamic, arg_dynamic, gs, roundings, holes,
@@ -230,7 +242,7 @@ def _per_leaf(problem, positions, leaves, param_dynamic, arg_dynamic, gs, roundi
     total = sum(theta.size for theta in thetas)
 
     def per_row(row):
-        number, steps_, moves_, _, _ = row   # exact or not: `exact_all`
+        number, steps_, moves_ = row   # exact or not: `exact_all`
         us = [signs(seed, jnp.uint32(leaf), number, theta.size, theta.dtype) * m
               for leaf, theta, m in zip(leaves, thetas, mags)]
         gus = [jnp.sum(u * g) for u, g in zip(us, gs)]
@@ -335,71 +347,72 @@ def evaluate_rows(problem: Problem, positions: Sequence[int], leaf_numbers: Sequ
                   param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any],
                   g_leaves: Sequence[Any], roundings: Sequence[Any], seed: int, step: float,
                   rows: Rows, holes: Sequence[tuple[int, int] | None]):
-    """`_evaluate_rows` at `rows` (float64 numpy arrays out)."""
+    """The loss at the points of `rows`, g·(P − θ) at each, u_L·g_L per row and leaf, and
+    ‖u_L∘A_L‖² per leaf (`_evaluate_rows`), as float64 numpy arrays."""
+    if one_vector(positions, param_dynamic):
+        rows, per_vmap = _whole_groups(rows, positions, param_dynamic)
+        points, g_step, gus, spread2 = _host_rows(positions, param_dynamic, g_leaves,
+                                                  roundings, holes, seed, step, rows)
+        f = engine.call(_losses_at, (problem, tuple(positions), per_vmap),
+                        tuple(param_dynamic), tuple(arg_dynamic), points, rows.active)
+        return np.asarray(f, np.float64), g_step, gus, spread2
     static, dynamic = _program_inputs(problem, positions, leaf_numbers, param_dynamic,
                                       arg_dynamic, g_leaves, roundings, seed, step, rows, holes)
     out = engine.call(_evaluate_rows, static, *dynamic)
     return tuple(np.asarray(x, np.float64) for x in out)
 
 
-def compile_ahead(problem: Problem, positions: Sequence[int], leaf_numbers: Sequence[int],
-                  param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any], k: int,
-                  gradient_dtype: Any, eps_f: float, rel_step: float) -> None:
+def compile_ahead(problem: Problem, positions: Sequence[int], param_dynamic: Sequence[Any],
+                  arg_dynamic: Sequence[Any], k: int, eps_f: float, rel_step: float) -> None:
     """Start compiling the program of the first joint test of these leaves (with their Taylor
     tests: `one_vector` params) before their gradient exists: its inputs' shapes are known
     (`engine.compile_call_ahead`), so it compiles beside the gradient's program."""
     if not one_vector(positions, param_dynamic):
         return
-    g_specs = [jax.ShapeDtypeStruct((int(np.size(param_dynamic[p])),), gradient_dtype)
-               for p in positions]
-    rounding_specs = [jax.ShapeDtypeStruct((2,), gradient_dtype)] * len(positions)
     rows = plan_rows(len(positions), k, JOINT_NUMBERS, power_of_two(rel_step), eps_f, None,
                      True, row_count(len(positions), k))
-    static, dynamic = _program_inputs(problem, positions, leaf_numbers, param_dynamic,
-                                      arg_dynamic, g_specs, rounding_specs, 0,
-                                      power_of_two(rel_step), rows, [None] * len(positions))
-    engine.compile_call_ahead(_evaluate_rows, static, *dynamic)
+    rows, per_vmap = _whole_groups(rows, positions, param_dynamic)
+    total = sum(int(np.size(param_dynamic[p])) for p in positions)
+    points = jax.ShapeDtypeStruct((len(rows), 2, total), param_dynamic[positions[0]].dtype)
+    engine.compile_call_ahead(_losses_at, (problem, tuple(positions), per_vmap),
+                              tuple(param_dynamic), tuple(arg_dynamic), points, rows.active)
+
+
+def _whole_groups(rows: Rows, positions: Sequence[int],
+                  param_dynamic: Sequence[Any]) -> tuple[Rows, int]:
+    """`rows` padded to whole vmapped groups (a remainder would be a second copy of the row's
+    program), and the rows per group."""
+    total = sum(int(np.size(param_dynamic[p])) for p in positions)
+    per_vmap = max(1, min(len(rows), VMAP_ENTRIES // (2 * total)))
+    return rows + Rows.padding(-len(rows) % per_vmap, len(positions)), per_vmap
 
 
 def _program_inputs(problem: Problem, positions: Sequence[int], leaf_numbers: Sequence[int],
                     param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any],
                     g_leaves: Sequence[Any], roundings: Sequence[Any], seed: int, step: float,
                     rows: Rows, holes: Sequence[tuple[int, int] | None]) -> tuple[tuple, tuple]:
-    """The static and dynamic inputs of `_evaluate_rows` at `rows` (`g_leaves`, `roundings`:
-    arrays, or their `jax.ShapeDtypeStruct`s for `compile_ahead`)."""
+    """The static and dynamic inputs of `_evaluate_rows` at `rows`: no padding rows (each
+    would cost a forward pass in the loop, which one program for every call of these leaves
+    is not worth at this size)."""
     dtype = np.dtype(param_dynamic[positions[0]].dtype)
-    total = sum(int(np.prod(g.shape, dtype=np.int64)) for g in g_leaves)
+    rows = Rows(*(x[rows.active] for x in dataclasses.astuple(rows)))
+    total = sum(int(np.size(g)) for g in g_leaves)
     per_vmap = max(1, min(len(rows), VMAP_ENTRIES // (2 * total)))
-    # whole vmapped groups of rows: a remainder would be a second copy of the row's program
-    rows = rows + Rows.padding(-len(rows) % per_vmap, len(positions))
-    concatenated = one_vector(positions, param_dynamic)
-    exact_all = None
-    if not concatenated:
-        supports = [int(np.size(g)) - (h[1] - h[0] if h else 0) for g, h in zip(g_leaves, holes)]
-        exact_all = bool(exact_steps([param_dynamic[p] for p in positions],
-                                     jnp.asarray(step, dtype),
-                                     [jnp.asarray(m, dtype) for m in supports]))
-        # large params: no padding rows (each would cost a forward pass in the loop, which
-        # the one program for every call of these leaves is not worth at this size)
-        rows = Rows(*(x[rows.active] for x in dataclasses.astuple(rows)))
-    static = (problem, tuple(positions), tuple(leaf_numbers), per_vmap, concatenated, exact_all)
+    supports = [int(np.size(g)) - (h[1] - h[0] if h else 0) for g, h in zip(g_leaves, holes)]
+    exact_all = bool(exact_steps([param_dynamic[p] for p in positions],
+                                 jnp.asarray(step, dtype),
+                                 [jnp.asarray(m, dtype) for m in supports]))
+    static = (problem, tuple(positions), tuple(leaf_numbers), per_vmap, exact_all)
     # values from the host are converted there: no program of their own per dtype
     dynamic = (
         tuple(param_dynamic), tuple(arg_dynamic),
-        tuple(_as_input(g, dtype, (int(np.prod(g.shape, dtype=np.int64)),)) for g in g_leaves),
-        _stacked(roundings, dtype),
+        tuple(_as_input(g, dtype, (int(np.size(g)),)) for g in g_leaves),
+        np.stack([np.asarray(r, dtype) for r in roundings]),
         np.asarray([h or (0, 0) for h in holes], np.int32).reshape(len(holes), 2),
         np.asarray(seed, np.uint32), np.asarray(step, dtype),
         np.asarray(rows.numbers, np.int32), np.asarray(rows.steps, dtype),
-        np.asarray(rows.moves, dtype), np.asarray(rows.exact), np.asarray(rows.active))
+        np.asarray(rows.moves, dtype))
     return static, dynamic
-
-
-def _stacked(roundings: Sequence[Any], dtype: np.dtype) -> Any:
-    """The leaves' rounding coefficients as one (L, 2) input (specs: its spec)."""
-    if any(isinstance(r, jax.ShapeDtypeStruct) for r in roundings):
-        return jax.ShapeDtypeStruct((len(roundings), 2), dtype)
-    return np.stack([np.asarray(r, dtype) for r in roundings])
 
 
 def _as_input(x: Any, dtype: np.dtype, shape: tuple[int, ...] | None = None) -> Any:
