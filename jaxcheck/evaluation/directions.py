@@ -122,17 +122,24 @@ def _mix_host(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint32(16))
 
 
-def signs_host(seed: int, leaf: int, numbers: np.ndarray, n: int,
-               dtype: Any) -> np.ndarray:
-    """`signs(seed, leaf, number, n, dtype)` for each of `numbers`: rows (len(numbers), n)."""
+def sign_bits_host(seed: int, leaf: int, numbers: np.ndarray, n: int) -> np.ndarray:
+    """The bits of `signs` (1 where rⱼ = −1) for each of `numbers`: (len(numbers), n) uint8."""
     with np.errstate(over="ignore"):   # uint32 products wrap, as in XLA
         seed_, leaf_ = np.full(1, seed, np.uint32), np.full(1, leaf, np.uint32)
         keys = _mix_host(_mix_host(_mix_host(seed_) ^ leaf_)
                          ^ np.asarray(numbers).astype(np.uint32))[:, None]
-        w = -(-n // 32)
-        words = _mix_host(_mix_host(np.arange(w, dtype=np.uint32)[None, :] ^ keys) + keys)
-    bits = (words[:, :, None] >> np.arange(32, dtype=np.uint32)) & np.uint32(1)
-    return (1 - 2 * bits.astype(dtype)).reshape(len(keys), -1)[:, :n]
+        words = _mix_host(_mix_host(np.arange(-(-n // 32), dtype=np.uint32)[None, :] ^ keys)
+                          + keys)
+    # bit j mod 32 of word ⌊j/32⌋: the words' bytes little-endian, each byte's bits from its
+    # least significant
+    return np.unpackbits(words.astype("<u4").view(np.uint8), axis=1,
+                         bitorder="little")[:, :n]
+
+
+def signs_host(seed: int, leaf: int, numbers: np.ndarray, n: int,
+               dtype: Any) -> np.ndarray:
+    """`signs(seed, leaf, number, n, dtype)` for each of `numbers`: rows (len(numbers), n)."""
+    return 1 - 2 * sign_bits_host(seed, leaf, numbers, n).astype(dtype)
 
 
 def pow2_at_or_above_host(x: np.ndarray) -> np.ndarray:

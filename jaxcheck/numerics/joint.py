@@ -48,9 +48,9 @@ from ..evaluation.directions import (
     pow2_at_or_above_host,
     power_of_two,
     scales,
+    sign_bits_host,
     signs,
     signs_at,
-    signs_host,
 )
 from ..inputs.placement import flat, is_distributed, shaped_like, sharded_in_types, to_host
 from ..inputs.problem import Problem
@@ -103,7 +103,7 @@ def _evaluate_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[i
     gather them): each leaf's direction is built on its own, where it lives. Where every
     moved leaf's θ ± t·|u| is exact (`exact_all`, known before the call), g·(P − θ) is
     step·Σ u_L·g_L: no sum over every leaf per point. Small params on one device take the
-    points built on the host instead (`_host_rows`, `_losses_at`)."""
+    points built on the host instead (`HostDirections`, `_losses_at`)."""
     rows = (numbers, steps, moves)
     per_row, mags, spread_of = _per_leaf(problem, positions, leaves, param_dynamic,
                                          arg_dynamic, gs, roundings, holes, seed, t, exact_all)
@@ -135,7 +135,7 @@ def _two_points(at, total, *xs):
 def _losses_at(problem: Problem, positions: tuple[int, ...], per_vmap: int, param_dynamic,
                arg_dynamic, points, active):
     """The loss at every point of `points` (J, 2, total): each leaf a slice of the point,
-    all leaves' entries in one vector (`_host_rows` builds them). Rows not `active`
+    all leaves' entries in one vector (`HostDirections` builds them). Rows not `active`
     (padding) are skipped where the rows are looped over one at a time.
 
     All the joint program compiles is the loss: the directions, their sums and the check
@@ -164,70 +164,75 @@ def _losses_at(problem: Problem, positions: tuple[int, ...], per_vmap: int, para
     return jax.lax.map(lambda row: jax.lax.cond(row[1], per_row, skipped, row), rows)
 
 
-# Rows of points built on the host at a time (their entries, over all leaves): bounds the
-# host memory of `_host_rows` at a few times this many float64 values.
-HOST_ROW_ENTRIES = 1 << 21
+# Device calls the joint test's rows are split into (`HostDirections`): the host builds the
+# next part's points while the device evaluates the loss at the last part's.
+HOST_PARTS = 2
 
 
-def _host_rows(positions: Sequence[int], param_dynamic: Sequence[Any],
-               g_leaves: Sequence[Any], roundings: Sequence[Any],
-               holes: Sequence[tuple[int, int] | None], seed: int, t: float,
-               rows: Rows) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The points of `rows` (J, 2, total), as `_evaluate_rows` defines them, with every
-    leaf's direction a slice of one vector over all their entries (one hash; number j's
-    signs differ from those of direction j of the leaf's own tests, which use other numbers
-    anyway); and g·(P − θ) at each point, u_L·g_L per row and leaf, ‖u_L∘A_L‖² per leaf (as
-    float64). By NumPy, in the params' dtype: small params on one device, read once."""
-    thetas = [np.asarray(to_host(param_dynamic[p])).reshape(-1) for p in positions]
-    dtype = thetas[0].dtype
-    sizes = [theta.size for theta in thetas]
-    n_leaves, total = len(sizes), sum(sizes)
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    theta = np.concatenate(thetas)
-    g = np.concatenate([np.asarray(to_host(x)).reshape(-1) for x in g_leaves]).astype(dtype)
-    leaf_of = np.repeat(np.arange(n_leaves), sizes)
-    hole = np.asarray([h or (0, 0) for h in holes], np.int64).reshape(n_leaves, 2)
-    support = np.asarray(sizes, np.int64) - (hole[:, 1] - hole[:, 0])
-    # |u| = s·c as `directions.magnitudes`, c from each leaf's support; 0 in its hole
-    one = dtype.type(1)
-    unmasked = (pow2_at_or_above_host(np.maximum(one, np.abs(theta)))
-                / pow2_at_or_above_host(np.sqrt(support.astype(dtype)))[leaf_of])
-    index = np.arange(total) - offsets[leaf_of]
-    mags = np.where((index < hole[leaf_of, 0]) | (index >= hole[leaf_of, 1]), unmasked,
-                    dtype.type(0)).astype(dtype)
-    m = dtype.type(t) * unmasked
-    plus, minus = theta + m, theta - m
-    inexact = ~((plus - theta == m) & (plus - m == theta) & (minus - theta == -m)
-                & (minus + m == theta))
-    exact_leaf = np.bincount(leaf_of, weights=inexact, minlength=n_leaves) == 0
-    r = np.asarray(roundings, dtype).reshape(n_leaves, 2)
-    bound = mags * (r[leaf_of, 0] * np.abs(g) + r[leaf_of, 1])
-    spread2 = _per_leaf_sums(bound * bound, offsets)
+class HostDirections:
+    """The joint directions of small params on one device, by NumPy, in the params' dtype:
+    every leaf's direction a slice of one vector over all their entries (one hash; number
+    j's signs differ from those of direction j of the leaf's own tests, which use other
+    numbers anyway), the points of rows as `_evaluate_rows` defines them, g·(P − θ) at each,
+    u_L·g_L per row and leaf, and ‖u_L∘A_L‖² per leaf (`spread2`)."""
 
-    j = len(rows)
-    points = np.empty((j, 2, total), dtype)
-    g_step, gus = np.empty((j, 2)), np.empty((j, n_leaves))
-    moves, steps = rows.moves.astype(dtype), rows.steps.astype(dtype)
-    exact = rows.exact & np.all(exact_leaf | ~(rows.moves.sum(axis=1) > 0), axis=1)
-    chunk = max(1, HOST_ROW_ENTRIES // max(1, total))
-    for a in range(0, j, chunk):
-        b = min(j, a + chunk)
-        u = signs_host(seed, CONCATENATED_KEY, rows.numbers[a:b], total, dtype) * mags
-        gu = _per_leaf_sums(u * g, offsets)
-        gus[a:b] = gu
-        for s_ in range(2):
-            move, step = moves[a:b, s_], steps[a:b, s_]
-            point = theta + (step[:, None] * move[:, leaf_of]) * u
-            points[a:b, s_] = point
-            g_step[a:b, s_] = np.where(exact[a:b], step * np.sum(move * gu, axis=1),
-                                       np.sum(g * (point - theta), axis=1))
-    return points, g_step, gus, spread2
+    def __init__(self, positions: Sequence[int], param_dynamic: Sequence[Any],
+                 g_leaves: Sequence[Any], roundings: Sequence[Any],
+                 holes: Sequence[tuple[int, int] | None], seed: int, t: float) -> None:
+        self.thetas = [np.asarray(to_host(param_dynamic[p])).reshape(-1) for p in positions]
+        dtype = self.dtype = self.thetas[0].dtype
+        sizes = [theta.size for theta in self.thetas]
+        n_leaves, self.total = len(sizes), sum(sizes)
+        self.offsets = offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.theta = theta = np.concatenate(self.thetas)
+        self.g = g = np.concatenate([np.asarray(to_host(x)).reshape(-1)
+                                     for x in g_leaves]).astype(dtype)
+        leaf_of = np.repeat(np.arange(n_leaves), sizes)
+        hole = np.asarray([h or (0, 0) for h in holes], np.int64).reshape(n_leaves, 2)
+        support = np.asarray(sizes, np.int64) - (hole[:, 1] - hole[:, 0])
+        # |u| = s·c as `directions.magnitudes`, c from each leaf's support; 0 in its hole
+        unmasked = (pow2_at_or_above_host(np.maximum(dtype.type(1), np.abs(theta)))
+                    / pow2_at_or_above_host(np.sqrt(support.astype(dtype)))[leaf_of])
+        index = np.arange(self.total) - offsets[leaf_of]
+        self.mags = mags = np.where((index < hole[leaf_of, 0]) | (index >= hole[leaf_of, 1]),
+                                    unmasked, dtype.type(0)).astype(dtype)
+        # P = θ ± m exactly iff P − θ gives m back and P ∓ m gives θ back (`exact_steps`)
+        m = dtype.type(t) * unmasked
+        plus, minus = theta + m, theta - m
+        inexact = ~((plus - theta == m) & (plus - m == theta) & (minus - theta == -m)
+                    & (minus + m == theta))
+        self.exact_leaf = np.bincount(leaf_of, weights=inexact, minlength=n_leaves) == 0
+        r = np.asarray(roundings, dtype).reshape(n_leaves, 2)
+        bound = mags * (r[leaf_of, 0] * np.abs(g) + r[leaf_of, 1])
+        self.spread2 = np.stack([np.sum(x) for x in np.split(bound * bound, offsets[1:-1])])
+        self.seed = seed
 
-
-def _per_leaf_sums(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Sums of `values` (..., total) over each leaf's entries: (..., L)."""
-    return np.stack([values[..., a:b].sum(axis=-1) for a, b in zip(offsets[:-1], offsets[1:])],
-                    axis=-1)
+    def rows(self, rows: Rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The points of `rows` (J, 2, total), g·(P − θ) at each (J, 2) and u_L·g_L (J, L)."""
+        dtype, theta, g, offsets = self.dtype, self.theta, self.g, self.offsets
+        # a move is 0 or 1 per leaf: (step·1)·u = step·u, and θ + (step·0)·u = θ exactly
+        assert np.all((rows.moves == 0) | (rows.moves == 1))
+        exact = rows.exact & np.all(self.exact_leaf | ~(rows.moves.sum(axis=1) > 0), axis=1)
+        # u = r·|u|, r = 1 − 2·bit (in place: NumPy's quickest form of it)
+        u = sign_bits_host(self.seed, CONCATENATED_KEY, rows.numbers, self.total).astype(dtype)
+        u *= -2
+        u += 1
+        u *= self.mags
+        gus = np.stack([u[:, lo:hi] @ g[lo:hi] for lo, hi in zip(offsets[:-1], offsets[1:])],
+                       axis=1).astype(np.float64)
+        points = np.empty((len(rows), 2, self.total), dtype)
+        g_step = np.empty((len(rows), 2))
+        for s in range(2):
+            point = points[:, s]
+            np.multiply(rows.steps[:, s, None].astype(dtype), u, out=point)
+            point += theta
+            for r, leaf in zip(*np.nonzero(rows.moves[:, s] == 0)):
+                point[r, offsets[leaf]:offsets[leaf + 1]] = self.thetas[leaf]
+            g_step[:, s] = rows.steps[:, s] * np.sum(rows.moves[:, s] * gus, axis=1)
+            # where a step is not exact, g·(P − θ) over every entry
+            for r in np.flatnonzero(~exact):
+                g_step[r, s] = np.sum(g * (point[r] - theta))
+        return points, g_step, gus
 
 
 def _per_leaf(problem, positions, leaves, param_dynamic, arg_dynamic, gs, roundings, holes,
@@ -325,6 +330,9 @@ class Rows:
     def __len__(self) -> int:
         return len(self.numbers)
 
+    def __getitem__(self, rows: slice) -> Rows:
+        return Rows(*(x[rows] for x in dataclasses.astuple(self)))
+
 
 def row_count(n_leaves: int, k: int) -> int:
     """Rows of every call of the program for these leaves and tests of k directions: the
@@ -350,12 +358,17 @@ def evaluate_rows(problem: Problem, positions: Sequence[int], leaf_numbers: Sequ
     """The loss at the points of `rows`, g·(P − θ) at each, u_L·g_L per row and leaf, and
     ‖u_L∘A_L‖² per leaf (`_evaluate_rows`), as float64 numpy arrays."""
     if one_vector(positions, param_dynamic):
-        rows, per_vmap = _whole_groups(rows, positions, param_dynamic)
-        points, g_step, gus, spread2 = _host_rows(positions, param_dynamic, g_leaves,
-                                                  roundings, holes, seed, step, rows)
-        f = engine.call(_losses_at, (problem, tuple(positions), per_vmap),
-                        tuple(param_dynamic), tuple(arg_dynamic), points, rows.active)
-        return np.asarray(f, np.float64), g_step, gus, spread2
+        host = HostDirections(positions, param_dynamic, g_leaves, roundings, holes, seed, step)
+        static = (problem, tuple(positions))
+        parts, outs = _parts(rows, positions, param_dynamic), []
+        for part, per_vmap in parts:   # dispatched as built: the device never waits for all
+            points, g_step, gus = host.rows(part)
+            outs.append((engine.call(_losses_at, (*static, per_vmap), tuple(param_dynamic),
+                                     tuple(arg_dynamic), points, part.active), g_step, gus))
+        j = len(rows)
+        f, g_step, gus = (np.concatenate([np.asarray(o[i], np.float64) for o in outs])[:j]
+                          for i in range(3))
+        return f, g_step, gus, host.spread2.astype(np.float64)
     static, dynamic = _program_inputs(problem, positions, leaf_numbers, param_dynamic,
                                       arg_dynamic, g_leaves, roundings, seed, step, rows, holes)
     out = engine.call(_evaluate_rows, static, *dynamic)
@@ -371,20 +384,24 @@ def compile_ahead(problem: Problem, positions: Sequence[int], param_dynamic: Seq
         return
     rows = plan_rows(len(positions), k, JOINT_NUMBERS, power_of_two(rel_step), eps_f, None,
                      True, row_count(len(positions), k))
-    rows, per_vmap = _whole_groups(rows, positions, param_dynamic)
+    (part, per_vmap), *_ = _parts(rows, positions, param_dynamic)
     total = sum(int(np.size(param_dynamic[p])) for p in positions)
-    points = jax.ShapeDtypeStruct((len(rows), 2, total), param_dynamic[positions[0]].dtype)
+    points = jax.ShapeDtypeStruct((len(part), 2, total), param_dynamic[positions[0]].dtype)
     engine.compile_call_ahead(_losses_at, (problem, tuple(positions), per_vmap),
-                              tuple(param_dynamic), tuple(arg_dynamic), points, rows.active)
+                              tuple(param_dynamic), tuple(arg_dynamic), points, part.active)
 
 
-def _whole_groups(rows: Rows, positions: Sequence[int],
-                  param_dynamic: Sequence[Any]) -> tuple[Rows, int]:
-    """`rows` padded to whole vmapped groups (a remainder would be a second copy of the row's
-    program), and the rows per group."""
+def _parts(rows: Rows, positions: Sequence[int],
+           param_dynamic: Sequence[Any]) -> list[tuple[Rows, int]]:
+    """`rows` in `HOST_PARTS` parts of one length (one program for all), each padded to whole
+    vmapped groups (a remainder would be a second copy of the row's program), with the rows
+    per group."""
     total = sum(int(np.size(param_dynamic[p])) for p in positions)
-    per_vmap = max(1, min(len(rows), VMAP_ENTRIES // (2 * total)))
-    return rows + Rows.padding(-len(rows) % per_vmap, len(positions)), per_vmap
+    size = -(-len(rows) // HOST_PARTS)
+    per_vmap = max(1, min(size, VMAP_ENTRIES // (2 * total)))
+    size += -size % per_vmap
+    rows = rows + Rows.padding(HOST_PARTS * size - len(rows), len(positions))
+    return [(rows[i * size:(i + 1) * size], per_vmap) for i in range(HOST_PARTS)]
 
 
 def _program_inputs(problem: Problem, positions: Sequence[int], leaf_numbers: Sequence[int],
