@@ -82,11 +82,6 @@ def exact_steps(thetas, t, supports=None):
                                               for theta, m in zip(thetas, supports)])
 
 
-def _supports(thetas, holes):
-    return [jnp.asarray(theta.size, jnp.int32) - (hole[1] - hole[0])
-            for theta, hole in zip(thetas, holes)]
-
-
 def _evaluate_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[int, ...],
                    directions_per_vmap: int, exact_all: bool, param_dynamic, arg_dynamic,
                    gs, roundings, holes, seed, t, numbers, steps, moves):
@@ -138,9 +133,10 @@ def _losses_at(problem: Problem, positions: tuple[int, ...], per_vmap: int, para
     all leaves' entries in one vector (`HostDirections` builds them). Rows not `active`
     (padding) are skipped where the rows are looped over one at a time.
 
-    All the joint program compiles is the loss: the directions, their sums and the check
-    that the steps are exact are NumPy's, on the host (at this size they take milliseconds,
-    where compiling them took most of a first check's joint program)."""
+    One program serves the joint test, its clearing test (fewer leaves, holes) and every
+    leaf's Taylor test, and all it compiles is the loss: the directions, their sums and the
+    check that the steps are exact are NumPy's, on the host (at this size they take
+    milliseconds, where compiling them took most of a first check's joint program)."""
     sizes = [int(np.size(param_dynamic[p])) for p in positions]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
@@ -274,20 +270,11 @@ def _per_leaf(problem, positions, leaves, param_dynamic, arg_dynamic, gs, roundi
     return per_row, mags, spread_of
 
 
-def _exact(theta, t, support):
-    """Whether θ ± t·|u| is exact for every entry (t a power of two, |u| on `support` entries)."""
-    m = t * magnitudes(theta, support)
-    # P = θ ± m exactly iff P − θ gives m back and P ∓ m gives θ back (a rounding error
-    # of P is at least the ulp of one of them, so one of the two sees it)
-    plus, minus = theta + m, theta - m
-    return jnp.all((plus - theta == m) & (plus - m == theta)
-                   & (minus - theta == -m) & (minus + m == theta))
-
-
 @dataclasses.dataclass(frozen=True)
 class Rows:
-    """Rows of the one program (`_evaluate_rows`): f(θ) first, the Taylor tests' points, the
-    joint test's directions, and padding to a count that depends only on the leaves and k."""
+    """Rows of the one program of these leaves (`_losses_at`, or `_evaluate_rows`): f(θ)
+    first, the Taylor tests' points, the joint test's directions, and padding to a count that
+    depends only on the leaves and k."""
 
     numbers: np.ndarray     # (J,)
     steps: np.ndarray       # (J, 2)
