@@ -160,9 +160,12 @@ def _losses_at(problem: Problem, positions: tuple[int, ...], per_vmap: int, para
     return jax.lax.map(lambda row: jax.lax.cond(row[1], per_row, skipped, row), rows)
 
 
-# Device calls the joint test's rows are split into (`HostDirections`): the host builds the
-# next part's points while the device evaluates the loss at the last part's.
+# The joint test's rows go to the device in parts (`HostDirections`): at least two, so that
+# the host builds the next part's points while the device evaluates the loss at the last
+# part's, and of at most this many point entries each (float64: 32 MiB), which bounds the
+# host's and the device's copies of them.
 HOST_PARTS = 2
+HOST_PART_ENTRIES = 1 << 22
 
 
 class HostDirections:
@@ -380,15 +383,16 @@ def compile_ahead(problem: Problem, positions: Sequence[int], param_dynamic: Seq
 
 def _parts(rows: Rows, positions: Sequence[int],
            param_dynamic: Sequence[Any]) -> list[tuple[Rows, int]]:
-    """`rows` in `HOST_PARTS` parts of one length (one program for all), each padded to whole
-    vmapped groups (a remainder would be a second copy of the row's program), with the rows
-    per group."""
+    """`rows` in parts of one length (one program for all; `HOST_PARTS`, more where a part
+    would exceed `HOST_PART_ENTRIES`), each padded to whole vmapped groups (a remainder would
+    be a second copy of the row's program), with the rows per group."""
     total = sum(int(np.size(param_dynamic[p])) for p in positions)
-    size = -(-len(rows) // HOST_PARTS)
+    size = min(-(-len(rows) // HOST_PARTS), max(1, HOST_PART_ENTRIES // (2 * total)))
     per_vmap = max(1, min(size, VMAP_ENTRIES // (2 * total)))
     size += -size % per_vmap
-    rows = rows + Rows.padding(HOST_PARTS * size - len(rows), len(positions))
-    return [(rows[i * size:(i + 1) * size], per_vmap) for i in range(HOST_PARTS)]
+    count = -(-len(rows) // size)
+    rows = rows + Rows.padding(count * size - len(rows), len(positions))
+    return [(rows[i * size:(i + 1) * size], per_vmap) for i in range(count)]
 
 
 def _program_inputs(problem: Problem, positions: Sequence[int], leaf_numbers: Sequence[int],
