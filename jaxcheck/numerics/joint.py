@@ -128,8 +128,9 @@ def _two_points(at, total, *xs):
 
 
 def _losses_at(problem: Problem, positions: tuple[int, ...], per_vmap: int, param_dynamic,
-               arg_dynamic, points, active):
-    """The loss at every point of `points` (J, 2, total): each leaf a slice of the point,
+               arg_dynamic, first, second, active):
+    """The loss at each row's two points, `first` and `second` (J, total): each leaf a slice
+    of the point,
     all leaves' entries in one vector (`HostDirections` builds them). Rows not `active`
     (padding) are skipped where the rows are looped over one at a time.
 
@@ -148,16 +149,16 @@ def _losses_at(problem: Problem, positions: tuple[int, ...], per_vmap: int, para
         return problem.loss(dynamic, arg_dynamic)
 
     def per_row(row):
-        return _two_points(at, int(offsets[-1]), row[0])
+        return _two_points(at, int(offsets[-1]), jnp.stack(row[:2]))
 
-    rows = (points, active)
+    rows = (first, second, active)
     if per_vmap > 1:
         return jax.lax.map(per_row, rows, batch_size=per_vmap)
     shape = jax.eval_shape(per_row, jax.tree_util.tree_map(lambda x: x[0], rows))
 
     def skipped(row):
         return jnp.zeros(shape.shape, shape.dtype)
-    return jax.lax.map(lambda row: jax.lax.cond(row[1], per_row, skipped, row), rows)
+    return jax.lax.map(lambda row: jax.lax.cond(row[2], per_row, skipped, row), rows)
 
 
 # The joint test's rows go to the device in parts (`HostDirections`): at least two, so that
@@ -206,8 +207,9 @@ class HostDirections:
         self.spread2 = np.stack([np.sum(x) for x in np.split(bound * bound, offsets[1:-1])])
         self.seed = seed
 
-    def rows(self, rows: Rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The points of `rows` (J, 2, total), g·(P − θ) at each (J, 2) and u_L·g_L (J, L)."""
+    def rows(self, rows: Rows) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """The points of `rows`, first and second (each (J, total), contiguous), g·(P − θ) at
+        each (J, 2) and u_L·g_L (J, L)."""
         dtype, theta, g, offsets = self.dtype, self.theta, self.g, self.offsets
         # a move is 0 or 1 per leaf: (step·1)·u = step·u, and θ + (step·0)·u = θ exactly
         assert np.all((rows.moves == 0) | (rows.moves == 1))
@@ -219,18 +221,17 @@ class HostDirections:
         u *= self.mags
         gus = np.stack([u[:, lo:hi] @ g[lo:hi] for lo, hi in zip(offsets[:-1], offsets[1:])],
                        axis=1).astype(np.float64)
-        points = np.empty((len(rows), 2, self.total), dtype)
-        g_step = np.empty((len(rows), 2))
+        points, g_step = [], np.empty((len(rows), 2))
+        inexact = np.flatnonzero(~exact)
         for s in range(2):
-            point = points[:, s]
-            np.multiply(rows.steps[:, s, None].astype(dtype), u, out=point)
+            point = rows.steps[:, s, None].astype(dtype) * u
             point += theta
             for r, leaf in zip(*np.nonzero(rows.moves[:, s] == 0)):
                 point[r, offsets[leaf]:offsets[leaf + 1]] = self.thetas[leaf]
+            points.append(point)
             g_step[:, s] = rows.steps[:, s] * np.sum(rows.moves[:, s] * gus, axis=1)
             # where a step is not exact, g·(P − θ) over every entry
-            for r in np.flatnonzero(~exact):
-                g_step[r, s] = np.sum(g * (point[r] - theta))
+            g_step[inexact, s] = (point[inexact] - theta) @ g
         return points, g_step, gus
 
 
@@ -354,7 +355,7 @@ def evaluate_rows(problem: Problem, positions: Sequence[int], leaf_numbers: Sequ
         for part, per_vmap in parts:   # dispatched as built: the device never waits for all
             points, g_step, gus = host.rows(part)
             outs.append((engine.call(_losses_at, (*static, per_vmap), tuple(param_dynamic),
-                                     tuple(arg_dynamic), points, part.active), g_step, gus))
+                                     tuple(arg_dynamic), *points, part.active), g_step, gus))
         j = len(rows)
         f, g_step, gus = (np.concatenate([np.asarray(o[i], np.float64) for o in outs])[:j]
                           for i in range(3))
@@ -376,9 +377,10 @@ def compile_ahead(problem: Problem, positions: Sequence[int], param_dynamic: Seq
                      True, row_count(len(positions), k))
     (part, per_vmap), *_ = _parts(rows, positions, param_dynamic)
     total = sum(int(np.size(param_dynamic[p])) for p in positions)
-    points = jax.ShapeDtypeStruct((len(part), 2, total), param_dynamic[positions[0]].dtype)
+    points = jax.ShapeDtypeStruct((len(part), total), param_dynamic[positions[0]].dtype)
     engine.compile_call_ahead(_losses_at, (problem, tuple(positions), per_vmap),
-                              tuple(param_dynamic), tuple(arg_dynamic), points, part.active)
+                              tuple(param_dynamic), tuple(arg_dynamic), points, points,
+                              part.active)
 
 
 def _parts(rows: Rows, positions: Sequence[int],
