@@ -29,6 +29,11 @@ import jaxcheck
 DEFAULT_DRAWS = range(30)
 SLOW_DRAWS = range(240)
 PLANTED_ERROR = 1e-3
+# Fast mode promises to catch a wrong entry whose error, scaled as in u, exceeds about twice
+# a direction's tolerance (`numerics/fast.py`: room for the numerical derivative's own error);
+# at 1-2x it is a coin flip by design (seed 190 of the slow draws: 1.02x the joint test's
+# tolerance, 0.81x that of the leaf's own test, which decided it).
+FAST_MARGIN = 2.0
 
 
 @dataclasses.dataclass
@@ -89,14 +94,17 @@ def run_draw(seed: int, mode: str) -> Outcome:
     u_j = _direction_magnitude(float(theta[index]), theta.size)
     g_planted = abs(grads[name].reshape(-1)[index]) * (1.0 + PLANTED_ERROR)
     share = u_j * g_planted * PLANTED_ERROR / (1.0 + PLANTED_ERROR)
-    promised = False
-    if checks is not None:   # the leaf's own test: its directions over the whole leaf
+    # the tests that may decide the leaf: the joint test where it came first (a wrong entry
+    # adds to its directions as to the leaf's own, the same uⱼ), and the leaf's own test over
+    # the whole leaf (where the joint test failed and the leaf's probe showed nothing)
+    tolerances = []
+    if checks is not None:
         whole = (checks.hi - checks.lo) == leaf.size
-        promised = bool(np.all(share > checks.tolerance[whole])) if whole.any() else False
+        tolerances += list(checks.tolerance[whole])
     joint = report.info.get("joint")
-    if joint is not None:  # the joint test came first: a wrong entry adds to its directions as
-        # to the leaf's own (the same uⱼ), and a failed joint test sends the leaf to be searched
-        promised = bool(np.all(share > np.asarray(joint["tolerance"])))
+    if joint is not None:
+        tolerances += list(joint["tolerance"])
+    promised = bool(tolerances) and share > FAST_MARGIN * max(tolerances)
     return Outcome(model, correct.ok, str(correct), found, promised, False, None)
 
 
