@@ -122,7 +122,7 @@ def _mix_host(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint32(16))
 
 
-def sign_bits_host(seed: int, leaf: int, numbers: np.ndarray, n: int) -> np.ndarray:
+def _sign_bits_host(seed: int, leaf: int, numbers: np.ndarray, n: int) -> np.ndarray:
     """The bits of `signs` (1 where rⱼ = −1) for each of `numbers`: (len(numbers), n) uint8."""
     with np.errstate(over="ignore"):   # uint32 products wrap, as in XLA
         seed_, leaf_ = np.full(1, seed, np.uint32), np.full(1, leaf, np.uint32)
@@ -139,7 +139,10 @@ def sign_bits_host(seed: int, leaf: int, numbers: np.ndarray, n: int) -> np.ndar
 def signs_host(seed: int, leaf: int, numbers: np.ndarray, n: int,
                dtype: Any) -> np.ndarray:
     """`signs(seed, leaf, number, n, dtype)` for each of `numbers`: rows (len(numbers), n)."""
-    return 1 - 2 * sign_bits_host(seed, leaf, numbers, n).astype(dtype)
+    r = _sign_bits_host(seed, leaf, numbers, n).astype(dtype)
+    r *= -2   # 1 − 2·bit, in place: NumPy's quickest form of it
+    r += 1
+    return r
 
 
 def pow2_at_or_above_host(x: np.ndarray) -> np.ndarray:

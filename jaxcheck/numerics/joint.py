@@ -48,9 +48,9 @@ from ..evaluation.directions import (
     pow2_at_or_above_host,
     power_of_two,
     scales,
-    sign_bits_host,
     signs,
     signs_at,
+    signs_host,
 )
 from ..inputs.placement import flat, is_distributed, shaped_like, sharded_in_types, to_host
 from ..inputs.problem import Problem
@@ -110,10 +110,9 @@ def _evaluate_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[i
     return f, g_step, gu, spread_of(mags)
 
 
-# Directions of leaves of at most this many entries in all are built as one vector
-# (`_concatenated`). Beyond, the per-leaf program: its compile time matters less than its
-# runs (measured at 1M entries in 6 leaves: the one vector's gathers and segment sums made
-# a repeated check 1.75x slower).
+# Directions of leaves of at most this many entries in all are built as one vector on the host
+# (`HostDirections`). Beyond, the per-leaf program: the host's points (J·2 rows of every entry
+# a call) would cost more a call than compiling the directions once.
 CONCATENATED_MAX_ENTRIES = 1 << 17
 # The key in place of a leaf number for the concatenated directions (leaf numbers are small).
 CONCATENATED_KEY = 0xFFFFFFFF
@@ -129,15 +128,14 @@ def _two_points(at, total, *xs):
 
 def _losses_at(problem: Problem, positions: tuple[int, ...], per_vmap: int, param_dynamic,
                arg_dynamic, first, second, active):
-    """The loss at each row's two points, `first` and `second` (J, total): each leaf a slice
-    of the point,
-    all leaves' entries in one vector (`HostDirections` builds them). Rows not `active`
-    (padding) are skipped where the rows are looped over one at a time.
+    """The loss at each row's two points, `first` and `second` (J, total: all leaves' entries
+    in one vector, as `HostDirections` builds them), each leaf a slice of the point. Rows not
+    `active` (padding) are skipped where the rows are looped over one at a time.
 
     One program serves the joint test, its clearing test (fewer leaves, holes) and every
     leaf's Taylor test, and all it compiles is the loss: the directions, their sums and the
     check that the steps are exact are NumPy's, on the host (at this size they take
-    milliseconds, where compiling them took most of a first check's joint program)."""
+    tens of milliseconds, where compiling them took most of a first check's joint program)."""
     sizes = [int(np.size(param_dynamic[p])) for p in positions]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
@@ -214,10 +212,7 @@ class HostDirections:
         # a move is 0 or 1 per leaf: (step·1)·u = step·u, and θ + (step·0)·u = θ exactly
         assert np.all((rows.moves == 0) | (rows.moves == 1))
         exact = rows.exact & np.all(self.exact_leaf | ~(rows.moves.sum(axis=1) > 0), axis=1)
-        # u = r·|u|, r = 1 − 2·bit (in place: NumPy's quickest form of it)
-        u = sign_bits_host(self.seed, CONCATENATED_KEY, rows.numbers, self.total).astype(dtype)
-        u *= -2
-        u += 1
+        u = signs_host(self.seed, CONCATENATED_KEY, rows.numbers, self.total, dtype)
         u *= self.mags
         gus = np.stack([u[:, lo:hi] @ g[lo:hi] for lo, hi in zip(offsets[:-1], offsets[1:])],
                        axis=1).astype(np.float64)
@@ -425,15 +420,12 @@ def _program_inputs(problem: Problem, positions: Sequence[int], leaf_numbers: Se
     return static, dynamic
 
 
-def _as_input(x: Any, dtype: np.dtype, shape: tuple[int, ...] | None = None) -> Any:
-    """`x` in `dtype` (and `shape`): a spec stays a spec, a host value is converted on the
-    host, a device array only where it differs (each conversion there is a program)."""
-    if isinstance(x, jax.ShapeDtypeStruct):
-        return jax.ShapeDtypeStruct(x.shape if shape is None else shape, dtype)
+def _as_input(x: Any, dtype: np.dtype, shape: tuple[int, ...]) -> Any:
+    """`x` in `dtype` and `shape`: a host value converted on the host, a device array only
+    where it differs (each conversion there is a program)."""
     if not isinstance(x, jax.Array):
-        x = np.asarray(x, dtype)
-        return x if shape is None else x.reshape(shape)
-    if shape is not None and tuple(x.shape) != shape:
+        return np.asarray(x, dtype).reshape(shape)
+    if tuple(x.shape) != shape:
         x = x.reshape(shape)
     return x if x.dtype == dtype else x.astype(dtype)
 

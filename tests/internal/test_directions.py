@@ -1,6 +1,7 @@
 """The host twins of the directions' hash and scales (`directions.signs_host`,
 `pow2_at_or_above_host`) give the compiled ones' values bit for bit: the joint test builds its
-points on the host, and its corrected screen reads the same directions back on the device."""
+points on the host (`joint.HostDirections`), and its corrected screen reads the same
+directions back on the device (`joint._direction_entries`)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,3 +41,30 @@ def test_host_powers_of_two_are_the_compiled_ones(dtype):
     host = pow2_at_or_above_host(x)
     assert host.dtype == x.dtype and np.array_equal(host, compiled)
     assert np.all((host >= x) & (host < 2 * x))
+
+
+def test_host_joint_points_move_along_the_directions_the_device_reads_back():
+    # Two leaves of dyadic values, so that θ + t·u is exact: the joint test's points, built
+    # on the host, move each entry by t·uⱼ with uⱼ as `_direction_entries` computes it on the
+    # device for the corrected screen (the concatenated key, the flat index over all leaves).
+    from jaxcheck.numerics import joint
+
+    rng = np.random.default_rng(1)
+    leaves = [rng.integers(-64, 64, size=s).astype(np.float64) / 8 for s in (300, 45)]
+    gs = [rng.standard_normal(x.size) for x in leaves]
+    t, seed, numbers = 2.0 ** -10, 7, np.array([joint.JOINT_NUMBERS, joint.JOINT_NUMBERS + 5])
+    rows = joint.Rows.joint(numbers, t, np.ones(2, bool))
+    with jax.enable_x64(True):
+        host = joint.HostDirections([0, 1], leaves, gs, [np.zeros(2)] * 2, [None, None], seed, t)
+        (plus, minus), g_step, gus = host.rows(rows)
+        offsets = [0, 300]
+        for i, theta in enumerate(leaves):
+            index = np.arange(theta.size)
+            u = np.asarray(joint._direction_entries(
+                np.uint32(seed), np.uint32(joint.CONCATENATED_KEY), numbers.astype(np.int32),
+                (offsets[i] + index).astype(np.int32), theta, np.float64(theta.size)))
+            part = slice(offsets[i], offsets[i] + theta.size)
+            assert np.array_equal(plus[:, part] - theta, t * u)
+            assert np.array_equal(minus[:, part] - theta, -t * u)
+            assert np.allclose(gus[:, i], u @ gs[i], rtol=1e-13)
+    assert np.allclose(g_step[:, 0], t * gus.sum(axis=1), rtol=1e-13)
