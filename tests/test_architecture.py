@@ -106,8 +106,12 @@ def test_only_the_engine_compiles_batched_evaluations():
     offenders = [f for path in sorted(PACKAGE.rglob("*.py")) if path != engine
                  for f in _batched_jit_functions(path)]
     assert offenders == []
+    # `_compiler` lowers too: it holds the XLA options every compile passes (and tries them
+    # on a tiny program); it compiles no batch of its own (the scan above)
+    options = PACKAGE / "_compiler.py"
     lowered = [str(p.relative_to(PACKAGE.parent)) for p in PACKAGE.rglob("*.py")
-               if p != engine and (".lower(" in p.read_text() or ".compile()" in p.read_text())]
+               if p not in (engine, options)
+               and (".lower(" in p.read_text() or ".compile()" in p.read_text())]
     assert lowered == []
     assert _batched_jit_functions(engine)  # the scan sees the engine's own program
 

@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 
+from .. import _compiler
 from ..inputs import placement
 from ..inputs.problem import Problem
 from . import devices as mesh_devices
@@ -427,6 +428,7 @@ def _compile_with(kernel: Kernel, one: Callable[..., Any], shared: Any, batch: i
     global _compilations, _compile_seconds
     start = time.perf_counter()
     specs = kernel.point_specs(shared)
+    platform = devices[0].platform
 
     def f(shared, *points):
         return jax.vmap(lambda *point: one(shared, *point))(*points)
@@ -449,7 +451,7 @@ def _compile_with(kernel: Kernel, one: Callable[..., Any], shared: Any, batch: i
     batch_specs = [jax.ShapeDtypeStruct((batch,) + s.shape, s.dtype, sharding=batch_sharding)
                    for s in specs]
     with placement.programs_over(leaves):
-        compiled = jitted.lower(shared, *batch_specs).compile()
+        compiled = _compiler.compile_lowered(jitted.lower(shared, *batch_specs), platform)
     with _lock:
         _compilations += 1
         _compile_seconds += time.perf_counter() - start
@@ -670,7 +672,9 @@ def _compile_call(fn: Callable[..., Any], static: tuple, specs: tuple) -> Any:
     global _compilations, _compile_seconds
     start = time.perf_counter()
     with placement.programs_over(jax.tree_util.tree_leaves(specs)):
-        compiled = _call.lower(fn, static, *specs).compile()
+        compiled = _compiler.compile_lowered(
+            _call.lower(fn, static, *specs),
+            _compiler.platform_of(jax.tree_util.tree_leaves(specs)))
     with _lock:
         _compilations += 1
         _compile_seconds += time.perf_counter() - start

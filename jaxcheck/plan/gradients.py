@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _compiler
 from ..inputs.placement import is_distributed, programs_over, sharded_in_types, to_host
 from ..inputs.problem import Problem
 from ..inputs.pytree import CHECKED, Split
@@ -31,7 +32,7 @@ def _gradient(problem: Problem, checked: tuple[int, ...], shardings: tuple[Any, 
             for g, s in zip(grads, shardings)]
 
 
-_autodiff_gradient = jax.jit(_gradient, static_argnums=(0, 1, 2))
+_autodiff_gradient = _compiler.jit(_gradient, static_argnums=(0, 1, 2))
 
 
 def _fails_only_under_jit(error: Exception) -> bool:
