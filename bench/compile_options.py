@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
              "Seconds summed over each case's programs (compile: the quicker of 2; run: the "
              "quickest of 5 runs of one batch).", "",
              "| case | programs | applied to | compile, defaults | compile, options | ratio "
-             "| run, defaults | run, options | ratio |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| run, defaults | run, options | ratio |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label in dict.fromkeys(r["case"] for r in rows):
         mine = [r for r in rows if r["case"] == label]
         s = {k: sum(r[k] for r in mine) for k in
