@@ -64,8 +64,12 @@ def _zero():
 class Slab:
     """A value equal to `base` except on a slab, where it is `values`.
 
-    `fixed[d]` is the coordinate of the slab on axis d (a traced scalar), or None for the whole
-    axis; `values` has base's shape with the fixed axes of size 1.
+    `fixed[d]` is the coordinate where the slab starts on axis d (a traced scalar), or None for
+    the whole axis; `values` has base's shape with the fixed axes of size 1, or, on an axis
+    that merged a fixed coordinate with whole axes after it (a convolution's output channel
+    flattened with its pixels, an attention head's features merged back), of the block's
+    length (`is_block`). Only products and elementwise operations keep a block; every other
+    operation takes its operand dense.
     """
 
     base: Any
@@ -77,7 +81,11 @@ class Slab:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(1 if f is not None else n for f, n in zip(self.fixed, self.base.shape))
+        return tuple(int(k) for k in np.shape(self.values))
+
+    @property
+    def is_block(self) -> bool:
+        return any(f is not None and k != 1 for f, k in zip(self.fixed, self.shape))
 
     def part(self, x: Any) -> Any:
         """The slab of an array shaped like `base`."""
@@ -153,6 +161,11 @@ def _elementwise(eqn, args, changed):
     if all(f is None for f in fixed):
         return None  # the change covers the output: evaluate densely
 
+    # the slab's length on each fixed axis (1, or a block's)
+    extent = [next((a.shape[d] for a, c in zip(args, changed) if c and not spread(a.base, d)
+                    and a.fixed[d] is f), 1) if f is not None else n
+              for d, (f, n) in enumerate(zip(fixed, out_shape))]
+
     def on_slab(a, c):
         if c:
             grow = [d for d, f in enumerate(a.fixed)
@@ -161,8 +174,7 @@ def _elementwise(eqn, args, changed):
         if not np.ndim(a):
             return a
         starts = [_zero() if f is None or spread(a, d) else f for d, f in enumerate(fixed)]
-        sizes = [1 if f is not None or spread(a, d) else n
-                 for d, (f, n) in enumerate(zip(fixed, out_shape))]
+        sizes = [1 if spread(a, d) else k for d, k in enumerate(extent)]
         return lax.dynamic_slice(a, starts, sizes)
 
     base_out = _bind(eqn, [a.base if c else a for a, c in zip(args, changed)])
@@ -222,12 +234,15 @@ def _reshape_blocks(old: Sequence[int], new: Sequence[int]) -> list | None:
 
 def _reshape(eqn, slab: Slab):
     """A reshape keeps a slab when each block of axes it splits or merges is either whole
-    (rows of an attention head's features) or fixed (an entry's coordinates, recomputed)."""
+    (rows of an attention head's features) or fixed (an entry's coordinates, recomputed); one
+    that merges fixed axes with whole axes after them into one axis (a channel with its
+    pixels, a head with its features) keeps the range they cover there (a block)."""
     old, new = slab.base.shape, tuple(eqn.params["new_sizes"])
     blocks = _reshape_blocks(old, new) if eqn.params.get("dimensions") is None else None
-    if blocks is None:
+    if blocks is None or slab.is_block:
         return None
     fixed: list = [None] * len(new)
+    extent = list(new)
     for olds, news in blocks:
         olds = [d for d in olds if old[d] != 1]   # size-1 axes: coordinate 0 either way
         news = [d for d in news if new[d] != 1]
@@ -235,14 +250,24 @@ def _reshape(eqn, slab: Slab):
         if all(c is None for c in coords):
             continue
         if any(c is None for c in coords):
-            return None  # part of a block fixed: a range of the merged axis, not a slab
+            whole = coords.index(None)
+            if len(news) != 1 or any(c is not None for c in coords[whole:]):
+                return None  # a range that is not one block of one axis
+            # the fixed leading coordinates, then the whole axes: one range of the new axis
+            start = jnp.ravel_multi_index(tuple(coords[:whole]) + (0,) * (len(olds) - whole),
+                                          tuple(old[d] for d in olds), mode="clip")
+            fixed[news[0]] = jnp.asarray(start, np.int32)
+            extent[news[0]] = int(np.prod([old[d] for d in olds[whole:]], dtype=np.int64))
+            continue
         if len(olds) == 1 and len(news) == 1:
             fixed[news[0]] = coords[0]   # the same coordinate (kept identical for `_elementwise`)
+            extent[news[0]] = 1
             continue
         flat = jnp.ravel_multi_index(tuple(coords), tuple(old[d] for d in olds), mode="clip")
         for d, c in zip(news, jnp.unravel_index(flat, tuple(new[d] for d in news))):
             fixed[d] = jnp.asarray(c, np.int32)
-    shape = tuple(1 if f is not None else n for f, n in zip(fixed, new))
+            extent[d] = 1
+    shape = tuple(k if f is not None else n for f, n, k in zip(fixed, new, extent))
     return Slab(_bind(eqn, [slab.base]), tuple(fixed), slab.values.reshape(shape))
 
 
@@ -257,7 +282,7 @@ def _widened(slab: Slab, axes: Sequence[int]) -> tuple[list, Any]:
     """The slab grown to the whole extent of `axes`: (its fixed coordinates, its values)."""
     fixed = [None if d in axes else f for d, f in enumerate(slab.fixed)]
     starts = [_zero() if f is None else f for f in fixed]
-    sizes = [1 if f is not None else n for f, n in zip(fixed, slab.base.shape)]
+    sizes = [k if f is not None else n for f, n, k in zip(fixed, slab.base.shape, slab.shape)]
     region = lax.dynamic_slice(slab.base, starts, sizes)
     at = [f if d in axes and f is not None else _zero() for d, f in enumerate(slab.fixed)]
     return fixed, lax.dynamic_update_slice(region, slab.values.astype(region.dtype), at)
@@ -473,7 +498,7 @@ def _slab_product(eqn, slab: Slab, side: int, other):
                  s_batch[list(o_batch).index(dim)] if dim in o_batch else None)
         at = None if match is None else slab.fixed[match]
         starts.append(_zero() if at is None else at)
-        sizes.append(size if at is None else 1)
+        sizes.append(size if at is None else slab.shape[match])
     other_part = lax.dynamic_slice(other, starts, sizes)
     operands = (slab.change(), other_part) if side == 0 else (other_part, slab.change())
     change_out = _bind(eqn, operands)
@@ -490,6 +515,8 @@ def _slabs_product(eqn, a: Slab, b: Slab):
     """A product of two changed operands whose changes sit on the same batch coordinates
     (one attention head, one sequence): the product of the slabs, on those coordinates."""
     _, (lb, rb) = eqn.params["dimension_numbers"]
+    if a.is_block or b.is_block:
+        return None
     for x, batch in ((a, lb), (b, rb)):
         if any(f is not None and d not in batch for d, f in enumerate(x.fixed)):
             return None
@@ -533,6 +560,9 @@ _SINGLE_SLAB_RULES: dict[str, Callable[..., Any]] = {
 def _apply(eqn, args, changed, touched_inputs):
     """The output of `eqn` by a rule for its changed operands, or None (no rule applies)."""
     kind = _jaxpr.name(eqn)
+    if any(isinstance(a, Slab) and a.is_block for a in args) and not (
+            kind in _jaxpr.ELEMENTWISE or kind == _jaxpr.DOT):
+        return None   # a block's rules: products and elementwise operations only
     if kind == _jaxpr.DOT:
         for side in (0, 1):
             if changed[side] and not touched_inputs[1 - side]:
