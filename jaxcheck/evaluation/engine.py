@@ -801,7 +801,7 @@ def seconds_per_evaluation(problem: Problem, position: int, param_dynamic: Seque
     kernel, which = entry_kernel(problem, position, param_dynamic, arg_dynamic)
     p = program(kernel, shared, batch_size(kernel, shared, n_points, requested))
     placed = p.place_shared(shared)
-    first = placement.to_host(leaf.reshape(-1)[:1])
+    first = placement.entries(leaf, np.zeros(1, np.int64))   # on a CPU, NumPy's read
     points = [np.full(p.batch, w, np.int32) for w in which]
     points += [np.zeros(p.batch, np.int32), np.repeat(first, p.batch)]
     # One run: its allocations make it slightly slower than the next (a cautious estimate).

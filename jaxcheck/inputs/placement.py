@@ -242,13 +242,15 @@ def shaped_like(x: Any, like: Any) -> Any:
 
 
 def entries(x: Any, indices: np.ndarray) -> np.ndarray:
-    """The entries `indices` of the flat array `x`, on the host: the few a report names, read
-    where they live (the rest of a sharded `x` is never gathered)."""
+    """The entries `indices` of `x` flattened (row-major), on the host: the few a report
+    names, read where they live (the rest of a sharded `x` is never gathered)."""
     indices = np.asarray(indices)
     if indices.size == 0:
         return np.zeros(0, np.dtype(x.dtype))
     if _on_host(x):   # read by NumPy: a gather compiles programs per shape
         return np.asarray(x).reshape(-1)[indices]
+    if np.ndim(x) != 1:
+        x = flat(x)
     if is_distributed(x) and sharded_in_types(x):  # the gather's own sharding must be named
         mesh = x.sharding.mesh
         return to_host(x.at[indices].get(out_sharding=NamedSharding(mesh, PartitionSpec())))
