@@ -717,6 +717,18 @@ def compile_call_ahead(fn: Callable[..., Any], static: tuple, *specs: Any) -> No
         _trim(_executables)
 
 
+def beside(work: Callable[[], Any], arrays: Sequence[Any]) -> concurrent.futures.Future | None:
+    """Start `work()` (e.g. the gradient at params: mostly compiling its program) in a
+    background thread beside what the caller does next, and return its future; None, and
+    nothing started, where `arrays` are sharded over a mesh or several processes run: there
+    every program must start in the same order on every device (collectives wait on each
+    other)."""
+    leaves = jax.tree_util.tree_leaves(arrays)
+    if jax.process_count() != 1 or placement.mesh_of(leaves) is not None:
+        return None
+    return _pool().submit(_in_callers_context(work))
+
+
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
     """The threads that compile ahead, one per core (started at the first use)."""
     global _background

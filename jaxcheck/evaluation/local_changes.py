@@ -498,7 +498,7 @@ def _slab_product(eqn, slab: Slab, side: int, other):
                  s_batch[list(o_batch).index(dim)] if dim in o_batch else None)
         at = None if match is None else slab.fixed[match]
         starts.append(_zero() if at is None else at)
-        sizes.append(size if at is None else slab.shape[match])
+        sizes.append(size if match is None or at is None else slab.shape[match])
     other_part = lax.dynamic_slice(other, starts, sizes)
     operands = (slab.change(), other_part) if side == 0 else (other_part, slab.change())
     change_out = _bind(eqn, operands)

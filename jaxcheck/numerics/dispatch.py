@@ -52,6 +52,9 @@ def run_mode(tasks: Sequence[LeafTask],
     # full mode: every component; its cost estimated first (a CostWarning, a progress bar
     # that says how long compiling took)
     before = engine.compile_seconds()
+    # the gradient's program compiles in the background while the leaves' paths are chosen
+    gradient = engine.beside(tasks[0].analytic.leaves, tasks[0].param_dynamic) if tasks \
+        else None
     jobs = engine.jobs_for(tasks)   # the leaves' programs start compiling, in the background
     if len(tasks) > 1 and _programs(tasks) == 1:
         # every leaf shares one program: no second one whose f(θ) the first leaf's is compared
@@ -59,7 +62,9 @@ def run_mode(tasks: Sequence[LeafTask],
         first = tasks[0]
         require_same_traces("fn", first.problem.loss, (first.param_dynamic, first.arg_dynamic),
                             first.eps_f)
-    if tasks:   # the gradient's program compiles beside them
+    if gradient is not None:
+        gradient.result()
+    elif tasks:   # the gradient's program compiles beside them
         tasks[0].analytic.leaves()
     with progress.full_check(jobs, opts.progress,
                              compiling=lambda: engine.compile_seconds() - before):
