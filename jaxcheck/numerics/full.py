@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..evaluation import engine
 from ..plan.determinism import require_same_loss, same_loss
 from ..plan.tasks import LeafTask
 from .components import ComponentLine, check_components
@@ -72,7 +73,9 @@ def first_passes(tasks: Sequence[LeafTask]) -> Iterator[tuple[LeafTask, Any, Any
     nothing to perturb). Each leaf's program computes f(θ) too: later leaves compare theirs
     with the first's."""
     reference = None
-    for task, g in zip(tasks, tasks[0].analytic.leaves()):
+    gradient = tasks[0].analytic.leaves() if tasks else []
+    for task in tasks:
+        g = gradient[task.leaf_number]
         if task.leaf.size == 0:
             yield task, g, None
             continue
@@ -82,4 +85,18 @@ def first_passes(tasks: Sequence[LeafTask]) -> Iterator[tuple[LeafTask, Any, Any
 
 
 def check_all(tasks: Sequence[LeafTask]) -> tuple[LeafReport, ...]:
-    return tuple(check_leaf(task, g, first) for task, g, first in first_passes(tasks))
+    order = by_program(tasks)
+    reports = [check_leaf(task, g, first)
+               for task, g, first in first_passes([tasks[k] for k in order])]
+    return tuple(reports[k] for k in np.argsort(order))
+
+
+def by_program(tasks: Sequence[LeafTask]) -> list[int]:
+    """The tasks' indices grouped by the program that evaluates their moved entries, programs
+    in the order of their first leaf, which is the order `engine.jobs_for` starts compiling
+    them: the leaves of the programs compiled first are evaluated while the others compile."""
+    programs: dict[Any, list[int]] = {}
+    for k, t in enumerate(tasks):
+        kernel, _ = engine.entry_kernel(t.problem, t.position, t.param_dynamic, t.arg_dynamic)
+        programs.setdefault(kernel, []).append(k)
+    return [k for group in programs.values() for k in group]
