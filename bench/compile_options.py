@@ -47,7 +47,6 @@ def lowered_programs(run) -> list:
         return original(lowered, platform)
 
     engine.clear_cache()
-    engine._executables.clear()
     _compiler.compile_lowered = recording
     try:
         run()

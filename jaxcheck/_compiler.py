@@ -5,14 +5,15 @@ A check compiles several programs (a batch program per leaf or group of leaves, 
 joint test, the float64 gradient). Where their inputs are small (`SMALL_PROGRAM_BYTES`: the
 params of the models people check by hand, a batch of points), each runs for milliseconds a
 batch, and on XLA's CPU backend compiling them is most of a first call. Two options of XLA's
-CPU compiler cut that by 30-55% a program with no loss of speed measured on the benchmark's
-CNNs and transformer blocks (`bench/compile_options.py`): fusions emitted by XLA's classic
+CPU compiler bring full mode's programs on the benchmark's CNNs and transformer blocks to
+0.34-0.54 of their compile time, run times 0.85-1.01 (`bench/compile_options.py`, each
+model's programs summed): fusions emitted by XLA's classic
 LLVM IR emitters instead of its newer MLIR fusion emitters, and LLVM's optimisation level 1
 instead of 2. Neither enables fast math: the programs compute the same IEEE operations, though
 a fused transcendental may round differently in its last bits, which every verdict's measured
 noise covers. Programs with large inputs (a million parameters) compile in a fraction of
-their run time, and there the new emitters' code was a few percent quicker: they keep XLA's
-defaults, as do other backends, and a jaxlib whose XLA lacks these options (`options` tries
+their run time, and there the default code was as quick or a few percent quicker: they keep
+XLA's defaults, as do other backends, and a jaxlib whose XLA lacks these options (`options` tries
 them once on a tiny program).
 """
 from __future__ import annotations

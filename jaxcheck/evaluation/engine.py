@@ -822,6 +822,17 @@ def seconds_per_evaluation(problem: Problem, position: int, param_dynamic: Seque
     return (time.perf_counter() - start) / p.batch
 
 
+def programs_of(tasks: Sequence[Any]) -> dict[Kernel, list[int]]:
+    """The indices of full mode's leaf tasks grouped by the program that evaluates their moved
+    entries (`entry_kernel`), programs in the order of their first task: the order in which
+    `jobs_for` starts compiling them."""
+    programs: dict[Kernel, list[int]] = {}
+    for k, t in enumerate(tasks):
+        kernel, _ = entry_kernel(t.problem, t.position, t.param_dynamic, t.arg_dynamic)
+        programs.setdefault(kernel, []).append(k)
+    return programs
+
+
 def jobs_for(tasks: Sequence[Any]) -> list[progress.Job]:
     """One `Job` per leaf task of a full check (2n+1 evaluations in its first pass); the
     leaves' programs (one for leaves that share it, `program_leaves`) start compiling here,

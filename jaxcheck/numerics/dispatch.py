@@ -56,7 +56,7 @@ def run_mode(tasks: Sequence[LeafTask],
     gradient = engine.beside(tasks[0].analytic.leaves, tasks[0].param_dynamic) if tasks \
         else None
     jobs = engine.jobs_for(tasks)   # the leaves' programs start compiling, in the background
-    if len(tasks) > 1 and _programs(tasks) == 1:
+    if len(tasks) > 1 and len(engine.programs_of(tasks)) == 1:
         # every leaf shares one program: no second one whose f(θ) the first leaf's is compared
         # with (`plan.determinism`), so fn is traced twice instead
         first = tasks[0]
@@ -72,8 +72,3 @@ def run_mode(tasks: Sequence[LeafTask],
     references = {leaf.path: leaf.reference for leaf in leaves if leaf.reference is not None}
     return leaves, ({"references": references} if references else {})
 
-
-def _programs(tasks: Sequence[LeafTask]) -> int:
-    """How many distinct programs full mode evaluates the leaves' moved entries with."""
-    return len({engine.entry_kernel(t.problem, t.position, t.param_dynamic, t.arg_dynamic)[0]
-                for t in tasks})

@@ -92,11 +92,7 @@ def check_all(tasks: Sequence[LeafTask]) -> tuple[LeafReport, ...]:
 
 
 def by_program(tasks: Sequence[LeafTask]) -> list[int]:
-    """The tasks' indices grouped by the program that evaluates their moved entries, programs
-    in the order of their first leaf, which is the order `engine.jobs_for` starts compiling
-    them: the leaves of the programs compiled first are evaluated while the others compile."""
-    programs: dict[Any, list[int]] = {}
-    for k, t in enumerate(tasks):
-        kernel, _ = engine.entry_kernel(t.problem, t.position, t.param_dynamic, t.arg_dynamic)
-        programs.setdefault(kernel, []).append(k)
-    return [k for group in programs.values() for k in group]
+    """The tasks' indices program by program (`engine.programs_of`, the order in which their
+    compilations start): the leaves of the programs compiled first are evaluated while the
+    others compile."""
+    return [k for group in engine.programs_of(tasks).values() for k in group]
