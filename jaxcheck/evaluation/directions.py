@@ -172,6 +172,20 @@ def linear_bound(g, coefficients):
     return coefficients[0] * jnp.abs(g) + coefficients[1]
 
 
+def gradient_input(g: Any, dtype: Any) -> Any:
+    """The gradient `g` as a program's input beside params of working dtype `dtype`: a
+    device array in a float dtype of 32 bits up to `dtype`'s width stays as it is, and the
+    programs widen it where they read it (the products with u promote it, a cast fused into
+    their sums), so a float32 model's gradient is never held again in float64 (for a model
+    that fills its devices, half the params' float64 size). Anything else is converted where
+    it lives (`to_device`)."""
+    dtype = np.dtype(dtype)
+    if (isinstance(g, jax.Array) and jnp.issubdtype(g.dtype, jnp.floating)
+            and 4 <= g.dtype.itemsize <= dtype.itemsize):
+        return g
+    return to_device(g, dtype)
+
+
 def power_of_two(t: float) -> float:
     """The power of two nearest to t > 0 (in log scale)."""
     return float(2.0 ** np.round(np.log2(t)))
@@ -302,7 +316,7 @@ class Directions:
         leaf = self.param_dynamic[self.position]
         self.dtype = np.dtype(leaf.dtype)
         # cast where they live: a sharded leaf's gradient stays sharded, off the host
-        self.g_device = to_device(self.g, self.dtype)
+        self.g_device = gradient_input(self.g, self.dtype)
         self.rounding_device = to_device(self.rounding, self.dtype)
         self.size = int(np.prod(leaf.shape, dtype=np.int64))
         # Points per call, fixed for the leaf: a call holds `batch // T` directions of T steps.

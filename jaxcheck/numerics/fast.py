@@ -108,8 +108,13 @@ import numpy as np
 import numpy.typing as npt
 
 from ..evaluation import engine
-from ..evaluation.directions import Directions
-from ..inputs.placement import entries, finite_and_squares, flatten
+from ..evaluation.directions import Directions, gradient_input
+from ..inputs.placement import (
+    entries,
+    finite_and_squares,
+    flatten,
+    release_freed_memory,
+)
 from ..plan.tasks import LeafTask
 from . import verdicts as v
 from .components import ComponentResults
@@ -393,7 +398,8 @@ def check_leaf_fast(task: LeafTask, g: Any, rounding: Any,
 
 
 def _on_device(tasks: Sequence[LeafTask], gs: list[Any]) -> tuple[list[Any], list[Any]]:
-    """The flat gradients in the working dtype (float32 at least, for the sums) and the bound
+    """The flat gradients as the programs take them (`gradient_input`: float32 at least, for
+    the sums; a float32 gradient beside float64 params stays float32) and the bound
     on their rounding (as `directions.linear_bound`'s coefficients, from each leaf's norm,
     which `placement.finite_and_squares` reduces where the leaf lives in the program that
     checked the gradient finite: no program of its own). `gs` is emptied as it goes, so that
@@ -406,7 +412,7 @@ def _on_device(tasks: Sequence[LeafTask], gs: list[Any]) -> tuple[list[Any], lis
                  for t, q in zip(tasks, squares)]
     gs_device = []
     while gs:
-        gs_device.append(flatten(jnp.asarray(gs.pop(0))).astype(wide))
+        gs_device.append(gradient_input(flatten(jnp.asarray(gs.pop(0))), wide))
     return gs_device, roundings
 
 
@@ -485,7 +491,15 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
     if together:   # its program compiles beside the gradient's
         compile_ahead(first.problem, [t.position for t in tasks], first.param_dynamic,
                       first.arg_dynamic, k + 1, first.eps_f, first.rel_step)
-    gs, roundings = _on_device(tasks, first.analytic.device_leaves())
+    # params near the size of their devices: each leaf's gradient is computed where its test
+    # starts and dropped with its report, so that one leaf's is held at a time
+    one_at_a_time = not together and len(tasks) > 1 and not _fits_together(tasks)
+    gs: list[Any]
+    roundings: list[Any]
+    if one_at_a_time:
+        gs, roundings = [None] * len(tasks), [None] * len(tasks)
+    else:
+        gs, roundings = _on_device(tasks, first.analytic.device_leaves())
     info: dict[str, Any] = {"directions": k}
     evaluations = tests = 0
     covered: tuple[int, ...] = ()
@@ -521,7 +535,14 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
                                       dirs[i], own, root)
         return check
 
-    for i, (task, g, rounding, leaf_taylor) in enumerate(zip(tasks, gs, roundings, taylor)):
+    for i, (task, leaf_taylor) in enumerate(zip(tasks, taylor)):
+        g = rounding = None   # the previous leaf's let go before this one's is computed
+        if one_at_a_time:   # the previous leaf's gradient and temporaries freed first
+            release_freed_memory(task.param_dynamic)
+            (gs[i],), (roundings[i],) = _on_device(
+                [task], [first.analytic.device_leaf(task.leaf_number)])
+            release_freed_memory(task.param_dynamic)
+        g, rounding = gs[i], roundings[i]
         if task.leaf_number in covered:  # passed by the joint test
             # from `_together`, as `covered` is
             assert leaf_taylor is not None and screen is not None
@@ -538,7 +559,13 @@ def check_all_fast(tasks: Sequence[LeafTask], k: int, seed: int,
             else:
                 pending.append(i)
         else:
-            leaf_check(i).decide()
+            check = leaf_check(i)
+            check.decide()
+            if one_at_a_time:   # its report now, and its gradient dropped with its check
+                leaves[i], checks[i], gs[i] = check.report(), None, None
+                evaluations += check.evaluations
+                tests += check.tests
+                del check
     holes = {i: check.deferred[0] for i, check in enumerate(checks)
              if check is not None and check.deferred is not None}
     if len(pending) == 1:   # a clearing test of one leaf is its own test (or its search's)

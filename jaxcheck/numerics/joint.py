@@ -43,6 +43,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ..evaluation import engine
 from ..evaluation.directions import (
     VMAP_ENTRIES,
+    gradient_input,
     linear_bound,
     magnitudes,
     pow2_at_or_above_host,
@@ -411,7 +412,8 @@ def _program_inputs(problem: Problem, positions: Sequence[int], leaf_numbers: Se
     # values from the host are converted there: no program of their own per dtype
     dynamic = (
         tuple(param_dynamic), tuple(arg_dynamic),
-        tuple(_as_input(g, dtype, (int(np.size(g)),)) for g in g_leaves),
+        tuple(gradient_input(_as_input(g, (int(np.size(g)),)), dtype)
+              for g in g_leaves),
         np.stack([np.asarray(r, dtype) for r in roundings]),
         np.asarray([h or (0, 0) for h in holes], np.int32).reshape(len(holes), 2),
         np.asarray(seed, np.uint32), np.asarray(step, dtype),
@@ -420,14 +422,12 @@ def _program_inputs(problem: Problem, positions: Sequence[int], leaf_numbers: Se
     return static, dynamic
 
 
-def _as_input(x: Any, dtype: np.dtype, shape: tuple[int, ...]) -> Any:
-    """`x` in `dtype` and `shape`: a host value converted on the host, a device array only
-    where it differs (each conversion there is a program)."""
+def _as_input(x: Any, shape: tuple[int, ...]) -> Any:
+    """`x` in `shape`: a host value as a NumPy array (converted on the host by
+    `gradient_input`: no program of its own), a device array reshaped where it is."""
     if not isinstance(x, jax.Array):
-        return np.asarray(x, dtype).reshape(shape)
-    if tuple(x.shape) != shape:
-        x = x.reshape(shape)
-    return x if x.dtype == dtype else x.astype(dtype)
+        return np.asarray(x).reshape(shape)
+    return x if tuple(x.shape) == shape else x.reshape(shape)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -77,11 +77,24 @@ class AnalyticGradient:
                 self.problem, self.params.dynamic, self.arg_dynamic))
         return out
 
-    def _evaluated(self, dynamic: tuple[Any, ...], where: str) -> tuple[list[Any], str]:
-        """The gradient at `dynamic`, and who computed it (for the errors)."""
+    def device_leaf(self, leaf: int) -> Any:
+        """`device_leaves()[leaf]` alone: jax.grad's program computes no other leaf's
+        gradient (a grad_fn's are dropped as they come), so that a model near the size of
+        its devices holds one leaf's gradient at a time instead of all of them."""
+        dynamic = self.params.dynamic
+        with programs_over(list(dynamic)):
+            out, who = self._evaluated(dynamic, "at params", leaf)
+        require_finite_gradient(out, [self.params.paths[leaf]], who, lambda: _call(
+            self.problem, self.params.dynamic, self.arg_dynamic))
+        return out[0]
+
+    def _evaluated(self, dynamic: tuple[Any, ...], where: str,
+                   leaf: int | None = None) -> tuple[list[Any], str]:
+        """The gradient at `dynamic` (of checked leaf `leaf` alone where given), and who
+        computed it (for the errors)."""
         if self.grad_fn is None:
             with user_call("fn", f"under jax.grad {where}"):
-                out = list(self._autodiff(dynamic))
+                out = list(self._autodiff(dynamic, leaf))
             who = "jax.grad(fn)"
         else:
             user = Problem(self.grad_fn, self.problem.params, self.problem.args)
@@ -96,23 +109,28 @@ class AnalyticGradient:
                     tree = user.loss(dynamic, self.arg_dynamic)
             # a sharded leaf's gradient where the leaf lives (`_placed` computed it there:
             # then nothing moves; else it moves device to device)
-            out = [g if s is None else jax.device_put(g, s) for g, s in
-                   zip(extract_checked(tree, self.params, "grad_fn"), self._shardings())]
+            pairs = list(zip(extract_checked(tree, self.params, "grad_fn"), self._shardings()))
+            del tree
+            out = [g if s is None else jax.device_put(g, s)
+                   for g, s in (pairs if leaf is None else [pairs[leaf]])]
             who = "grad_fn"
         return out, who
 
-    def _autodiff(self, dynamic: tuple[Any, ...]) -> Any:
-        """`jax.grad(fn)`, compiled, or op by op where only the compiled one fails."""
+    def _autodiff(self, dynamic: tuple[Any, ...], leaf: int | None = None) -> Any:
+        """`jax.grad(fn)` (of checked leaf `leaf` alone where given), compiled, or op by op
+        where only the compiled one fails."""
+        checked, shardings = self.params.checked, self._shardings()
+        if leaf is not None:
+            checked, shardings = (checked[leaf],), (shardings[leaf],)
         if not self._eager:
             try:
-                return _autodiff_gradient(self.problem, self.params.checked,
-                                          self._shardings(), dynamic, self.arg_dynamic)
+                return _autodiff_gradient(self.problem, checked, shardings, dynamic,
+                                          self.arg_dynamic)
             except ValueError as e:
                 if not _fails_only_under_jit(e):
                     raise
                 self._eager.append(True)   # remembered for the gradients beside kinks
-        return _gradient(self.problem, self.params.checked, self._shardings(), dynamic,
-                         self.arg_dynamic)
+        return _gradient(self.problem, checked, shardings, dynamic, self.arg_dynamic)
 
     def _placed(self) -> tuple | None:
         """For `_call`: params' tree structure and, per leaf of it, (sharding, shape) where

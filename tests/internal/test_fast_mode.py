@@ -399,3 +399,44 @@ def test_leaves_of_different_dtypes_are_each_tested_on_their_own(joint_for_small
         bad = jaxcheck.check(loss, params, mode="fast", precision="native",
                              grad_fn=_with(loss, lambda g: {**g, "a": g["a"].at[5].multiply(1.2)}))
         assert [f.location for f in bad.failures] == ["['a'][5]"]
+
+
+
+@pytest.mark.parametrize("with_grad_fn", [False, True])
+def test_params_too_large_to_test_together_hold_one_leafs_gradient_at_a_time(monkeypatch,
+                                                                            with_grad_fn):
+    # as at 1e8 parameters, where the joint test's copies of the params do not fit: each
+    # leaf's gradient is computed where its test starts, on its own, and let go with its
+    # report (only the leaf's: it equals that leaf's entry of the whole gradient)
+    import weakref
+
+    from jaxcheck.plan import gradients
+    monkeypatch.setattr(jaxcheck.numerics.fast, "_fits_together", lambda tasks: False)
+    loss, params, args = _mlp_problem()
+    asked, alive_before, held, comparing = [], [], [], []
+    one, whole = gradients.AnalyticGradient.device_leaf, gradients.AnalyticGradient.device_leaves
+
+    def recording(self, leaf):
+        alive_before.append(sum(ref() is not None for ref in held))
+        asked.append(leaf)
+        out = one(self, leaf)
+        comparing.append(True)
+        np.testing.assert_array_equal(np.asarray(out), np.asarray(whole(self)[leaf]))
+        comparing.pop()
+        held.append(weakref.ref(out))
+        return out
+
+    def all_at_once(self, *args):
+        assert comparing, "every leaf's gradient asked for at once"
+        return whole(self, *args)
+
+    monkeypatch.setattr(gradients.AnalyticGradient, "device_leaf", recording)
+    monkeypatch.setattr(gradients.AnalyticGradient, "device_leaves", all_at_once)
+    right = jax.grad(loss) if with_grad_fn else None
+    assert jaxcheck.check(loss, params, *args, grad_fn=right, mode="fast").ok
+    assert asked == [0, 1, 2, 3] and alive_before == [0, 0, 0, 0]
+    asked.clear()
+    wrong = _with(loss, lambda g: {**g, "W": g["W"].at[37, 5].multiply(1.01)})
+    bad = jaxcheck.check(loss, params, *args, grad_fn=wrong, mode="fast")
+    assert [f.location for f in bad.failures] == ["['W'][37, 5]"]
+    assert asked == [0, 1, 2, 3]
