@@ -24,7 +24,7 @@ from ..inputs.options import Options, parse_options
 from ..inputs.precision import PrecisionChoice
 from ..inputs.prepare import prepared
 from ..inputs.problem import Problem
-from ..inputs.pytree import CHECKED, Split, Structure
+from ..inputs.pytree import Split, Structure
 from ..inputs.validation import require_scalar_loss, trace_loss
 from ..inputs.vector_problem import VectorProblem
 from ..report.jacobian import JacobianReport
@@ -37,7 +37,7 @@ def of_checked_leaves(fn: Callable[..., Any], structure: Structure, params: Any,
     differentiable), with params' leaves and the positions of the checked ones."""
     treedef = structure.treedef
     leaves = treedef.flatten_up_to(params)
-    checked = [k for k, kind in enumerate(structure.kinds) if kind == CHECKED]
+    checked = list(structure.checked_at)
 
     def loss(values):
         moved = list(leaves)

@@ -88,6 +88,11 @@ class Structure:
         dynamic = [k for k in self.kinds if k != STATIC]
         return tuple(i for i, k in enumerate(dynamic) if k == CHECKED)
 
+    @property
+    def checked_at(self) -> tuple[int, ...]:
+        """Positions of the checked leaves among all of the treedef's leaves."""
+        return tuple(i for i, k in enumerate(self.kinds) if k == CHECKED)
+
     def rebuild(self, dynamic: Sequence[Any]) -> Any:
         """The pytree with `dynamic` (checked and carried leaves, in order) put back."""
         dyn, stat = iter(dynamic), iter(self.static)

@@ -13,7 +13,7 @@ import numpy as np
 from .. import _compiler
 from ..inputs.placement import is_distributed, programs_over, sharded_in_types, to_host
 from ..inputs.problem import Problem
-from ..inputs.pytree import CHECKED, Split
+from ..inputs.pytree import Split
 from ..inputs.validation import require_finite_gradient, user_call
 
 
@@ -99,8 +99,11 @@ class AnalyticGradient:
         else:
             user = Problem(self.grad_fn, self.problem.params, self.problem.args)
             with user_call("grad_fn", where):
+                # one leaf's entry alone: XLA then computes nothing only the others need
+                only = None if leaf is None else (self.params.structure.treedef,
+                                                  self.params.structure.checked_at[leaf])
                 try:  # one compiled program instead of one per operation
-                    tree = _call(user, dynamic, self.arg_dynamic, self._placed())
+                    tree = _call(user, dynamic, self.arg_dynamic, self._placed(), only)
                 except (jax.errors.JAXTypeError, ValueError) as e:
                     # not traceable (Python control flow on values), or see
                     # `_fails_only_under_jit`: op by op
@@ -109,10 +112,10 @@ class AnalyticGradient:
                     tree = user.loss(dynamic, self.arg_dynamic)
             # a sharded leaf's gradient where the leaf lives (`_placed` computed it there:
             # then nothing moves; else it moves device to device)
-            pairs = list(zip(extract_checked(tree, self.params, "grad_fn"), self._shardings()))
-            del tree
-            out = [g if s is None else jax.device_put(g, s)
-                   for g, s in (pairs if leaf is None else [pairs[leaf]])]
+            shardings = self._shardings()
+            out = [g if s is None else jax.device_put(g, s) for g, s in zip(
+                extract_checked(tree, self.params, "grad_fn", leaf),
+                shardings if leaf is None else [shardings[leaf]])]
             who = "grad_fn"
         return out, who
 
@@ -141,8 +144,7 @@ class AnalyticGradient:
             return None
         structure = self.params.structure
         per_leaf: list[tuple | None] = [None] * len(structure.kinds)
-        positions = [k for k, kind in enumerate(structure.kinds) if kind == CHECKED]
-        for k, s, value in zip(positions, shardings, self.params.checked_values):
+        for k, s, value in zip(structure.checked_at, shardings, self.params.checked_values):
             if s is not None:
                 per_leaf[k] = (s, tuple(value.shape))
         return structure.treedef, tuple(per_leaf)
@@ -169,12 +171,20 @@ class AnalyticGradient:
         return out
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _call(problem: Problem, param_dynamic, arg_dynamic, placed: tuple | None = None):
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _call(problem: Problem, param_dynamic, arg_dynamic, placed: tuple | None = None,
+          only: tuple | None = None):
     # Strings and objects that a grad_fn echoes back from params cannot leave a jit; they
     # become None, which `extract_checked` accepts for leaves that are not checked.
     tree = jax.tree_util.tree_map(lambda x: x if _is_jax_type(x) else None,
                                   problem.loss(param_dynamic, arg_dynamic))
+    if only is not None:   # (params' treedef, position): that leaf kept, the others None
+        treedef, position = only
+        try:
+            parts = treedef.flatten_up_to(tree)
+        except (ValueError, TypeError):   # left for `extract_checked` to report
+            return tree
+        tree = treedef.unflatten([x if k == position else None for k, x in enumerate(parts)])
     if placed is None:
         return tree
     # A grad_fn's gradient of a sharded leaf, sharded like the leaf where it is computed:
@@ -194,8 +204,9 @@ def _is_jax_type(x: Any) -> bool:
     return isinstance(x, (jax.Array, np.ndarray, np.generic, bool, int, float, complex))
 
 
-def extract_checked(tree: Any, params: Split, who: str) -> list[Any]:
-    """The leaves of `tree` at the checked positions of `params`, validated against them."""
+def extract_checked(tree: Any, params: Split, who: str, leaf: int | None = None) -> list[Any]:
+    """The leaves of `tree` at the checked positions of `params` (checked leaf `leaf` alone
+    where given), validated against them."""
     structure = params.structure
     try:
         parts = structure.treedef.flatten_up_to(tree)
@@ -204,9 +215,9 @@ def extract_checked(tree: Any, params: Split, who: str) -> list[Any]:
             f"{who} must return a pytree with the structure of params "
             f"({structure.treedef}); got {jax.tree_util.tree_structure(tree)}"
         ) from e
-    positions = [k for k, kind in enumerate(structure.kinds) if kind == CHECKED]
+    chosen = list(zip(params.paths, structure.checked_at, params.checked))
     out = []
-    for path, position, dynamic_position in zip(params.paths, positions, params.checked):
+    for path, position, dynamic_position in (chosen if leaf is None else [chosen[leaf]]):
         value, expected = parts[position], params.dynamic[dynamic_position]
         if value is None or not hasattr(value, "shape"):
             raise ValueError(f"{who} returned {value!r} for leaf {path}; expected an array "

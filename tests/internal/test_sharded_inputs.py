@@ -110,7 +110,8 @@ user_call = gradients._call
 def recording(problem, *args):
     out = user_call(problem, *args)
     if isinstance(out, dict):   # grad_fn's gradient (the loss is a scalar)
-        placed.extend(out[k].sharding.is_equivalent_to(params[k].sharding, 2) for k in params)
+        placed.extend(out[k].sharding.is_equivalent_to(params[k].sharding, 2) for k in params
+                      if out[k] is not None)   # one leaf's gradient at a time
     return out
 gradients._call = recording
 user_grad = jax.grad(loss)
