@@ -187,10 +187,12 @@ def to_device(x: Any, dtype: Any = None) -> Any:
     return jax.device_put(np.asarray(x, dtype))
 
 
-def flatten(x: Any) -> Any:
+def flatten(x: Any, donate: bool = False) -> Any:
     """`x.reshape(-1)`; a sharded `x` gives a flat array split over the same mesh axes (a
     plain reshape of a leaf split along its columns would be replicated: a copy per device).
-    An array on one CPU device is reshaped by NumPy: no program per shape."""
+    An array on one CPU device is reshaped by NumPy: no program per shape. With `donate`
+    (an array nothing else holds), a sharded `x`'s buffers become the flat array's where
+    XLA can reuse them: no second copy of a leaf-sized array, even for a moment."""
     if _on_host(x):
         if isinstance(x, jax.Array) and x.ndim == 1:
             return x
@@ -200,7 +202,10 @@ def flatten(x: Any) -> Any:
     mesh = x.sharding.mesh
     axes = tuple(a for a in mesh.axis_names if a in used_axes([x]))
     parts = int(np.prod([mesh.shape[a] for a in axes], dtype=np.int64))
-    return _flattener(NamedSharding(mesh, along(axes if x.size % parts == 0 else ())))(x)
+    sharding = NamedSharding(mesh, along(axes if x.size % parts == 0 else ()))
+    if x.ndim == 1 and x.sharding.is_equivalent_to(sharding, 1):
+        return x
+    return _flattener(sharding, donate)(x)
 
 
 def along(axes: Sequence[str]) -> PartitionSpec:
@@ -211,8 +216,8 @@ def along(axes: Sequence[str]) -> PartitionSpec:
 
 
 @functools.lru_cache(maxsize=16)
-def _flattener(sharding: NamedSharding) -> Any:
-    return jax.jit(flat, out_shardings=sharding)
+def _flattener(sharding: NamedSharding, donate: bool) -> Any:
+    return jax.jit(flat, out_shardings=sharding, donate_argnums=(0,) if donate else ())
 
 
 def _explicit(x: Any) -> Any:

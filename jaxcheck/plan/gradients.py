@@ -11,7 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _compiler
-from ..inputs.placement import is_distributed, programs_over, sharded_in_types, to_host
+from ..inputs.placement import (
+    flatten,
+    is_distributed,
+    programs_over,
+    sharded_in_types,
+    to_host,
+)
 from ..inputs.problem import Problem
 from ..inputs.pytree import Split
 from ..inputs.validation import require_finite_gradient, user_call
@@ -71,53 +77,56 @@ class AnalyticGradient:
         dynamic = self.params.dynamic if param_dynamic is None else tuple(param_dynamic)
         where = "at params" if param_dynamic is None else "beside a kink"
         with programs_over(list(dynamic)):
-            out, who = self._evaluated(dynamic, where)
+            out, who, _ = self._evaluated(dynamic, where)
         if param_dynamic is None:
             require_finite_gradient(out, self.params.paths, who, lambda: _call(
                 self.problem, self.params.dynamic, self.arg_dynamic))
         return out
 
     def device_leaf(self, leaf: int) -> Any:
-        """`device_leaves()[leaf]` alone: jax.grad's program computes no other leaf's
-        gradient (a grad_fn's are dropped as they come), so that a model near the size of
-        its devices holds one leaf's gradient at a time instead of all of them."""
+        """`device_leaves()[leaf]` alone, flat (`placement.flatten`): its program computes
+        no other leaf's gradient, so that a model near the size of its devices holds one
+        leaf's gradient at a time instead of all of them; flattened in place where the
+        gradient is an array of jaxcheck's own programs (not one a grad_fn run op by op may
+        share with its caller)."""
         dynamic = self.params.dynamic
         with programs_over(list(dynamic)):
-            out, who = self._evaluated(dynamic, "at params", leaf)
+            out, who, owned = self._evaluated(dynamic, "at params", leaf)
         require_finite_gradient(out, [self.params.paths[leaf]], who, lambda: _call(
             self.problem, self.params.dynamic, self.arg_dynamic))
-        return out[0]
+        return flatten(out.pop(), donate=owned)
 
     def _evaluated(self, dynamic: tuple[Any, ...], where: str,
-                   leaf: int | None = None) -> tuple[list[Any], str]:
-        """The gradient at `dynamic` (of checked leaf `leaf` alone where given), and who
-        computed it (for the errors)."""
+                   leaf: int | None = None) -> tuple[list[Any], str, bool]:
+        """The gradient at `dynamic` (of checked leaf `leaf` alone where given), who
+        computed it (for the errors), and whether its arrays are jaxcheck's own (a grad_fn
+        run op by op may return arrays its caller holds too)."""
         if self.grad_fn is None:
             with user_call("fn", f"under jax.grad {where}"):
                 out = list(self._autodiff(dynamic, leaf))
-            who = "jax.grad(fn)"
-        else:
-            user = Problem(self.grad_fn, self.problem.params, self.problem.args)
-            with user_call("grad_fn", where):
-                # one leaf's entry alone: XLA then computes nothing only the others need
-                only = None if leaf is None else (self.params.structure.treedef,
-                                                  self.params.structure.checked_at[leaf])
-                try:  # one compiled program instead of one per operation
-                    tree = _call(user, dynamic, self.arg_dynamic, self._placed(), only)
-                except (jax.errors.JAXTypeError, ValueError) as e:
-                    # not traceable (Python control flow on values), or see
-                    # `_fails_only_under_jit`: op by op
-                    if isinstance(e, ValueError) and not _fails_only_under_jit(e):
-                        raise
-                    tree = user.loss(dynamic, self.arg_dynamic)
-            # a sharded leaf's gradient where the leaf lives (`_placed` computed it there:
-            # then nothing moves; else it moves device to device)
-            shardings = self._shardings()
-            out = [g if s is None else jax.device_put(g, s) for g, s in zip(
-                extract_checked(tree, self.params, "grad_fn", leaf),
-                shardings if leaf is None else [shardings[leaf]])]
-            who = "grad_fn"
-        return out, who
+            return out, "jax.grad(fn)", True
+        user = Problem(self.grad_fn, self.problem.params, self.problem.args)
+        with user_call("grad_fn", where):
+            # one leaf's entry alone: XLA then computes nothing only the others need
+            only = None if leaf is None else (self.params.structure.treedef,
+                                              self.params.structure.checked_at[leaf])
+            op_by_op = False
+            try:  # one compiled program instead of one per operation
+                tree = _call(user, dynamic, self.arg_dynamic, self._placed(), only)
+            except (jax.errors.JAXTypeError, ValueError) as e:
+                # not traceable (Python control flow on values), or see
+                # `_fails_only_under_jit`: op by op
+                if isinstance(e, ValueError) and not _fails_only_under_jit(e):
+                    raise
+                tree = user.loss(dynamic, self.arg_dynamic)
+                op_by_op = True
+        # a sharded leaf's gradient where the leaf lives (`_placed` computed it there:
+        # then nothing moves; else it moves device to device)
+        shardings = self._shardings()
+        out = [g if s is None else jax.device_put(g, s) for g, s in zip(
+            extract_checked(tree, self.params, "grad_fn", leaf),
+            shardings if leaf is None else [shardings[leaf]])]
+        return out, "grad_fn", not op_by_op
 
     def _autodiff(self, dynamic: tuple[Any, ...], leaf: int | None = None) -> Any:
         """`jax.grad(fn)` (of checked leaf `leaf` alone where given), compiled, or op by op

@@ -407,7 +407,7 @@ def test_params_too_large_to_test_together_hold_one_leafs_gradient_at_a_time(mon
                                                                             with_grad_fn):
     # as at 1e8 parameters, where the joint test's copies of the params do not fit: each
     # leaf's gradient is computed where its test starts, on its own, and let go with its
-    # report (only the leaf's: it equals that leaf's entry of the whole gradient)
+    # report (only the leaf's: it equals that leaf's entry of the whole gradient, flat)
     import weakref
 
     from jaxcheck.plan import gradients
@@ -421,7 +421,7 @@ def test_params_too_large_to_test_together_hold_one_leafs_gradient_at_a_time(mon
         asked.append(leaf)
         out = one(self, leaf)
         comparing.append(True)
-        np.testing.assert_array_equal(np.asarray(out), np.asarray(whole(self)[leaf]))
+        np.testing.assert_array_equal(np.asarray(out), np.asarray(whole(self)[leaf]).reshape(-1))
         comparing.pop()
         held.append(weakref.ref(out))
         return out
