@@ -121,11 +121,12 @@ class AnalyticGradient:
                 tree = user.loss(dynamic, self.arg_dynamic)
                 op_by_op = True
         # a sharded leaf's gradient where the leaf lives (`_placed` computed it there:
-        # then nothing moves; else it moves device to device)
+        # then nothing moves, not even into an equal copy; else it moves device to device)
         shardings = self._shardings()
-        out = [g if s is None else jax.device_put(g, s) for g, s in zip(
-            extract_checked(tree, self.params, "grad_fn", leaf),
-            shardings if leaf is None else [shardings[leaf]])]
+        values = extract_checked(tree, self.params, "grad_fn", leaf)
+        del tree
+        out = [g if s is None or _placed_as(g, s) else jax.device_put(g, s) for g, s in zip(
+            values, shardings if leaf is None else [shardings[leaf]])]
         return out, "grad_fn", not op_by_op
 
     def _autodiff(self, dynamic: tuple[Any, ...], leaf: int | None = None) -> Any:
@@ -207,6 +208,11 @@ def _call(problem: Problem, param_dynamic, arg_dynamic, placed: tuple | None = N
     return treedef.unflatten([
         jax.lax.with_sharding_constraint(x, s[0]) if s is not None
         and tuple(getattr(x, "shape", ())) == s[1] else x for x, s in zip(parts, shardings)])
+
+
+def _placed_as(x: Any, sharding: Any) -> bool:
+    """Whether array `x` is laid out over the devices as `sharding` says."""
+    return isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim)
 
 
 def _is_jax_type(x: Any) -> bool:
