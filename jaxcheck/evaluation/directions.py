@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..inputs.placement import flat, flatten, shaped_like, to_device
+from ..inputs.placement import flat, flatten, mesh_of, shaped_like, to_device
 from ..inputs.problem import Problem
 from . import engine
 from .engine import choose_batch_size
@@ -202,7 +202,7 @@ class Along(NamedTuple):
 
 
 def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u, ts, g,
-                 u_dot_g):
+                 u_dot_g, products: Sequence[Any] | None = None):
     """Loss at θ + t·u for each t in ts (1-D), and g·(P − θ) for the point P actually
     evaluated. θ is param_dynamic[position]; u and g are flat; u_dot_g is u·g.
 
@@ -224,7 +224,7 @@ def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u,
     traced = engine.traced_loss(problem, position, param_dynamic, arg_dynamic)
     if traced is not None:
         def local(t):
-            f, exact = traced.along(param_dynamic, arg_dynamic, u, t)
+            f, exact = traced.along(param_dynamic, arg_dynamic, u, t, products)
             return f, (t * u_dot_g if exact else jnp.sum(g * ((theta + t * u) - theta)))
 
         try:  # the steps share the products with u: all of them in one vmap
@@ -241,8 +241,8 @@ def losses_along(problem: Problem, position: int, param_dynamic, arg_dynamic, u,
 
 
 def _evaluate_directions(problem: Problem, position: int, map_batch: int, param_dynamic,
-                         arg_dynamic, g, rounding, seed, leaf, count, numbers, lo, hi, hole_lo,
-                         hole_hi, ts):
+                         arg_dynamic, g, rounding, seed, leaf, products, count, numbers, lo,
+                         hi, hole_lo, hole_hi, ts):
     """Per direction j < count (numbers, lo, hi, hole_lo, hole_hi of shape (J,)): losses_along
     at the steps
     ts[j] (J, T), and u·g, ‖u∘rounding‖, u[lo]. Directions from `count` on are padding: their
@@ -253,7 +253,8 @@ def _evaluate_directions(problem: Problem, position: int, map_batch: int, param_
         number, lo_, hi_, hole_lo_, hole_hi_, ts_ = x
         u = _direction(seed, leaf, number, lo_, hi_, hole_lo_, hole_hi_, theta)
         gu = jnp.sum(u * g)
-        f, g_step = losses_along(problem, position, param_dynamic, arg_dynamic, u, ts_, g, gu)
+        f, g_step = losses_along(problem, position, param_dynamic, arg_dynamic, u, ts_, g, gu,
+                                 products or None)
         spread = jnp.sqrt(jnp.sum((u * linear_bound(g, rounding)) ** 2))
         # Σu: u[lo] where the range has one component, the only place it is used. Neither a
         # gather (from a sharded u it needs collectives named by hand under Explicit axes)
@@ -279,6 +280,12 @@ def _evaluate_directions(problem: Problem, position: int, map_batch: int, param_
     shapes = jax.eval_shape(batched, xs)
     outs = [jnp.zeros(r.shape, r.dtype) for r in shapes]
     return jax.lax.fori_loop(0, (count + map_batch - 1) // map_batch, chunk, outs)
+
+
+def _products_at_theta(problem: Problem, position: int, param_dynamic, arg_dynamic):
+    traced = engine.traced_loss(problem, position, param_dynamic, arg_dynamic)
+    assert traced is not None   # `Directions._products` asks only then
+    return traced.products_at_theta(param_dynamic, arg_dynamic)
 
 
 @jax.jit
@@ -311,6 +318,7 @@ class Directions:
     batch_size: int | None = None
     evaluations: int = 0
     issued: int = 0
+    products: tuple[Any, ...] | None = None   # `_products`, once formed
 
     def __post_init__(self) -> None:
         leaf = self.param_dynamic[self.position]
@@ -366,6 +374,24 @@ class Directions:
             yield to_device(len(keys[s:s + per_call]), np.int32), *(
                 to_device(k[:, c], np.int32) for c in range(5)), to_device(t)
 
+    def _products(self) -> tuple[Any, ...]:
+        """The leaf's products at θ where its changes are followed through the loss
+        (`local_changes.Traced.products_at_theta`), formed once per leaf: each call then
+        forms only the products with its directions (a search tests one direction per call,
+        which on a wide layer halved the products of each). Empty where they are not, and
+        for params sharded over a mesh (a product's layout, chosen by XLA in the program
+        that forms it, could differ from the one each call would give it: a reshard per
+        call)."""
+        if self.products is None:
+            # (asked only where the params are on one device: `traced_loss` keys the loss's
+            # trace by shapes, and a trace from sharded arrays would be kept for programs)
+            traced = None if mesh_of(self.param_dynamic) is not None else engine.traced_loss(
+                self.problem, self.position, self.param_dynamic, self.arg_dynamic)
+            self.products = () if traced is None else tuple(engine.call(
+                _products_at_theta, (self.problem, self.position), tuple(self.param_dynamic),
+                tuple(self.arg_dynamic)))
+        return self.products
+
     def fresh(self, k: int) -> np.ndarray:
         """k direction numbers not used before in this leaf."""
         numbers = np.arange(self.issued, self.issued + k, dtype=np.int32)
@@ -390,7 +416,7 @@ class Directions:
         ts[group, slot] = t
         seed, leaf = self._keys()
         shared = (tuple(self.param_dynamic), tuple(self.arg_dynamic), self.g_device,
-                  self.rounding_device, seed, leaf)
+                  self.rounding_device, seed, leaf, self._products())
         f, g_step, gu, spread, u_sum = engine.call_batches(
             _evaluate_directions, (self.problem, self.position, self._map_batch), shared,
             self._batches(keys, ts), len(keys))

@@ -100,6 +100,22 @@ class Slab:
 
 
 @dataclasses.dataclass(eq=False)
+class Products:
+    """The products θ·x of a leaf's uses, in the order the interpreter meets them: formed
+    and kept (`seen`) where none are `given`, else taken from `given`. A leaf's products at
+    θ are the same for every direction and step: a program that evaluates a few directions
+    per call (fast mode's search) takes them as inputs instead of forming them again."""
+
+    given: Sequence[Any] | None = None
+    seen: list = dataclasses.field(default_factory=list)
+
+    def at_theta(self, form: Callable[[], Any]) -> Any:
+        out = form() if self.given is None else self.given[len(self.seen)]
+        self.seen.append(out)
+        return out
+
+
+@dataclasses.dataclass(eq=False)
 class Direction:
     """The leaf (or a view of it) moved by t·u; `record` notes a use of θ + t·u itself."""
 
@@ -107,6 +123,7 @@ class Direction:
     u: Any
     t: Any
     record: list   # shared by the views of one leaf: [True] once θ + t·u was formed
+    products: Products   # shared by the views of one leaf too
 
     def dense(self) -> Any:
         self.record[0] = True
@@ -535,13 +552,13 @@ def _direction_view(eqn, x: Direction):
     kind = _jaxpr.name(eqn)
     if kind in (_jaxpr.TRANSPOSE, _jaxpr.RESHAPE, _jaxpr.SQUEEZE) or (
             kind == _jaxpr.CONVERT and eqn.params["new_dtype"] == x.base.dtype):
-        return Direction(_bind(eqn, [x.base]), _bind(eqn, [x.u]), x.t, x.record)
+        return Direction(_bind(eqn, [x.base]), _bind(eqn, [x.u]), x.t, x.record, x.products)
     return None
 
 
 def _direction_product(eqn, x: Direction, side: int, other):
     pair = lambda a: (a, other) if side == 0 else (other, a)  # noqa: E731
-    base_out = _bind(eqn, pair(x.base))
+    base_out = x.products.at_theta(lambda: _bind(eqn, pair(x.base)))
     return base_out + jnp.asarray(x.t, base_out.dtype) * _bind(eqn, pair(x.u))
 
 
@@ -662,16 +679,28 @@ class Traced:
                     jnp.asarray(value, base.dtype).reshape((1,) * base.ndim))
         return self._loss(param_dynamic, arg_dynamic, slab)
 
-    def along(self, param_dynamic, arg_dynamic, u, t) -> tuple[Any, bool]:
-        """The loss at θ + t·u (u flat), and whether it is the loss at that exact point.
+    def along(self, param_dynamic, arg_dynamic, u, t,
+              products: Sequence[Any] | None = None) -> tuple[Any, bool]:
+        """The loss at θ + t·u (u flat), and whether it is the loss at that exact point;
+        `products`: the leaf's products at θ (`products_at_theta`), where they were formed
+        before.
 
         Exact when every use of the leaf is a product (formed as θ·x + t·(u·x)); otherwise
         some operation received θ + t·u rounded to the leaf's dtype.
         """
         base = param_dynamic[self.position]
         record = [False]
-        leaf = Direction(base, u.reshape(base.shape), t, record)
+        leaf = Direction(base, u.reshape(base.shape), t, record, Products(products))
         return self._loss(param_dynamic, arg_dynamic, leaf), not record[0]
+
+    def products_at_theta(self, param_dynamic, arg_dynamic) -> list[Any]:
+        """The products θ·x of the leaf's uses, for `along`'s `products` (traced: XLA keeps
+        them alone of the loss's evaluation)."""
+        base = param_dynamic[self.position]
+        products = Products()
+        leaf = Direction(base, jnp.zeros_like(base), 0.0, [False], products)
+        self._loss(param_dynamic, arg_dynamic, leaf)
+        return products.seen
 
 
 def loss_jaxpr(loss: Callable[..., Any], param_dynamic: Sequence[Any],

@@ -412,6 +412,28 @@ def test_loss_along_a_direction_and_whether_it_is_exact(name):
         assert exact == [name in EXACT]
 
 
+@pytest.mark.parametrize("name", CASE_PARAMS)
+def test_a_leafs_products_formed_once_give_the_same_losses_without_forming_them_again(name):
+    # fast mode's search forms the leaf's products at θ once and hands them to each call
+    with jax.enable_x64(True):
+        _, position, dynamic, args, traced = _traced(name)
+        leaf = dynamic[position]
+        u = jnp.asarray(RNG.normal(size=leaf.size))
+        ts = jnp.asarray([1e-3, -0.5])
+        products = jax.jit(traced.products_at_theta)(dynamic, args)
+
+        def along(t, given=None):
+            return traced.along(dynamic, args, u, t, given)[0]
+
+        again = jax.jit(jax.vmap(along))(ts)
+        given = jax.jit(lambda p: jax.vmap(lambda t: along(t, p))(ts))
+        np.testing.assert_allclose(given(products), again, rtol=1e-13, atol=1e-300)
+        if name in EXACT:   # every use of the leaf a product: each is formed once, not per call
+            assert len(products) >= 1
+            dots = lambda f, *a: str(jax.make_jaxpr(f)(*a)).count("dot_general")
+            assert dots(given, products) < dots(jax.vmap(along), ts)
+
+
 def test_a_product_of_the_leaf_with_itself_is_evaluated_as_written():
     with jax.enable_x64(True):
         w = jnp.asarray(RNG.normal(size=(3, 3)))
