@@ -387,12 +387,18 @@ def test_a_leaf_follows_its_changes_where_repeated_calls_repay_its_program(monke
     engine.clear_cache()
 
 
+def _along_a_direction(name):
+    """`_traced(name)` and a random direction u of its leaf (flat)."""
+    loss, position, dynamic, args, traced = _traced(name)
+    return loss, position, dynamic, args, traced, jnp.asarray(
+        RNG.normal(size=dynamic[position].size))
+
+
 @pytest.mark.parametrize("name", CASE_PARAMS)
 def test_loss_along_a_direction_and_whether_it_is_exact(name):
     with jax.enable_x64(True):
-        loss, position, dynamic, args, traced = _traced(name)
+        loss, position, dynamic, args, traced, u = _along_a_direction(name)
         leaf = dynamic[position]
-        u = jnp.asarray(RNG.normal(size=leaf.size))
         ts = jnp.asarray([0.0, 1e-3, -0.5])
         exact = []
 
@@ -416,9 +422,7 @@ def test_loss_along_a_direction_and_whether_it_is_exact(name):
 def test_a_leafs_products_formed_once_give_the_same_losses_without_forming_them_again(name):
     # fast mode's search forms the leaf's products at θ once and hands them to each call
     with jax.enable_x64(True):
-        _, position, dynamic, args, traced = _traced(name)
-        leaf = dynamic[position]
-        u = jnp.asarray(RNG.normal(size=leaf.size))
+        _, _, dynamic, args, traced, u = _along_a_direction(name)
         ts = jnp.asarray([1e-3, -0.5])
         products = jax.jit(traced.products_at_theta)(dynamic, args)
 
