@@ -263,12 +263,19 @@ def _evaluate_directions(problem: Problem, position: int, map_batch: int, param_
         # reductions take their operands materialised)
         return f, g_step, gu, spread, jnp.sum(u)
 
-    # `map_batch` directions per step of a loop over the directions: with a large leaf (one
-    # per step) the products with the perturbed leaf stay plain GEMMs instead of products
-    # batched over directions, which XLA's CPU backend runs several times slower; a small
-    # leaf vmaps many directions at once. The loop stops after the last real direction: it
-    # is `lax.map(per_direction, xs, batch_size=map_batch)` without the padding's cost.
-    xs = (numbers, lo, hi, hole_lo, hole_hi, ts)
+    return _over_directions(per_direction, map_batch, count,
+                            (numbers, lo, hi, hole_lo, hole_hi, ts))
+
+
+def _over_directions(per_direction, map_batch: int, count, xs):
+    """`per_direction` of each direction of `xs`, the first `count` real.
+
+    `map_batch` directions per step of a loop over the directions: with a large leaf (one
+    per step) the products with the perturbed leaf stay plain GEMMs instead of products
+    batched over directions, which XLA's CPU backend runs several times slower; a small
+    leaf vmaps many directions at once. The loop stops after the last real direction: it
+    is `lax.map(per_direction, xs, batch_size=map_batch)` without the padding's cost."""
+    numbers = xs[0]
     batched = jax.vmap(per_direction)
     if map_batch >= numbers.shape[0]:
         return batched(xs)
@@ -281,6 +288,77 @@ def _evaluate_directions(problem: Problem, position: int, map_batch: int, param_
     shapes = jax.eval_shape(batched, xs)
     outs = [jnp.zeros(r.shape, r.dtype) for r in shapes]
     return jax.lax.fori_loop(0, (count + map_batch - 1) // map_batch, chunk, outs)
+
+
+# A direction on a few rows of a large leaf's leading axis is built and followed through the
+# loss on a window of ⌈rows / WINDOW_PARTS⌉ rows (`_evaluate_window`), where the leaf has at
+# least WINDOW_MIN_SIZE entries and its changes are followed (`local_changes`): a search's
+# ranges halve at every level, and past the first few they fit in the window, whose
+# products cost its rows, not the leaf's.
+WINDOW_PARTS = 32
+WINDOW_MIN_SIZE = 1 << 16
+
+
+def window_rows(shape: Sequence[int]) -> int:
+    """R, the rows of a leaf's window (`_evaluate_window`)."""
+    return max(1, -(-int(shape[0]) // WINDOW_PARTS))
+
+
+def window_start(lo, leaf_shape: Sequence[int], rows: int):
+    """The first row of the window of a range starting at flat index `lo` (NumPy or traced):
+    lo's row, or the last R rows where fewer are left."""
+    per_row = int(np.prod(leaf_shape[1:], dtype=np.int64))
+    minimum = jnp.minimum if isinstance(lo, jax.Array) else np.minimum
+    return minimum(lo // per_row, int(leaf_shape[0]) - rows)
+
+
+def fits_window(lo: np.ndarray, hi: np.ndarray, leaf_shape: Sequence[int],
+                rows: int) -> bool:
+    """Whether every range [lo, hi) lies in its window."""
+    per_row = int(np.prod(leaf_shape[1:], dtype=np.int64))
+    start = window_start(np.asarray(lo), leaf_shape, rows)
+    return bool(np.all((np.asarray(hi) - 1) // per_row < start + rows))
+
+
+def _evaluate_window(problem: Problem, position: int, map_batch: int, rows: int,
+                     param_dynamic, arg_dynamic, g, rounding, seed, leaf, products, count,
+                     numbers, lo, hi, hole_lo, hole_hi, ts):
+    """`_evaluate_directions` for ranges that fit in the window of `rows` rows from their
+    start (`fits_window`): u built on those rows alone (the same signs and scales as on
+    the whole leaf: `signs_at` of the global indices), followed through the loss by
+    `local_changes.Traced.along_window`."""
+    base = param_dynamic[position]
+    theta = flat(base)
+    traced = engine.traced_loss(problem, position, param_dynamic, arg_dynamic)
+    assert traced is not None   # `Directions.along` takes this program only then
+    per_row = theta.size // base.shape[0]
+    width = rows * per_row
+
+    def per_direction(x):
+        number, lo_, hi_, hole_lo_, hole_hi_, ts_ = x
+        row = window_start(lo_, base.shape, rows)
+        start = row * per_row
+        index = start + jnp.arange(width, dtype=lo_.dtype)
+        theta_w = jax.lax.dynamic_slice_in_dim(theta, start, width)
+        g_w = jax.lax.dynamic_slice_in_dim(g, start, width)
+        inside = (index >= lo_) & (index < hi_) & ((index < hole_lo_) | (index >= hole_hi_))
+        m = hi_ - lo_ - (hole_hi_ - hole_lo_)
+        u = (signs_at(seed, leaf, number, index, theta.dtype)
+             * jnp.where(inside, magnitudes(theta_w, m), 0)).astype(theta.dtype)
+        gu = jnp.sum(u * g_w)
+        u_rows = u.reshape((rows, *base.shape[1:]))
+
+        def local(t):
+            f, exact = traced.along_window(param_dynamic, arg_dynamic, u_rows, row, t,
+                                           products or None)
+            return f, (t * gu if exact else jnp.sum(g_w * ((theta_w + t * u) - theta_w)))
+
+        f, g_step = jax.vmap(local)(ts_)
+        spread = jnp.sqrt(jnp.sum((u * linear_bound(g_w, rounding)) ** 2))
+        return f, g_step, gu, spread, jnp.sum(u)
+
+    return _over_directions(per_direction, map_batch, count,
+                            (numbers, lo, hi, hole_lo, hole_hi, ts))
 
 
 def _products_at_theta(problem: Problem, position: int, param_dynamic, arg_dynamic):
@@ -356,14 +434,30 @@ class Directions:
             keys, group, slot = keys[pairs[:, 0]], group.reshape(-1), slot % STEPS
         return keys, group, slot
 
-    @property
-    def _map_batch(self) -> int:
-        """Directions vmapped together: up to `VMAP_ENTRIES` perturbed entries, at least one."""
-        return max(1, min(self.batch, VMAP_ENTRIES // (STEPS * self.size)))
+    def _map_batch(self, width: int) -> int:
+        """Directions vmapped together, each of `width` entries: up to `VMAP_ENTRIES`
+        perturbed entries, at least one."""
+        return max(1, min(self.batch, VMAP_ENTRIES // (STEPS * width)))
 
-    def _batches(self, keys, ts):
-        """Directions cut into calls of a fixed size, the last padded (device arrays)."""
-        b = self._map_batch
+    def _window(self, keys) -> int | None:
+        """R, where every direction of `keys` fits in a window of R rows of the leaf that
+        `_evaluate_window` can take (a large leaf on one device whose changes are followed
+        through the loss), else None."""
+        shape = tuple(self.param_dynamic[self.position].shape)
+        if (self.size < WINDOW_MIN_SIZE or not shape
+                or mesh_of(self.param_dynamic) is not None):
+            return None
+        rows = window_rows(shape)
+        if rows >= shape[0] or not fits_window(keys[:, 1], keys[:, 2], shape, rows):
+            return None
+        if engine.traced_loss(self.problem, self.position, self.param_dynamic,
+                              self.arg_dynamic) is None:
+            return None
+        return rows
+
+    def _batches(self, keys, ts, b: int):
+        """Directions cut into calls of a fixed size, the last padded (device arrays), `b`
+        vmapped together."""
         per_call = -(-max(1, self.batch // STEPS) // b) * b
         for s in range(0, len(keys), per_call):
             k, t = keys[s:s + per_call], ts[s:s + per_call]
@@ -420,9 +514,15 @@ class Directions:
         seed, leaf = self._keys()
         shared = (tuple(self.param_dynamic), tuple(self.arg_dynamic), self.g_device,
                   self.rounding_device, seed, leaf, self._products())
+        rows = self._window(keys)
+        if rows is None:
+            b = self._map_batch(self.size)
+            program, static = _evaluate_directions, (self.problem, self.position, b)
+        else:
+            b = self._map_batch(rows * (self.size // self.param_dynamic[self.position].shape[0]))
+            program, static = _evaluate_window, (self.problem, self.position, b, rows)
         f, g_step, gu, spread, u_sum = engine.call_batches(
-            _evaluate_directions, (self.problem, self.position, self._map_batch), shared,
-            self._batches(keys, ts), len(keys))
+            program, static, shared, self._batches(keys, ts, b), len(keys))
         self.evaluations += m
         return Along(f[group, slot], g_step[group, slot], gu[group], spread[group],
                      u_sum[group])

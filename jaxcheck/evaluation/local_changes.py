@@ -117,17 +117,30 @@ class Products:
 
 @dataclasses.dataclass(eq=False)
 class Direction:
-    """The leaf (or a view of it) moved by t·u; `record` notes a use of θ + t·u itself."""
+    """The leaf (or a view of it) moved by t·u; `record` notes a use of θ + t·u itself.
+
+    With a `window` (a traced row number), u is zero outside rows [window, window + R) of the
+    leading axis and `u` holds those R rows alone: a product that contracts that axis reads
+    the R matching slices of its other operand (a search's last levels test a few rows of a
+    wide layer: their products cost those rows, not the layer)."""
 
     base: Any
     u: Any
     t: Any
     record: list   # shared by the views of one leaf: [True] once θ + t·u was formed
     products: Products   # shared by the views of one leaf too
+    window: Any = None
+
+    def full_u(self) -> Any:
+        """u on the whole leaf: the window's rows in zeros."""
+        if self.window is None:
+            return self.u
+        return lax.dynamic_update_slice_in_dim(jnp.zeros_like(self.base), self.u, self.window,
+                                               0)
 
     def dense(self) -> Any:
         self.record[0] = True
-        return self.base + jnp.asarray(self.t, self.base.dtype) * self.u
+        return self.base + jnp.asarray(self.t, self.base.dtype) * self.full_u()
 
 
 Change = (Slab, Direction)
@@ -550,16 +563,48 @@ def _slabs_product(eqn, a: Slab, b: Slab):
 
 def _direction_view(eqn, x: Direction):
     kind = _jaxpr.name(eqn)
-    if kind in (_jaxpr.TRANSPOSE, _jaxpr.RESHAPE, _jaxpr.SQUEEZE) or (
-            kind == _jaxpr.CONVERT and eqn.params["new_dtype"] == x.base.dtype):
-        return Direction(_bind(eqn, [x.base]), _bind(eqn, [x.u]), x.t, x.record, x.products)
+    if kind == _jaxpr.CONVERT and eqn.params["new_dtype"] == x.base.dtype:
+        return dataclasses.replace(x, base=_bind(eqn, [x.base]), u=_bind(eqn, [x.u]))
+    if kind in (_jaxpr.TRANSPOSE, _jaxpr.RESHAPE, _jaxpr.SQUEEZE):
+        # (a view of a windowed u takes u whole: its rows could land on any axis)
+        return Direction(_bind(eqn, [x.base]), _bind(eqn, [x.full_u()]), x.t, x.record,
+                         x.products)
     return None
+
+
+def _window_product(eqn, x: Direction, side: int, other) -> Any:
+    """The product with a windowed u, on the whole output: where the leaf's leading axis is
+    contracted or a batch axis, the other operand's matching rows alone; where it is free,
+    the window's rows of the output, placed in zeros."""
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    s_contract, o_contract = (lc, rc) if side == 0 else (rc, lc)
+    s_batch, o_batch = (lb, rb) if side == 0 else (rb, lb)
+    rows = x.u.shape[0]
+    matched = (o_contract[list(s_contract).index(0)] if 0 in s_contract else
+               o_batch[list(s_batch).index(0)] if 0 in s_batch else None)
+    if matched is not None:
+        other = lax.dynamic_slice_in_dim(other, x.window, rows, matched)
+    change = _bind(eqn, (x.u, other) if side == 0 else (other, x.u))
+    if 0 in s_contract:
+        return change
+    if 0 in s_batch:
+        axis = list(s_batch).index(0)
+    else:
+        o_free = other.ndim - len(o_contract) - len(o_batch)
+        s_free = [d for d in range(x.u.ndim) if d not in s_contract and d not in s_batch]
+        axis = len(s_batch) + (0 if side == 0 else o_free) + s_free.index(0)
+    shape = list(change.shape)
+    shape[axis] = x.base.shape[0]
+    return lax.dynamic_update_slice_in_dim(jnp.zeros(shape, change.dtype), change, x.window,
+                                           axis)
 
 
 def _direction_product(eqn, x: Direction, side: int, other):
     pair = lambda a: (a, other) if side == 0 else (other, a)  # noqa: E731
     base_out = x.products.at_theta(lambda: _bind(eqn, pair(x.base)))
-    return base_out + jnp.asarray(x.t, base_out.dtype) * _bind(eqn, pair(x.u))
+    change = (_bind(eqn, pair(x.u)) if x.window is None
+              else _window_product(eqn, x, side, other))
+    return base_out + jnp.asarray(x.t, base_out.dtype) * change
 
 
 # ------------------------------------------------------------------ the interpreter
@@ -691,6 +736,15 @@ class Traced:
         base = param_dynamic[self.position]
         record = [False]
         leaf = Direction(base, u.reshape(base.shape), t, record, Products(products))
+        return self._loss(param_dynamic, arg_dynamic, leaf), not record[0]
+
+    def along_window(self, param_dynamic, arg_dynamic, u_rows, row, t,
+                     products: Sequence[Any] | None = None) -> tuple[Any, bool]:
+        """`along` for a u that is zero outside rows [row, row + R) of the leaf's leading
+        axis; `u_rows`: those R rows (the leaf's shape but R on axis 0)."""
+        base = param_dynamic[self.position]
+        record = [False]
+        leaf = Direction(base, u_rows, t, record, Products(products), window=row)
         return self._loss(param_dynamic, arg_dynamic, leaf), not record[0]
 
     def products_at_theta(self, param_dynamic, arg_dynamic) -> list[Any]:

@@ -307,6 +307,53 @@ def test_rows_grouped_by_direction_match_direction_vector_and_row_order():
         assert dirs.evaluations == 2 * numbers.size
 
 
+def test_directions_on_a_few_rows_of_a_large_leaf_give_the_values_of_whole_leaf_directions(
+        monkeypatch):
+    # the search's last levels: ranges within a window of rows, built and followed through
+    # the loss on those rows alone (`_evaluate_window`), as the whole-leaf program would
+    from jaxcheck.evaluation import directions as d
+    from jaxcheck.evaluation import engine
+    from jaxcheck.inputs.problem import Problem
+    from jaxcheck.inputs.pytree import split
+    rng = np.random.default_rng(0)
+    with jax.enable_x64(True):
+        w, v = (jnp.asarray(rng.standard_normal(s) / 16) for s in ((300, 256), (256, 3)))
+        x = jnp.asarray(rng.standard_normal((8, 300)))
+        p, a = split((w, v)), split((x,))
+        problem = Problem(lambda q, x: jnp.sum(jnp.tanh(jnp.tanh(x @ q[0]) @ q[1]) ** 2),
+                          p.structure, a.structure)
+        engine.clear_cache()
+        assert engine.traced_loss(problem, 0, tuple(p.dynamic), tuple(a.dynamic)) is not None
+
+        real, g = engine.call_batches, jnp.asarray(rng.standard_normal(w.size))
+
+        def along(window, *rows):
+            monkeypatch.setattr(d.Directions, "_window", window)
+            dirs = d.Directions(problem, 0, tuple(p.dynamic), tuple(a.dynamic), 0, 3, g,
+                                np.array([1e-9, 0.0]))
+            programs = []
+            monkeypatch.setattr(engine, "call_batches",
+                                lambda fn, *args: programs.append(fn) or real(fn, *args))
+            return dirs.along(*rows), programs
+
+        n = w.size
+        numbers = np.array([4, 4, 9, 2, 2])
+        lo = np.array([0, 0, 70_000, 5, 76_700])   # the last in the leaf's last rows
+        hi = np.array([1000, 1000, 70_100, 6, n])
+        t = np.array([1e-3, -1e-3, 2e-3, 1e-4, -1e-3])
+        holes = (np.array([0, 0, 70_010, 0, 0]), np.array([0, 0, 70_020, 0, 0]))
+        got, used = along(d.Directions._window, numbers, lo, hi, t, *holes)
+        want, dense = along(lambda self, keys: None, numbers, lo, hi, t, *holes)
+        assert used == [d._evaluate_window] and dense == [d._evaluate_directions]
+        for x, y in zip(got, want):
+            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-17)
+        # a range wider than the window takes the whole leaf's program
+        _, used = along(d.Directions._window, np.array([1]), np.array([0]), np.array([n // 2]),
+                        np.array([1e-3]))
+        assert used == [d._evaluate_directions]
+        engine.clear_cache()
+
+
 def test_signs_at_some_indices_are_those_of_the_whole_vector():
     from jaxcheck.evaluation.directions import signs, signs_at
     seed, leaf, number = jnp.uint32(3), jnp.uint32(2), jnp.int32((1 << 30) + 5)

@@ -35,6 +35,13 @@ def _weight_first(p, x):  # the leaf as the left operand
     return jnp.sum(jnp.cos(p["w"].T @ x.T))
 
 
+def _rows_free(p, x):  # torch-style weight (out, in) contracted on its second axis, no view:
+    # its rows an output axis, on either side of the product
+    dims = (((1,), (1,)), ((), ()))
+    return (jnp.sum(jnp.tanh(jax.lax.dot_general(x, p["w"], dims)) ** 2)
+            + jnp.sum(jnp.sin(jax.lax.dot_general(p["w"], x, dims))))
+
+
 def _attention(p, x):  # batch dimensions in the product
     q = jnp.einsum("bij,bjk->bik", p["q"], x.reshape(2, 3, 4))
     return jnp.sum(jax.nn.softmax(q, axis=-1) * jnp.arange(4.0))
@@ -177,6 +184,7 @@ CASES = {
     "mlp_second": (_mlp, {"w": (4, 3), "b": (3,), "v": (3, 2)}, (5, 4), "v"),
     "transposed": (_transposed, {"w": (3, 4), "b": (2,)}, (5, 4), "w"),
     "weight_first": (_weight_first, {"w": (4, 3)}, (5, 4), "w"),
+    "rows_free": (_rows_free, {"w": (3, 4)}, (5, 4), "w"),
     "attention": (_attention, {"q": (2, 5, 3)}, (24,), "q"),
     "regularised": (_regularised, {"w": (4, 3)}, (5, 4), "w"),
     "nested": (_nested, {"w": (4, 3)}, (5, 4), "w"),
@@ -219,8 +227,8 @@ VARIANTS = {"conv_grouped", "conv_input_grouped", "conv_strided", "conv_scaled",
 CASE_PARAMS = [pytest.param(n, marks=pytest.mark.slow) if n in VARIANTS else n
                for n in sorted(CASES)]
 # Cases where every use of the leaf is a product, so that a direction's point is exact.
-EXACT = {"mlp", "mlp_second", "transposed", "weight_first", "attention", "nested", "selected",
-         "custom", "attention_query", "attention_value", "attention_key"}
+EXACT = {"mlp", "mlp_second", "transposed", "weight_first", "rows_free", "attention", "nested",
+         "selected", "custom", "attention_query", "attention_value", "attention_key"}
 
 
 def _setup(name, shapes=None, x_shape=None):
@@ -436,6 +444,34 @@ def test_a_leafs_products_formed_once_give_the_same_losses_without_forming_them_
             assert len(products) >= 1
             dots = lambda f, *a: str(jax.make_jaxpr(f)(*a)).count("dot_general")
             assert dots(given, products) < dots(jax.vmap(along), ts)
+
+
+@pytest.mark.parametrize("name", CASE_PARAMS)
+def test_a_direction_on_a_window_of_rows_gives_the_losses_of_the_whole_direction(name):
+    # fast mode's search builds a direction on a few rows of a large leaf on those rows alone;
+    # the leaf's leading axis is contracted, a batch axis or free, or seen through a view
+    with jax.enable_x64(True):
+        _, position, dynamic, args, traced, u = _along_a_direction(name)
+        shape = dynamic[position].shape
+        if not shape or shape[0] < 2:
+            pytest.skip("no rows to window")
+        rows = shape[0] // 2
+        ts = jnp.asarray([1e-3, -0.5])
+        for row in (0, shape[0] - rows):
+            u_rows = u.reshape(shape)[row:row + rows]
+            whole = jnp.zeros(shape).at[row:row + rows].set(u_rows).reshape(-1)
+            exact = []
+
+            def windowed(t, u_rows=u_rows, row=row, exact=exact):
+                f, is_exact = traced.along_window(dynamic, args, u_rows, jnp.int32(row), t)
+                exact.append(is_exact)
+                return f
+
+            got = jax.jit(jax.vmap(windowed))(ts)
+            want = jax.jit(jax.vmap(lambda t, whole=whole: traced.along(dynamic, args, whole,
+                                                                         t)[0]))(ts)
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300)
+            assert exact == [name in EXACT]
 
 
 def test_a_product_of_the_leaf_with_itself_is_evaluated_as_written():
