@@ -104,10 +104,19 @@ def _evaluate_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[i
     per_row, mags, spread_of = _per_leaf(problem, positions, leaves, param_dynamic,
                                          arg_dynamic, gs, roundings, holes, seed, t, exact_all)
     if directions_per_vmap == 1:
-        f, g_step, gu = jax.lax.map(per_row, rows)
-    else:
+        # f(θ), the first row's points, evaluated once: a looped row that moves no leaf
+        # builds no direction and evaluates nothing (one branch of the `cond` runs)
+        f0 = problem.loss(param_dynamic, arg_dynamic)
+        shapes = jax.eval_shape(per_row, jax.tree_util.tree_map(lambda x: x[0], rows))
+
+        def at_theta(row):
+            f, g_step, gu = (jnp.zeros(x.shape, x.dtype) for x in shapes)
+            return f + f0.astype(f.dtype), g_step, gu
+
+        f, g_step, gu = jax.lax.map(
+            lambda row: jax.lax.cond(jnp.any(row[2] != 0), per_row, at_theta, row), rows)
+    else:   # (vmapped, a `cond` would evaluate both branches)
         f, g_step, gu = jax.lax.map(per_row, rows, batch_size=directions_per_vmap)
-    # f(θ) is the first point (moved by 0·u, exactly θ): one copy of the loss in the program
     return f, g_step, gu, spread_of(mags)
 
 
