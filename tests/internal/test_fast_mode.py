@@ -202,6 +202,24 @@ def test_taylor_order_two_for_correct_gradient_one_for_wrong():
     assert t_bad.order == pytest.approx(1.0, abs=0.2) and t_bad.consistent is False
 
 
+def test_large_params_taylor_tests_and_joint_program_give_f_theta_once_and_orders(monkeypatch):
+    # the programs of params too large for one vector (`joint.one_vector` false): the Taylor
+    # tests' program and the joint test's evaluate f(θ) once, not per leaf or row
+    from jaxcheck.numerics import joint
+    monkeypatch.setattr(joint, "CONCATENATED_MAX_ENTRIES", 0)
+    monkeypatch.setattr(jaxcheck.numerics.fast, "JOINT_MIN_SIZE", 0)
+    loss, params, args = _mlp_problem(n_in=10, n_hidden=12)
+    good = jaxcheck.check(loss, params, *args, mode="fast")
+    bad = jaxcheck.check(loss, params, *args, grad_fn=_with(loss, lambda g: {**g, "W": 2 * g["W"]}),
+                         mode="fast")
+    assert good.ok and good.info["joint"]["passed"] and not bad.ok
+    # remainders measured from f(θ) as the program computes it: order 2 for every correct
+    # leaf (an f(θ) off by a relative 1e-9 already breaks that), 1 for the wrong one
+    assert all(leaf.taylor.remainders.shape == (3,) for leaf in good.leaves)
+    assert all(leaf.taylor.consistent for leaf in good.leaves)
+    assert bad.leaf("['W']").taylor.consistent is False
+
+
 def _oracle(wrong):
     """Exact group-testing callbacks for the wrong components `wrong`, counting their calls."""
     calls = {"probe": 0, "k-direction tests": 0}
