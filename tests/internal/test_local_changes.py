@@ -158,6 +158,12 @@ def _embedded(p, x):  # an embedding table through a gather, and a labelled log-
     return -jnp.mean(jnp.take_along_axis(logp, _tokens(x[:, :1], p["w"].shape[1]), axis=1))
 
 
+def _tied(p, x):  # a tied embedding: gathered, spread over the features, then the output
+    h = _layer_norm(jnp.tanh(jnp.mean(p["emb"][_tokens(x, p["emb"].shape[0])], axis=1)), 1.0,
+                    0.0)
+    return jnp.sum(jax.nn.log_softmax(h @ p["emb"].T, axis=-1) * jnp.arange(6.0))
+
+
 def _heads(p, x):  # attention: per-head products, softmax over keys, heads merged back
     (b, t, d), h = x.shape, 2
     q, k, v = ((x @ p[n]).reshape(b, t, h, d // h) for n in ("wq", "wk", "wv"))
@@ -185,6 +191,7 @@ CASES = {
     "transposed": (_transposed, {"w": (3, 4), "b": (2,)}, (5, 4), "w"),
     "weight_first": (_weight_first, {"w": (4, 3)}, (5, 4), "w"),
     "rows_free": (_rows_free, {"w": (3, 4)}, (5, 4), "w"),
+    "tied": (_tied, {"emb": (6, 3)}, (5, 4), "emb"),
     "attention": (_attention, {"q": (2, 5, 3)}, (24,), "q"),
     "regularised": (_regularised, {"w": (4, 3)}, (5, 4), "w"),
     "nested": (_nested, {"w": (4, 3)}, (5, 4), "w"),
