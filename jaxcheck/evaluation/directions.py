@@ -29,6 +29,7 @@ programs are keyed on the hashable `Problem` and the shapes, so repeated checks 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -89,11 +90,13 @@ def magnitudes(theta, m):
     return scale / pow2_at_or_above(jnp.sqrt(jnp.asarray(m, theta.dtype)))
 
 
-def scales(lo, hi, hole_lo, hole_hi, theta):
+def scales(lo, hi, hole_lo, hole_hi, theta, index=None):
     """|uⱼ| of every direction on [lo, hi) without the hole [hole_lo, hole_hi) (inside the
-    range, or empty): sⱼ·c, 0 elsewhere; m = hi − lo − (hole_hi − hole_lo)."""
-    iota = jnp.arange(theta.size, dtype=lo.dtype)
-    inside = (iota >= lo) & (iota < hi) & ((iota < hole_lo) | (iota >= hole_hi))
+    range, or empty): sⱼ·c, 0 elsewhere; m = hi − lo − (hole_hi − hole_lo). `theta`: the
+    leaf's entries at flat `index` (default: all of them, in order)."""
+    if index is None:
+        index = jnp.arange(theta.size, dtype=lo.dtype)
+    inside = (index >= lo) & (index < hi) & ((index < hole_lo) | (index >= hole_hi))
     return jnp.where(inside, magnitudes(theta, hi - lo - (hole_hi - hole_lo)), 0)
 
 
@@ -341,10 +344,8 @@ def _evaluate_window(problem: Problem, position: int, map_batch: int, rows: int,
         index = start + jnp.arange(width, dtype=lo_.dtype)
         theta_w = jax.lax.dynamic_slice_in_dim(theta, start, width)
         g_w = jax.lax.dynamic_slice_in_dim(g, start, width)
-        inside = (index >= lo_) & (index < hi_) & ((index < hole_lo_) | (index >= hole_hi_))
-        m = hi_ - lo_ - (hole_hi_ - hole_lo_)
         u = (signs_at(seed, leaf, number, index, theta.dtype)
-             * jnp.where(inside, magnitudes(theta_w, m), 0)).astype(theta.dtype)
+             * scales(lo_, hi_, hole_lo_, hole_hi_, theta_w, index)).astype(theta.dtype)
         gu = jnp.sum(u * g_w)
         u_rows = u.reshape((rows, *base.shape[1:]))
 
@@ -439,19 +440,26 @@ class Directions:
         perturbed entries, at least one."""
         return max(1, min(self.batch, VMAP_ENTRIES // (STEPS * width)))
 
-    def _window(self, keys) -> int | None:
-        """R, where every direction of `keys` fits in a window of R rows of the leaf that
-        `_evaluate_window` can take (a large leaf on one device whose changes are followed
-        through the loss), else None."""
+    @functools.cached_property
+    def _window_rows(self) -> int | None:
+        """R, the rows of the leaf's window where `_evaluate_window` can take the leaf (a
+        large leaf on one device whose changes are followed through the loss), else None:
+        decided once per leaf, not per call of a search."""
         shape = tuple(self.param_dynamic[self.position].shape)
         if (self.size < WINDOW_MIN_SIZE or not shape
                 or mesh_of(self.param_dynamic) is not None):
             return None
         rows = window_rows(shape)
-        if rows >= shape[0] or not fits_window(keys[:, 1], keys[:, 2], shape, rows):
+        if rows >= shape[0] or engine.traced_loss(self.problem, self.position,
+                                                  self.param_dynamic, self.arg_dynamic) is None:
             return None
-        if engine.traced_loss(self.problem, self.position, self.param_dynamic,
-                              self.arg_dynamic) is None:
+        return rows
+
+    def _window(self, keys) -> int | None:
+        """`_window_rows` where every direction of `keys` fits in its window, else None."""
+        rows = self._window_rows
+        shape = self.param_dynamic[self.position].shape
+        if rows is None or not fits_window(keys[:, 1], keys[:, 2], shape, rows):
             return None
         return rows
 
@@ -519,7 +527,7 @@ class Directions:
             b = self._map_batch(self.size)
             program, static = _evaluate_directions, (self.problem, self.position, b)
         else:
-            b = self._map_batch(rows * (self.size // self.param_dynamic[self.position].shape[0]))
+            b = self._map_batch(rows * self.size // self.param_dynamic[self.position].shape[0])
             program, static = _evaluate_window, (self.problem, self.position, b, rows)
         f, g_step, gu, spread, u_sum = engine.call_batches(
             program, static, shared, self._batches(keys, ts, b), len(keys))

@@ -68,9 +68,10 @@ class TaylorResult:
 
 def _remainder_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[int, ...],
                     param_dynamic, arg_dynamic, gs, roundings, seed, ts):
-    """Per leaf L: the loss at θ + t·u_L for t in ts with only L moved (u_L: L's direction 0),
-    g·(P − θ), u_L·g_L and ‖u_L∘A_L‖ (`directions.losses_along`); ts[0] is 0: f(θ), once
-    for all leaves (a first layer's leaf at t = 0 would cost a forward pass of its own).
+    """Per leaf L: the loss at θ and then at θ + t·u_L for t in ts with only L moved (u_L: L's
+    direction 0), g·(P − θ) at each (0 at θ), u_L·g_L and ‖u_L∘A_L‖
+    (`directions.losses_along`); f(θ) once for all leaves (a first layer's leaf at t = 0
+    would cost a forward pass of its own).
 
     One program for all leaves: the unperturbed values that each leaf's local changes start
     from are the same computations, which XLA merges, so they are computed once."""
@@ -80,8 +81,7 @@ def _remainder_rows(problem: Problem, positions: tuple[int, ...], leaves: tuple[
         theta = flat(param_dynamic[position])
         u = whole_direction(seed, jnp.uint32(leaf), jnp.int32(0), theta)
         gu = jnp.sum(u * g)
-        f, g_step = losses_along(problem, position, param_dynamic, arg_dynamic, u, ts[1:], g,
-                                 gu)
+        f, g_step = losses_along(problem, position, param_dynamic, arg_dynamic, u, ts, g, gu)
         out.append((jnp.concatenate([f0[None].astype(f.dtype), f]),
                     jnp.concatenate([jnp.zeros(1, g_step.dtype), g_step]), gu,
                     jnp.sqrt(jnp.sum((u * linear_bound(g, a)) ** 2))))
@@ -127,5 +127,5 @@ def taylor_tests(problem: Problem, positions: Sequence[int], leaf_numbers: Seque
         _remainder_rows, (problem, tuple(positions), tuple(leaf_numbers)), tuple(param_dynamic),
         tuple(arg_dynamic), tuple(jnp.asarray(g, dtype) for g in gs),
         tuple(to_device(r, dtype) for r in roundings), to_device(seed, np.uint32),
-        to_device(np.concatenate([[0.0], steps]), dtype))
+        to_device(steps, dtype))
     return [taylor_result(f, g_step, float(spread), steps, eps_f) for f, g_step, _, spread in rows]

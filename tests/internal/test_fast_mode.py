@@ -202,9 +202,9 @@ def test_taylor_order_two_for_correct_gradient_one_for_wrong():
     assert t_bad.order == pytest.approx(1.0, abs=0.2) and t_bad.consistent is False
 
 
-def test_large_params_taylor_tests_and_joint_program_give_f_theta_once_and_orders(monkeypatch):
+def test_large_params_taylor_program_measures_remainders_from_f_theta(monkeypatch):
     # the programs of params too large for one vector (`joint.one_vector` false): the Taylor
-    # tests' program and the joint test's evaluate f(θ) once, not per leaf or row
+    # tests' program and the joint test's, each evaluating f(θ) once for all leaves and rows
     from jaxcheck.numerics import joint
     monkeypatch.setattr(joint, "CONCATENATED_MAX_ENTRIES", 0)
     monkeypatch.setattr(jaxcheck.numerics.fast, "JOINT_MIN_SIZE", 0)
