@@ -53,6 +53,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _jaxpr
+from . import spanned_changes
+from .spanned_changes import Changed, Spanned, Structured
 
 lax = jax.lax
 
@@ -143,7 +145,7 @@ class Direction:
         return self.base + jnp.asarray(self.t, self.base.dtype) * self.full_u()
 
 
-Change = (Slab, Direction)
+Change = (Slab, Direction, *Structured)
 
 
 _bind = _jaxpr.bind
@@ -225,10 +227,13 @@ def _broadcast(eqn, slab: Slab):
 
 
 def _reduce_sum(eqn, slab: Slab):
+    """A sum keeps the slab on the axes it does not sum; a sum over all of them (a norm's
+    mean over the features) keeps the unperturbed sum beside the changed one."""
     axes = eqn.params["axes"]
     base_out = _bind(eqn, [slab.base])
     fixed = [f for d, f in enumerate(slab.fixed) if d not in axes]
-    return _slab_or_dense(base_out, fixed, _bind(eqn, [slab.change()]))
+    out = _slab_or_dense(base_out, fixed, _bind(eqn, [slab.change()]))
+    return out if isinstance(out, Slab) else Changed(base_out, out)
 
 
 def _transpose(eqn, slab: Slab):
@@ -530,15 +535,47 @@ def _slab_product(eqn, slab: Slab, side: int, other):
         starts.append(_zero() if at is None else at)
         sizes.append(size if match is None or at is None else slab.shape[match])
     other_part = lax.dynamic_slice(other, starts, sizes)
+    base_out = _bind(eqn, (slab.base, other) if side == 0 else (other, slab.base))
+    if (side == 0 and not s_batch and tuple(s_contract) == (slab.base.ndim - 1,)
+            and other.ndim == 2 and _columns(slab)):
+        # a few columns of the rows times the matching rows of a matrix: a change in a few
+        # directions of the output's features (`spanned_changes`), left unformed
+        coef = slab.change().reshape(slab.base.shape[:-1] + slab.shape[-1:])
+        return Spanned(base_out, (), coef, other_part.astype(coef.dtype))
     operands = (slab.change(), other_part) if side == 0 else (other_part, slab.change())
     change_out = _bind(eqn, operands)
-    base_out = _bind(eqn, (slab.base, other) if side == 0 else (other, slab.base))
     s_free = [d for d in range(len(slab.fixed)) if d not in s_contract and d not in s_batch]
     o_free = [None] * (other.ndim - len(o_contract) - len(o_batch))
     fixed = [slab.fixed[d] for d in s_batch] + (
         [slab.fixed[d] for d in s_free] + o_free if side == 0
         else o_free + [slab.fixed[d] for d in s_free])
     return _slab_or_dense(base_out, fixed, change_out)
+
+
+def _columns(slab: Slab) -> bool:
+    """Whether the slab is a few columns: fixed on the last axis only, with rows before it."""
+    return (slab.base.ndim >= 2 and slab.fixed[-1] is not None
+            and all(f is None for f in slab.fixed[:-1]))
+
+
+def _spanned(slab: Slab) -> Any:
+    """A slab of columns as a `Spanned` change (its columns' coefficients times unit vectors),
+    any other slab as a `Changed` value."""
+    if not _columns(slab):
+        return Changed(slab.base, slab.dense())
+    ext, features = slab.shape[-1], slab.base.shape[-1]
+    coef = slab.change().reshape(slab.base.shape[:-1] + (ext,))
+    units = lax.dynamic_update_slice(jnp.zeros((ext, features), coef.dtype),
+                                     jnp.eye(ext, dtype=coef.dtype), (_zero(), slab.fixed[-1]))
+    return Spanned(slab.base, (), coef, units)
+
+
+def _structured_elementwise(eqn, args, changed):
+    """An elementwise operation where a changed operand has a structured form
+    (`spanned_changes`); its slabs joined to it as those forms."""
+    forms = [_spanned(a) if c and isinstance(a, Slab) else a for a, c in zip(args, changed)]
+    bases = [f.base if c else f for f, c in zip(forms, changed)]
+    return spanned_changes.elementwise(eqn, forms, changed, bases)
 
 
 def _slabs_product(eqn, a: Slab, b: Slab):
@@ -625,6 +662,8 @@ def _apply(eqn, args, changed, touched_inputs):
     if any(isinstance(a, Slab) and a.is_block for a in args) and not (
             kind in _jaxpr.ELEMENTWISE or kind == _jaxpr.DOT):
         return None   # a block's rules: products and elementwise operations only
+    if any(isinstance(a, Structured) for a in args):
+        return _apply_structured(eqn, kind, args, changed, touched_inputs)
     if kind == _jaxpr.DOT:
         for side in (0, 1):
             if changed[side] and not touched_inputs[1 - side]:
@@ -657,6 +696,23 @@ def _apply(eqn, args, changed, touched_inputs):
         return _scatter_add_into(eqn, first, args[1:])
     rule = _SINGLE_SLAB_RULES.get(kind) if single is not None else None
     return rule(eqn, single) if rule else None
+
+
+def _apply_structured(eqn, kind, args, changed, touched_inputs):
+    """Rules for values in the forms of `spanned_changes` (beside slabs); None: dense."""
+    if any(t and not c for t, c in zip(touched_inputs, changed)) or any(
+            isinstance(a, Direction) for a in args):
+        return None
+    if kind in _jaxpr.ELEMENTWISE:
+        return _structured_elementwise(eqn, args, changed)
+    if kind == _jaxpr.DOT and changed[0] and not changed[1] \
+            and isinstance(args[0], (Spanned, spanned_changes.RowScaled)):
+        return spanned_changes.product(eqn, args[0], args[1])
+    if kind == _jaxpr.REDUCE_SUM:
+        return spanned_changes.reduce_sum(eqn, args[0])
+    if kind == _jaxpr.BROADCAST and isinstance(args[0], Changed):
+        return spanned_changes.broadcast(eqn, args[0])
+    return None
 
 
 def _run(jaxpr, consts, invals, perturbed: Sequence[bool]):
