@@ -24,6 +24,7 @@ shared by every point, as `local_changes` does: exact up to rounding.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,8 +63,12 @@ class Spanned:
             out = out + alpha[..., None] * fixed
         return out
 
-    def dense(self) -> Any:
+    @functools.cached_property
+    def _dense(self) -> Any:   # formed once, however many operations read it
         return self.base + self.change()
+
+    def dense(self) -> Any:
+        return self._dense
 
     def negated(self, base: Any) -> Spanned:
         return Spanned(base, tuple((-a, f) for a, f in self.scaled), -self.coef, self.vecs)
