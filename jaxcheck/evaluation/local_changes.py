@@ -30,6 +30,9 @@ A perturbed value is held in one of three forms:
 - `Direction`: the leaf moved by t·u (fast mode). A product with an unperturbed operand is the
   unperturbed product plus t times the product with u, which does not depend on t, so the steps
   along one direction share it;
+- the forms of `spanned_changes`: a change that reaches every row in a few directions of the
+  features (a column of a residual stream after a layer norm), which the next product takes as
+  a few columns; a slab of columns joins them where no slab rule applies;
 - a plain array: any other perturbed value (what every operation without a rule receives).
 
 Operations whose operands are all unperturbed compute the same value for every perturbation,
