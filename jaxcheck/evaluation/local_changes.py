@@ -676,6 +676,12 @@ def _apply(eqn, args, changed, touched_inputs):
                 return _direction_product(eqn, x, side, other)
         if all(isinstance(a, Slab) for a in args):
             return _slabs_product(eqn, *args)
+        for side in (0, 1):
+            if isinstance(args[side], Slab) and not changed[1 - side]:
+                # a slab times a value changed everywhere (a tied embedding's output product
+                # after the layers): the value times the unperturbed operand is one product
+                # for the batch's points, not a product per point with its own operand
+                return _slab_product(eqn, args[side], side, args[1 - side])
         return None
     single = args[0] if len(args) == 1 else None
     if isinstance(single, Direction):
@@ -711,6 +717,10 @@ def _apply_structured(eqn, kind, args, changed, touched_inputs):
     if kind == _jaxpr.DOT and changed[0] and not changed[1] \
             and isinstance(args[0], (Spanned, spanned_changes.RowScaled)):
         return spanned_changes.product(eqn, args[0], args[1])
+    if kind == _jaxpr.DOT:
+        for side in (0, 1):
+            if isinstance(args[side], Slab):
+                return _slab_product(eqn, args[side], side, _dense(args[1 - side]))
     if kind == _jaxpr.REDUCE_SUM:
         return spanned_changes.reduce_sum(eqn, args[0])
     if kind == _jaxpr.BROADCAST and isinstance(args[0], Changed):
@@ -767,6 +777,7 @@ class Traced:
 
     closed: Any             # ClosedJaxpr of loss(param_dynamic, arg_dynamic)
     position: int
+    per_point: float = 0.0  # what following a point's change costs (`decision`), where known
 
     def _loss(self, param_dynamic, arg_dynamic, leaf_value) -> Any:
         invals = list(param_dynamic) + list(arg_dynamic)
@@ -941,16 +952,23 @@ def costs(traced: Traced, param_dynamic: Sequence[Any],
 
 
 def pays(traced: Traced, param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any]) -> bool:
-    """Whether following the changes of the leaf's entries (`traced.at_entry`) is quicker than
-    evaluating them directly for a full check of the leaf (two points per entry), compiled
-    once and evaluated on `CALLS` calls, from the jaxprs of both: not where the change spreads
-    over everything downstream anyway (a leaf whose first use has no rule, a change that
-    every row of a norm reads), nor where the leaf has too few entries to repay a larger
-    program."""
+    """Whether following the changes of the leaf's entries pays (`decision`)."""
+    return decision(traced, param_dynamic, arg_dynamic) is not None
+
+
+def decision(traced: Traced, param_dynamic: Sequence[Any],
+             arg_dynamic: Sequence[Any]) -> Cost | None:
+    """What following a point's change costs, where following the changes of the leaf's
+    entries (`traced.at_entry`) is quicker than evaluating them directly for a full check of
+    the leaf (two points per entry), compiled once and evaluated on `CALLS` calls, from the
+    jaxprs of both: not where the change spreads over everything downstream anyway (a leaf
+    whose first use has no rule, a change that every row of a norm reads), nor where the leaf
+    has too few entries to repay a larger program; None where it is not."""
     try:
         local, direct = costs(traced, param_dynamic, arg_dynamic)
     except Exception:  # a rule that cannot trace: the direct evaluation
-        return False
+        return None
     points = 2 * int(np.size(param_dynamic[traced.position]))
-    return (local.seconds(points, LOCAL_SLOWDOWN, calls=CALLS)
-            < direct.seconds(points, calls=CALLS))
+    quicker = (local.seconds(points, LOCAL_SLOWDOWN, calls=CALLS)
+               < direct.seconds(points, calls=CALLS))
+    return local if quicker else None

@@ -164,6 +164,11 @@ def _tied(p, x):  # a tied embedding: gathered, spread over the features, then t
     return jnp.sum(jax.nn.log_softmax(h @ p["emb"].T, axis=-1) * jnp.arange(6.0))
 
 
+def _tied_sorted(p, x):  # a tied embedding changed everywhere (sorted: no rule) by the output
+    h = jnp.sort(jnp.tanh(jnp.mean(p["emb"][_tokens(x, p["emb"].shape[0])], axis=1)), axis=-1)
+    return jnp.sum(jax.nn.log_softmax(h @ p["emb"].T, axis=-1) * jnp.arange(6.0))
+
+
 def _heads(p, x):  # attention: per-head products, softmax over keys, heads merged back
     (b, t, d), h = x.shape, 2
     q, k, v = ((x @ p[n]).reshape(b, t, h, d // h) for n in ("wq", "wk", "wv"))
@@ -226,6 +231,7 @@ CASES = {
     "weight_first": (_weight_first, {"w": (4, 3)}, (5, 4), "w"),
     "rows_free": (_rows_free, {"w": (3, 4)}, (5, 4), "w"),
     "tied": (_tied, {"emb": (6, 3)}, (5, 4), "emb"),
+    "tied_sorted": (_tied_sorted, {"emb": (6, 3)}, (5, 4), "emb"),
     "attention": (_attention, {"q": (2, 5, 3)}, (24,), "q"),
     "regularised": (_regularised, {"w": (4, 3)}, (5, 4), "w"),
     "nested": (_nested, {"w": (4, 3)}, (5, 4), "w"),
@@ -420,6 +426,24 @@ def test_the_engine_follows_changes_only_where_it_pays(fn, leaf, expected):
         position = sorted(params).index(leaf)
         assert engine.follows_local_changes(problem, position, p.dynamic, a.dynamic) \
             == expected
+
+
+def test_a_cheap_followed_change_takes_large_batches_and_a_dear_one_ordinary_ones(
+        monkeypatch):
+    # Large batches amortise a cheap point's calls, but a dear point's batch leaves the caches
+    engine.clear_cache()
+    with jax.enable_x64(True):
+        params = {"w": jnp.asarray(RNG.normal(size=(128, 128))), "b": jnp.zeros(128),
+                  "v": jnp.asarray(RNG.normal(size=(128, 2)))}
+        p = pytree.split(params)
+        a = pytree.split((jnp.asarray(RNG.normal(size=(64, 128))),), check_floats=False)
+        kernel = engine.EntryLoss(Problem(_mlp, p.structure, a.structure),
+                                  sorted(params).index("w"))
+        shared = (p.dynamic, a.dynamic)
+        assert engine.batch_size(kernel, shared, 10**5) == engine.MAX_BATCH_CPU_LOCAL
+        monkeypatch.setattr(engine, "LOCAL_LARGE_BATCH_MAX_COST", 0.0)
+        assert engine.batch_size(kernel, shared, 10**5) == engine.MAX_BATCH_CPU
+    engine.clear_cache()
 
 
 def _classifier(p, x, labels):
