@@ -10,7 +10,7 @@ One leaf is perturbed at a time, so everything computed before the leaf's first 
 depend on the batch axis and `vmap` leaves it unbatched. Each perturbation is built from its
 (index, value) pair inside the mapped function: no (m, n) matrix of perturbed parameter
 vectors is materialised. Where it pays for a leaf (`traced_loss`: params of
-`LOCAL_CHANGES_MIN_SIZE` entries or more, and `local_changes.pays` from the jaxprs), the
+`LOCAL_CHANGES_MIN_SIZE` entries or more, and `local_changes.decision` from the jaxprs), the
 change of one entry is followed through the loss (`local_changes`: a weight entry changes one
 column of a product, not the whole product); otherwise the leaf is copied with the entry
 replaced by an elementwise select, in a program that leaves of the same dtype share where
@@ -73,7 +73,7 @@ BATCH_MEMORY_BUDGET = 256 * 2**20
 CACHE_SIZE = 64
 # Below this many entries in the params, changes are never followed (`local_changes`): its
 # program takes longer to compile, which a few thousand cheap evaluations do not repay.
-# From there on, `local_changes.pays` decides per leaf.
+# From there on, `local_changes.decision` decides per leaf.
 LOCAL_CHANGES_MIN_SIZE = 2048
 
 
@@ -403,7 +403,7 @@ def traced_loss(problem: Problem, position: int, param_dynamic: Sequence[Any],
                 arg_dynamic: Sequence[Any]) -> local_changes.Traced | None:
     """The loss traced for `local_changes`, or None where perturbations are evaluated
     directly: small params, a loss that does not trace, or a leaf whose changes cost more to
-    follow than to evaluate (`local_changes.pays`, from the jaxprs of both). Decided once
+    follow than to evaluate (`local_changes.decision`, from the jaxprs of both). Decided once
     per problem, leaf and shapes (kept like the compiled programs)."""
     size = sum(int(np.prod(np.shape(x), dtype=np.int64)) for x in param_dynamic)
     if size < LOCAL_CHANGES_MIN_SIZE:

@@ -38,7 +38,7 @@ A perturbed value is held in one of three forms:
 Operations whose operands are all unperturbed compute the same value for every perturbation,
 so `vmap` leaves them unbatched.
 
-Whether following a leaf's changes pays (`pays`) is read from the jaxprs of both ways of
+Whether following a leaf's changes pays (`decision`) is read from the jaxprs of both ways of
 evaluating a moved entry: the cost of what depends on the point (multiply-adds of products
 and convolutions, elements touched otherwise), times the leaf's points, plus compiling the
 program (its equations). A change that spreads over everything downstream (a table whose
@@ -581,6 +581,17 @@ def _structured_elementwise(eqn, args, changed):
     return spanned_changes.elementwise(eqn, forms, changed, bases)
 
 
+def _slab_times_changed(eqn, args):
+    """A slab times a value changed everywhere (a tied embedding's output product after the
+    layers): the value times the unperturbed operand is one product for the batch's points,
+    not a product per point with its own operand; plus the slab's part."""
+    for side in (0, 1):
+        other = args[1 - side]
+        if isinstance(args[side], Slab) and not isinstance(other, (Slab, Direction)):
+            return _slab_product(eqn, args[side], side, _dense(other))
+    return None
+
+
 def _slabs_product(eqn, a: Slab, b: Slab):
     """A product of two changed operands whose changes sit on the same batch coordinates
     (one attention head, one sequence): the product of the slabs, on those coordinates."""
@@ -676,13 +687,7 @@ def _apply(eqn, args, changed, touched_inputs):
                 return _direction_product(eqn, x, side, other)
         if all(isinstance(a, Slab) for a in args):
             return _slabs_product(eqn, *args)
-        for side in (0, 1):
-            if isinstance(args[side], Slab) and not changed[1 - side]:
-                # a slab times a value changed everywhere (a tied embedding's output product
-                # after the layers): the value times the unperturbed operand is one product
-                # for the batch's points, not a product per point with its own operand
-                return _slab_product(eqn, args[side], side, args[1 - side])
-        return None
+        return _slab_times_changed(eqn, args)
     single = args[0] if len(args) == 1 else None
     if isinstance(single, Direction):
         return _direction_view(eqn, single)
@@ -718,9 +723,7 @@ def _apply_structured(eqn, kind, args, changed, touched_inputs):
             and isinstance(args[0], (Spanned, spanned_changes.RowScaled)):
         return spanned_changes.product(eqn, args[0], args[1])
     if kind == _jaxpr.DOT:
-        for side in (0, 1):
-            if isinstance(args[side], Slab):
-                return _slab_product(eqn, args[side], side, _dense(args[1 - side]))
+        return _slab_times_changed(eqn, args)
     if kind == _jaxpr.REDUCE_SUM:
         return spanned_changes.reduce_sum(eqn, args[0])
     if kind == _jaxpr.BROADCAST and isinstance(args[0], Changed):
@@ -869,7 +872,7 @@ UNITS_PER_SECOND = 5e9
 LOCAL_SLOWDOWN = 2.0
 # A check is often called again with the same shapes (every N training steps, a test suite),
 # and those calls pay the evaluations again but compile nothing: the decisions made from this
-# cost model (`pays`, `sharing.groups`) weigh a program's evaluations this many times against
+# cost model (`decision`, `sharing.groups`) weigh a program's evaluations this many times against
 # its compilation.
 CALLS = 4
 # What one more equation costs per point in these units (elements touched, multiply-adds).
@@ -949,11 +952,6 @@ def costs(traced: Traced, param_dynamic: Sequence[Any],
     shared = (tuple(param_dynamic), tuple(arg_dynamic))
     return (cost(lambda sh, i, v: traced.at_entry(sh[0], sh[1], i, v), shared, *point),
             direct_cost(traced.closed, [traced.position], param_dynamic))
-
-
-def pays(traced: Traced, param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any]) -> bool:
-    """Whether following the changes of the leaf's entries pays (`decision`)."""
-    return decision(traced, param_dynamic, arg_dynamic) is not None
 
 
 def decision(traced: Traced, param_dynamic: Sequence[Any],

@@ -275,11 +275,11 @@ def product(eqn: Any, x: Any, other: Any) -> Spanned | None:
     """x (`Spanned` or `RowScaled`, rows first) times an unperturbed matrix on its features:
     X·W shared, then each term's product: Fₘ·W (shared) and C·W (k rows)."""
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    if isinstance(x, RowScaled):
+        x = x.spanned()
     base = x.base
     if lb or rb or tuple(lc) != (np.ndim(base) - 1,) or tuple(rc) != (0,) or np.ndim(other) != 2:
         return None
-    if isinstance(x, RowScaled):
-        x = x.spanned()
     base_out = _jaxpr.bind(eqn, [base, other])
     dtype = base_out.dtype
     scaled = tuple((a, _jaxpr.bind(eqn, [f, other])) for a, f in x.scaled)

@@ -6,7 +6,7 @@ dimensions, broadcasts, sums, elementwise operations, inside a nested jit, along
 of the leaf, and the layers people use (convolutions, pooling, norms, softmax over rows,
 embedding gathers, attention heads); a direction's evaluation must say when it is the loss at
 the exact point. Where the structure keeps a change local, following it must cost less than
-evaluating the loss (`local_changes.pays`), and where it spreads, the engine evaluates directly.
+evaluating the loss (`local_changes.decision`), and where it spreads, the engine evaluates directly.
 """
 import jax
 import jax.numpy as jnp
@@ -570,7 +570,7 @@ def test_a_product_of_the_leaf_with_itself_is_evaluated_as_written():
 def local_changes_everywhere(monkeypatch):
     """Follow changes through the loss for leaves of any size (the engine skips small ones)."""
     monkeypatch.setattr(engine, "LOCAL_CHANGES_MIN_SIZE", 1)
-    monkeypatch.setattr(lc, "pays", lambda *args: True)
+    monkeypatch.setattr(lc, "decision", lambda *args: lc.Cost(0.0, 0))
     engine.clear_cache()
     yield
     engine.clear_cache()
