@@ -53,7 +53,7 @@ from .. import _compiler
 from ..inputs import placement
 from ..inputs.problem import Problem
 from . import devices as mesh_devices
-from . import local_changes, progress, sharing
+from . import local_changes, progress, sharing, unread_entries
 
 # Larger batches stop paying on CPU once a batch's perturbed copies leave the caches; an
 # accelerator needs large batches to fill its cores.
@@ -367,6 +367,8 @@ def clear_cache() -> None:
     _groups.clear()
     _loss_jaxprs.clear()
     _local_paths.clear()
+    _reads.clear()
+    _unread.clear()
 
 
 def _signature(tree: Any) -> tuple:
@@ -397,6 +399,42 @@ def follows_local_changes(problem: Problem, position: int, param_dynamic: Sequen
 
 _local_paths: collections.OrderedDict[Any, local_changes.Traced | None] = \
     collections.OrderedDict()
+_reads: collections.OrderedDict[Any, unread_entries.Reads | None] = collections.OrderedDict()
+# (the reads' key, the arrays they read) -> mask; the arrays are kept so that their ids stay theirs
+_unread: collections.OrderedDict[Any, tuple[Any, np.ndarray | None]] = collections.OrderedDict()
+
+
+def unread_mask(problem: Problem, position: int, param_dynamic: Sequence[Any],
+                arg_dynamic: Sequence[Any]) -> np.ndarray | None:
+    """The entries of leaf `position` that the loss never reads at these inputs
+    (`unread_entries`), as a mask of the leaf's shape, or None (every entry may be read).
+    How the leaf is read is found once per problem, leaf and shapes; where it reads, once per
+    array of indices."""
+    key = _shapes_key(problem, param_dynamic, arg_dynamic, position)
+    with _lock:
+        known = key in _reads
+        reads = _reads.get(key)
+    if not known:
+        closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
+        reads = None if closed is None else unread_entries.reads_of(
+            closed.jaxpr, closed.consts,
+            [k == position for k in range(len(closed.jaxpr.invars))])
+        with _lock:
+            _reads[key] = reads
+            _trim(_reads)
+    if reads is None or not reads.any:
+        return None if reads is None else np.ones(np.shape(param_dynamic[position]), bool)
+    invals = list(param_dynamic) + list(arg_dynamic)
+    inputs = tuple(x for x, n in zip(invals, reads.needed_in) if n)
+    data_key = (key, tuple(id(x) for x in inputs))
+    with _lock:
+        found = _unread.get(data_key)
+    if found is None:
+        found = (inputs, unread_entries.unread(reads, invals, np.shape(param_dynamic[position])))
+        with _lock:
+            _unread[data_key] = found
+            _trim(_unread)
+    return found[1]
 
 
 def traced_loss(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -804,9 +842,29 @@ def evaluate(problem: Problem, position: int, param_dynamic: Sequence[Any],
     """Loss values (float64) with component `indices[k]` of leaf `position` set to `values[k]`.
 
     `batch_size` is an upper bound: the memory budget may lower it; results do not depend on it.
+    Points that move an entry the loss never reads (`unread_mask`) all have the loss at θ:
+    the first of them is evaluated and its value given to the others (and the progress bar
+    counts the evaluations made, as `first_pass_evaluations` does).
     """
     if len(indices) == 0:
         return np.zeros(0)
+    mask = unread_mask(problem, position, param_dynamic, arg_dynamic)
+    same = None if mask is None else mask.reshape(-1)[np.asarray(indices, np.int64)]
+    if same is not None and np.count_nonzero(same) > 1:
+        first = int(np.argmax(same))
+        keep = ~same
+        keep[first] = True
+        out = np.empty(len(indices))
+        out[keep] = _evaluate(problem, position, param_dynamic, arg_dynamic,
+                              np.asarray(indices)[keep], np.asarray(values)[keep], batch_size)
+        out[same] = out[first]
+        return out
+    return _evaluate(problem, position, param_dynamic, arg_dynamic, indices, values, batch_size)
+
+
+def _evaluate(problem: Problem, position: int, param_dynamic: Sequence[Any],
+              arg_dynamic: Sequence[Any], indices: np.ndarray, values: np.ndarray,
+              batch_size: int) -> np.ndarray:
     kernel, which = entry_kernel(problem, position, param_dynamic, arg_dynamic)
     columns = [np.full(len(indices), w, np.int32) for w in which]
     return run(kernel, (tuple(param_dynamic), tuple(arg_dynamic)),
@@ -842,16 +900,26 @@ def programs_of(tasks: Sequence[Any]) -> dict[Kernel, list[int]]:
     return programs
 
 
+def first_pass_evaluations(problem: Problem, position: int, param_dynamic: Sequence[Any],
+                           arg_dynamic: Sequence[Any]) -> int:
+    """The evaluations of a full check's first pass over a leaf (the loss at θ, two points
+    per entry), less those of entries it never reads (`evaluate` evaluates one of them)."""
+    size = int(np.size(param_dynamic[position]))
+    mask = unread_mask(problem, position, param_dynamic, arg_dynamic)
+    unread = 0 if mask is None else int(np.count_nonzero(mask))
+    return 2 * (size - unread) + 1 + (unread > 0)
+
+
 def jobs_for(tasks: Sequence[Any]) -> list[progress.Job]:
-    """One `Job` per leaf task of a full check (2n+1 evaluations in its first pass); the
-    leaves' programs (one for leaves that share it, `program_leaves`) start compiling here,
-    side by side in the background."""
+    """One `Job` per leaf task of a full check (`first_pass_evaluations`: 2n+1, fewer where the
+    loss never reads some entries); the leaves' programs (one for leaves that share it,
+    `program_leaves`) start compiling here, side by side in the background."""
     requests: dict[Kernel, tuple[Kernel, Any, int]] = {}
     jobs = []
     for t in tasks:
         kernel, _ = entry_kernel(t.problem, t.position, t.param_dynamic, t.arg_dynamic)
         shared = (t.param_dynamic, t.arg_dynamic)
-        points = 2 * int(t.leaf.size) + 1
+        points = first_pass_evaluations(t.problem, t.position, t.param_dynamic, t.arg_dynamic)
         size = batch_size(kernel, shared, points, t.batch_size)
         if kernel not in requests or requests[kernel][2] < size:
             # a shared program: batches for its largest leaf serve the others too (`_larger`)

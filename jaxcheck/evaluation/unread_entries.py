@@ -1,0 +1,158 @@
+"""Entries of a leaf that the loss never reads: moving one cannot change the loss.
+
+An embedding table is read by a gather at the batch's tokens; a table of positions may be
+sliced to the sequence's length. An entry outside every row the batch gathers and every slice
+leaves each operation of the loss with the same operands, so the loss with that entry moved
+is the loss at θ, exactly as the program computes it. `engine.evaluate` evaluates one such
+point per call and gives its value to the others: a full check of a language model's
+embedding table costs the rows its batch reads, not its whole vocabulary.
+
+Which rows a gather reads is data. The leaf's uses are found in the loss's jaxpr once per
+shapes (`reads_of`); the indices they read at, which must not depend on the leaf, are computed
+from the concrete inputs at every call (`unread`), by the equations they need and no others.
+A leaf with any other use (a product, a norm, a regulariser, a tied output layer), a gather of
+another form, or indices that are not concrete here (traced, or spread over several processes)
+has every entry read: nothing is skipped.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.core
+import numpy as np
+
+from .. import _jaxpr
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Reads:
+    """How one jaxpr (the loss's, or a call's body) reads the leaf: `steps`, the equations
+    that compute the gathers' indices, in order (with the `Reads` of a call whose body reads
+    the leaf), then `reads`, the gathers and slices of the leaf itself."""
+
+    jaxpr: Any
+    consts: Sequence[Any]
+    steps: tuple[tuple[Any, Reads | None], ...]
+    reads: tuple[Any, ...]
+    needed_in: tuple[bool, ...]      # the inputs the steps read
+
+    @property
+    def any(self) -> bool:
+        return bool(self.reads) or any(sub is not None for _, sub in self.steps)
+
+
+def _row_gather(eqn: Any) -> bool:
+    """A gather of whole rows along the leading axis (an embedding lookup): the rows it
+    reads start at its indices."""
+    dn = eqn.params["dimension_numbers"]
+    return (tuple(dn.start_index_map) == (0,) and not tuple(dn.operand_batching_dims)
+            and eqn.invars[1].aval.shape[-1:] == (1,))
+
+
+def reads_of(jaxpr: Any, consts: Sequence[Any], leaf_in: Sequence[bool]) -> Reads | None:
+    """How `jaxpr` reads the inputs flagged in `leaf_in` (one leaf), or None where it reads
+    them otherwise than by row gathers and slices (every entry then counts as read)."""
+    aliases = {v for v, flag in zip(jaxpr.invars, leaf_in) if flag}
+    derived = set(aliases)   # values computed from the leaf
+    reads, calls = [], {}
+    for eqn in jaxpr.eqns:
+        hit = [_jaxpr.is_var(v) and v in aliases for v in eqn.invars]
+        if not any(hit):
+            if any(_jaxpr.is_var(v) and v in derived for v in eqn.invars):
+                derived.update(v for v in eqn.outvars if _jaxpr.is_var(v))
+            continue
+        kind = _jaxpr.name(eqn)
+        derived.update(v for v in eqn.outvars if _jaxpr.is_var(v))
+        if kind == _jaxpr.CONVERT:     # the same entries, in another dtype
+            aliases.add(eqn.outvars[0])
+        elif kind == _jaxpr.GATHER and hit == [True, False] and _row_gather(eqn):
+            reads.append(eqn)
+        elif kind == _jaxpr.SLICE:
+            reads.append(eqn)
+        else:
+            body = _jaxpr.call_body(eqn)
+            sub = None if body is None else reads_of(body[0], body[1], hit)
+            if sub is None:
+                return None
+            calls[id(eqn)] = sub
+    if any(_jaxpr.is_var(v) and v in aliases for v in jaxpr.outvars):
+        return None
+    # the equations the indices need, found backwards
+    needed = {eqn.invars[1] for eqn in reads
+              if _jaxpr.name(eqn) == _jaxpr.GATHER and _jaxpr.is_var(eqn.invars[1])}
+    steps: list[tuple[Any, Reads | None]] = []
+    read_ids = {id(eqn) for eqn in reads}
+    for eqn in reversed(jaxpr.eqns):
+        sub = calls.get(id(eqn))
+        if sub is not None:
+            if sub.any:
+                steps.append((eqn, sub))
+                needed.update(v for v, n in zip(eqn.invars, sub.needed_in)
+                              if n and _jaxpr.is_var(v))
+        elif id(eqn) not in read_ids and any(_jaxpr.is_var(v) and v in needed for v in eqn.outvars):
+            steps.append((eqn, None))
+            needed.update(v for v in eqn.invars if _jaxpr.is_var(v))
+    if needed & derived:
+        return None   # indices computed from the leaf itself
+    steps.reverse()
+    return Reads(jaxpr, tuple(consts), tuple(steps), tuple(reads),
+                 tuple(v in needed for v in jaxpr.invars))
+
+
+def _mark(eqn: Any, args: Sequence[Any], read: np.ndarray) -> None:
+    """Mark in `read` (the leaf's shape) what the gather or slice `eqn` reads."""
+    if _jaxpr.name(eqn) == _jaxpr.SLICE:
+        box = tuple(slice(s, e) for s, e in zip(eqn.params["start_indices"],
+                                                 eqn.params["limit_indices"]))
+        read[box] = True
+        return
+    rows, size = read.shape[0], int(eqn.params["slice_sizes"][0])
+    starts = np.asarray(args[1]).reshape(-1).astype(np.int64)
+    # clamped as XLA clamps out-of-range starts (a dropped one reads less, never more)
+    starts = np.clip(starts, 0, max(rows - size, 0))
+    hit = np.zeros(rows + 1, np.int64)
+    np.add.at(hit, starts, 1)
+    np.add.at(hit, np.minimum(starts + size, rows), -1)
+    read[np.cumsum(hit[:rows]) > 0] = True
+
+
+def _evaluate(reads: Reads, invals: Sequence[Any], read: np.ndarray) -> None:
+    env: dict = {}
+
+    def value(v):
+        return v.val if _jaxpr.is_literal(v) else env.get(v)
+
+    env.update(zip(reads.jaxpr.constvars, reads.consts))
+    env.update((v, x) for v, x, n in zip(reads.jaxpr.invars, invals, reads.needed_in) if n)
+    for eqn, sub in reads.steps:
+        args = [value(v) for v in eqn.invars]
+        if sub is not None:
+            _evaluate(sub, args, read)
+            continue
+        out = _jaxpr.bind(eqn, args)
+        env.update(zip(eqn.outvars, out if _jaxpr.multiple_results(eqn) else [out]))
+    for eqn in reads.reads:
+        _mark(eqn, [None] + [value(v) for v in eqn.invars[1:]], read)
+
+
+def unread(reads: Reads, invals: Sequence[Any], shape: tuple[int, ...]) -> np.ndarray | None:
+    """A mask of the leaf's entries (shape `shape`) that no gather or slice reads, computed
+    from the loss's concrete inputs `invals`; None where they are not concrete."""
+    needed = [x for x, n in zip(invals, reads.needed_in) if n]
+    if any(not _concrete(x) for x in needed):
+        return None
+    read = np.zeros(shape, bool)
+    try:
+        _evaluate(reads, invals, read)
+    except Exception:  # an input spread over processes, an operation that needs a trace
+        return None
+    return ~read
+
+
+def _concrete(x: Any) -> bool:
+    if isinstance(x, jax.core.Tracer):
+        return False
+    return not isinstance(x, jax.Array) or x.is_fully_addressable
