@@ -1,5 +1,6 @@
 """The benchmark's code path on tiny models (no timing is asserted: times are not verdicts)."""
 import importlib.util
+import json
 import os
 import sys
 
@@ -71,3 +72,27 @@ def test_quick_architectures_run_writes_the_ratios_of_issue_20(architectures):
     table = architectures.summary(models, rows)
     lines = [line for line in table.splitlines() if line.startswith("| ")]
     assert len(lines) == 1 + len(models)   # the header, then one row per model
+
+
+@pytest.fixture(scope="module")
+def embedding_rows():
+    sys.path.insert(0, BENCH)
+    spec = importlib.util.spec_from_file_location("bench_embedding_rows",
+                                                  os.path.join(BENCH, "embedding_rows.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_embedding_rows"] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["bench_embedding_rows"]
+    sys.path.remove(BENCH)
+
+
+def test_quick_embedding_rows_run_checks_both_ways_and_writes_their_ratios(embedding_rows,
+                                                                           tmp_path):
+    assert embedding_rows.main(["--quick", "--out", str(tmp_path)]) == 0
+    data = json.loads(next(tmp_path.glob("*-embedding-rows-quick.json")).read_text())
+    tools = {r["tool"]: r for r in data["rows"]}
+    assert {"jaxcheck full", "jaxcheck full (every entry evaluated) (repeated call)"} <= set(tools)
+    assert all(r["ok"] for t, r in tools.items() if t.startswith("jaxcheck"))
+    table = next(tmp_path.glob("*-embedding-rows-quick.md")).read_text()
+    assert "| 200 | 4,392 |" in table
