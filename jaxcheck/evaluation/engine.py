@@ -409,7 +409,10 @@ def unread_mask(problem: Problem, position: int, param_dynamic: Sequence[Any],
     """The entries of leaf `position` that the loss never reads at these inputs
     (`unread_entries`), as a mask of the leaf's shape, or None (every entry may be read).
     How the leaf is read is found once per problem, leaf and shapes; where it reads, once per
-    array of indices."""
+    array of indices. None under `jax.distributed`: every process must evaluate the same
+    points, and each may hold other data."""
+    if jax.process_count() != 1:
+        return None
     key = _shapes_key(problem, param_dynamic, arg_dynamic, position)
     with _lock:
         known = key in _reads
