@@ -8,11 +8,13 @@ point per call and gives its value to the others: a full check of a language mod
 embedding table costs the rows its batch reads, not its whole vocabulary.
 
 Which rows a gather reads is data. The leaf's uses are found in the loss's jaxpr once per
-shapes (`reads_of`); the indices they read at, which must not depend on the leaf, are computed
-from the concrete inputs at every call (`unread`), by the equations they need and no others.
-A leaf with any other use (a product, a norm, a regulariser, a tied output layer), a gather of
-another form, or indices that are not concrete here (traced, or spread over several processes)
-has every entry read: nothing is skipped.
+shapes (`reads_of`): gathers (`table[tokens]`, `jnp.take`, a vmapped `table[i]`), slices and
+dynamic slices; the indices they read at, which must not depend on the leaf, are computed from
+the concrete inputs at every call (`unread`), by the equations they need and no others. A row
+counts as read whole where any index starts in it (a superset of what is read). A leaf with any
+other use (a product, a norm, a regulariser, a tied output layer), a gather with batching axes,
+or indices that are not concrete here (traced, or spread over several processes) has every
+entry read: nothing is skipped.
 """
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ from .. import _jaxpr
 @dataclasses.dataclass(frozen=True, eq=False)
 class Reads:
     """How one jaxpr (the loss's, or a call's body) reads the leaf: `steps`, the equations
-    that compute the gathers' indices, in order (with the `Reads` of a call whose body reads
-    the leaf), then `reads`, the gathers and slices of the leaf itself."""
+    that compute the indices, in order (with the `Reads` of a call whose body reads the leaf),
+    then `reads`, the gathers, slices and dynamic slices of the leaf itself."""
 
     jaxpr: Any
     consts: Sequence[Any]
@@ -45,16 +47,15 @@ class Reads:
 
 
 def _row_gather(eqn: Any) -> bool:
-    """A gather of whole rows along the leading axis (an embedding lookup): the rows it
-    reads start at its indices."""
-    dn = eqn.params["dimension_numbers"]
-    return (tuple(dn.start_index_map) == (0,) and not tuple(dn.operand_batching_dims)
-            and eqn.invars[1].aval.shape[-1:] == (1,))
+    """A gather whose rows (leading axis) are read from its indices alone: an embedding
+    lookup, `take`, a vmapped `table[i]` (no batching axes shared with the indices)."""
+    return not tuple(eqn.params["dimension_numbers"].operand_batching_dims)
 
 
 def reads_of(jaxpr: Any, consts: Sequence[Any], leaf_in: Sequence[bool]) -> Reads | None:
     """How `jaxpr` reads the inputs flagged in `leaf_in` (one leaf), or None where it reads
-    them otherwise than by row gathers and slices (every entry then counts as read)."""
+    them otherwise than by gathers, slices and dynamic slices at indices that do not depend on
+    the leaf (every entry then counts as read)."""
     aliases = {v for v, flag in zip(jaxpr.invars, leaf_in) if flag}
     derived = set(aliases)   # values computed from the leaf
     reads, calls = [], {}
@@ -70,7 +71,7 @@ def reads_of(jaxpr: Any, consts: Sequence[Any], leaf_in: Sequence[bool]) -> Read
             aliases.add(eqn.outvars[0])
         elif kind == _jaxpr.GATHER and hit == [True, False] and _row_gather(eqn):
             reads.append(eqn)
-        elif kind == _jaxpr.SLICE:
+        elif kind == _jaxpr.SLICE or (kind == _jaxpr.DYNAMIC_SLICE and not any(hit[1:])):
             reads.append(eqn)
         else:
             body = _jaxpr.call_body(eqn)
@@ -81,8 +82,7 @@ def reads_of(jaxpr: Any, consts: Sequence[Any], leaf_in: Sequence[bool]) -> Read
     if any(_jaxpr.is_var(v) and v in aliases for v in jaxpr.outvars):
         return None
     # the equations the indices need, found backwards
-    needed = {eqn.invars[1] for eqn in reads
-              if _jaxpr.name(eqn) == _jaxpr.GATHER and _jaxpr.is_var(eqn.invars[1])}
+    needed = {v for eqn in reads for v in eqn.invars[1:] if _jaxpr.is_var(v)}
     steps: list[tuple[Any, Reads | None]] = []
     read_ids = {id(eqn) for eqn in reads}
     for eqn in reversed(jaxpr.eqns):
@@ -103,14 +103,23 @@ def reads_of(jaxpr: Any, consts: Sequence[Any], leaf_in: Sequence[bool]) -> Read
 
 
 def _mark(eqn: Any, args: Sequence[Any], read: np.ndarray) -> None:
-    """Mark in `read` (the leaf's shape) what the gather or slice `eqn` reads."""
+    """Mark in `read` (the leaf's shape) what the gather, slice or dynamic slice `eqn`
+    reads."""
     if _jaxpr.name(eqn) == _jaxpr.SLICE:
         box = tuple(slice(s, e) for s, e in zip(eqn.params["start_indices"],
                                                  eqn.params["limit_indices"]))
         read[box] = True
         return
+    # the rows from each index's start on the leading axis (0 where it has none), with every
+    # entry of them: a superset of what the slices read
     rows, size = read.shape[0], int(eqn.params["slice_sizes"][0])
-    starts = np.asarray(args[1]).reshape(-1).astype(np.int64)
+    if _jaxpr.name(eqn) == _jaxpr.DYNAMIC_SLICE:
+        starts = np.asarray(args[1], np.int64).reshape(1)
+    else:
+        axes = list(eqn.params["dimension_numbers"].start_index_map)
+        indices = np.asarray(args[1]).astype(np.int64)
+        starts = (indices.reshape(-1, indices.shape[-1])[:, axes.index(0)] if 0 in axes
+                  else np.zeros(1, np.int64))
     # clamped as XLA clamps out-of-range starts (a dropped one reads less, never more)
     starts = np.clip(starts, 0, max(rows - size, 0))
     hit = np.zeros(rows + 1, np.int64)

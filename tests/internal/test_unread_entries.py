@@ -91,6 +91,56 @@ def test_a_gather_inside_a_jit_reads_the_rows_of_its_clipped_indices():
         np.testing.assert_array_equal(mask[:, 0], ~read)
 
 
+def _one_row(p, tokens):   # a scalar index: a dynamic slice of the table
+    return jnp.sum(jnp.tanh(p["emb"][tokens[0, 0]] @ p["w"]))
+
+
+def test_a_dynamic_slice_reads_the_row_at_its_start():
+    with jax.enable_x64(True):
+        tokens = jnp.asarray([[7, 3], [2, 2]])
+        mask = _mask(_one_row, "emb", _params(), tokens)
+        np.testing.assert_array_equal(mask[:, 0], np.arange(V) != 7)
+
+
+def _evaluated(monkeypatch):
+    """The points `engine.run` evaluates, counted."""
+    evaluated = []
+    run = engine.run
+
+    def counting(kernel, shared, points, batch_size):
+        evaluated.append(len(points[0]))
+        return run(kernel, shared, points, batch_size)
+
+    monkeypatch.setattr(engine, "run", counting)
+    return evaluated
+
+
+def test_flax_and_equinox_embeddings_evaluate_the_rows_their_tokens_read(monkeypatch):
+    import equinox as eqx
+    from flax import nnx
+
+    class Model(nnx.Module):
+        def __init__(self, rngs):
+            self.emb = nnx.Embed(3000, 4, param_dtype=jnp.float64, rngs=rngs)
+            self.out = nnx.Linear(4, 2, param_dtype=jnp.float64, rngs=rngs)
+
+        def __call__(self, tokens):
+            return jnp.sum(self.out(jnp.tanh(self.emb(tokens))) ** 2)
+
+    def eqx_loss(embedding, tokens):   # a vmapped `weight[i]`: a gather with two start axes
+        return jnp.sum(jnp.sin(jax.vmap(jax.vmap(embedding))(tokens)))
+
+    with jax.enable_x64(True):
+        tokens = jnp.asarray(RNG.integers(0, 3000, (2, 6)))
+        embedding = eqx.nn.Embedding(weight=jnp.asarray(RNG.normal(size=(3000, 4))))
+        for fn, model, n in ((lambda m, t: m(t), Model(nnx.Rngs(0)), 3000 * 4 + 10),
+                             (eqx_loss, embedding, 3000 * 4)):
+            evaluated = _evaluated(monkeypatch)
+            report = jaxcheck.check(fn, model, tokens, progress=False)
+            assert report.ok and report.n_components == n
+            assert sum(evaluated) <= 2 * (12 * 4 + 10) + 6
+
+
 @pytest.mark.parametrize("fn", [_tied, _regularised, _self_indexed])
 def test_a_leaf_read_otherwise_than_by_its_rows_has_every_entry_read(fn):
     with jax.enable_x64(True):
@@ -158,14 +208,7 @@ def test_a_full_check_finds_a_backward_pass_that_writes_into_rows_no_token_reads
 
 
 def test_a_full_check_of_a_large_vocabulary_evaluates_the_rows_its_batch_reads(monkeypatch):
-    evaluated = []
-    run = engine.run
-
-    def counting(kernel, shared, points, batch_size):
-        evaluated.append(len(points[0]))
-        return run(kernel, shared, points, batch_size)
-
-    monkeypatch.setattr(engine, "run", counting)
+    evaluated = _evaluated(monkeypatch)
     with jax.enable_x64(True):
         params = _params()
         params["emb"] = jnp.asarray(RNG.normal(0, 0.3, (5000, D)))
