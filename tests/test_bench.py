@@ -10,16 +10,21 @@ import pytest
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 
 
-@pytest.fixture(scope="module")
-def bench():
+def _loaded(name: str, filename: str):
+    """The bench script `filename` as module `name`, while the test module runs."""
     sys.path.insert(0, BENCH)
-    spec = importlib.util.spec_from_file_location("bench_run", os.path.join(BENCH, "run.py"))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, filename))
     module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_run"] = module  # dataclasses look their module up there
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     yield module
-    del sys.modules["bench_run"]
+    del sys.modules[name]
     sys.path.remove(BENCH)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    yield from _loaded("bench_run", "run.py")
 
 
 def test_models_have_the_requested_size(bench):
@@ -45,15 +50,7 @@ def test_quick_run_times_every_tool_and_writes_a_table(bench, tmp_path):
 
 @pytest.fixture(scope="module")
 def architectures():
-    sys.path.insert(0, BENCH)
-    spec = importlib.util.spec_from_file_location("bench_architectures",
-                                                  os.path.join(BENCH, "architectures.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_architectures"] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["bench_architectures"]
-    sys.path.remove(BENCH)
+    yield from _loaded("bench_architectures", "architectures.py")
 
 
 def test_architectures_have_the_sizes_of_issue_20(architectures):
@@ -76,15 +73,7 @@ def test_quick_architectures_run_writes_the_ratios_of_issue_20(architectures):
 
 @pytest.fixture(scope="module")
 def embedding_rows():
-    sys.path.insert(0, BENCH)
-    spec = importlib.util.spec_from_file_location("bench_embedding_rows",
-                                                  os.path.join(BENCH, "embedding_rows.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_embedding_rows"] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["bench_embedding_rows"]
-    sys.path.remove(BENCH)
+    yield from _loaded("bench_embedding_rows", "embedding_rows.py")
 
 
 def test_quick_embedding_rows_run_checks_both_ways_and_writes_their_ratios(embedding_rows,
