@@ -59,9 +59,11 @@ def run_mode(tasks: Sequence[LeafTask],
     if len(tasks) > 1 and len(engine.programs_of(tasks)) == 1:
         # every leaf shares one program: no second one whose f(θ) the first leaf's is compared
         # with (`plan.determinism`), so fn is traced twice instead
+        # (the engine's trace of fn, made to choose the leaves' paths, is the first of the two)
         first = tasks[0]
         require_same_traces("fn", first.problem.loss, (first.param_dynamic, first.arg_dynamic),
-                            first.eps_f)
+                            first.eps_f, first=engine.loss_jaxpr(
+                                first.problem, first.param_dynamic, first.arg_dynamic))
     if gradient is not None:
         gradient.result()
     elif tasks:   # the gradient's program compiles beside them
