@@ -425,8 +425,10 @@ def unread_mask(problem: Problem, position: int, param_dynamic: Sequence[Any],
         with _lock:
             _reads[key] = reads
             _trim(_reads)
-    if reads is None or not reads.any:
-        return None if reads is None else np.ones(np.shape(param_dynamic[position]), bool)
+    if reads is None:
+        return None
+    if not reads.any:   # the loss does not use the leaf at all
+        return np.ones(np.shape(param_dynamic[position]), bool)
     invals = list(param_dynamic) + list(arg_dynamic)
     inputs = tuple(x for x, n in zip(invals, reads.needed_in) if n)
     data_key = (key, tuple(id(x) for x in inputs))
