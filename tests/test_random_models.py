@@ -26,7 +26,9 @@ from random_models import Model, draw, planted_entry
 
 import jaxcheck
 
-DEFAULT_DRAWS = range(30)
+# The default run's draws: the first 14, and the first with a ReLU (26) and with a Huber head
+# (22), so that it reaches every activation and head; its cost is most of the default run's.
+DEFAULT_DRAWS = (*range(14), 22, 26)
 SLOW_DRAWS = range(240)
 PLANTED_ERROR = 1e-3
 # Fast mode promises to catch a wrong entry whose error, scaled as in u, exceeds about twice
@@ -165,6 +167,14 @@ def test_random_models_many_draws(mode, capsys):
     outcomes = _check_draws(SLOW_DRAWS, mode, capsys)
     if mode == "full":
         _sensitivity_targets(outcomes)
+
+
+def test_default_draws_reach_every_activation_and_head():
+    models = [draw(seed, arrays=False) for seed in DEFAULT_DRAWS]
+    slow = [draw(seed, arrays=False) for seed in SLOW_DRAWS]
+    assert {m.activation for m in models} == {m.activation for m in slow}
+    assert {m.head for m in models} == {m.head for m in slow}
+    assert {m.dtype for m in models} == {"float32", "float64"}
 
 
 def test_draws_cover_the_space():
