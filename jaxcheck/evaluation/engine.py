@@ -186,17 +186,28 @@ class EntryLoss(MovedEntry):
     """The loss with entry `i` of leaf `position` set to `v`."""
 
     problem: Problem
+    # > 0: the points move rows of a table that reach at most this many examples of the
+    # batch (`example_subsets`), and only those examples are evaluated
+    examples: int = 0
 
     def takes_large_batches(self, shared):
+        if self.examples:
+            return False
         traced = traced_loss(self.problem, self.position, *shared)
         return traced is not None and traced.per_point <= LOCAL_LARGE_BATCH_MAX_COST
 
     def variants(self, shared):
         param_dynamic, arg_dynamic = shared
-        traced = traced_loss(self.problem, self.position, param_dynamic, arg_dynamic)
         out = []
-        if traced is not None:  # the change followed through the loss (`local_changes`)
-            out.append(lambda sh, i, v: traced.at_entry(sh[0], sh[1], i, v))
+        if self.examples:
+            closed = loss_jaxpr(self.problem, param_dynamic, arg_dynamic)
+            if closed is not None:
+                traced = local_changes.Traced(closed, self.position)
+                out.append(lambda sh, i, v: traced.at_entry(sh[0], sh[1], i, v, self.examples))
+        else:
+            traced = traced_loss(self.problem, self.position, param_dynamic, arg_dynamic)
+            if traced is not None:  # the change followed through the loss (`local_changes`)
+                out.append(lambda sh, i, v: traced.at_entry(sh[0], sh[1], i, v))
         out.append(self._direct)
         return out
 
@@ -369,6 +380,8 @@ def clear_cache() -> None:
     _local_paths.clear()
     _reads.clear()
     _unread.clear()
+    _gathers.clear()
+    _example_plans.clear()
 
 
 def _signature(tree: Any) -> tuple:
@@ -402,6 +415,11 @@ _local_paths: collections.OrderedDict[Any, local_changes.Traced | None] = \
 _reads: collections.OrderedDict[Any, unread_entries.Reads | None] = collections.OrderedDict()
 # (the reads' key, the arrays they read) -> mask; the arrays are kept so that their ids stay theirs
 _unread: collections.OrderedDict[Any, tuple[Any, np.ndarray | None]] = collections.OrderedDict()
+# a leaf's gathers of rows (`unread_entries.reads_of` with other uses), per problem and shapes;
+# the examples each of its rows reaches and the choice made from them, per array of indices
+_gathers: collections.OrderedDict[Any, unread_entries.Reads | None] = collections.OrderedDict()
+_example_plans: collections.OrderedDict[Any, tuple[Any, ExamplePlan | None]] = \
+    collections.OrderedDict()
 
 
 def unread_mask(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -440,6 +458,89 @@ def unread_mask(problem: Problem, position: int, param_dynamic: Sequence[Any],
             _unread[data_key] = found
             _trim(_unread)
     return found[1]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ExamplePlan:
+    """The rows of a table leaf (`rows`, a mask) whose points are evaluated on `examples` of
+    the batch alone (`EntryLoss.examples`): each reaches at most that many."""
+
+    examples: int
+    rows: np.ndarray
+
+
+def example_plan(problem: Problem, position: int, param_dynamic: Sequence[Any],
+                 arg_dynamic: Sequence[Any]) -> ExamplePlan | None:
+    """For a leaf read by one gather of rows (an embedding table, tied to an output layer or
+    not), the rows whose points are evaluated on a few examples of the batch: those reaching
+    at most K examples, K a power of two below the batch's count chosen to evaluate fewest
+    examples over the leaf's rows (each other row costs the whole batch), where following
+    them costs less than evaluating them directly (`local_changes.Cost`, from the jaxprs);
+    None where no K pays. Found once per array of indices; None under `jax.distributed`, on
+    params sharded over a mesh, and for small params (as `traced_loss`)."""
+    leaf = param_dynamic[position]
+    size = sum(int(np.prod(np.shape(x), dtype=np.int64)) for x in param_dynamic)
+    if (jax.process_count() != 1 or size < LOCAL_CHANGES_MIN_SIZE or np.ndim(leaf) < 1
+            or placement.mesh_of(jax.tree_util.tree_leaves(param_dynamic)) is not None):
+        return None
+    key = _shapes_key(problem, param_dynamic, arg_dynamic, position)
+    with _lock:
+        known = key in _gathers
+        reads = _gathers.get(key)
+    if not known:
+        closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
+        reads = None if closed is None else unread_entries.reads_of(
+            closed.jaxpr, closed.consts,
+            [k == position for k in range(len(closed.jaxpr.invars))], other_uses=True)
+        with _lock:
+            _gathers[key] = reads
+            _trim(_gathers)
+    if reads is None or not reads.any:
+        return None
+    invals = list(param_dynamic) + list(arg_dynamic)
+    inputs = tuple(x for x, n in zip(invals, reads.needed_in) if n)
+    data_key = (key, tuple(id(x) for x in inputs))
+    with _lock:
+        found = _example_plans.get(data_key)
+    if found is None:
+        reached = unread_entries.examples_reaching_rows(reads, invals, int(np.shape(leaf)[0]))
+        plan = None if reached is None else _choose_examples(
+            problem, position, param_dynamic, arg_dynamic, reached)
+        found = (inputs, plan)
+        with _lock:
+            _example_plans[data_key] = found
+            _trim(_example_plans)
+    return found[1]
+
+
+def _choose_examples(problem: Problem, position: int, param_dynamic: Sequence[Any],
+                     arg_dynamic: Sequence[Any], reached: np.ndarray) -> ExamplePlan | None:
+    counts = reached.sum(axis=1)
+    batch = reached.shape[1]
+    options = [1 << j for j in range(int(np.log2(max(batch, 1))) + 1) if 1 << j < batch]
+    if not options:
+        return None
+    examples = min(options, key=lambda k: float(np.where(counts <= k, k, batch).sum()))
+    rows = counts <= examples
+    leaf = param_dynamic[position]
+    points = 2 * int(np.count_nonzero(rows)) * int(np.size(leaf)) // int(np.shape(leaf)[0])
+    closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
+    if closed is None:
+        return None
+    traced = local_changes.Traced(closed, position)
+    point = (jax.ShapeDtypeStruct((), np.int32), jax.ShapeDtypeStruct((), leaf.dtype))
+    shared = (tuple(param_dynamic), tuple(arg_dynamic))
+    try:
+        cost = local_changes.cost(
+            lambda sh, i, v: traced.at_entry(sh[0], sh[1], i, v, examples), shared, *point)
+    except Exception:  # a rule that cannot trace: the leaf's own path
+        return None
+    direct = local_changes.direct_cost(closed, [position], param_dynamic)
+    calls = local_changes.CALLS
+    if cost.seconds(points, calls=calls) >= direct.per_point * points * calls / \
+            local_changes.UNITS_PER_SECOND:
+        return None
+    return ExamplePlan(examples, rows)
 
 
 def traced_loss(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -870,6 +971,41 @@ def evaluate(problem: Problem, position: int, param_dynamic: Sequence[Any],
 def _evaluate(problem: Problem, position: int, param_dynamic: Sequence[Any],
               arg_dynamic: Sequence[Any], indices: np.ndarray, values: np.ndarray,
               batch_size: int) -> np.ndarray:
+    plan = example_plan(problem, position, param_dynamic, arg_dynamic)
+    if plan is not None:
+        leaf = param_dynamic[position]
+        row = np.asarray(indices, np.int64) // (int(np.size(leaf)) // int(np.shape(leaf)[0]))
+        few = plan.rows[row]
+        if few.any():
+            kernel, size = _examples_request(plan, problem, position, param_dynamic,
+                                             arg_dynamic, batch_size)
+            out = np.empty(len(indices))
+            out[few] = run(kernel, (tuple(param_dynamic), tuple(arg_dynamic)),
+                           (np.asarray(indices)[few], np.asarray(values)[few]), size)
+            if not few.all():
+                out[~few] = _evaluate_each(problem, position, param_dynamic, arg_dynamic,
+                                           np.asarray(indices)[~few],
+                                           np.asarray(values)[~few], batch_size)
+            return out
+    return _evaluate_each(problem, position, param_dynamic, arg_dynamic, indices, values,
+                          batch_size)
+
+
+def _examples_request(plan: ExamplePlan, problem: Problem, position: int,
+                      param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any],
+                      limit: int) -> tuple[Kernel, int]:
+    """The kernel of a plan's points and its batch size: for a full check's first pass over
+    its rows, at most `limit`, the leaf's own (`jobs_for` compiles the same ahead)."""
+    kernel = EntryLoss(problem, position, plan.examples)
+    leaf = param_dynamic[position]
+    points = 2 * int(np.count_nonzero(plan.rows)) * (int(np.size(leaf)) // int(np.shape(leaf)[0]))
+    shared = (tuple(param_dynamic), tuple(arg_dynamic))
+    return kernel, min(limit, batch_size(kernel, shared, points))
+
+
+def _evaluate_each(problem: Problem, position: int, param_dynamic: Sequence[Any],
+                   arg_dynamic: Sequence[Any], indices: np.ndarray, values: np.ndarray,
+                   batch_size: int) -> np.ndarray:
     kernel, which = entry_kernel(problem, position, param_dynamic, arg_dynamic)
     columns = [np.full(len(indices), w, np.int32) for w in which]
     return run(kernel, (tuple(param_dynamic), tuple(arg_dynamic)),
@@ -929,6 +1065,11 @@ def jobs_for(tasks: Sequence[Any]) -> list[progress.Job]:
         if kernel not in requests or requests[kernel][2] < size:
             # a shared program: batches for its largest leaf serve the others too (`_larger`)
             requests[kernel] = (kernel, shared, size)
+        plan = example_plan(t.problem, t.position, t.param_dynamic, t.arg_dynamic)
+        if plan is not None:
+            few, few_size = _examples_request(plan, t.problem, t.position, t.param_dynamic,
+                                              t.arg_dynamic, size)
+            requests[few] = (few, shared, few_size)
         jobs.append(progress.Job(points, lambda t=t, points=points: seconds_per_evaluation(
             t.problem, t.position, t.param_dynamic, t.arg_dynamic, points, t.batch_size)))
     compile_ahead(list(requests.values()))

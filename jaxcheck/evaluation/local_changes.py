@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _jaxpr
-from . import spanned_changes
+from . import spanned_changes, unread_entries
 from .spanned_changes import Changed, Spanned, Structured
 
 lax = jax.lax
@@ -80,6 +80,9 @@ class Slab:
     base: Any
     fixed: tuple
     values: Any
+    # K > 0: the leaf itself, an embedding table whose changed row reaches at most K of the
+    # batch's examples through its gather (`_gather_examples`)
+    examples: int = 0
 
     def starts(self) -> list:
         return [_zero() if f is None else f for f in self.fixed]
@@ -148,7 +151,53 @@ class Direction:
         return self.base + jnp.asarray(self.t, self.base.dtype) * self.full_u()
 
 
-Change = (Slab, Direction, *Structured)
+@dataclasses.dataclass(frozen=True, eq=False)
+class Subset:
+    """A value equal to `base` except in a few examples of a batch: coordinates `at` (K,
+    distinct) of axis `axis`, where it is `inner` (K long on that axis, the other axes
+    whole). The change reaches the examples where `reached` is True; the others fill K, and
+    their values are `base`'s whatever `inner` holds there. Every operation that keeps the
+    examples apart (elementwise, broadcasts, reshapes and transposes that keep the axis,
+    reductions and products over other axes) computes on those K examples alone."""
+
+    base: Any     # unperturbed, or itself changed (a tied output layer's column: a `Slab`)
+    axis: int
+    at: Any
+    reached: Any
+    inner: Any
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(_whole(self.base).shape)
+
+    def part(self, x: Any, axis: int | None = None) -> Any:
+        """x's examples at `at`, along `axis` (this value's own by default)."""
+        return jnp.take(x, self.at, axis=self.axis if axis is None else axis)
+
+    def _reached(self) -> Any:
+        shape = [1] * self.inner.ndim
+        shape[self.axis] = -1
+        return self.reached.reshape(shape)
+
+    def change(self) -> Any:
+        """inner − base on the K examples, 0 on those the change does not reach."""
+        delta = self.inner - self.part(_dense(self.base)).astype(self.inner.dtype)
+        return jnp.where(self._reached(), delta, jnp.zeros((), delta.dtype))
+
+    def dense(self) -> Any:
+        base = _dense(self.base)
+        values = jnp.where(self._reached(), self.inner.astype(base.dtype), self.part(base))
+        moved = jnp.moveaxis(base, self.axis, 0).at[self.at].set(
+            jnp.moveaxis(values, self.axis, 0))
+        return jnp.moveaxis(moved, 0, self.axis)
+
+
+def _whole(x: Any) -> Any:
+    """The array a perturbed value is shaped like (its unperturbed value)."""
+    return x.base if isinstance(x, (Slab, Direction, *Structured)) else x
+
+
+Change = (Slab, Direction, Subset, *Structured)
 
 
 _bind = _jaxpr.bind
@@ -658,6 +707,171 @@ def _direction_product(eqn, x: Direction, side: int, other):
     return base_out + jnp.asarray(x.t, base_out.dtype) * change
 
 
+# ------------------------------------------------------------------ rules for a few examples
+
+
+def _gather_examples(eqn, slab: Slab, indices) -> Any:
+    """A gather of whole rows (`unread_entries.example_rows`) from the table changed in one
+    row, whose change reaches at most `slab.examples` examples (the indices' leading axis):
+    those examples, found from the indices here (the ones that use the row first, then
+    others to fill K), gathered alone, as a `Subset` of the output's first batch axis."""
+    position = unread_entries.example_rows(eqn)
+    row = slab.fixed[0]
+    if position is None or row is None:
+        return None
+    rows = slab.base.shape[0]
+    used = jnp.clip(indices[..., position], 0, rows - 1) == row
+    reached = jnp.any(used.reshape(used.shape[0], -1), axis=1)
+    at = jnp.argsort(~reached, stable=True)[:slab.examples].astype(np.int32)
+    part = jnp.take(indices, at, axis=0)
+    plain = Slab(slab.base, slab.fixed, slab.values)
+    inner = _gather(eqn, plain, part)
+    inner = _bind(eqn, [plain.dense(), part]) if inner is None else _dense(inner)
+    dn = eqn.params["dimension_numbers"]
+    axis = next(d for d in range(inner.ndim) if d not in dn.offset_dims)
+    return Subset(_bind(eqn, [slab.base, indices]), axis, at, reached[at], inner)
+
+
+def _subset_axis_out(eqn, kind: str, x: Subset) -> int | None:
+    """Where the examples' axis of operand `x` lands in the output of a single-operand
+    `eqn` that keeps the examples apart, or None (the operation mixes them)."""
+    a, params = x.axis, eqn.params
+    if kind == _jaxpr.TRANSPOSE:
+        return list(params["permutation"]).index(a)
+    if kind == _jaxpr.BROADCAST:
+        e = params["broadcast_dimensions"][a]
+        return e if params["shape"][e] == x.shape[a] else None
+    if kind == _jaxpr.SQUEEZE:
+        return a - sum(d < a for d in params["dimensions"])
+    if kind == _jaxpr.REDUCE_SUM or kind in _jaxpr.REDUCTIONS:
+        axes = params["axes"]
+        return None if a in axes else a - sum(d < a for d in axes)
+    if kind == _jaxpr.RESHAPE and params.get("dimensions") is None:
+        old, new = x.shape, tuple(params["new_sizes"])
+        for olds, news in _reshape_blocks(old, new) or []:
+            if a in olds:
+                olds = [d for d in olds if old[d] != 1]
+                news = [d for d in news if new[d] != 1]
+                ok = olds == [a] and len(news) == 1 and new[news[0]] == old[a]
+                return news[0] if ok else None
+    return None
+
+
+def _subset_product(eqn, args) -> Any:
+    """A product keeping the examples apart: their axis a batch axis of both operands (the
+    other's examples taken at `at`, or its own `Subset` there) or a free axis of one."""
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    x, y = args
+    if isinstance(x, Subset) and isinstance(y, Subset):
+        if x.at is not y.at or x.axis not in lb or y.axis not in rb \
+                or list(lb).index(x.axis) != list(rb).index(y.axis):
+            return None
+        return Subset(_subset_base(eqn, [x.base, y.base]), list(lb).index(x.axis), x.at,
+                      x.reached, _bind(eqn, [x.inner, y.inner]))
+    side = 0 if isinstance(x, Subset) else 1
+    sub, other = args[side], args[1 - side]
+    if isinstance(other, Slab):
+        return _subset_times_slab(eqn, sub, side, other)
+    s_contract, s_batch, o_batch = (lc, lb, rb) if side == 0 else (rc, rb, lb)
+    a = sub.axis
+    if a in s_contract:
+        return None
+    if a in s_batch:
+        k = list(s_batch).index(a)
+        other_part, axis = sub.part(other, o_batch[k]), k
+    else:
+        other_part, axis = other, _free_axis_out(eqn, sub, side)
+    pair = (lambda p, q: (p, q)) if side == 0 else (lambda p, q: (q, p))
+    return Subset(_subset_base(eqn, list(pair(sub.base, other))), axis, sub.at, sub.reached,
+                  _bind(eqn, pair(sub.inner, other_part)))
+
+
+def _free_axis_out(eqn, sub: Subset, side: int) -> int:
+    """Where a product puts the examples' axis, a free axis of operand `side`."""
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    s_contract, s_batch = (lc, lb) if side == 0 else (rc, rb)
+    o_contract, o_batch = (rc, rb) if side == 0 else (lc, lb)
+    other_ndim = len(eqn.invars[1 - side].aval.shape)
+    s_free = [d for d in range(len(sub.shape)) if d not in s_contract and d not in s_batch]
+    o_free = other_ndim - len(o_contract) - len(o_batch)
+    return len(s_batch) + (0 if side == 0 else o_free) + s_free.index(sub.axis)
+
+
+def _subset_times_slab(eqn, sub: Subset, side: int, slab: Slab) -> Any:
+    """A few examples' values times an operand changed on a slab (a tied output layer):
+    the unperturbed examples times the slab everywhere (one column of the product changed),
+    and the K examples' own values times it; the examples' axis free in `sub`."""
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    if isinstance(sub.base, Change) or slab.is_block or sub.axis in (lc if side == 0 else rc) \
+            or sub.axis in (lb if side == 0 else rb):
+        return None
+    everywhere = _slab_product(eqn, slab, 1 - side, sub.base)
+    inner = _dense(_slab_product(eqn, slab, 1 - side, sub.inner))
+    return Subset(everywhere, _free_axis_out(eqn, sub, side), sub.at, sub.reached, inner)
+
+
+def _subset_base(eqn, bases: list) -> Any:
+    """The output's value outside the examples: unperturbed, or by the rules of a changed
+    base (a `Slab`), else dense."""
+    changed = [isinstance(b, Change) for b in bases]
+    if not any(changed):
+        return _bind(eqn, bases)
+    out = _apply(eqn, bases, changed, changed)
+    return out if out is not None else _bind(eqn, [_dense(b) for b in bases])
+
+
+def _apply_subset(eqn, kind, args, touched_inputs) -> Any:
+    """Rules for `Subset` operands (all of one `at`, every other operand unperturbed); None:
+    the operation mixes the examples or meets another change (the subsets then go dense)."""
+    subsets = [a for a in args if isinstance(a, Subset)]
+    others = [t and not isinstance(a, Subset) for a, t in zip(args, touched_inputs)]
+    if any(x.at is not subsets[0].at for x in subsets):
+        return None
+    first = subsets[0]
+    if kind == _jaxpr.DOT:   # the other operand unperturbed, a `Subset` or a `Slab`
+        if any(o and not isinstance(a, Slab) for a, o in zip(args, others)):
+            return None
+        return _subset_product(eqn, args)
+    if any(others):
+        return None
+    if kind in _jaxpr.ELEMENTWISE:
+        a = first.axis
+        if any(x.axis != a for x in subsets):
+            return None
+        examples = first.shape[a]
+
+        def restricted(x):
+            if isinstance(x, Subset):
+                return x.inner
+            if np.ndim(x) == 0 or np.shape(x)[a] != examples:
+                return x   # broadcast along the examples
+            return first.part(x)
+        bases = [x.base if isinstance(x, Subset) else x for x in args]
+        return Subset(_subset_base(eqn, bases), a, first.at, first.reached,
+                      _bind(eqn, [restricted(x) for x in args]))
+    if len(args) != 1:
+        return None
+    base_out = _subset_base(eqn, [first.base])
+    if kind == _jaxpr.REDUCE_SUM and first.axis in eqn.params["axes"]:
+        # a sum over the examples (the loss's mean): the sum outside them plus their changes
+        base_out = _dense(base_out)
+        return base_out + _bind(eqn, [first.change()]).astype(base_out.dtype)
+    axis = _subset_axis_out(eqn, kind, first)
+    if axis is None:
+        return None
+    if kind == _jaxpr.BROADCAST:
+        shape = list(eqn.params["shape"])
+        shape[axis] = first.inner.shape[first.axis]
+        inner = _bind(eqn, [first.inner], shape=tuple(shape), sharding=None)
+    elif kind == _jaxpr.RESHAPE:
+        shape = list(eqn.params["new_sizes"])
+        shape[axis] = first.inner.shape[first.axis]
+        inner = first.inner.reshape(shape)
+    else:
+        inner = _bind(eqn, [first.inner])
+    return Subset(base_out, axis, first.at, first.reached, inner)
+
+
 # ------------------------------------------------------------------ the interpreter
 
 
@@ -673,6 +887,15 @@ _SINGLE_SLAB_RULES: dict[str, Callable[..., Any]] = {
 def _apply(eqn, args, changed, touched_inputs):
     """The output of `eqn` by a rule for its changed operands, or None (no rule applies)."""
     kind = _jaxpr.name(eqn)
+    if any(isinstance(a, Subset) for a in args):
+        out = _apply_subset(eqn, kind, args, touched_inputs)
+        if out is not None:
+            return out
+        # the examples go dense; another changed operand keeps its rules
+        args = [a.dense() if isinstance(a, Subset) else a for a in args]
+        changed = [isinstance(a, Change) for a in args]
+        if not any(changed):
+            return None
     if any(isinstance(a, Slab) and a.is_block for a in args) and not (
             kind in _jaxpr.ELEMENTWISE or kind == _jaxpr.DOT):
         return None   # a block's rules: products and elementwise operations only
@@ -703,7 +926,8 @@ def _apply(eqn, args, changed, touched_inputs):
     if not isinstance(first, Slab) or rest_touched:
         return None
     if kind == _jaxpr.GATHER:
-        return _gather(eqn, first, args[1])
+        found = _gather_examples(eqn, first, args[1]) if first.examples else None
+        return found if found is not None else _gather(eqn, first, args[1])
     if kind == _jaxpr.DYNAMIC_SLICE:
         return _dynamic_slice(eqn, first, args[1:])
     if kind == _jaxpr.SCATTER_ADD:
@@ -789,12 +1013,14 @@ class Traced:
         out, = _run(self.closed.jaxpr, self.closed.consts, invals, perturbed)
         return _dense(out)
 
-    def at_entry(self, param_dynamic, arg_dynamic, index, value) -> Any:
-        """The loss with flat entry `index` of the leaf set to `value`."""
+    def at_entry(self, param_dynamic, arg_dynamic, index, value, examples: int = 0) -> Any:
+        """The loss with flat entry `index` of the leaf set to `value`; `examples` > 0: the
+        leaf is a table whose row of `index` reaches at most that many examples of the batch
+        through its one gather of rows (`unread_entries.examples_reaching_rows`)."""
         base = param_dynamic[self.position]
         coords = jnp.unravel_index(index, base.shape) if base.ndim else ()
         slab = Slab(base, tuple(jnp.asarray(c, np.int32) for c in coords),
-                    jnp.asarray(value, base.dtype).reshape((1,) * base.ndim))
+                    jnp.asarray(value, base.dtype).reshape((1,) * base.ndim), examples)
         return self._loss(param_dynamic, arg_dynamic, slab)
 
     def along(self, param_dynamic, arg_dynamic, u, t,

@@ -19,7 +19,7 @@ entry read: nothing is skipped.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -52,10 +52,12 @@ def _row_gather(eqn: Any) -> bool:
     return not tuple(eqn.params["dimension_numbers"].operand_batching_dims)
 
 
-def reads_of(jaxpr: Any, consts: Sequence[Any], leaf_in: Sequence[bool]) -> Reads | None:
+def reads_of(jaxpr: Any, consts: Sequence[Any], leaf_in: Sequence[bool],
+             other_uses: bool = False) -> Reads | None:
     """How `jaxpr` reads the inputs flagged in `leaf_in` (one leaf), or None where it reads
     them otherwise than by gathers, slices and dynamic slices at indices that do not depend on
-    the leaf (every entry then counts as read)."""
+    the leaf (every entry then counts as read). With `other_uses`, other uses of the leaf (a
+    product, a tied output layer) are allowed and left out: the gathers and slices alone."""
     aliases = {v for v, flag in zip(jaxpr.invars, leaf_in) if flag}
     derived = set(aliases)   # values computed from the leaf
     reads, calls = [], {}
@@ -75,11 +77,12 @@ def reads_of(jaxpr: Any, consts: Sequence[Any], leaf_in: Sequence[bool]) -> Read
             reads.append(eqn)
         else:
             body = _jaxpr.call_body(eqn)
-            sub = None if body is None else reads_of(body[0], body[1], hit)
-            if sub is None:
-                return None
-            calls[id(eqn)] = sub
-    if any(_jaxpr.is_var(v) and v in aliases for v in jaxpr.outvars):
+            sub = None if body is None else reads_of(body[0], body[1], hit, other_uses)
+            if sub is not None:
+                calls[id(eqn)] = sub
+            elif body is not None or not other_uses:
+                return None   # a call reading the leaf at indices computed from it
+    if any(_jaxpr.is_var(v) and v in aliases for v in jaxpr.outvars) and not other_uses:
         return None
     # the equations the indices need, found backwards
     needed = {v for eqn in reads for v in eqn.invars[1:] if _jaxpr.is_var(v)}
@@ -128,7 +131,10 @@ def _mark(eqn: Any, args: Sequence[Any], read: np.ndarray) -> None:
     read[np.cumsum(hit[:rows]) > 0] = True
 
 
-def _evaluate(reads: Reads, invals: Sequence[Any], read: np.ndarray) -> None:
+def _evaluate(reads: Reads, invals: Sequence[Any],
+              visit: Callable[[Any, Sequence[Any]], None]) -> None:
+    """Compute the indices of every read of `reads` from `invals`; `visit(eqn, args)` each
+    read (its args: None for the leaf, then the concrete indices)."""
     env: dict = {}
 
     def value(v):
@@ -139,12 +145,12 @@ def _evaluate(reads: Reads, invals: Sequence[Any], read: np.ndarray) -> None:
     for eqn, sub in reads.steps:
         args = [value(v) for v in eqn.invars]
         if sub is not None:
-            _evaluate(sub, args, read)
+            _evaluate(sub, args, visit)
             continue
         out = _jaxpr.bind(eqn, args)
         env.update(zip(eqn.outvars, out if _jaxpr.multiple_results(eqn) else [out]))
     for eqn in reads.reads:
-        _mark(eqn, [None] + [value(v) for v in eqn.invars[1:]], read)
+        visit(eqn, [None] + [value(v) for v in eqn.invars[1:]])
 
 
 def unread(reads: Reads, invals: Sequence[Any], shape: tuple[int, ...]) -> np.ndarray | None:
@@ -155,10 +161,46 @@ def unread(reads: Reads, invals: Sequence[Any], shape: tuple[int, ...]) -> np.nd
         return None
     read = np.zeros(shape, bool)
     try:
-        _evaluate(reads, invals, read)
+        _evaluate(reads, invals, lambda eqn, args: _mark(eqn, args, read))
     except Exception:  # an input spread over processes, an operation that needs a trace
         return None
     return ~read
+
+
+def example_rows(eqn: Any) -> int | None:
+    """For a gather of whole rows of the leaf (`table[tokens]`: its leading axis indexed,
+    one row per index), where in its indices the row number sits; else None. The indices'
+    leading axis is then the output's first batch axis: the examples of a batch."""
+    dn = eqn.params["dimension_numbers"]
+    if (_jaxpr.name(eqn) != _jaxpr.GATHER or not _row_gather(eqn)
+            or 0 not in dn.start_index_map or 0 not in dn.collapsed_slice_dims
+            or len(eqn.invars[1].aval.shape) < 2):
+        return None
+    return list(dn.start_index_map).index(0)
+
+
+def examples_reaching_rows(reads: Reads, invals: Sequence[Any],
+                           rows: int) -> np.ndarray | None:
+    """Which examples read each row of the leaf, as a (rows, examples) mask, computed from
+    the loss's concrete inputs: where the leaf is read by one gather of whole rows
+    (`example_rows`), its examples the indices' leading axis; None otherwise. An index
+    counts at its row clamped into the table (a superset of what is read)."""
+    found: list = []
+    needed = [x for x, n in zip(invals, reads.needed_in) if n]
+    if any(not _concrete(x) for x in needed):
+        return None
+    try:
+        _evaluate(reads, invals, lambda eqn, args: found.append((eqn, args[1])))
+    except Exception:
+        return None
+    if len(found) != 1 or example_rows(found[0][0]) is None:
+        return None
+    eqn, indices = found[0]
+    indices = np.asarray(indices).astype(np.int64)
+    at = np.clip(indices[..., example_rows(eqn)], 0, rows - 1).reshape(indices.shape[0], -1)
+    reached = np.zeros((rows, at.shape[0]), bool)
+    reached[at, np.arange(at.shape[0])[:, None]] = True
+    return reached
 
 
 def _concrete(x: Any) -> bool:
