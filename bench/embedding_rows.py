@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             f"`{meta['command'].strip()}`; jax {meta['jax']}, {meta['devices']}. Seconds; "
             "\"every example evaluated\": the same check with each row's points evaluated on "
             "the whole batch (`engine.example_plan` off); \"every entry evaluated\": and the "
-            "unread rows' points evaluated too (`engine.unread_mask` off as well).\n\n" + summary(vocabs, rows))
+            "unread rows' points evaluated too (`engine.unread_mask` off as well).\n\n"
+            + summary(vocabs, rows))
     mlp_bench.write_markdown(stem, text)
     return 0
 
