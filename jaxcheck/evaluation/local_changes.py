@@ -10,7 +10,7 @@ perturbations, so differences of losses carry less rounding noise, not more).
 
 How: the loss is traced to a jaxpr once per compiled program and interpreted equation by
 equation (calls are opened, `_jaxpr.call_body`; everything else is applied as a whole).
-A perturbed value is held in one of three forms:
+A perturbed value is held in one of these forms:
 
 - `Slab`: equal to the unperturbed value except on a slab (fixed coordinates on some axes,
   whole extent on the others). A one-hot change of the leaf (full mode) is a slab of one entry.
@@ -33,6 +33,9 @@ A perturbed value is held in one of three forms:
 - the forms of `spanned_changes`: a change that reaches every row in a few directions of the
   features (a column of a residual stream after a layer norm), which the next product takes as
   a few columns; a slab of columns joins them where no slab rule applies;
+- `Subset`: a change that reaches a few examples of a batch (an embedding row's, through its
+  gather: the sequences whose tokens use the row, at most `Slab.examples` of them), computed
+  on those examples alone by every operation that keeps the examples apart;
 - a plain array: any other perturbed value (what every operation without a rule receives).
 
 Operations whose operands are all unperturbed compute the same value for every perturbation,
