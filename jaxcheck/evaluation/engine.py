@@ -422,6 +422,42 @@ _example_plans: collections.OrderedDict[Any, tuple[Any, ExamplePlan | None]] = \
     collections.OrderedDict()
 
 
+def _leaf_reads(problem: Problem, position: int, param_dynamic: Sequence[Any],
+                arg_dynamic: Sequence[Any], other_uses: bool = False) -> tuple[Any, Any]:
+    """(the shapes' key, `unread_entries.reads_of` for leaf `position`; with `other_uses`,
+    its gathers and slices beside any other use), found once per problem, leaf and shapes."""
+    cache = _gathers if other_uses else _reads
+    key = _shapes_key(problem, param_dynamic, arg_dynamic, position)
+    with _lock:
+        known = key in cache
+        reads = cache.get(key)
+    if not known:
+        closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
+        reads = None if closed is None else unread_entries.reads_of(
+            closed.jaxpr, closed.consts,
+            [k == position for k in range(len(closed.jaxpr.invars))], other_uses)
+        with _lock:
+            cache[key] = reads
+            _trim(cache)
+    return key, reads
+
+
+def _per_indices(cache: collections.OrderedDict, key: Any, reads: unread_entries.Reads,
+                 invals: Sequence[Any], compute: Callable[[], Any]) -> Any:
+    """`compute()`, once per array of the inputs the indices of `reads` need (kept in the
+    cache beside the result, so that their ids stay theirs)."""
+    inputs = tuple(x for x, n in zip(invals, reads.needed_in) if n)
+    data_key = (key, tuple(id(x) for x in inputs))
+    with _lock:
+        found = cache.get(data_key)
+    if found is None:
+        found = (inputs, compute())
+        with _lock:
+            cache[data_key] = found
+            _trim(cache)
+    return found[1]
+
+
 def unread_mask(problem: Problem, position: int, param_dynamic: Sequence[Any],
                 arg_dynamic: Sequence[Any]) -> np.ndarray | None:
     """The entries of leaf `position` that the loss never reads at these inputs
@@ -431,33 +467,14 @@ def unread_mask(problem: Problem, position: int, param_dynamic: Sequence[Any],
     points, and each may hold other data."""
     if jax.process_count() != 1:
         return None
-    key = _shapes_key(problem, param_dynamic, arg_dynamic, position)
-    with _lock:
-        known = key in _reads
-        reads = _reads.get(key)
-    if not known:
-        closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
-        reads = None if closed is None else unread_entries.reads_of(
-            closed.jaxpr, closed.consts,
-            [k == position for k in range(len(closed.jaxpr.invars))])
-        with _lock:
-            _reads[key] = reads
-            _trim(_reads)
+    key, reads = _leaf_reads(problem, position, param_dynamic, arg_dynamic)
     if reads is None:
         return None
     if not reads.any:   # the loss does not use the leaf at all
         return np.ones(np.shape(param_dynamic[position]), bool)
     invals = list(param_dynamic) + list(arg_dynamic)
-    inputs = tuple(x for x, n in zip(invals, reads.needed_in) if n)
-    data_key = (key, tuple(id(x) for x in inputs))
-    with _lock:
-        found = _unread.get(data_key)
-    if found is None:
-        found = (inputs, unread_entries.unread(reads, invals, np.shape(param_dynamic[position])))
-        with _lock:
-            _unread[data_key] = found
-            _trim(_unread)
-    return found[1]
+    return _per_indices(_unread, key, reads, invals, lambda: unread_entries.unread(
+        reads, invals, np.shape(param_dynamic[position])))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -474,8 +491,9 @@ def example_plan(problem: Problem, position: int, param_dynamic: Sequence[Any],
     """For a leaf read by one gather of rows (an embedding table, tied to an output layer or
     not), the rows whose points are evaluated on a few examples of the batch: those reaching
     at most K examples, K a power of two below the batch's count chosen to evaluate fewest
-    examples over the leaf's rows (each other row costs the whole batch), where following
-    them costs less than evaluating them directly (`local_changes.Cost`, from the jaxprs);
+    examples over the leaf's rows (each other row costs the whole batch), where one call costs
+    less than on the leaf's own path, its program compiled included (`local_changes.Cost`,
+    from the jaxprs);
     None where no K pays. Found once per array of indices; None under `jax.distributed`, on
     params sharded over a mesh, and for small params (as `traced_loss`)."""
     leaf = param_dynamic[position]
@@ -483,34 +501,16 @@ def example_plan(problem: Problem, position: int, param_dynamic: Sequence[Any],
     if (jax.process_count() != 1 or size < LOCAL_CHANGES_MIN_SIZE or np.ndim(leaf) < 1
             or placement.mesh_of(jax.tree_util.tree_leaves(param_dynamic)) is not None):
         return None
-    key = _shapes_key(problem, param_dynamic, arg_dynamic, position)
-    with _lock:
-        known = key in _gathers
-        reads = _gathers.get(key)
-    if not known:
-        closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
-        reads = None if closed is None else unread_entries.reads_of(
-            closed.jaxpr, closed.consts,
-            [k == position for k in range(len(closed.jaxpr.invars))], other_uses=True)
-        with _lock:
-            _gathers[key] = reads
-            _trim(_gathers)
+    key, reads = _leaf_reads(problem, position, param_dynamic, arg_dynamic, other_uses=True)
     if reads is None or not reads.any:
         return None
     invals = list(param_dynamic) + list(arg_dynamic)
-    inputs = tuple(x for x, n in zip(invals, reads.needed_in) if n)
-    data_key = (key, tuple(id(x) for x in inputs))
-    with _lock:
-        found = _example_plans.get(data_key)
-    if found is None:
+
+    def plan() -> ExamplePlan | None:
         reached = unread_entries.examples_reaching_rows(reads, invals, int(np.shape(leaf)[0]))
-        plan = None if reached is None else _choose_examples(
+        return None if reached is None else _choose_examples(
             problem, position, param_dynamic, arg_dynamic, reached)
-        found = (inputs, plan)
-        with _lock:
-            _example_plans[data_key] = found
-            _trim(_example_plans)
-    return found[1]
+    return _per_indices(_example_plans, key, reads, invals, plan)
 
 
 def _choose_examples(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -535,10 +535,15 @@ def _choose_examples(problem: Problem, position: int, param_dynamic: Sequence[An
             lambda sh, i, v: traced.at_entry(sh[0], sh[1], i, v, examples), shared, *point)
     except Exception:  # a rule that cannot trace: the leaf's own path
         return None
-    direct = local_changes.direct_cost(closed, [position], param_dynamic)
-    calls = local_changes.CALLS
-    if cost.seconds(points, calls=calls) >= direct.per_point * points * calls / \
-            local_changes.UNITS_PER_SECOND:
+    # Against the leaf's own path (its followed changes where it takes them, else direct),
+    # on one call: this program is compiled beside the leaf's own, which the rows reaching
+    # more examples (and the leaves sharing it) still need, so it must repay its compilation
+    # on the first call (`local_changes.decision` weighs `CALLS` calls where a program
+    # replaces another).
+    own = traced_loss(problem, position, param_dynamic, arg_dynamic)
+    per_point = (own.per_point * local_changes.LOCAL_SLOWDOWN if own is not None
+                 else local_changes.direct_cost(closed, [position], param_dynamic).per_point)
+    if cost.seconds(points) >= per_point * points / local_changes.UNITS_PER_SECOND:
         return None
     return ExamplePlan(examples, rows)
 
