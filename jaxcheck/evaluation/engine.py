@@ -523,7 +523,11 @@ def _choose_examples(problem: Problem, position: int, param_dynamic: Sequence[An
     examples = min(options, key=lambda k: float(np.where(counts <= k, k, batch).sum()))
     rows = counts <= examples
     leaf = param_dynamic[position]
-    points = 2 * int(np.count_nonzero(rows)) * int(np.size(leaf)) // int(np.shape(leaf)[0])
+    # the points a full check evaluates there: rows no index reaches and nothing else reads
+    # are not evaluated at all (`unread_mask`)
+    unread = unread_mask(problem, position, param_dynamic, arg_dynamic)
+    evaluated = rows if unread is None else rows & ~unread.reshape(len(rows), -1).all(axis=1)
+    points = 2 * int(np.count_nonzero(evaluated)) * int(np.size(leaf)) // len(rows)
     closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
     if closed is None:
         return None
@@ -543,7 +547,9 @@ def _choose_examples(problem: Problem, position: int, param_dynamic: Sequence[An
     own = traced_loss(problem, position, param_dynamic, arg_dynamic)
     per_point = (own.per_point * local_changes.LOCAL_SLOWDOWN if own is not None
                  else local_changes.direct_cost(closed, [position], param_dynamic).per_point)
-    if cost.seconds(points) >= per_point * points / local_changes.UNITS_PER_SECOND:
+    slowdown = local_changes.LOCAL_SLOWDOWN   # interpreted, as the leaf's followed changes
+    if points == 0 or cost.seconds(points, slowdown) >= \
+            per_point * points / local_changes.UNITS_PER_SECOND:
         return None
     return ExamplePlan(examples, rows)
 

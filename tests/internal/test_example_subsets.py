@@ -195,7 +195,7 @@ def test_the_engine_does_not_evaluate_on_examples_where_they_are_mixed_at_once(m
         problem, pd, ad = _problem(_batch_mixed, params, tokens)
         engine.clear_cache()
         assert engine.example_plan(problem, sorted(params).index("tok"), pd, ad) is None
-        problem, pd, ad = _problem(_untied, params, tokens)
+        problem, pd, ad = _problem(_block, params, tokens)
         assert engine.example_plan(problem, sorted(params).index("tok"), pd, ad) is not None
 
 
