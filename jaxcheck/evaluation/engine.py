@@ -529,7 +529,27 @@ def _choose_examples(problem: Problem, position: int, param_dynamic: Sequence[An
     evaluated = rows if unread is None else rows & ~unread.reshape(len(rows), -1).all(axis=1)
     points = 2 * int(np.count_nonzero(evaluated)) * int(np.size(leaf)) // len(rows)
     closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
-    if closed is None:
+    if closed is None or points == 0:
+        return None
+    # Against the leaf's own path (its followed changes where it takes them, else direct),
+    # on one call: this program is compiled beside the leaf's own, which the rows reaching
+    # more examples (and the leaves sharing it) still need, so it must repay its compilation
+    # on the first call (`local_changes.decision` weighs `CALLS` calls where a program
+    # replaces another). Interpreted, it is counted as the leaf's followed changes are.
+    own = traced_loss(problem, position, param_dynamic, arg_dynamic)
+    direct = local_changes.direct_cost(closed, [position], param_dynamic)
+    per_point = own.per_point * local_changes.LOCAL_SLOWDOWN if own is not None \
+        else direct.per_point
+
+    def pays(cost: local_changes.Cost) -> bool:
+        return cost.seconds(points, local_changes.LOCAL_SLOWDOWN) < \
+            per_point * points / local_changes.UNITS_PER_SECOND
+
+    # A screen before tracing the path (a few tenths of a second of Python on a transformer
+    # block): the direct evaluation's work on K of the batch's examples, in a program twice
+    # the loss's size (its values at θ beside the K examples').
+    if not pays(local_changes.Cost(direct.per_point * examples / batch,
+                                   2 * direct.equations)):
         return None
     traced = local_changes.Traced(closed, position)
     point = (jax.ShapeDtypeStruct((), np.int32), jax.ShapeDtypeStruct((), leaf.dtype))
@@ -539,17 +559,7 @@ def _choose_examples(problem: Problem, position: int, param_dynamic: Sequence[An
             lambda sh, i, v: traced.at_entry(sh[0], sh[1], i, v, examples), shared, *point)
     except Exception:  # a rule that cannot trace: the leaf's own path
         return None
-    # Against the leaf's own path (its followed changes where it takes them, else direct),
-    # on one call: this program is compiled beside the leaf's own, which the rows reaching
-    # more examples (and the leaves sharing it) still need, so it must repay its compilation
-    # on the first call (`local_changes.decision` weighs `CALLS` calls where a program
-    # replaces another).
-    own = traced_loss(problem, position, param_dynamic, arg_dynamic)
-    per_point = (own.per_point * local_changes.LOCAL_SLOWDOWN if own is not None
-                 else local_changes.direct_cost(closed, [position], param_dynamic).per_point)
-    slowdown = local_changes.LOCAL_SLOWDOWN   # interpreted, as the leaf's followed changes
-    if points == 0 or cost.seconds(points, slowdown) >= \
-            per_point * points / local_changes.UNITS_PER_SECOND:
+    if not pays(cost):
         return None
     return ExamplePlan(examples, rows)
 

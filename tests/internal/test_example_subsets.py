@@ -166,12 +166,22 @@ def test_the_engine_evaluates_the_rows_reaching_few_examples_on_those_alone(monk
         problem, pd, ad = _problem(_block, params, tokens)
         position = sorted(params).index("tok")
         engine.clear_cache()
-        # so small a table does not repay compiling a program of its own...
+        # so small a table does not repay compiling a program of its own, which the screen
+        # says before the path is traced...
+        traced = []   # the subset path traced (`at_entry` with examples)
+        at_entry = lc.Traced.at_entry
+
+        def spied(self, *args):
+            traced.append(args[4:])
+            return at_entry(self, *args)
+        monkeypatch.setattr(lc.Traced, "at_entry", spied)
         assert engine.example_plan(problem, position, pd, ad) is None
+        assert not [a for a in traced if a and a[0]]
         # ...which a table of more rows does (compiling counted as free here)
         monkeypatch.setattr(lc, "COMPILE_SECONDS_PER_EQUATION", 0.0)
         engine.clear_cache()
         plan = engine.example_plan(problem, position, pd, ad)
+        assert [a for a in traced if a and a[0]]
         # 42 rows reached by at most 1 of the 6 examples, 4 by 2, 2 by more: K = 1 evaluates
         # 42·1 + 6·6 = 78 examples a feature, K = 2 46·2 + 2·6 = 104, the whole batch 288
         assert plan is not None and plan.examples == 1
