@@ -187,7 +187,7 @@ class EntryLoss(MovedEntry):
 
     problem: Problem
     # > 0: the points move rows of a table that reach at most this many examples of the
-    # batch (`example_subsets`), and only those examples are evaluated
+    # batch (`example_plan`), and only those examples are evaluated
     examples: int = 0
 
     def takes_large_batches(self, shared):
@@ -480,10 +480,17 @@ def unread_mask(problem: Problem, position: int, param_dynamic: Sequence[Any],
 @dataclasses.dataclass(frozen=True, eq=False)
 class ExamplePlan:
     """The rows of a table leaf (`rows`, a mask) whose points are evaluated on `examples` of
-    the batch alone (`EntryLoss.examples`): each reaches at most that many."""
+    the batch alone (`EntryLoss.examples`): each reaches at most that many. `evaluations`:
+    what a full check's first pass evaluates there (two points per entry of the rows it does
+    not skip as unread)."""
 
     examples: int
     rows: np.ndarray
+    evaluations: int
+
+    def takes(self, indices: np.ndarray, leaf: Any) -> np.ndarray:
+        """Which of the leaf's flat `indices` fall in the plan's rows."""
+        return self.rows[np.asarray(indices, np.int64) // (int(np.size(leaf)) // len(self.rows))]
 
 
 def example_plan(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -561,7 +568,7 @@ def _choose_examples(problem: Problem, position: int, param_dynamic: Sequence[An
         return None
     if not pays(cost):
         return None
-    return ExamplePlan(examples, rows)
+    return ExamplePlan(examples, rows, points)
 
 
 def traced_loss(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -994,9 +1001,7 @@ def _evaluate(problem: Problem, position: int, param_dynamic: Sequence[Any],
               batch_size: int) -> np.ndarray:
     plan = example_plan(problem, position, param_dynamic, arg_dynamic)
     if plan is not None:
-        leaf = param_dynamic[position]
-        row = np.asarray(indices, np.int64) // (int(np.size(leaf)) // int(np.shape(leaf)[0]))
-        few = plan.rows[row]
+        few = plan.takes(indices, param_dynamic[position])
         if few.any():
             kernel, size = _examples_request(plan, problem, position, param_dynamic,
                                              arg_dynamic, batch_size)
@@ -1018,10 +1023,8 @@ def _examples_request(plan: ExamplePlan, problem: Problem, position: int,
     """The kernel of a plan's points and its batch size: for a full check's first pass over
     its rows, at most `limit`, the leaf's own (`jobs_for` compiles the same ahead)."""
     kernel = EntryLoss(problem, position, plan.examples)
-    leaf = param_dynamic[position]
-    points = 2 * int(np.count_nonzero(plan.rows)) * (int(np.size(leaf)) // int(np.shape(leaf)[0]))
     shared = (tuple(param_dynamic), tuple(arg_dynamic))
-    return kernel, min(limit, batch_size(kernel, shared, points))
+    return kernel, min(limit, batch_size(kernel, shared, plan.evaluations))
 
 
 def _evaluate_each(problem: Problem, position: int, param_dynamic: Sequence[Any],

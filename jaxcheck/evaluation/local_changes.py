@@ -197,7 +197,7 @@ class Subset:
 
 def _whole(x: Any) -> Any:
     """The array a perturbed value is shaped like (its unperturbed value)."""
-    return x.base if isinstance(x, (Slab, Direction, *Structured)) else x
+    return x.base if isinstance(x, Change) else x
 
 
 Change = (Slab, Direction, Subset, *Structured)
