@@ -106,3 +106,50 @@ def test_every_mode_refuses_a_nondeterministic_fn(mode, params):
 def test_every_mode_refuses_a_nondeterministic_grad_fn(mode):
     with pytest.raises(jaxcheck.NondeterminismError, match=r"grad_fn: two traces"):
         jaxcheck.check(_deterministic_loss, PARAMS, X, grad_fn=_noisy_grad_fn, mode=mode)
+
+
+@pytest.mark.parametrize("mode", ["full", "fast", "sample"])
+def test_a_repeated_check_of_the_same_fn_traces_it_no_more(mode):
+    # the second call reuses the programs compiled from the first call's traces (as jax.jit
+    # does for a function it has seen), so it has nothing new to validate
+    traces = []
+
+    def loss(p, x):
+        traces.append(1)
+        return jnp.mean(jnp.tanh(x @ p["W"] + p["b"]) ** 2)
+    first = jaxcheck.check(loss, PARAMS, X, mode=mode)
+    traced = len(traces)
+    again = jaxcheck.check(loss, PARAMS, X, mode=mode)
+    assert first.ok and again.ok
+    assert len(traces) == traced
+    # other shapes are another function to JAX: traced and checked for determinism again
+    jaxcheck.check(loss, PARAMS, X[:3], mode=mode)
+    assert len(traces) >= traced + 2
+
+
+@pytest.mark.parametrize("mode", ["full", "sample"])
+def test_a_fn_refused_once_is_refused_again(mode):
+    counter = itertools.count()
+
+    def loss(p, x):
+        key = jax.random.PRNGKey(next(counter))
+        mask = jax.random.bernoulli(key, 0.5, (x.shape[0], 3)) / 0.5
+        return _loss_with_mask(p, x, mask)
+    for _ in range(2):
+        with pytest.raises(jaxcheck.NondeterminismError):
+            jaxcheck.check(loss, PARAMS, X, mode=mode)
+
+
+def test_a_repeated_check_with_a_grad_fn_still_compares_its_traces():
+    # grad_fn found deterministic once is not traced again; one that is not keeps failing
+    counter = itertools.count()
+
+    def loss(p, x):
+        return jnp.mean(jnp.tanh(x @ p["W"] + p["b"]) ** 2)
+
+    def noisy_grad(p, x):
+        g = jax.grad(loss)(p, x)
+        return jax.tree_util.tree_map(lambda a: a + 1e-3 * next(counter), g)
+    for _ in range(2):
+        with pytest.raises(jaxcheck.NondeterminismError, match="grad_fn"):
+            jaxcheck.check(loss, PARAMS, X, grad_fn=noisy_grad)

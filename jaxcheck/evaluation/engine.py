@@ -50,8 +50,9 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from .. import _compiler
-from ..inputs import placement
+from ..inputs import placement, traces
 from ..inputs.problem import Problem
+from ..inputs.traces import shapes_key
 from . import devices as mesh_devices
 from . import local_changes, progress, sharing, unread_entries
 
@@ -263,15 +264,6 @@ def entry_kernel(problem: Problem, position: int, param_dynamic: Sequence[Any],
     return SharedEntryLoss(problem, group), (group.index(position),)
 
 
-def _shapes_key(problem: Problem, param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any],
-                *extra: Any) -> tuple:
-    """What a decision made from the loss's jaxpr depends on: the problem, the x64 setting
-    and the types (shapes, dtypes, shardings in types) of its inputs."""
-    x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
-    return (problem, *extra, x64,
-            tuple(jax.typeof(x) for x in jax.tree_util.tree_leaves((param_dynamic, arg_dynamic))))
-
-
 _groups: collections.OrderedDict[Any, dict[int, tuple[int, ...]]] = collections.OrderedDict()
 
 
@@ -280,7 +272,7 @@ def program_leaves(problem: Problem, position: int, param_dynamic: Sequence[Any]
     """The leaves whose moved entries share leaf `position`'s program (itself alone, or a
     group of `sharing.groups` among the checked leaves evaluated directly). Decided once per
     problem and shapes (kept like the compiled programs)."""
-    key = _shapes_key(problem, param_dynamic, arg_dynamic)
+    key = shapes_key(problem, param_dynamic, arg_dynamic)
     with _lock:
         found = _groups.get(key)
     if found is None:
@@ -382,6 +374,7 @@ def clear_cache() -> None:
     _unread.clear()
     _gathers.clear()
     _example_plans.clear()
+    traces.clear()
 
 
 def _signature(tree: Any) -> tuple:
@@ -397,7 +390,7 @@ def loss_jaxpr(problem: Problem, param_dynamic: Sequence[Any],
                arg_dynamic: Sequence[Any]) -> Any | None:
     """The loss's `local_changes.loss_jaxpr`, traced once per problem and shapes (for every
     leaf's choice of path and `sharing`; kept like the compiled programs)."""
-    key = _shapes_key(problem, param_dynamic, arg_dynamic)
+    key = shapes_key(problem, param_dynamic, arg_dynamic)
     if key not in _loss_jaxprs:
         _loss_jaxprs[key] = local_changes.loss_jaxpr(problem.loss, param_dynamic, arg_dynamic)
         _trim(_loss_jaxprs)
@@ -427,7 +420,7 @@ def _leaf_reads(problem: Problem, position: int, param_dynamic: Sequence[Any],
     """(the shapes' key, `unread_entries.reads_of` for leaf `position`; with `other_uses`,
     its gathers and slices beside any other use), found once per problem, leaf and shapes."""
     cache = _gathers if other_uses else _reads
-    key = _shapes_key(problem, param_dynamic, arg_dynamic, position)
+    key = shapes_key(problem, param_dynamic, arg_dynamic, position)
     with _lock:
         known = key in cache
         reads = cache.get(key)
@@ -580,7 +573,7 @@ def traced_loss(problem: Problem, position: int, param_dynamic: Sequence[Any],
     size = sum(int(np.prod(np.shape(x), dtype=np.int64)) for x in param_dynamic)
     if size < LOCAL_CHANGES_MIN_SIZE:
         return None
-    key = _shapes_key(problem, param_dynamic, arg_dynamic, position)
+    key = shapes_key(problem, param_dynamic, arg_dynamic, position)
     if key not in _local_paths:
         closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
         traced = None if closed is None else local_changes.trace(

@@ -19,6 +19,7 @@ import numpy as np
 from .._errors import NonFiniteGradientError, NonFiniteLossError
 from .placement import finite_and_squares, to_host
 from .pytree import Split
+from .traces import Memo, shapes_key
 
 # Errors JAX raises when Python code needs a concrete value that tracing cannot give
 # (`if x > 0`, `float(x)`, `np.asarray(x)`, a data-dependent shape such as `x[x > 0]`).
@@ -109,11 +110,16 @@ def user_call(who: str, when: str) -> Iterator[None]:
         raise
 
 
+_loss_traces: Memo[tuple[Any, Any]] = Memo()
+
+
 def trace_loss(problem: Any, p: Split, a: Split) -> tuple[Any, Any]:
     """Trace `fn` once at params (no compile): its own errors surface here, clearly. Returns
-    the closed jaxpr and the shape of the output."""
-    with user_call("fn", "at params"):
-        return jax.make_jaxpr(problem.loss, return_shape=True)(p.dynamic, a.dynamic)
+    the closed jaxpr and the shape of the output (kept: a repeated check traces nothing)."""
+    def trace() -> tuple[Any, Any]:
+        with user_call("fn", "at params"):
+            return jax.make_jaxpr(problem.loss, return_shape=True)(p.dynamic, a.dynamic)
+    return _loss_traces.get(shapes_key(problem, p.dynamic, a.dynamic, "trace"), trace)
 
 
 def non_finite_loss(value: float) -> ValueError:

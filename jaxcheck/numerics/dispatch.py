@@ -9,6 +9,7 @@ from typing import Any
 
 from ..evaluation import engine, progress
 from ..inputs.options import Options
+from ..inputs.traces import shapes_key
 from ..plan.determinism import require_same_traces
 from ..plan.tasks import LeafTask
 from . import complex_step, one_sided
@@ -61,9 +62,10 @@ def run_mode(tasks: Sequence[LeafTask],
         # with (`plan.determinism`), so fn is traced twice instead
         # (the engine's trace of fn, made to choose the leaves' paths, is the first of the two)
         first = tasks[0]
-        require_same_traces("fn", first.problem.loss, (first.param_dynamic, first.arg_dynamic),
-                            first.eps_f, first=engine.loss_jaxpr(
-                                first.problem, first.param_dynamic, first.arg_dynamic))
+        example = (first.param_dynamic, first.arg_dynamic)
+        require_same_traces("fn", first.problem.loss, example, first.eps_f,
+                            first=engine.loss_jaxpr(first.problem, *example),
+                            key=shapes_key(first.problem, *example, "fn"))
     if gradient is not None:
         gradient.result()
     elif tasks:   # the gradient's program compiles beside them

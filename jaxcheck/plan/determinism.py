@@ -23,6 +23,7 @@ import numpy as np
 
 from .._errors import NondeterminismError
 from ..inputs.placement import to_host
+from ..inputs.traces import Memo, shapes_key
 from .gradients import AnalyticGradient
 
 _ADVICE = ("{who} must be a deterministic function of (params, *args): draw randomness such as "
@@ -76,14 +77,29 @@ def _contents(closed: Any) -> tuple[str, list[np.ndarray]]:
     return str(closed.jaxpr), [np.asarray(c) for c in closed.consts]
 
 
+# keys (`inputs.traces.shapes_key`) of the functions found deterministic: a repeated check
+# reuses the programs compiled from its first call's traces, so it need not trace again
+_deterministic: Memo[bool] = Memo()
+
+
 def require_same_traces(who: str, f: Callable[..., Any], example: Sequence[Any],
-                        eps: float, first: Any = None) -> None:
+                        eps: float, first: Any = None, key: Any = None) -> None:
     """Trace `f` twice; where the programs differ, evaluate both ways and compare values.
 
     Randomness drawn in Python (np.random, a global key counter) is frozen into each trace as
     a constant, so two traces of such a function differ. `first`: a ClosedJaxpr of `f` at
-    `example` traced already (saves one trace).
+    `example` traced already (saves one trace). `key`: where given, a function found
+    deterministic under it before is not traced again.
     """
+    if key is not None and key in _deterministic:
+        return
+    _require_same_traces(who, f, example, eps, first)
+    if key is not None:
+        _deterministic.put(key, True)
+
+
+def _require_same_traces(who: str, f: Callable[..., Any], example: Sequence[Any],
+                         eps: float, first: Any) -> None:
     try:
         text_a, consts_a = _trace(f, example) if first is None else _contents(first)
         text_b, consts_b = _trace(f, example)
@@ -113,12 +129,14 @@ def require_deterministic(analytic: AnalyticGradient, eps_f: float, eps_g: float
     """The checks that need no leaf's values: two traces of `grad_fn`, and of `fn` unless
     `trace_fn` is False (full mode with several leaves compares the f(θ) that every leaf's
     program computes anyway, which is cheaper than tracing)."""
-    params, args = analytic.problem.params, analytic.problem.args
+    problem = analytic.problem
+    params, args = problem.params, problem.args
     example = (analytic.params.dynamic, analytic.arg_dynamic)
     if trace_fn:
-        require_same_traces("fn", analytic.problem.loss, example, eps_f, first=fn_trace)
+        require_same_traces("fn", problem.loss, example, eps_f, first=fn_trace,
+                            key=shapes_key(problem, *example, "fn"))
     if analytic.grad_fn is not None:
         grad_fn = analytic.grad_fn
         require_same_traces(
             "grad_fn", lambda pd, ad: grad_fn(params.rebuild(pd), *args.rebuild(ad)),
-            example, eps_g)
+            example, eps_g, key=shapes_key(problem, *example, "grad_fn", grad_fn))

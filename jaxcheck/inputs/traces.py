@@ -1,0 +1,90 @@
+"""What a check learns from tracing `fn`, kept per problem and input types.
+
+A check traces `fn` to validate it (a scalar loss, its own errors surfacing clearly) and
+twice more to see that it is deterministic (`plan.determinism`). Those traces cost as much as
+evaluating a small model's every entry; a repeated check of the same function with the same
+shapes (a check every N training steps) would pay them again for nothing, since it reuses the
+programs compiled from the first call's trace (`evaluation.engine`, keyed the same way, as
+`jax.jit` keys its own cache by the function's identity).
+
+`shapes_key` is that key: the `Problem` (fn and the static skeletons of params and args), the
+x64 setting and the types of the dynamic inputs. `Memo` is a small LRU map under a lock;
+`clear` empties every memo (`engine.clear_cache` calls it).
+"""
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Generic, TypeVar
+
+import jax
+
+from .problem import Problem
+
+SIZE = 64   # entries per memo, as the engine keeps its compiled programs
+_T = TypeVar("_T")
+_memos: list[Memo[Any]] = []
+
+
+def shapes_key(problem: Problem, param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any],
+               *extra: Any) -> tuple:
+    """What a decision made from the loss's trace depends on: the problem, the x64 setting
+    and the types (shapes, dtypes, shardings in types) of its inputs."""
+    x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
+    return (problem, *extra, x64,
+            tuple(jax.typeof(x) for x in jax.tree_util.tree_leaves((param_dynamic, arg_dynamic))))
+
+
+def hashable(key: Any) -> bool:
+    """Whether `key` can key a memo (a user's callable object may define `__eq__` alone)."""
+    try:
+        hash(key)
+    except TypeError:
+        return False
+    return True
+
+
+class Memo(Generic[_T]):
+    """The last `SIZE` results of a computation, by key (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._items: collections.OrderedDict[Hashable, _T] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        _memos.append(self)
+
+    def get(self, key: Hashable, compute: Callable[[], _T]) -> _T:
+        """The result kept at `key`, else `compute()` kept there (an exception keeps nothing)."""
+        if not hashable(key):
+            return compute()
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = compute()
+        self.put(key, value)
+        return value
+
+    def put(self, key: Hashable, value: _T) -> None:
+        if not hashable(key):
+            return
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > SIZE:
+                self._items.popitem(last=False)
+
+    def __contains__(self, key: Hashable) -> bool:
+        if not hashable(key):
+            return False
+        with self._lock:
+            return key in self._items
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def clear() -> None:
+    """Forget every trace kept (and with it the functions they hold)."""
+    for memo in _memos:
+        memo.clear()
