@@ -51,6 +51,7 @@ as the direct evaluation, and its larger program more to compile.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -66,6 +67,35 @@ lax = jax.lax
 
 def _zero():
     return jnp.zeros((), np.int32)
+
+
+# Every start and index here is a coordinate inside its value, never negative: without JAX's
+# wrapping of negative starts (a compare, an add and a select per axis) and of out-of-range
+# flat indices, a point's program is a third smaller, to trace and to compile.
+_slice = functools.partial(lax.dynamic_slice, allow_negative_indices=False)
+_update_slice = functools.partial(lax.dynamic_update_slice, allow_negative_indices=False)
+_slice_in_dim = functools.partial(lax.dynamic_slice_in_dim, allow_negative_indices=False)
+_update_slice_in_dim = functools.partial(lax.dynamic_update_slice_in_dim,
+                                         allow_negative_indices=False)
+_index_in_dim = functools.partial(lax.dynamic_index_in_dim, allow_negative_indices=False)
+
+
+def _unravel(flat, shape: tuple[int, ...]) -> tuple:
+    """The coordinates of flat index `flat` (in range) in `shape`, row-major."""
+    flat = jnp.asarray(flat, np.int32)
+    coords = []
+    for k in reversed(shape):
+        coords.append(lax.rem(flat, np.int32(k)))
+        flat = lax.div(flat, np.int32(k))
+    return tuple(reversed(coords))
+
+
+def _ravel(coords: Sequence[Any], shape: tuple[int, ...]) -> Any:
+    """The row-major flat index of `coords` (each in range) in `shape`."""
+    flat = jnp.zeros((), np.int32)
+    for c, k in zip(coords, shape):
+        flat = flat * np.int32(k) + jnp.asarray(c, np.int32)
+    return flat
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -100,10 +130,10 @@ class Slab:
 
     def part(self, x: Any) -> Any:
         """The slab of an array shaped like `base`."""
-        return lax.dynamic_slice(x, self.starts(), self.shape)
+        return _slice(x, self.starts(), self.shape)
 
     def dense(self) -> Any:
-        return lax.dynamic_update_slice(self.base, self.values.astype(self.base.dtype),
+        return _update_slice(self.base, self.values.astype(self.base.dtype),
                                         self.starts())
 
     def change(self) -> Any:
@@ -146,7 +176,7 @@ class Direction:
         """u on the whole leaf: the window's rows in zeros."""
         if self.window is None:
             return self.u
-        return lax.dynamic_update_slice_in_dim(jnp.zeros_like(self.base), self.u, self.window,
+        return _update_slice_in_dim(jnp.zeros_like(self.base), self.u, self.window,
                                                0)
 
     def dense(self) -> Any:
@@ -220,7 +250,7 @@ def _slab_or_dense(base_out, fixed, change_out) -> Any:
         return base_out + change_out
     starts = [_zero() if f is None else f for f in fixed]
     return Slab(base_out, tuple(fixed),
-                lax.dynamic_slice(base_out, starts, change_out.shape) + change_out)
+                _slice(base_out, starts, change_out.shape) + change_out)
 
 
 def _elementwise(eqn, args, changed):
@@ -262,7 +292,7 @@ def _elementwise(eqn, args, changed):
             return a
         starts = [_zero() if f is None or spread(a, d) else f for d, f in enumerate(fixed)]
         sizes = [1 if spread(a, d) else k for d, k in enumerate(extent)]
-        return lax.dynamic_slice(a, starts, sizes)
+        return _slice(a, starts, sizes)
 
     base_out = _bind(eqn, [a.base if c else a for a, c in zip(args, changed)])
     values = _bind(eqn, [on_slab(a, c) for a, c in zip(args, changed)])
@@ -353,8 +383,8 @@ def _reshape(eqn, slab: Slab):
             fixed[news[0]] = coords[0]   # the same coordinate (kept identical for `_elementwise`)
             extent[news[0]] = 1
             continue
-        flat = jnp.ravel_multi_index(tuple(coords), tuple(old[d] for d in olds), mode="clip")
-        for d, c in zip(news, jnp.unravel_index(flat, tuple(new[d] for d in news))):
+        flat = _ravel(tuple(coords), tuple(old[d] for d in olds))
+        for d, c in zip(news, _unravel(flat, tuple(new[d] for d in news))):
             fixed[d] = jnp.asarray(c, np.int32)
             extent[d] = 1
     shape = tuple(k if f is not None else n for f, n, k in zip(fixed, new, extent))
@@ -373,9 +403,9 @@ def _widened(slab: Slab, axes: Sequence[int]) -> tuple[list, Any]:
     fixed = [None if d in axes else f for d, f in enumerate(slab.fixed)]
     starts = [_zero() if f is None else f for f in fixed]
     sizes = [k if f is not None else n for f, n, k in zip(fixed, slab.base.shape, slab.shape)]
-    region = lax.dynamic_slice(slab.base, starts, sizes)
+    region = _slice(slab.base, starts, sizes)
     at = [f if d in axes and f is not None else _zero() for d, f in enumerate(slab.fixed)]
-    return fixed, lax.dynamic_update_slice(region, slab.values.astype(region.dtype), at)
+    return fixed, _update_slice(region, slab.values.astype(region.dtype), at)
 
 
 def _along_axes(eqn, slab: Slab, axes: Sequence[int], kept: Callable[[list], list],
@@ -441,7 +471,7 @@ def _gather(eqn, slab: Slab, indices):
             sizes[d] = 1
     if all(f is None for f in out_fixed):
         return None
-    part = lax.dynamic_slice(indices, idx_starts, idx_sizes)
+    part = _slice(indices, idx_starts, idx_sizes)
     return Slab(_bind(eqn, [slab.base, indices]), tuple(out_fixed),
                 _bind(eqn, [values, part], slice_sizes=tuple(sizes)))
 
@@ -462,7 +492,7 @@ def _dynamic_slice(eqn, slab: Slab, starts):
         at = f - s
         inside = inside & (at >= 0) & (at < k)
         fixed.append(jnp.clip(at, 0, k - 1).astype(np.int32))
-    values = lax.dynamic_slice(slab.values, [_zero() if f is not None else s
+    values = _slice(slab.values, [_zero() if f is not None else s
                                              for f, s in zip(slab.fixed, clamped)],
                                [1 if f is not None else k for f, k in zip(slab.fixed, sizes)])
     out = Slab(base_out, tuple(fixed), values)
@@ -497,7 +527,7 @@ def _conv_entry(eqn, slab: Slab, lhs):
         n_out = out_shape[dn.out_spec[2 + k]]
         starts.append(slab.fixed[ax] * p["rhs_dilation"][k])
         sizes.append((n_out - 1) * p["window_strides"][k] + 1)
-    window = lax.dynamic_slice(x, starts, sizes)
+    window = _slice(x, starts, sizes)
     window = lax.slice(window, [0] * window.ndim, window.shape,
                        (1, 1, *p["window_strides"]))
     change = slab.change().reshape(()).astype(window.dtype) * window
@@ -549,8 +579,8 @@ def _conv_input(eqn, slab: Slab, rhs):
     kernel = jnp.transpose(rhs, dn.rhs_spec)   # (out feature, in feature, spatial...)
     n_out, per_group = kernel.shape[0] // groups, kernel.shape[1]
     group = c // (slab.base.shape[dn.lhs_spec[1]] // groups)
-    kernel = lax.dynamic_slice_in_dim(kernel, group * n_out, n_out, 0)
-    kernel = lax.dynamic_index_in_dim(kernel, c % per_group, 1, keepdims=False)
+    kernel = _slice_in_dim(kernel, group * n_out, n_out, 0)
+    kernel = _index_in_dim(kernel, c % per_group, 1, keepdims=False)
     patches = lax.conv_general_dilated_patches(
         change, kernel.shape[1:], p["window_strides"], p["padding"], p["lhs_dilation"],
         p["rhs_dilation"], dn)
@@ -566,7 +596,7 @@ def _conv_input(eqn, slab: Slab, rhs):
     full = [n if d == f_ax else k for d, (n, k) in enumerate(zip(base_out.shape,
                                                                change_out.shape))]
     at = [group * n_out if d == f_ax else _zero() for d in range(len(full))]
-    grown = lax.dynamic_update_slice(jnp.zeros(full, change_out.dtype), change_out, at)
+    grown = _update_slice(jnp.zeros(full, change_out.dtype), change_out, at)
     return _slab_or_dense(base_out, out_fixed, grown)
 
 
@@ -574,7 +604,7 @@ def _zeros_around(slab: Slab, axes: Sequence[int]) -> Any:
     """The slab's change grown to the whole extent of `axes`, zero outside the slab."""
     shape = [n if d in axes else k for d, (n, k) in enumerate(zip(slab.base.shape, slab.shape))]
     at = [f if d in axes else _zero() for d, f in enumerate(slab.fixed)]
-    return lax.dynamic_update_slice(jnp.zeros(shape, slab.base.dtype), slab.change(), at)
+    return _update_slice(jnp.zeros(shape, slab.base.dtype), slab.change(), at)
 
 
 def _slab_product(eqn, slab: Slab, side: int, other):
@@ -589,7 +619,7 @@ def _slab_product(eqn, slab: Slab, side: int, other):
         at = None if match is None else slab.fixed[match]
         starts.append(_zero() if at is None else at)
         sizes.append(size if match is None or at is None else slab.shape[match])
-    other_part = lax.dynamic_slice(other, starts, sizes)
+    other_part = _slice(other, starts, sizes)
     base_out = _bind(eqn, (slab.base, other) if side == 0 else (other, slab.base))
     if (side == 0 and not s_batch and tuple(s_contract) == (slab.base.ndim - 1,)
             and other.ndim == 2 and _columns(slab)):
@@ -620,7 +650,7 @@ def _spanned(slab: Slab) -> Any:
         return Changed(slab.base, slab.dense())
     ext, features = slab.shape[-1], slab.base.shape[-1]
     coef = slab.change().reshape(slab.base.shape[:-1] + (ext,))
-    units = lax.dynamic_update_slice(jnp.zeros((ext, features), coef.dtype),
+    units = _update_slice(jnp.zeros((ext, features), coef.dtype),
                                      jnp.eye(ext, dtype=coef.dtype), (_zero(), slab.fixed[-1]))
     return Spanned(slab.base, (), coef, units)
 
@@ -686,7 +716,7 @@ def _window_product(eqn, x: Direction, side: int, other) -> Any:
     matched = (o_contract[list(s_contract).index(0)] if 0 in s_contract else
                o_batch[list(s_batch).index(0)] if 0 in s_batch else None)
     if matched is not None:
-        other = lax.dynamic_slice_in_dim(other, x.window, rows, matched)
+        other = _slice_in_dim(other, x.window, rows, matched)
     change = _bind(eqn, (x.u, other) if side == 0 else (other, x.u))
     if 0 in s_contract:
         return change
@@ -698,7 +728,7 @@ def _window_product(eqn, x: Direction, side: int, other) -> Any:
         axis = len(s_batch) + (0 if side == 0 else o_free) + s_free.index(0)
     shape = list(change.shape)
     shape[axis] = x.base.shape[0]
-    return lax.dynamic_update_slice_in_dim(jnp.zeros(shape, change.dtype), change, x.window,
+    return _update_slice_in_dim(jnp.zeros(shape, change.dtype), change, x.window,
                                            axis)
 
 
@@ -1021,7 +1051,7 @@ class Traced:
         leaf is a table whose row of `index` reaches at most that many examples of the batch
         through its one gather of rows (`unread_entries.examples_reaching_rows`)."""
         base = param_dynamic[self.position]
-        coords = jnp.unravel_index(index, base.shape) if base.ndim else ()
+        coords = _unravel(index, base.shape) if base.ndim else ()
         slab = Slab(base, tuple(jnp.asarray(c, np.int32) for c in coords),
                     jnp.asarray(value, base.dtype).reshape((1,) * base.ndim), examples)
         return self._loss(param_dynamic, arg_dynamic, slab)
@@ -1190,12 +1220,14 @@ def decision(traced: Traced, param_dynamic: Sequence[Any],
     the leaf (two points per entry), compiled once and evaluated on `CALLS` calls, from the
     jaxprs of both: not where the change spreads over everything downstream anyway (a leaf
     whose first use has no rule, a change that every row of a norm reads), nor where the leaf
-    has too few entries to repay a larger program; None where it is not."""
+    has too few entries to repay a program of its own; None where it is not."""
     try:
         local, direct = costs(traced, param_dynamic, arg_dynamic)
     except Exception:  # a rule that cannot trace: the direct evaluation
         return None
     points = 2 * int(np.size(param_dynamic[traced.position]))
+    # the direct evaluation adds no program of its own: the leaves evaluated directly share
+    # one where that pays (`sharing`), so only the followed path is charged its compilation
     quicker = (local.seconds(points, LOCAL_SLOWDOWN, calls=CALLS)
-               < direct.seconds(points, calls=CALLS))
+               < direct.seconds(points, calls=CALLS) - direct.seconds(0))
     return local if quicker else None

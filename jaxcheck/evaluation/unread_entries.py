@@ -147,10 +147,67 @@ def _evaluate(reads: Reads, invals: Sequence[Any],
         if sub is not None:
             _evaluate(sub, args, visit)
             continue
-        out = _jaxpr.bind(eqn, args)
+        out = _on_host(eqn, args)
+        if out is None:
+            out = _jaxpr.bind(eqn, args)
         env.update(zip(eqn.outvars, out if _jaxpr.multiple_results(eqn) else [out]))
     for eqn in reads.reads:
         visit(eqn, [None] + [value(v) for v in eqn.invars[1:]])
+
+
+# The equations before a gather are a few integer operations on the batch's tokens (negative
+# indices wrapped, a cast, a broadcast). Bound one by one, each would be compiled for a single
+# use (~40 ms apiece on a CPU); these are evaluated by NumPy, with XLA's integer semantics
+# (wrapping arithmetic, casts that keep the low bits). Anything else, or another dtype, is bound.
+_HOST_BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "max": np.maximum,
+                "min": np.minimum, "lt": np.less, "le": np.less_equal, "gt": np.greater,
+                "ge": np.greater_equal, "eq": np.equal, "ne": np.not_equal,
+                "and": np.bitwise_and, "or": np.bitwise_or}
+
+
+def _on_host(eqn: Any, args: Sequence[Any]) -> np.ndarray | None:
+    """`eqn` applied to `args` by NumPy where it is one of the integer and boolean operations
+    above; None otherwise."""
+    avals = [v.aval for v in eqn.outvars]
+    if len(avals) != 1 or any(not _integral(getattr(a, "dtype", None))
+                              for a in [*avals, *(np.asarray(x) for x in args)]):
+        return None
+    name, params, out = _jaxpr.name(eqn), eqn.params, avals[0]
+    x = [np.asarray(a) for a in args]
+    with np.errstate(all="ignore"):
+        if name in _HOST_BINARY and len(x) == 2:
+            y = _HOST_BINARY[name](x[0], x[1])
+        elif name == "neg":
+            y = np.negative(x[0])
+        elif name == "not":
+            y = np.invert(x[0])
+        elif name == "select_n":
+            y = np.choose(x[0].astype(np.int64), x[1:])
+        elif name == "clamp":
+            y = np.minimum(np.maximum(x[1], x[0]), x[2])
+        elif name == "convert_element_type":
+            y = x[0]
+        elif name == "broadcast_in_dim":
+            kept = [1] * len(out.shape)
+            for axis, k in zip(params["broadcast_dimensions"], x[0].shape):
+                kept[axis] = k
+            y = np.broadcast_to(x[0].reshape(kept), out.shape)
+        elif name == "squeeze" or (name == "reshape" and params.get("dimensions") is None):
+            y = x[0].reshape(out.shape)
+        elif name == "concatenate":
+            y = np.concatenate(x, axis=params["dimension"])
+        else:
+            return None
+    if tuple(np.shape(y)) != tuple(out.shape):
+        return None
+    return np.asarray(y).astype(out.dtype)
+
+
+def _integral(dtype: Any) -> bool:
+    try:
+        return np.issubdtype(np.dtype(dtype), np.integer) or np.dtype(dtype) == np.bool_
+    except TypeError:   # JAX's extended dtypes (PRNG keys)
+        return False
 
 
 def unread(reads: Reads, invals: Sequence[Any], shape: tuple[int, ...]) -> np.ndarray | None:

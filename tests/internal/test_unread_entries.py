@@ -91,6 +91,34 @@ def test_a_gather_inside_a_jit_reads_the_rows_of_its_clipped_indices():
         np.testing.assert_array_equal(mask[:, 0], ~read)
 
 
+def _computed_rows(p, tokens):
+    # indices from several integer operations: negative tokens counted from the end, a row
+    # of padding (-100, clamped to row 0), a shift, a cast, a broadcast, a concatenation, the
+    # larger of two, a reshape
+    wrapped = jnp.where(tokens < 0, tokens + V, tokens)
+    padded = jnp.where(tokens == -100, 0, jnp.clip(wrapped - 2, 0, V - 1))
+    both = jnp.concatenate([padded, jnp.maximum(padded, 30)], axis=1).astype(jnp.int32)
+    rows = jnp.broadcast_to(both[None], (2,) + both.shape).reshape(-1)
+    return jnp.sum(jnp.tanh(p["emb"][rows] @ p["w"]))
+
+
+@pytest.mark.parametrize("x64", [True, False], ids=["int64 tokens", "int32 tokens"])
+def test_rows_read_at_indices_computed_from_the_tokens_are_those_jax_computes(x64):
+    with jax.enable_x64(x64):
+        tokens = jnp.asarray([[-1, 5, -100], [2, -40, 33]])
+        rng = np.random.default_rng(0)   # not RNG: the later tests' draws stay theirs
+        params = {"emb": jnp.asarray(rng.normal(size=(V, D))),
+                  "w": jnp.asarray(rng.normal(size=(D, 3)))}
+        mask = _mask(_computed_rows, "emb", params, tokens)
+        t = np.asarray(tokens)
+        wrapped = np.where(t < 0, t + V, t)
+        padded = np.where(t == -100, 0, np.clip(wrapped - 2, 0, V - 1))
+        read = np.zeros(V, bool)
+        read[np.concatenate([padded, np.maximum(padded, 30)], axis=1).reshape(-1)] = True
+        assert read.sum() == 5   # rows 0, 3, 30, 31, 37
+        np.testing.assert_array_equal(mask[:, 0], ~read)
+
+
 def _one_row(p, tokens):   # a scalar index: a dynamic slice of the table
     return jnp.sum(jnp.tanh(p["emb"][tokens[0, 0]] @ p["w"]))
 
