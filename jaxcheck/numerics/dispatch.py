@@ -66,10 +66,10 @@ def run_mode(tasks: Sequence[LeafTask],
         require_same_traces("fn", first.problem.loss, example, first.eps_f,
                             first=engine.loss_jaxpr(first.problem, *example),
                             key=shapes_key(first.problem, *example, "fn"))
-    if gradient is not None:
-        gradient.result()
-    elif tasks:   # the gradient's program compiles beside them
+    if gradient is None and tasks:   # the gradient's program compiles beside them
         tasks[0].analytic.leaves()
+    # else the leaves' first passes start as soon as their programs are compiled: the first
+    # leaf's needs no gradient, which is still compiling beside them
     with progress.full_check(jobs, opts.progress,
                              compiling=lambda: engine.compile_seconds() - before):
         leaves = check_with_method(tasks, opts.method)

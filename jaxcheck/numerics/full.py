@@ -71,17 +71,33 @@ def check_leaf(task: LeafTask, g_leaf: np.ndarray,
 def first_passes(tasks: Sequence[LeafTask]) -> Iterator[tuple[LeafTask, Any, Any]]:
     """Each leaf with its analytic gradient and its first pass (None for an empty leaf:
     nothing to perturb). Each leaf's program computes f(θ) too: later leaves compare theirs
-    with the first's."""
-    reference = None
-    gradient = tasks[0].analytic.leaves() if tasks else []
+    with the first's. Every first pass comes before the gradient is asked for: where its
+    program still compiles in the background, the leaves are evaluated meanwhile."""
+    reference, firsts = None, []
     for task in tasks:
-        g = gradient[task.leaf_number]
-        if task.leaf.size == 0:
-            yield task, g, None
-            continue
-        first = first_pass(dataclasses.replace(task, f_reference=reference))
-        reference = first.f0 if reference is None else reference
-        yield task, g, first
+        first = None
+        if task.leaf.size > 0:
+            first = _first_pass_after_gradient_errors(
+                dataclasses.replace(task, f_reference=reference))
+            reference = first.f0 if reference is None else reference
+        firsts.append(first)
+    gradient = tasks[0].analytic.leaves() if tasks else []
+    for task, first in zip(tasks, firsts):
+        yield task, gradient[task.leaf_number], first
+
+
+def _first_pass_after_gradient_errors(task: LeafTask) -> FirstPass:
+    """`first_pass(task)`, whose errors come after the gradient's own: a gradient that is not
+    finite or fails to compute explains a failed evaluation (NaN beside a kink of sqrt),
+    and is the error a user should see, as when the gradient came first."""
+    try:
+        return first_pass(task)
+    except Exception:
+        try:
+            task.analytic.leaves()
+        except Exception as error:
+            raise error from None
+        raise
 
 
 def check_all(tasks: Sequence[LeafTask]) -> tuple[LeafReport, ...]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -60,16 +61,20 @@ class AnalyticGradient:
     # `leaves()` at params, once computed (a check asks for it where it starts its leaves'
     # programs, so that the gradient's compiles beside them, and again where it uses it)
     _at_params: list[list[np.ndarray]] = dataclasses.field(default_factory=list, repr=False)
+    # held while the gradient at params is computed: a caller that asks for it meanwhile (the
+    # check, while a background thread computes it) waits instead of computing it again
+    _computing: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
 
     def leaves(self, param_dynamic: Sequence[Any] | None = None) -> list[np.ndarray]:
         """The gradient of each checked leaf (float64, on the host), at `param_dynamic`
         (default: params, computed once)."""
-        if param_dynamic is None and self._at_params:
+        if param_dynamic is not None:
+            return [to_host(g).astype(np.float64) for g in self.device_leaves(param_dynamic)]
+        with self._computing:
+            if not self._at_params:
+                self._at_params.append(
+                    [to_host(g).astype(np.float64) for g in self.device_leaves()])
             return self._at_params[0]
-        out = [to_host(g).astype(np.float64) for g in self.device_leaves(param_dynamic)]
-        if param_dynamic is None:
-            self._at_params.append(out)
-        return out
 
     def device_leaves(self, param_dynamic: Sequence[Any] | None = None) -> list[Any]:
         """The gradient of each checked leaf where it was computed (a sharded leaf's gradient
