@@ -1221,11 +1221,18 @@ def decision(traced: Traced, param_dynamic: Sequence[Any],
     jaxprs of both: not where the change spreads over everything downstream anyway (a leaf
     whose first use has no rule, a change that every row of a norm reads), nor where the leaf
     has too few entries to repay a program of its own; None where it is not."""
+    points = 2 * int(np.size(param_dynamic[traced.position]))
+    # A screen before tracing the followed path: its program holds every equation of the
+    # loss (those at θ beside the changed ones), so a leaf whose direct evaluation costs less
+    # than compiling that many (a bias, a norm's scale) is not traced at all
+    direct = direct_cost(traced.closed, [traced.position], param_dynamic)
+    least = Cost(0.0, sum(1 for _ in _jaxpr.equations(traced.closed.jaxpr)))
+    if least.seconds(0) >= direct.seconds(points, calls=CALLS) - direct.seconds(0):
+        return None
     try:
         local, direct = costs(traced, param_dynamic, arg_dynamic)
     except Exception:  # a rule that cannot trace: the direct evaluation
         return None
-    points = 2 * int(np.size(param_dynamic[traced.position]))
     # the direct evaluation adds no program of its own: the leaves evaluated directly share
     # one where that pays (`sharing`), so only the followed path is charged its compilation
     quicker = (local.seconds(points, LOCAL_SLOWDOWN, calls=CALLS)

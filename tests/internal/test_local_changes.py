@@ -474,6 +474,33 @@ def test_a_leaf_follows_its_changes_where_repeated_calls_repay_its_program(monke
     engine.clear_cache()
 
 
+def test_a_leaf_cheaper_to_evaluate_than_any_program_is_not_traced(monkeypatch):
+    # The classifier's output bias (10 entries): its direct evaluation costs less than
+    # compiling the loss's equations, which a followed path's program holds too, so the path
+    # is not traced to cost it; the first layer's is.
+    traced = []
+    costs = lc.costs
+
+    def recording(t, *args):
+        traced.append(t.position)
+        return costs(t, *args)
+
+    monkeypatch.setattr(lc, "costs", recording)
+    with jax.enable_x64(True):
+        sizes = {"w1": (32, 52), "b1": (52,), "w2": (52, 52), "b2": (52,), "w3": (52, 10),
+                 "b3": (10,)}
+        params = {k: jnp.asarray(RNG.normal(size=s) / 8) for k, s in sizes.items()}
+        p = pytree.split(params)
+        a = pytree.split((jnp.asarray(RNG.normal(size=(64, 32))),
+                          jnp.asarray(RNG.integers(0, 10, 64))), check_floats=False)
+        problem = Problem(_classifier, p.structure, a.structure)
+        for name in ("b3", "w1"):
+            t = lc.trace(problem.loss, sorted(params).index(name), p.dynamic, a.dynamic)
+            decided = lc.decision(t, p.dynamic, a.dynamic)
+            assert (decided is not None) == (name == "w1")
+        assert traced == [sorted(params).index("w1")]
+
+
 def _along_a_direction(name):
     """`_traced(name)` and a random direction u of its leaf (flat)."""
     loss, position, dynamic, args, traced = _traced(name)
