@@ -1058,6 +1058,19 @@ def programs_of(tasks: Sequence[Any]) -> dict[Kernel, list[int]]:
     return programs
 
 
+def shared_program(problem: Problem, position: int, param_dynamic: Sequence[Any],
+                   arg_dynamic: Sequence[Any]) -> Kernel | None:
+    """The program that evaluates every point of leaf `position` where other leaves share it
+    (`SharedEntryLoss`, no `example_plan` beside it): its f(θ) is then that of each of them
+    that evaluates all its points there too. None where the leaf has a program of its own or
+    splits its points."""
+    kernel, _ = entry_kernel(problem, position, param_dynamic, arg_dynamic)
+    if not isinstance(kernel, SharedEntryLoss) or example_plan(
+            problem, position, param_dynamic, arg_dynamic) is not None:
+        return None
+    return kernel
+
+
 def first_pass_evaluations(problem: Problem, position: int, param_dynamic: Sequence[Any],
                            arg_dynamic: Sequence[Any]) -> int:
     """The evaluations of a full check's first pass over a leaf (the loss at θ, two points
@@ -1074,10 +1087,16 @@ def jobs_for(tasks: Sequence[Any]) -> list[progress.Job]:
     `program_leaves`) start compiling here, side by side in the background."""
     requests: dict[Kernel, tuple[Kernel, Any, int]] = {}
     jobs = []
+    seen: set[Kernel] = set()   # shared programs whose f(θ) one of their leaves evaluates
     for t in tasks:
         kernel, _ = entry_kernel(t.problem, t.position, t.param_dynamic, t.arg_dynamic)
         shared = (t.param_dynamic, t.arg_dynamic)
         points = first_pass_evaluations(t.problem, t.position, t.param_dynamic, t.arg_dynamic)
+        program = shared_program(t.problem, t.position, t.param_dynamic, t.arg_dynamic)
+        if program is not None and np.size(t.param_dynamic[t.position]) > 0:
+            if program in seen:   # its f(θ) is another leaf's (`numerics.full.first_passes`)
+                points -= 1
+            seen.add(program)
         size = batch_size(kernel, shared, points, t.batch_size)
         if kernel not in requests or requests[kernel][2] < size:
             # a shared program: batches for its largest leaf serve the others too (`_larger`)

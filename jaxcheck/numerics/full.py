@@ -38,10 +38,14 @@ class FirstPass:
         return np.abs(2.0 * slopes / (lv.h_plus + lv.h_minus))
 
 
-def first_pass(task: LeafTask) -> FirstPass:
-    """Pass 1: θ itself and θ ± h₁ for every component (and the determinism check of f(θ))."""
+def first_pass(task: LeafTask, f0: float | None = None) -> FirstPass:
+    """Pass 1: θ itself and θ ± h₁ for every component (and the determinism check of f(θ));
+    `f0`: f(θ) as the leaf's own program computed it already (for another leaf that shares
+    it), which is then not evaluated again."""
     n = int(np.prod(task.leaf.shape, dtype=np.int64))
     line = ComponentLine(task, np.arange(n, dtype=np.int64))
+    if f0 is not None:
+        return FirstPass(f0, components_first_pass(line, with_f0=False)[1], line)
     f0, level = components_first_pass(line, with_f0=True)
     assert f0 is not None
     if task.f_reference is not None and not same_loss(f0, task.f_reference, task.eps_f):
@@ -74,24 +78,31 @@ def first_passes(tasks: Sequence[LeafTask]) -> Iterator[tuple[LeafTask, Any, Any
     with the first's. Every first pass comes before the gradient is asked for: where its
     program still compiles in the background, the leaves are evaluated meanwhile."""
     reference, firsts = None, []
+    # f(θ) by the shared program that computed it: the same program's value for each of its
+    # leaves (a point at θ alone would often take a batch of its own: 2n points fill theirs)
+    at_theta: dict[Any, float] = {}
     for task in tasks:
         first = None
         if task.leaf.size > 0:
+            program = engine.shared_program(task.problem, task.position, task.param_dynamic,
+                                            task.arg_dynamic)
             first = _first_pass_after_gradient_errors(
-                dataclasses.replace(task, f_reference=reference))
+                dataclasses.replace(task, f_reference=reference), at_theta.get(program))
             reference = first.f0 if reference is None else reference
+            if program is not None:
+                at_theta.setdefault(program, first.f0)
         firsts.append(first)
     gradient = tasks[0].analytic.leaves() if tasks else []
     for task, first in zip(tasks, firsts):
         yield task, gradient[task.leaf_number], first
 
 
-def _first_pass_after_gradient_errors(task: LeafTask) -> FirstPass:
+def _first_pass_after_gradient_errors(task: LeafTask, f0: float | None) -> FirstPass:
     """`first_pass(task)`, whose errors come after the gradient's own: a gradient that is not
     finite or fails to compute explains a failed evaluation (NaN beside a kink of sqrt),
     and is the error a user should see, as when the gradient came first."""
     try:
-        return first_pass(task)
+        return first_pass(task, f0)
     except Exception:
         try:
             task.analytic.leaves()

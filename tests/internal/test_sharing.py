@@ -52,6 +52,38 @@ def test_small_leaves_used_early_share_one_program():
     assert engine.compilations() - before == 1
 
 
+def test_leaves_sharing_a_program_evaluate_the_loss_at_theta_once(monkeypatch):
+    # f(θ) is the same program's value for every leaf in it: one point at θ for the program,
+    # not one per leaf (at 2n points a leaf fills whole batches, and θ took a batch alone)
+    points = []
+    run = engine.run
+
+    def counting(kernel, shared, pts, batch_size):
+        points.append(np.asarray(pts[-1]))
+        return run(kernel, shared, pts, batch_size)
+
+    monkeypatch.setattr(engine, "run", counting)
+    rng = np.random.default_rng(1)   # not RNG: the later tests' draws stay theirs
+    params = {k: jnp.asarray(rng.normal(size=(6, 6) if k.startswith("w") else 6) / 3)
+              for k in ("g", "b", "c", "w1", "w2")}
+    x = jnp.asarray(rng.normal(size=(4, 6)))
+    engine.clear_cache()
+    report = jaxcheck.check(_block, params, x, grad_fn=lambda p, x: jax.grad(_block)(p, x))
+    assert report.ok
+    n = sum(int(v.size) for v in params.values())
+    # the first pass: two points per entry and one at θ; later passes only revisit entries
+    first = points[:len(params)]
+    assert sum(len(v) for v in first) == 2 * n + 1
+    monkeypatch.setattr(engine, "shared_program", lambda *args: None)
+    points.clear()
+    engine.clear_cache()
+    again = jaxcheck.check(_block, params, x, grad_fn=lambda p, x: jax.grad(_block)(p, x))
+    assert sum(len(v) for v in points[:len(params)]) == 2 * n + len(params)
+    for a, b in zip(report.leaves, again.leaves):
+        np.testing.assert_array_equal(a.numerical, b.numerical)
+        np.testing.assert_array_equal(a.status, b.status)
+
+
 def test_shared_programs_give_the_values_and_verdicts_of_programs_of_their_own(monkeypatch):
     params, x = _params(), jnp.asarray(RNG.normal(size=(4, 6)))
 
