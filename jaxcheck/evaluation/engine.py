@@ -38,6 +38,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
+import math
 import os
 import threading
 import time
@@ -497,7 +498,7 @@ def example_plan(problem: Problem, position: int, param_dynamic: Sequence[Any],
     None where no K pays. Found once per array of indices; None under `jax.distributed`, on
     params sharded over a mesh, and for small params (as `traced_loss`)."""
     leaf = param_dynamic[position]
-    size = sum(int(np.prod(np.shape(x), dtype=np.int64)) for x in param_dynamic)
+    size = sum(math.prod(np.shape(x)) for x in param_dynamic)
     if (jax.process_count() != 1 or size < LOCAL_CHANGES_MIN_SIZE or np.ndim(leaf) < 1
             or placement.mesh_of(jax.tree_util.tree_leaves(param_dynamic)) is not None):
         return None
@@ -570,7 +571,7 @@ def traced_loss(problem: Problem, position: int, param_dynamic: Sequence[Any],
     directly: small params, a loss that does not trace, or a leaf whose changes cost more to
     follow than to evaluate (`local_changes.decision`, from the jaxprs of both). Decided once
     per problem, leaf and shapes (kept like the compiled programs)."""
-    size = sum(int(np.prod(np.shape(x), dtype=np.int64)) for x in param_dynamic)
+    size = sum(math.prod(np.shape(x)) for x in param_dynamic)
     if size < LOCAL_CHANGES_MIN_SIZE:
         return None
     key = shapes_key(problem, param_dynamic, arg_dynamic, position)

@@ -25,6 +25,7 @@ from .problem import Problem
 SIZE = 64   # entries per memo, as the engine keeps its compiled programs
 _T = TypeVar("_T")
 _memos: list[Memo[Any]] = []
+_lock = threading.Lock()
 
 
 def shapes_key(problem: Problem, param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any],
@@ -32,8 +33,31 @@ def shapes_key(problem: Problem, param_dynamic: Sequence[Any], arg_dynamic: Sequ
     """What a decision made from the loss's trace depends on: the problem, the x64 setting
     and the types (shapes, dtypes, shardings in types) of its inputs."""
     x64 = bool(jax.config.jax_enable_x64)  # pyright: ignore[reportAttributeAccessIssue]
-    return (problem, *extra, x64,
-            tuple(jax.typeof(x) for x in jax.tree_util.tree_leaves((param_dynamic, arg_dynamic))))
+    return (problem, *extra, x64, _types(param_dynamic, arg_dynamic))
+
+
+# The types of the last few input tuples, by identity: a check asks for its inputs' key at
+# every choice (dozens of times), and the tuples of its leaf tasks are the same objects. Kept
+# with the tuples themselves (alive, their ids stay theirs); lists (mutable) are not kept.
+_recent_types: collections.OrderedDict[tuple[int, int], tuple[Any, Any, tuple]] = \
+    collections.OrderedDict()
+
+
+def _types(param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any]) -> tuple:
+    ids = (id(param_dynamic), id(arg_dynamic))
+    kept = isinstance(param_dynamic, tuple) and isinstance(arg_dynamic, tuple)
+    if kept:
+        with _lock:
+            found = _recent_types.get(ids)
+        if found is not None:
+            return found[2]
+    types = tuple(jax.typeof(x) for x in jax.tree_util.tree_leaves((param_dynamic, arg_dynamic)))
+    if kept:
+        with _lock:
+            _recent_types[ids] = (param_dynamic, arg_dynamic, types)
+            while len(_recent_types) > 8:
+                _recent_types.popitem(last=False)
+    return types
 
 
 def hashable(key: Any) -> bool:
@@ -88,3 +112,5 @@ def clear() -> None:
     """Forget every trace kept (and with it the functions they hold)."""
     for memo in _memos:
         memo.clear()
+    with _lock:
+        _recent_types.clear()
