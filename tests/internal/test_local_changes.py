@@ -452,6 +452,18 @@ def _classifier(p, x, labels):
     return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
 
 
+def _classifier_problem(hidden):
+    """A 32-hidden-hidden-10 `_classifier` on a batch of 64: params, their split, the
+    args' split and the problem."""
+    sizes = {"w1": (32, hidden), "b1": (hidden,), "w2": (hidden, hidden), "b2": (hidden,),
+             "w3": (hidden, 10), "b3": (10,)}
+    params = {k: jnp.asarray(RNG.normal(size=s) / 8) for k, s in sizes.items()}
+    p = pytree.split(params)
+    a = pytree.split((jnp.asarray(RNG.normal(size=(64, 32))),
+                      jnp.asarray(RNG.integers(0, 10, 64))), check_floats=False)
+    return params, p, a, Problem(_classifier, p.structure, a.structure)
+
+
 @pytest.mark.parametrize("calls, expected", [(1, False), (lc.CALLS, True)])
 def test_a_leaf_follows_its_changes_where_repeated_calls_repay_its_program(monkeypatch, calls,
                                                                          expected):
@@ -461,13 +473,7 @@ def test_a_leaf_follows_its_changes_where_repeated_calls_repay_its_program(monke
     monkeypatch.setattr(lc, "CALLS", calls)
     engine.clear_cache()
     with jax.enable_x64(True):
-        sizes = {"w1": (32, 40), "b1": (40,), "w2": (40, 40), "b2": (40,), "w3": (40, 10),
-                 "b3": (10,)}
-        params = {k: jnp.asarray(RNG.normal(size=s) / 8) for k, s in sizes.items()}
-        p = pytree.split(params)
-        a = pytree.split((jnp.asarray(RNG.normal(size=(64, 32))),
-                          jnp.asarray(RNG.integers(0, 10, 64))), check_floats=False)
-        problem = Problem(_classifier, p.structure, a.structure)
+        params, p, a, problem = _classifier_problem(40)
         position = sorted(params).index("w1")
         assert engine.follows_local_changes(problem, position, p.dynamic, a.dynamic) \
             == expected
@@ -487,13 +493,7 @@ def test_a_leaf_cheaper_to_evaluate_than_any_program_is_not_traced(monkeypatch):
 
     monkeypatch.setattr(lc, "costs", recording)
     with jax.enable_x64(True):
-        sizes = {"w1": (32, 52), "b1": (52,), "w2": (52, 52), "b2": (52,), "w3": (52, 10),
-                 "b3": (10,)}
-        params = {k: jnp.asarray(RNG.normal(size=s) / 8) for k, s in sizes.items()}
-        p = pytree.split(params)
-        a = pytree.split((jnp.asarray(RNG.normal(size=(64, 32))),
-                          jnp.asarray(RNG.integers(0, 10, 64))), check_floats=False)
-        problem = Problem(_classifier, p.structure, a.structure)
+        params, p, a, problem = _classifier_problem(52)
         for name in ("b3", "w1"):
             t = lc.trace(problem.loss, sorted(params).index(name), p.dynamic, a.dynamic)
             decided = lc.decision(t, p.dynamic, a.dynamic)
