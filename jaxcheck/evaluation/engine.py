@@ -265,7 +265,9 @@ def entry_kernel(problem: Problem, position: int, param_dynamic: Sequence[Any],
     return SharedEntryLoss(problem, group), (group.index(position),)
 
 
-_groups: collections.OrderedDict[Any, dict[int, tuple[int, ...]]] = collections.OrderedDict()
+# What the engine decides from the loss's trace, per problem and shapes (`traces.Memo`, kept
+# like the compiled programs and emptied with them by `clear_cache`)
+_groups: traces.Memo[dict[int, tuple[int, ...]]] = traces.Memo()
 
 
 def program_leaves(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -273,11 +275,8 @@ def program_leaves(problem: Problem, position: int, param_dynamic: Sequence[Any]
     """The leaves whose moved entries share leaf `position`'s program (itself alone, or a
     group of `sharing.groups` among the checked leaves evaluated directly). Decided once per
     problem and shapes (kept like the compiled programs)."""
-    key = shapes_key(problem, param_dynamic, arg_dynamic)
-    with _lock:
-        found = _groups.get(key)
-    if found is None:
-        found = {}
+    def groups() -> dict[int, tuple[int, ...]]:
+        found: dict[int, tuple[int, ...]] = {}
         closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
         if closed is not None and placement.mesh_of(
                 jax.tree_util.tree_leaves(param_dynamic)) is None:
@@ -287,9 +286,8 @@ def program_leaves(problem: Problem, position: int, param_dynamic: Sequence[Any]
                       and traced_loss(problem, p, param_dynamic, arg_dynamic) is None]
             for group in sharing.groups(closed, param_dynamic, direct):
                 found.update(dict.fromkeys(group, group))
-        with _lock:
-            _groups[key] = found
-            _trim(_groups)
+        return found
+    found = _groups.get(shapes_key(problem, param_dynamic, arg_dynamic), groups)
     return found.get(position, (position,))
 
 
@@ -368,14 +366,7 @@ def clear_cache() -> None:
     the choices of path."""
     _programs.clear()
     _executables.clear()
-    _groups.clear()
-    _loss_jaxprs.clear()
-    _local_paths.clear()
-    _reads.clear()
-    _unread.clear()
-    _gathers.clear()
-    _example_plans.clear()
-    traces.clear()
+    traces.clear()   # the choices of path, and the traces of fn
 
 
 def _signature(tree: Any) -> tuple:
@@ -384,18 +375,16 @@ def _signature(tree: Any) -> tuple:
                  for x in jax.tree_util.tree_leaves(tree))
 
 
-_loss_jaxprs: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+_loss_jaxprs: traces.Memo[Any] = traces.Memo()
 
 
 def loss_jaxpr(problem: Problem, param_dynamic: Sequence[Any],
                arg_dynamic: Sequence[Any]) -> Any | None:
     """The loss's `local_changes.loss_jaxpr`, traced once per problem and shapes (for every
     leaf's choice of path and `sharing`; kept like the compiled programs)."""
-    key = shapes_key(problem, param_dynamic, arg_dynamic)
-    if key not in _loss_jaxprs:
-        _loss_jaxprs[key] = local_changes.loss_jaxpr(problem.loss, param_dynamic, arg_dynamic)
-        _trim(_loss_jaxprs)
-    return _loss_jaxprs[key]
+    return _loss_jaxprs.get(
+        shapes_key(problem, param_dynamic, arg_dynamic),
+        lambda: local_changes.loss_jaxpr(problem.loss, param_dynamic, arg_dynamic))
 
 
 def follows_local_changes(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -404,52 +393,35 @@ def follows_local_changes(problem: Problem, position: int, param_dynamic: Sequen
     return traced_loss(problem, position, param_dynamic, arg_dynamic) is not None
 
 
-_local_paths: collections.OrderedDict[Any, local_changes.Traced | None] = \
-    collections.OrderedDict()
-_reads: collections.OrderedDict[Any, unread_entries.Reads | None] = collections.OrderedDict()
+_local_paths: traces.Memo[local_changes.Traced | None] = traces.Memo()
+_reads: traces.Memo[unread_entries.Reads | None] = traces.Memo()
 # (the reads' key, the arrays they read) -> mask; the arrays are kept so that their ids stay theirs
-_unread: collections.OrderedDict[Any, tuple[Any, np.ndarray | None]] = collections.OrderedDict()
+_unread: traces.Memo[tuple[Any, np.ndarray | None]] = traces.Memo()
 # a leaf's gathers of rows (`unread_entries.reads_of` with other uses), per problem and shapes;
 # the examples each of its rows reaches and the choice made from them, per array of indices
-_gathers: collections.OrderedDict[Any, unread_entries.Reads | None] = collections.OrderedDict()
-_example_plans: collections.OrderedDict[Any, tuple[Any, ExamplePlan | None]] = \
-    collections.OrderedDict()
+_gathers: traces.Memo[unread_entries.Reads | None] = traces.Memo()
+_example_plans: traces.Memo[tuple[Any, ExamplePlan | None]] = traces.Memo()
 
 
 def _leaf_reads(problem: Problem, position: int, param_dynamic: Sequence[Any],
                 arg_dynamic: Sequence[Any], other_uses: bool = False) -> tuple[Any, Any]:
     """(the shapes' key, `unread_entries.reads_of` for leaf `position`; with `other_uses`,
     its gathers and slices beside any other use), found once per problem, leaf and shapes."""
-    cache = _gathers if other_uses else _reads
-    key = shapes_key(problem, param_dynamic, arg_dynamic, position)
-    with _lock:
-        known = key in cache
-        reads = cache.get(key)
-    if not known:
+    def reads() -> unread_entries.Reads | None:
         closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
-        reads = None if closed is None else unread_entries.reads_of(
+        return None if closed is None else unread_entries.reads_of(
             closed.jaxpr, closed.consts,
             [k == position for k in range(len(closed.jaxpr.invars))], other_uses)
-        with _lock:
-            cache[key] = reads
-            _trim(cache)
-    return key, reads
+    key = shapes_key(problem, param_dynamic, arg_dynamic, position)
+    return key, (_gathers if other_uses else _reads).get(key, reads)
 
 
-def _per_indices(cache: collections.OrderedDict, key: Any, reads: unread_entries.Reads,
+def _per_indices(cache: traces.Memo, key: Any, reads: unread_entries.Reads,
                  invals: Sequence[Any], compute: Callable[[], Any]) -> Any:
     """`compute()`, once per array of the inputs the indices of `reads` need (kept in the
     cache beside the result, so that their ids stay theirs)."""
     inputs = tuple(x for x, n in zip(invals, reads.needed_in) if n)
-    data_key = (key, tuple(id(x) for x in inputs))
-    with _lock:
-        found = cache.get(data_key)
-    if found is None:
-        found = (inputs, compute())
-        with _lock:
-            cache[data_key] = found
-            _trim(cache)
-    return found[1]
+    return cache.get((key, tuple(id(x) for x in inputs)), lambda: (inputs, compute()))[1]
 
 
 def unread_mask(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -574,18 +546,15 @@ def traced_loss(problem: Problem, position: int, param_dynamic: Sequence[Any],
     size = sum(math.prod(np.shape(x)) for x in param_dynamic)
     if size < LOCAL_CHANGES_MIN_SIZE:
         return None
-    key = shapes_key(problem, param_dynamic, arg_dynamic, position)
-    if key not in _local_paths:
+    def path() -> local_changes.Traced | None:
         closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
         traced = None if closed is None else local_changes.trace(
             problem.loss, position, param_dynamic, arg_dynamic, closed)
-        if traced is not None:
-            cost = local_changes.decision(traced, param_dynamic, arg_dynamic)
-            traced = None if cost is None else dataclasses.replace(traced,
-                                                                   per_point=cost.per_point)
-        _local_paths[key] = traced
-        _trim(_local_paths)
-    return _local_paths[key]
+        if traced is None:
+            return None
+        cost = local_changes.decision(traced, param_dynamic, arg_dynamic)
+        return None if cost is None else dataclasses.replace(traced, per_point=cost.per_point)
+    return _local_paths.get(shapes_key(problem, param_dynamic, arg_dynamic, position), path)
 
 
 def _compile(kernel: Kernel, shared: Any, batch: int, devices: tuple[Any, ...]) -> Program:

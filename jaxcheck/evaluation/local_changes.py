@@ -133,8 +133,7 @@ class Slab:
         return _slice(x, self.starts(), self.shape)
 
     def dense(self) -> Any:
-        return _update_slice(self.base, self.values.astype(self.base.dtype),
-                                        self.starts())
+        return _update_slice(self.base, self.values.astype(self.base.dtype), self.starts())
 
     def change(self) -> Any:
         return self.values - self.part(self.base)
@@ -176,8 +175,7 @@ class Direction:
         """u on the whole leaf: the window's rows in zeros."""
         if self.window is None:
             return self.u
-        return _update_slice_in_dim(jnp.zeros_like(self.base), self.u, self.window,
-                                               0)
+        return _update_slice_in_dim(jnp.zeros_like(self.base), self.u, self.window, 0)
 
     def dense(self) -> Any:
         self.record[0] = True
@@ -493,8 +491,8 @@ def _dynamic_slice(eqn, slab: Slab, starts):
         inside = inside & (at >= 0) & (at < k)
         fixed.append(jnp.clip(at, 0, k - 1).astype(np.int32))
     values = _slice(slab.values, [_zero() if f is not None else s
-                                             for f, s in zip(slab.fixed, clamped)],
-                               [1 if f is not None else k for f, k in zip(slab.fixed, sizes)])
+                                  for f, s in zip(slab.fixed, clamped)],
+                    [1 if f is not None else k for f, k in zip(slab.fixed, sizes)])
     out = Slab(base_out, tuple(fixed), values)
     return Slab(base_out, out.fixed, jnp.where(inside, values, out.part(base_out)))
 
@@ -651,7 +649,7 @@ def _spanned(slab: Slab) -> Any:
     ext, features = slab.shape[-1], slab.base.shape[-1]
     coef = slab.change().reshape(slab.base.shape[:-1] + (ext,))
     units = _update_slice(jnp.zeros((ext, features), coef.dtype),
-                                     jnp.eye(ext, dtype=coef.dtype), (_zero(), slab.fixed[-1]))
+                          jnp.eye(ext, dtype=coef.dtype), (_zero(), slab.fixed[-1]))
     return Spanned(slab.base, (), coef, units)
 
 
@@ -728,8 +726,7 @@ def _window_product(eqn, x: Direction, side: int, other) -> Any:
         axis = len(s_batch) + (0 if side == 0 else o_free) + s_free.index(0)
     shape = list(change.shape)
     shape[axis] = x.base.shape[0]
-    return _update_slice_in_dim(jnp.zeros(shape, change.dtype), change, x.window,
-                                           axis)
+    return _update_slice_in_dim(jnp.zeros(shape, change.dtype), change, x.window, axis)
 
 
 def _direction_product(eqn, x: Direction, side: int, other):
@@ -1203,14 +1200,17 @@ def direct_cost(closed: Any, positions: Sequence[int], param_dynamic: Sequence[A
                 sum(1 for _ in _jaxpr.equations(jaxpr)) + index + 2 * len(leaves))
 
 
-def costs(traced: Traced, param_dynamic: Sequence[Any],
-          arg_dynamic: Sequence[Any]) -> tuple[Cost, Cost]:
-    """(following the change, evaluating directly) for one moved entry."""
+def costs(traced: Traced, param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any],
+          direct: Cost | None = None) -> tuple[Cost, Cost]:
+    """(following the change, evaluating directly) for one moved entry; `direct`: the
+    second, where known already."""
     leaf = param_dynamic[traced.position]
     point = (jax.ShapeDtypeStruct((), np.int32), jax.ShapeDtypeStruct((), leaf.dtype))
     shared = (tuple(param_dynamic), tuple(arg_dynamic))
+    if direct is None:
+        direct = direct_cost(traced.closed, [traced.position], param_dynamic)
     return (cost(lambda sh, i, v: traced.at_entry(sh[0], sh[1], i, v), shared, *point),
-            direct_cost(traced.closed, [traced.position], param_dynamic))
+            direct)
 
 
 def decision(traced: Traced, param_dynamic: Sequence[Any],
@@ -1230,7 +1230,7 @@ def decision(traced: Traced, param_dynamic: Sequence[Any],
     if least.seconds(0) >= direct.seconds(points, calls=CALLS) - direct.seconds(0):
         return None
     try:
-        local, direct = costs(traced, param_dynamic, arg_dynamic)
+        local, direct = costs(traced, param_dynamic, arg_dynamic, direct)
     except Exception:  # a rule that cannot trace: the direct evaluation
         return None
     # the direct evaluation adds no program of its own: the leaves evaluated directly share

@@ -169,8 +169,7 @@ def _on_host(eqn: Any, args: Sequence[Any]) -> np.ndarray | None:
     """`eqn` applied to `args` by NumPy where it is one of the integer and boolean operations
     above; None otherwise."""
     avals = [v.aval for v in eqn.outvars]
-    if len(avals) != 1 or any(not _integral(getattr(a, "dtype", None))
-                              for a in [*avals, *(np.asarray(x) for x in args)]):
+    if len(avals) != 1 or any(not _integral(v.aval.dtype) for v in [*eqn.outvars, *eqn.invars]):
         return None
     name, params, out = _jaxpr.name(eqn), eqn.params, avals[0]
     x = [np.asarray(a) for a in args]

@@ -8,8 +8,10 @@ programs compiled from the first call's trace (`evaluation.engine`, keyed the sa
 `jax.jit` keys its own cache by the function's identity).
 
 `shapes_key` is that key: the `Problem` (fn and the static skeletons of params and args), the
-x64 setting and the types of the dynamic inputs. `Memo` is a small LRU map under a lock;
-`clear` empties every memo (`engine.clear_cache` calls it).
+x64 setting and the types of the dynamic inputs. `Memo` is a small LRU map under a lock, the
+one the engine also keeps its choices made from the loss's trace in (each leaf's path, the
+programs leaves share, how a table is read); `clear` empties every memo (`engine.clear_cache`
+calls it).
 """
 from __future__ import annotations
 
@@ -60,17 +62,12 @@ def _types(param_dynamic: Sequence[Any], arg_dynamic: Sequence[Any]) -> tuple:
     return types
 
 
-def hashable(key: Any) -> bool:
-    """Whether `key` can key a memo (a user's callable object may define `__eq__` alone)."""
-    try:
-        hash(key)
-    except TypeError:
-        return False
-    return True
+_MISSING = object()
 
 
 class Memo(Generic[_T]):
-    """The last `SIZE` results of a computation, by key (thread-safe)."""
+    """The last `SIZE` results of a computation, by key (thread-safe). A key that cannot be
+    hashed (a user's callable object may define `__eq__` alone) keeps nothing."""
 
     def __init__(self) -> None:
         self._items: collections.OrderedDict[Hashable, _T] = collections.OrderedDict()
@@ -79,29 +76,34 @@ class Memo(Generic[_T]):
 
     def get(self, key: Hashable, compute: Callable[[], _T]) -> _T:
         """The result kept at `key`, else `compute()` kept there (an exception keeps nothing)."""
-        if not hashable(key):
+        try:
+            with self._lock:
+                found = self._items.get(key, _MISSING)
+                if found is not _MISSING:
+                    self._items.move_to_end(key)
+        except TypeError:   # unhashable
             return compute()
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
+        if found is not _MISSING:
+            return found   # pyright: ignore[reportReturnType]
         value = compute()
         self.put(key, value)
         return value
 
     def put(self, key: Hashable, value: _T) -> None:
-        if not hashable(key):
-            return
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > SIZE:
-                self._items.popitem(last=False)
+        try:
+            with self._lock:
+                self._items[key] = value
+                while len(self._items) > SIZE:
+                    self._items.popitem(last=False)
+        except TypeError:   # unhashable
+            pass
 
     def __contains__(self, key: Hashable) -> bool:
-        if not hashable(key):
+        try:
+            with self._lock:
+                return key in self._items
+        except TypeError:   # unhashable
             return False
-        with self._lock:
-            return key in self._items
 
     def clear(self) -> None:
         with self._lock:
