@@ -80,6 +80,24 @@ _update_slice_in_dim = functools.partial(lax.dynamic_update_slice_in_dim,
 _index_in_dim = functools.partial(lax.dynamic_index_in_dim, allow_negative_indices=False)
 
 
+def _put(target: Any, values: Any, at: Sequence[Any]) -> Any:
+    """`target` with `values` written at `at` (as `dynamic_update_slice`). Where `values` is
+    one entry wide or whole on every axis, a select on the coordinates instead: batched over
+    points, an update slice becomes a scatter into a copy of the batch, which XLA neither
+    fuses nor vectorises; a select fuses with what reads it."""
+    values = values.astype(target.dtype)
+    shape, inner = np.shape(target), np.shape(values)
+    if not all(k in (1, n) for k, n in zip(inner, shape)):
+        return _update_slice(target, values, at)
+    mask = None
+    for d, (k, n) in enumerate(zip(inner, shape)):
+        if k == 1 and n > 1:
+            here = lax.broadcasted_iota(np.int32, tuple(n if e == d else 1
+                                                        for e in range(len(shape))), d) == at[d]
+            mask = here if mask is None else mask & here
+    return values if mask is None else jnp.where(mask, values, target)
+
+
 def _unravel(flat, shape: tuple[int, ...]) -> tuple:
     """The coordinates of flat index `flat` (in range) in `shape`, row-major."""
     flat = jnp.asarray(flat, np.int32)
@@ -133,7 +151,7 @@ class Slab:
         return _slice(x, self.starts(), self.shape)
 
     def dense(self) -> Any:
-        return _update_slice(self.base, self.values.astype(self.base.dtype), self.starts())
+        return _put(self.base, self.values, self.starts())
 
     def change(self) -> Any:
         return self.values - self.part(self.base)
@@ -403,7 +421,7 @@ def _widened(slab: Slab, axes: Sequence[int]) -> tuple[list, Any]:
     sizes = [k if f is not None else n for f, n, k in zip(fixed, slab.base.shape, slab.shape)]
     region = _slice(slab.base, starts, sizes)
     at = [f if d in axes and f is not None else _zero() for d, f in enumerate(slab.fixed)]
-    return fixed, _update_slice(region, slab.values.astype(region.dtype), at)
+    return fixed, _put(region, slab.values, at)
 
 
 def _along_axes(eqn, slab: Slab, axes: Sequence[int], kept: Callable[[list], list],
@@ -602,7 +620,7 @@ def _zeros_around(slab: Slab, axes: Sequence[int]) -> Any:
     """The slab's change grown to the whole extent of `axes`, zero outside the slab."""
     shape = [n if d in axes else k for d, (n, k) in enumerate(zip(slab.base.shape, slab.shape))]
     at = [f if d in axes else _zero() for d, f in enumerate(slab.fixed)]
-    return _update_slice(jnp.zeros(shape, slab.base.dtype), slab.change(), at)
+    return _put(jnp.zeros(shape, slab.base.dtype), slab.change(), at)
 
 
 def _slab_product(eqn, slab: Slab, side: int, other):
