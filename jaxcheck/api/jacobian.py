@@ -19,6 +19,7 @@ import numpy as np
 from .._errors import ForwardModeUnavailable
 from ..evaluation.analytic_jacobian import Source, analytic_jacobian
 from ..evaluation.outputs import evaluate_outputs, output_batch_size
+from ..inputs.callables import keyed
 from ..inputs.complex_params import is_complex, real_view_function
 from ..inputs.options import Options, parse_options
 from ..inputs.precision import (
@@ -93,6 +94,7 @@ def check_jacobian(fn: Callable[..., Any], primals: Any, *args: Any,
     for name, value in (("jac_fn", jac_fn), ("vjp_fn", vjp_fn), ("jvp_fn", jvp_fn)):
         if value is not None and not callable(value):
             raise TypeError(f"{name}: expected a callable or None, got {type(value).__name__}")
+    fn, jac_fn, vjp_fn, jvp_fn = keyed(fn), keyed(jac_fn), keyed(vjp_fn), keyed(jvp_fn)
     sources = _sources(jac_fn, vjp_fn, jvp_fn, ad)
     _require_first_order_full(opts)
     input_complex = _checked_complex_flags(primals)

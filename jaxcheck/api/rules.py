@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ..inputs.callables import keyed
 from ..inputs.options import Options, parse_options
 from ..inputs.pytree import split
 from ..inputs.validation import require_concrete
@@ -105,6 +106,7 @@ def check_rules(fn: Callable[..., Any], primals: Any, *args: Any,
     for name, value in (("jvp_fn", jvp_fn), ("vjp_fn", vjp_fn)):
         if value is not None and not callable(value):
             raise TypeError(f"{name}: expected a callable or None, got {type(value).__name__}")
+    fn, jvp_fn, vjp_fn = keyed(fn), keyed(jvp_fn), keyed(vjp_fn)
     if isinstance(checks, str) or not all(c in CHECKS for c in checks):
         raise ValueError(f"checks: expected a tuple of names from {CHECKS}, got {checks!r}")
     opts = rules_options(options)

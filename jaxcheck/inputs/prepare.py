@@ -19,6 +19,7 @@ from typing import Any
 import jax
 
 from .adapters import canonical
+from .callables import keyed
 from .complex_params import real_view
 from .options import Options
 from .placement import mesh_of, onto_mesh
@@ -82,6 +83,7 @@ def prepared(fn: Callable[..., Any], params: Any, args: tuple[Any, ...],
     for the duration of the `with` block. `reference` (same signature as `fn`) is mapped onto
     the same checked and carried inputs as `fn`."""
     require_callables(fn, grad_fn, reference)
+    fn, grad_fn, reference = keyed(fn), keyed(grad_fn), keyed(reference)
     require_concrete(params, args)
     # argnums, has_aux and framework objects (nnx, linen, Equinox) -> fn(params, *args).
     user_params, user_args = params, args

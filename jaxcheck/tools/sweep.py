@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..evaluation import engine
+from ..inputs.callables import keyed
 from ..inputs.precision import cast_floating
 from ..inputs.problem import Problem
 from ..inputs.pytree import replace_dynamic, split
@@ -176,6 +177,7 @@ def sweep(fn: Callable[..., Any], params: Any, *args: Any,
     """
     if not callable(fn):
         raise TypeError(f"fn: expected a callable loss fn(params, *args), got {type(fn).__name__}")
+    fn = keyed(fn)
     steps = np.asarray(eps, np.float64).reshape(-1)
     if steps.size == 0 or not np.all((steps > 0) & np.isfinite(steps)):
         raise ValueError(f"eps: expected a non-empty sequence of positive steps, got {eps!r}")
