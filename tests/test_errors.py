@@ -200,6 +200,43 @@ def test_rejects_params_whose_floating_leaves_all_have_size_zero():
                    "params", "size 0", "['w']: (0, 3)")
 
 
+def _with_empty_leaf(p):
+    return jnp.sum(jnp.tanh(jnp.array([0.5, -1.0]) @ p["w"]) ** 2) + jnp.sum(p["e"] ** 2)
+
+
+def _outputs_with_empty_leaf(p):
+    return jnp.concatenate([jnp.tanh(jnp.array([0.5, -1.0]) @ p["w"]),
+                            jnp.sum(p["e"], axis=0)])
+
+
+EMPTY_BESIDE = {"w": jnp.array([[0.3, -0.2], [0.1, 0.4]]), "e": jnp.zeros((0, 3))}
+
+
+@pytest.mark.parametrize("call", [
+    lambda: jaxcheck.check(_with_empty_leaf, EMPTY_BESIDE),
+    lambda: jaxcheck.check(_with_empty_leaf, EMPTY_BESIDE, mode="fast"),
+    lambda: jaxcheck.check(_with_empty_leaf, EMPTY_BESIDE, mode="sample", samples=2),
+    lambda: jaxcheck.check_hessian(_with_empty_leaf, EMPTY_BESIDE),
+    lambda: jaxcheck.check_third_order(_with_empty_leaf, EMPTY_BESIDE),
+    lambda: jaxcheck.check_jacobian(_outputs_with_empty_leaf, EMPTY_BESIDE),
+    lambda: jaxcheck.check_jacobian(_outputs_with_empty_leaf, EMPTY_BESIDE,
+                                    jac_fn=jax.jacobian(_outputs_with_empty_leaf)),
+], ids=["full", "fast", "sample", "hessian", "third_order", "jacobian", "jac_fn"])
+def test_a_leaf_of_size_zero_beside_others_has_an_empty_verdict(call):
+    report = call()
+    assert report.ok
+
+
+def test_a_wrong_jvp_is_found_beside_a_leaf_of_size_zero():
+    def jvp_fn(p, t):   # 1% off in the columns of p["w"]
+        return 1.01 * jax.jvp(_outputs_with_empty_leaf, (p,), (t,))[1]
+
+    report = jaxcheck.check_jacobian(_outputs_with_empty_leaf, EMPTY_BESIDE, jvp_fn=jvp_fn)
+    assert not report.ok
+    assert {f.location.split(" wrt ")[1] for f in report.failures} == {
+        "['w'][0, 0]", "['w'][0, 1]", "['w'][1, 0]", "['w'][1, 1]"}
+
+
 class Unhashable:
     __hash__ = None  # type: ignore[assignment]
 

@@ -230,6 +230,9 @@ def _compare_leaf(problem: VectorProblem, p: Split, a: Split, number: int,
     theta_w = np.asarray(leaf).reshape(-1)
     theta = theta_w.astype(np.float64)
     n = theta.size
+    if n == 0:   # a 0-size leaf: no column to perturb, its blocks are empty
+        return [(J.T, np.zeros(J.T.shape), np.zeros(J.T.shape), np.zeros(J.T.shape, np.int8))
+                for J in jacobians]
     idx = np.arange(n, dtype=np.int64)
     # One batch size for both passes: one compiled program per leaf.
     batch = output_batch_size(problem, position, (tuple(p.dynamic), tuple(a.dynamic)), 2 * n + 1,

@@ -146,6 +146,9 @@ def analytic_jacobian(source: Source, problem: VectorProblem, param_dynamic: Seq
     if source.name in FORWARD:
         out = []
         for position, size in zip(problem.checked, sizes):
+            if size == 0:   # a 0-size leaf has no column
+                out.append(np.zeros((n_out, 0)))
+                continue
             try:
                 (columns,) = _traced_or_eager(
                     JacobianColumns(problem, source.user, position), (pd, ad), size, requested,

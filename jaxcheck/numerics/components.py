@@ -87,6 +87,9 @@ def check_components(task: LeafTask, g_leaf: np.ndarray, indices: np.ndarray,
     the first pass along `indices` if already evaluated (by `line`)."""
     g_all = g_leaf.reshape(-1)
     idx = np.asarray(indices, np.int64)
+    if idx.size == 0:   # a 0-size leaf (or no index drawn): nothing to perturb or evaluate
+        none = np.zeros(0)
+        return ComponentResults(idx, np.zeros(0, np.int8), none, none, 0)
     line = line if line is not None else ComponentLine(task, idx)
     a_all = v.analytic_rounding(task.eps_g, g_all, task.eps_g_out)   # ‖g‖ over the whole leaf
     if first is None:
