@@ -237,6 +237,20 @@ def test_a_wrong_jvp_is_found_beside_a_leaf_of_size_zero():
         "['w'][0, 0]", "['w'][0, 1]", "['w'][1, 0]", "['w'][1, 1]"}
 
 
+@pytest.mark.parametrize("call", [
+    lambda: jaxcheck.check_jacobian(lambda p: jnp.zeros((0, 2)) * jnp.sum(p), jnp.ones(3)),
+    lambda: jaxcheck.check_rules(lambda p: jnp.zeros((0, 2)) * jnp.sum(p), jnp.ones(3)),
+], ids=["jacobian", "rules"])
+def test_rejects_outputs_whose_floating_leaves_all_have_size_zero(call):
+    raises_clearly(ValueError, call, "fn", "size 0", "(0, 2)")
+
+
+def test_rules_reject_a_complex_output_by_name():
+    raises_clearly(ValueError, lambda: jaxcheck.check_rules(lambda p: jnp.exp(1j * p),
+                                                            jnp.ones(3)),
+                   "fn", "complex output", "real and imaginary parts")
+
+
 class Unhashable:
     __hash__ = None  # type: ignore[assignment]
 

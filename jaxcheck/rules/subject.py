@@ -240,9 +240,17 @@ def make_subject(fn: Callable[..., Any], primals: Split, args: tuple[Any, ...],
     paths = tuple(jax.tree_util.keystr(p) for p, _ in with_paths)
     leaves = tuple(leaf for _, leaf in with_paths)
     floating = tuple(k for k, leaf in enumerate(leaves) if is_floating(leaf))
+    if any(jnp.issubdtype(jnp.result_type(x), jnp.complexfloating) for x in leaves):
+        raise ValueError("fn: check_rules supports real floating outputs only; got a complex "
+                         "output leaf (return its real and imaginary parts as two leaves)")
     if not floating:
         raise ValueError("fn: expected at least one floating-point output leaf to "
                          f"differentiate; got outputs {jax.tree_util.tree_structure(out)}")
+    if all(np.size(leaves[k]) == 0 for k in floating):
+        raise ValueError("fn: expected at least one floating output component to "
+                         "differentiate; every floating output leaf has size 0 ("
+                         + ", ".join(f"{paths[k] or 'out'}: {tuple(np.shape(leaves[k]))}"
+                                     for k in floating) + ")")
     if any(jnp.issubdtype(jnp.result_type(x), jnp.complexfloating)
            for x in (*primals.dynamic, *leaves)):
         raise ValueError("primals: check_rules supports real floating leaves only; got a "
