@@ -101,8 +101,9 @@ class RowScaled:
 
 # Up to this many directions, coef @ vecs is written as k scaled rows added up: batched over
 # points, a product with a contraction this short runs as many tiny matrix products, which XLA
-# does not fuse with the elementwise operations that read it (measured: a transformer's
-# output-projection entries, d = 64, float64, 1.3x quicker a point)
+# does not fuse with the elementwise operations that read it (measured on the d = 64
+# transformer block's output-projection entries, float64: 227 -> 138 us a point in batches of
+# 64, 150 -> 129 us in batches of 256)
 FEW_DIRECTIONS = 8
 
 

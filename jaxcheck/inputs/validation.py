@@ -63,13 +63,20 @@ def require_concrete(params: Any, args: Sequence[Any]) -> None:
                         "transformation.")
 
 
+def require_components(who: str, leaves: Sequence[tuple[str, tuple[int, ...]]],
+                       kind: str = "", purpose: str = "check") -> None:
+    """At least one component among the floating `leaves` ((path, shape) pairs) of `who`
+    (`params`, or `fn`'s outputs with `kind="output "`): else an error naming each."""
+    if leaves and all(int(np.prod(shape, dtype=np.int64)) == 0 for _, shape in leaves):
+        named = ", ".join(f"{path or who}: {tuple(shape)}" for path, shape in leaves)
+        raise ValueError(f"{who}: expected at least one floating {kind}component to {purpose}; "
+                         f"every floating {kind}leaf has size 0 ({named})")
+
+
 def require_checkable(p: Split) -> None:
     """At least one floating component, and every checked value finite."""
-    if p.checked and all(np.size(x) == 0 for x in p.checked_values):
-        shapes = ", ".join(f"{path}: {tuple(x.shape)}"
-                           for path, x in zip(p.paths, p.checked_values))
-        raise ValueError(f"params: expected at least one floating component to check; every "
-                         f"floating leaf has size 0 ({shapes})")
+    require_components("params", [(path, np.shape(x))
+                                  for path, x in zip(p.paths, p.checked_values)])
     finite, _ = finite_and_squares(p.checked_values)
     for path, x, ok in zip(p.paths, p.checked_values, finite):
         if not ok:

@@ -18,6 +18,7 @@ import numpy as np
 
 from .complex_params import cotangent_from_real_view, to_real_view
 from .pytree import CHECKED, Structure
+from .validation import require_components
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,12 +91,8 @@ def output_layout(out_shapes: Any, who: str = "fn") -> OutputLayout:
     if not real:
         raise ValueError(f"{who}: expected at least one floating output to differentiate; got "
                          f"{jax.tree_util.tree_structure(out_shapes)} with dtypes {dtypes}")
-    if all(int(np.prod(shape, dtype=np.int64)) == 0
-           for shape, c in zip(shapes, compared) if c):
-        raise ValueError(f"{who}: expected at least one floating output component to "
-                         "differentiate; every floating output leaf has size 0 ("
-                         + ", ".join(f"{path or 'out'}: {shape}" for path, shape, c
-                                     in zip(paths, shapes, compared) if c) + ")")
+    require_components(who, [(path, shape) for path, shape, c in zip(paths, shapes, compared)
+                             if c], kind="output ", purpose="differentiate")
     return OutputLayout(treedef, tuple(compared), tuple(shapes), tuple(dtypes), tuple(paths),
                         str(np.result_type(*real)))
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import _jaxpr
 from ..inputs.pytree import CHECKED, Split, Structure, split
+from ..inputs.validation import require_components
 from . import magnitudes
 
 Leaves = list[Any]
@@ -246,11 +247,8 @@ def make_subject(fn: Callable[..., Any], primals: Split, args: tuple[Any, ...],
     if not floating:
         raise ValueError("fn: expected at least one floating-point output leaf to "
                          f"differentiate; got outputs {jax.tree_util.tree_structure(out)}")
-    if all(np.size(leaves[k]) == 0 for k in floating):
-        raise ValueError("fn: expected at least one floating output component to "
-                         "differentiate; every floating output leaf has size 0 ("
-                         + ", ".join(f"{paths[k] or 'out'}: {tuple(np.shape(leaves[k]))}"
-                                     for k in floating) + ")")
+    require_components("fn", [(paths[k], np.shape(leaves[k])) for k in floating],
+                       kind="output ", purpose="differentiate")
     if any(jnp.issubdtype(jnp.result_type(x), jnp.complexfloating)
            for x in (*primals.dynamic, *leaves)):
         raise ValueError("primals: check_rules supports real floating leaves only; got a "
