@@ -30,6 +30,10 @@ GATHER = "gather"
 DYNAMIC_SLICE = "dynamic_slice"
 SLICE = "slice"
 SCATTER_ADD = "scatter-add"
+# Primitives that only move, repeat or cast the entries of one operand (each output entry is
+# one input entry): linear, with coefficients 0 and 1.
+LINEAR_MOVES = frozenset({"transpose", "reshape", "broadcast_in_dim", "squeeze",
+                          "expand_dims", "convert_element_type", "copy", "copy_p"})
 # Reductions over `axes` (a change on the kept axes stays there; `reduce_sum` has its own rule).
 REDUCTIONS = frozenset({"reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin",
                         "reduce_and", "reduce_or"})

@@ -50,12 +50,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 
-from .. import _compiler
+from .. import _compiler, _jaxpr
 from ..inputs import placement, traces
 from ..inputs.problem import Problem
 from ..inputs.traces import shapes_key
 from . import devices as mesh_devices
-from . import local_changes, progress, sharing, unread_entries
+from . import local_changes, product_outputs, progress, sharing, unread_entries
 
 # Larger batches stop paying on CPU once a batch's perturbed copies leave the caches; an
 # accelerator needs large batches to fill its cores.
@@ -284,6 +284,9 @@ def program_leaves(problem: Problem, position: int, param_dynamic: Sequence[Any]
                       and np.size(param_dynamic[p]) > 0
                       and jnp.issubdtype(param_dynamic[p].dtype, jnp.floating)
                       and traced_loss(problem, p, param_dynamic, arg_dynamic) is None]
+            if len(direct) > 1:   # a leaf whose first pass goes through its products
+                direct = [p for p in direct
+                          if output_plan(problem, p, param_dynamic, arg_dynamic) is None]
             for group in sharing.groups(closed, param_dynamic, direct):
                 found.update(dict.fromkeys(group, group))
         return found
@@ -555,6 +558,144 @@ def traced_loss(problem: Problem, position: int, param_dynamic: Sequence[Any],
         cost = local_changes.decision(traced, param_dynamic, arg_dynamic)
         return None if cost is None else dataclasses.replace(traced, per_point=cost.per_point)
     return _local_paths.get(shapes_key(problem, param_dynamic, arg_dynamic, position), path)
+
+
+_output_plans: traces.Memo[product_outputs.Plan | None] = traces.Memo()
+# (the plans, the params' and args' ids) -> (params, args, the plans at them): one evaluation
+# of the loss at θ for every leaf of a check that takes this path
+_outputs_at: traces.Memo[tuple[Any, Any, tuple[product_outputs.AtTheta, ...]]] = traces.Memo()
+
+
+def output_plan(problem: Problem, position: int, param_dynamic: Sequence[Any],
+                arg_dynamic: Sequence[Any]) -> product_outputs.Plan | None:
+    """The plan to take a full check's first pass over leaf `position` through the outputs
+    of its products (`product_outputs`), where the cost model says that is quicker than the
+    leaf's own points (followed or direct; its own program charged no compilation), with every
+    output's program compiled once and evaluated on `local_changes.CALLS` calls; else None.
+    Decided once per problem, leaf and shapes; None under `jax.distributed`, on params sharded
+    over a mesh, and for small params (as `traced_loss`)."""
+    size = sum(math.prod(np.shape(x)) for x in param_dynamic)
+    leaf = param_dynamic[position]
+    if (jax.process_count() != 1 or size < LOCAL_CHANGES_MIN_SIZE or np.size(leaf) == 0
+            or not jnp.issubdtype(leaf.dtype, jnp.floating)
+            or placement.mesh_of(jax.tree_util.tree_leaves(param_dynamic)) is not None):
+        return None
+
+    def choose() -> product_outputs.Plan | None:
+        closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
+        found = None if closed is None else product_outputs.plan(closed, position,
+                                                                 len(arg_dynamic))
+        if found is None:
+            return None
+        points = 2 * int(np.size(leaf))
+        own = traced_loss(problem, position, param_dynamic, arg_dynamic)
+        if own is not None:
+            budget = local_changes.Cost(own.per_point, 0).seconds(
+                points, local_changes.LOCAL_SLOWDOWN, calls=local_changes.CALLS)
+        else:
+            direct = local_changes.direct_cost(closed, [position], param_dynamic)
+            budget = (direct.seconds(points, calls=local_changes.CALLS)
+                      - direct.seconds(0))
+        spent = 0.0
+        for k, out_problem in enumerate(found.problems):
+            out = found.closed.jaxpr.eqns[found.cuts[k].product].outvars[0].aval
+            dynamic = (*param_dynamic, jnp.zeros(out.shape, out.dtype))   # shapes only
+            spent += _path_seconds(out_problem, len(param_dynamic), dynamic, arg_dynamic,
+                                   2 * math.prod(out.shape))
+            if spent >= budget:
+                return None
+        return found
+    return _output_plans.get(shapes_key(problem, param_dynamic, arg_dynamic, position),
+                             choose)
+
+
+def _path_seconds(problem: Problem, position: int, param_dynamic: Sequence[Any],
+                  arg_dynamic: Sequence[Any], points: int) -> float:
+    """What `points` points of leaf `position` cost on its own path (followed or direct), its
+    program compiled once, over `local_changes.CALLS` calls."""
+    closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
+    if closed is None:
+        return math.inf
+    traced = traced_loss(problem, position, param_dynamic, arg_dynamic)
+    if traced is None:
+        return local_changes.direct_cost(closed, [position], param_dynamic).seconds(
+            points, calls=local_changes.CALLS)
+    # the followed path's program holds the loss at θ beside the changed equations
+    equations = 2 * sum(1 for _ in _jaxpr.equations(closed.jaxpr))
+    return local_changes.Cost(traced.per_point, equations).seconds(
+        points, local_changes.LOCAL_SLOWDOWN, calls=local_changes.CALLS)
+
+
+def output_plans(tasks: Sequence[Any]) -> list[product_outputs.Plan | None]:
+    """Per task of a full check, the plan of its first pass through its products' outputs
+    (`output_plan`; not in native precision, whose passes are refined further), or None."""
+    return [None if t.sharp or np.size(t.leaf) == 0
+            else output_plan(t.problem, t.position, t.param_dynamic, t.arg_dynamic)
+            for t in tasks]
+
+
+def _taken(plans: Sequence[product_outputs.Plan | None]) -> tuple[product_outputs.Plan, ...]:
+    """The plans taken, in the order of their leaves: the key of their two programs."""
+    return tuple(sorted((p for p in plans if p is not None), key=lambda p: p.position))
+
+
+def outputs_at(tasks: Sequence[Any]) -> list[product_outputs.AtTheta | None]:
+    """Per task, its plan (`output_plans`) at the task's θ, or None. The outputs of every
+    leaf of a check that takes this path come from one program (once per arrays: kept beside
+    them, so that their ids stay theirs)."""
+    plans = output_plans(tasks)
+    taken = _taken(plans)
+    if not taken:
+        return [None] * len(tasks)
+    first = tasks[plans.index(taken[0])]
+    pd, ad = tuple(first.param_dynamic), tuple(first.arg_dynamic)
+
+    def compute() -> tuple[Any, Any, tuple[product_outputs.AtTheta, ...]]:
+        values = call(product_outputs.outputs, (taken,), pd, ad)
+        return pd, ad, tuple(product_outputs.AtTheta(p, pd, ys)
+                             for p, ys in zip(taken, values))
+    key = (taken, id(first.param_dynamic), id(first.arg_dynamic))
+    at = dict(zip(taken, _outputs_at.get(key, compute)[2]))
+    return [None if p is None else at[p] for p in plans]
+
+
+def _differences_specs(plans: Sequence[product_outputs.Plan]) -> tuple:
+    """The shapes of `product_outputs.transposed`'s differences: per plan, each output's
+    differences then their roundings, flat, in the output's dtype."""
+    def flat(var: Any) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct((math.prod(var.aval.shape),), var.aval.dtype)
+    return tuple(tuple(flat(p.output_var(k)) for k in range(len(p.cuts))) * 2 for p in plans)
+
+
+def compile_outputs_ahead(tasks: Sequence[Any]) -> None:
+    """Start compiling the programs of `outputs_at` and `transposed` for these tasks, in the
+    background (from the shapes alone)."""
+    plans = output_plans(tasks)
+    taken = _taken(plans)
+    if taken:
+        first = tasks[plans.index(taken[0])]
+        pd, ad = tuple(first.param_dynamic), tuple(first.arg_dynamic)
+        compile_call_ahead(product_outputs.outputs, (taken,), pd, ad)
+        compile_call_ahead(product_outputs.transposed, (taken,), pd, ad,
+                           _differences_specs(taken))
+
+
+def transposed(ats: Sequence[product_outputs.AtTheta], arg_dynamic: Sequence[Any],
+               per_output: Sequence[Sequence[np.ndarray]]) -> list[tuple[np.ndarray, ...]]:
+    """`product_outputs.transposed` for the plans of `ats` (of one check), in one program;
+    float64 on the host, in the order of `ats`."""
+    order = sorted(range(len(ats)), key=lambda k: ats[k].plan.position)
+    plans = tuple(ats[k].plan for k in order)
+    specs = _differences_specs(plans)
+    values = tuple(tuple(jnp.asarray(x, s.dtype) for x, s in zip(per_output[k], spec))
+                   for k, spec in zip(order, specs))
+    out = call(product_outputs.transposed, (plans,), ats[0].param_dynamic,
+               tuple(arg_dynamic), values)
+    found = [tuple(placement.to_host(x).astype(np.float64) for x in pair) for pair in out]
+    back = [None] * len(ats)
+    for k, pair in zip(order, found):
+        back[k] = pair
+    return back   # pyright: ignore[reportReturnType]
 
 
 def _compile(kernel: Kernel, shared: Any, batch: int, devices: tuple[Any, ...]) -> Program:
@@ -1018,12 +1159,17 @@ def seconds_per_evaluation(problem: Problem, position: int, param_dynamic: Seque
 
 
 def programs_of(tasks: Sequence[Any]) -> dict[Kernel, list[int]]:
-    """The indices of full mode's leaf tasks grouped by the program that evaluates their moved
-    entries (`entry_kernel`), programs in the order of their first task: the order in which
-    `jobs_for` starts compiling them."""
+    """The indices of full mode's leaf tasks grouped by the program that evaluates their first
+    pass (`entry_kernel`; a leaf whose first pass goes through its products' outputs, by its
+    first output's), programs in the order of their first task: the order in which `jobs_for`
+    starts compiling them."""
     programs: dict[Kernel, list[int]] = {}
-    for k, t in enumerate(tasks):
-        kernel, _ = entry_kernel(t.problem, t.position, t.param_dynamic, t.arg_dynamic)
+    for k, (t, plan) in enumerate(zip(tasks, output_plans(tasks))):
+        if plan is not None:
+            kernel, _ = entry_kernel(plan.problems[0], len(t.param_dynamic),
+                                     _output_dynamic(plan, t.param_dynamic, 0), t.arg_dynamic)
+        else:
+            kernel, _ = entry_kernel(t.problem, t.position, t.param_dynamic, t.arg_dynamic)
         programs.setdefault(kernel, []).append(k)
     return programs
 
@@ -1058,7 +1204,11 @@ def jobs_for(tasks: Sequence[Any]) -> list[progress.Job]:
     requests: dict[Kernel, tuple[Kernel, Any, int]] = {}
     jobs = []
     seen: set[Kernel] = set()   # shared programs whose f(θ) one of their leaves evaluates
-    for t in tasks:
+    compile_outputs_ahead(tasks)
+    for t, plan in zip(tasks, output_plans(tasks)):
+        if plan is not None:
+            jobs.append(_outputs_job(t, plan, requests))
+            continue
         kernel, _ = entry_kernel(t.problem, t.position, t.param_dynamic, t.arg_dynamic)
         shared = (t.param_dynamic, t.arg_dynamic)
         points = first_pass_evaluations(t.problem, t.position, t.param_dynamic, t.arg_dynamic)
@@ -1080,3 +1230,30 @@ def jobs_for(tasks: Sequence[Any]) -> list[progress.Job]:
             t.problem, t.position, t.param_dynamic, t.arg_dynamic, points, t.batch_size)))
     compile_ahead(list(requests.values()))
     return jobs
+
+
+def _output_dynamic(plan: product_outputs.Plan, param_dynamic: Sequence[Any],
+                    use: int) -> tuple[Any, ...]:
+    """The params of a plan's output problem, with zeros for the output: what is decided and
+    compiled from its shapes (the loss's params themselves: the indices they hold choose)."""
+    var = plan.output_var(use)
+    return (*param_dynamic, jnp.zeros(var.aval.shape, var.aval.dtype))
+
+
+def _outputs_job(t: Any, plan: product_outputs.Plan,
+                 requests: dict[Kernel, tuple[Kernel, Any, int]]) -> progress.Job:
+    """`jobs_for`'s job for a leaf whose first pass goes through its products' outputs: each
+    output's points, its program requested."""
+    n, points, timers = len(t.param_dynamic), 0, []
+    for k, out_problem in enumerate(plan.problems):
+        shared = (_output_dynamic(plan, t.param_dynamic, k), t.arg_dynamic)
+        kernel, _ = entry_kernel(out_problem, n, *shared)
+        count = first_pass_evaluations(out_problem, n, *shared)
+        size = batch_size(kernel, shared, count, t.batch_size)
+        if kernel not in requests or requests[kernel][2] < size:
+            requests[kernel] = (kernel, shared, size)
+        points += count
+        timers.append((out_problem, shared, count))
+    out_problem, shared, count = timers[0]
+    return progress.Job(points, lambda: seconds_per_evaluation(
+        out_problem, n, *shared, count, t.batch_size))

@@ -696,15 +696,24 @@ def _slabs_product(eqn, a: Slab, b: Slab):
     _, (lb, rb) = eqn.params["dimension_numbers"]
     if a.is_block or b.is_block:
         return None
-    for x, batch in ((a, lb), (b, rb)):
-        if any(f is not None and d not in batch for d, f in enumerate(x.fixed)):
-            return None
+    # each slab grown to the whole of its axes other than the batch's (a query row and a key
+    # row of one sequence: that sequence's queries and keys)
+    a, b = (_batch_slab(x, batch) for x, batch in ((a, lb), (b, rb)))
     fixed = [a.fixed[d] for d in lb]
     if any(x is not b.fixed[d] for x, d in zip(fixed, rb)) or all(f is None for f in fixed):
         return None
     base_out = _bind(eqn, [a.base, b.base])
     fixed = fixed + [None] * (base_out.ndim - len(fixed))
     return Slab(base_out, tuple(fixed), _bind(eqn, [a.values, b.values]))
+
+
+def _batch_slab(slab: Slab, batch: Sequence[int]) -> Slab:
+    """The slab grown to the whole extent of every axis not in `batch`."""
+    wide = [d for d, f in enumerate(slab.fixed) if f is not None and d not in batch]
+    if not wide:
+        return slab
+    fixed, values = _widened(slab, wide)
+    return Slab(slab.base, tuple(fixed), values)
 
 
 # ------------------------------------------------------------------ rules for directions

@@ -210,7 +210,7 @@ def decide(line: Line, g: np.ndarray, a: np.ndarray, f0: float, first: Level,
             break
     left = outside[start:]
     verdicts = v.ComponentVerdicts(status, numerical, tolerance)
-    weak = (_weak_passes(verdicts, g, a, safety, sharp) if refine
+    weak = (weak_passes(verdicts, g, a, safety, sharp) if refine
             else np.zeros(0, np.int64))
     sharpened = np.zeros(g.shape, bool)
     if weak.size:
@@ -225,7 +225,7 @@ def decide(line: Line, g: np.ndarray, a: np.ndarray, f0: float, first: Level,
     return Decision(verdicts, float(noise or 0.0), left, sharpened)
 
 
-def _weak_passes(verdicts: v.ComponentVerdicts, g: np.ndarray, a: np.ndarray,
+def weak_passes(verdicts: v.ComponentVerdicts, g: np.ndarray, a: np.ndarray,
                  safety: float, sharp: bool = False) -> np.ndarray:
     """Rows that PASS with a tolerance above `SENSITIVITY`·|gᵢ| that a better step can lower
     (not the gradient's own rounding), among those that carry the set: |gᵢ| at or above the

@@ -8,18 +8,24 @@ already within round-off of the analytic value; the rest go through `escalation.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
+from .._errors import NonFiniteLossError
 from ..evaluation import engine
+from ..evaluation.product_outputs import AtTheta
 from ..plan.determinism import require_same_loss, same_loss
 from ..plan.tasks import LeafTask
+from . import differences as d
+from . import verdicts as v
 from .components import ComponentLine, check_components
 from .components import first_pass as components_first_pass
-from .escalation import Level, measure_noise
+from .escalation import Level, measure_noise, weak_passes
 from .results import CENTRAL, RIDDERS, LeafReport
+
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -55,13 +61,68 @@ def first_pass(task: LeafTask, f0: float | None = None) -> FirstPass:
     return FirstPass(f0, level, line)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class ProductsPass:
+    """Pass 1 through the outputs of the leaf's products (`evaluation.product_outputs`):
+    f(θ), and per component of the leaf the estimate Σ Pᵀ(∂f/∂Y) with a bound on its
+    rounding (Σ |P|ᵀ of each output difference's)."""
+
+    f0: float
+    numerical: np.ndarray
+    rounding: np.ndarray
+
+
+def output_differences(task: LeafTask, at: AtTheta) -> tuple[float, list[np.ndarray]] | None:
+    """f(θ), and θ ± h₁ along every entry of each product's output: the central differences
+    of each output, then the bound on each one's rounding; None where the loss is not finite
+    there (the leaf's own first pass then says where)."""
+    n, f0 = len(task.param_dynamic), None
+    slopes, roundings = [], []
+    for k, problem in enumerate(at.plan.problems):
+        out_task = dataclasses.replace(
+            task, problem=problem, position=n, param_dynamic=at.dynamic(k),
+            f_reference=task.f_reference if f0 is None else f0)
+        try:
+            first = first_pass(out_task)
+        except NonFiniteLossError:
+            return None
+        f0, lv = first.f0, first.level
+        f_scale = np.maximum(abs(f0), np.maximum(np.abs(lv.f_plus), np.abs(lv.f_minus)))
+        slopes.append(d.central(lv.f_plus, lv.f_minus, lv.h_plus, lv.h_minus))
+        roundings.append(v.roundoff(task.eps_f, f_scale, lv.step))
+    assert f0 is not None
+    return f0, slopes + roundings
+
+
+def _check_through_products(task: LeafTask, g: np.ndarray, first: ProductsPass) -> LeafReport:
+    """PASS where the products' estimate is within its rounding of g, as the screen passes;
+    every other component (and every pass that step 5 of the escalation would refine) is
+    evaluated along its own line (`check_components`), as without this pass."""
+    a = v.analytic_rounding(task.eps_g, g, task.eps_g_out)
+    tolerance = task.safety * (first.rounding + a)
+    screened = v.ComponentVerdicts(
+        np.where(np.abs(first.numerical - g) <= tolerance, v.PASS, v.FAIL).astype(np.int8),
+        first.numerical.copy(), tolerance)
+    status = screened.status
+    rest = np.union1d(np.flatnonzero(status != v.PASS), weak_passes(screened, g, a, task.safety))
+    numerical = screened.numerical
+    if rest.size:
+        result = check_components(task, g, rest, first.f0)
+        status[rest], numerical[rest], tolerance[rest] = (result.status, result.numerical,
+                                                          result.tolerance)
+    leaf = task.leaf
+    return LeafReport(task.path, tuple(leaf.shape), task.dtype, g, numerical, tolerance, status)
+
+
 def check_leaf(task: LeafTask, g_leaf: np.ndarray,
-               first: FirstPass | None = None) -> LeafReport:
+               first: FirstPass | ProductsPass | None = None) -> LeafReport:
     leaf = task.leaf
     g = g_leaf.reshape(-1)
     if g.size == 0:  # a 0-size leaf has no component to perturb: an empty verdict
         return LeafReport(task.path, tuple(leaf.shape), task.dtype, g, g, g,
                           np.zeros(0, np.int8))
+    if isinstance(first, ProductsPass):
+        return _check_through_products(task, g, first)
     first = first_pass(task) if first is None else first
     result = check_components(task, g, first.line.indices, first.f0, first.level, first.line)
     reference = None
@@ -81,9 +142,16 @@ def first_passes(tasks: Sequence[LeafTask]) -> Iterator[tuple[LeafTask, Any, Any
     # f(θ) by the shared program that computed it: the same program's value for each of its
     # leaves (a point at θ alone would often take a batch of its own: 2n points fill theirs)
     at_theta: dict[Any, float] = {}
-    for task in tasks:
-        first = None
-        if task.leaf.size > 0:
+    # leaves whose first pass went through their products' outputs: mapped back together
+    through: dict[int, tuple[float, list[np.ndarray], AtTheta]] = {}
+    for k, (task, at) in enumerate(zip(tasks, engine.outputs_at(tasks))):
+        first: FirstPass | ProductsPass | None = None
+        found = None if at is None else _after_gradient_errors(
+            output_differences, dataclasses.replace(task, f_reference=reference), at)
+        if found is not None and at is not None:
+            through[k] = (*found, at)
+            reference = found[0] if reference is None else reference
+        elif task.leaf.size > 0:
             program = engine.shared_program(task.problem, task.position, task.param_dynamic,
                                             task.arg_dynamic)
             first = _first_pass_after_gradient_errors(
@@ -92,6 +160,11 @@ def first_passes(tasks: Sequence[LeafTask]) -> Iterator[tuple[LeafTask, Any, Any
             if program is not None:
                 at_theta.setdefault(program, first.f0)
         firsts.append(first)
+    if through:
+        mapped = engine.transposed([at for _, _, at in through.values()],
+                                   tasks[0].arg_dynamic, [d for _, d, _ in through.values()])
+        for k, (numerical, rounding) in zip(through, mapped):
+            firsts[k] = ProductsPass(through[k][0], numerical, rounding)
     gradient = tasks[0].analytic.leaves() if tasks else []
     for task, first in zip(tasks, firsts):
         yield task, gradient[task.leaf_number], first
@@ -101,8 +174,13 @@ def _first_pass_after_gradient_errors(task: LeafTask, f0: float | None) -> First
     """`first_pass(task)`, whose errors come after the gradient's own: a gradient that is not
     finite or fails to compute explains a failed evaluation (NaN beside a kink of sqrt),
     and is the error a user should see, as when the gradient came first."""
+    return _after_gradient_errors(first_pass, task, f0)
+
+
+def _after_gradient_errors(work: Callable[..., _T], task: LeafTask, *args: Any) -> _T:
+    """`work(task, *args)`, its errors after the gradient's own."""
     try:
-        return first_pass(task, f0)
+        return work(task, *args)
     except Exception:
         try:
             task.analytic.leaves()
