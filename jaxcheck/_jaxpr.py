@@ -30,10 +30,13 @@ GATHER = "gather"
 DYNAMIC_SLICE = "dynamic_slice"
 SLICE = "slice"
 SCATTER_ADD = "scatter-add"
-# Primitives that only move, repeat or cast the entries of one operand (each output entry is
-# one input entry): linear, with coefficients 0 and 1.
-LINEAR_MOVES = frozenset({"transpose", "reshape", "broadcast_in_dim", "squeeze",
-                          "expand_dims", "convert_element_type", "copy", "copy_p"})
+# Primitives affine in each operand alone, with coefficients of magnitude 1 (each output entry
+# is one input entry, a sum of entries, or a sum or difference with the other operand).
+AFFINE_MOVES = frozenset({"transpose", "reshape", "broadcast_in_dim", "squeeze", "expand_dims",
+                          "convert_element_type", "copy", "copy_p", "reduce_sum", "neg", "add",
+                          "sub", "slice"})
+MUL = "mul"
+DIV = "div"
 # Reductions over `axes` (a change on the kept axes stays there; `reduce_sum` has its own rule).
 REDUCTIONS = frozenset({"reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin",
                         "reduce_and", "reduce_or"})

@@ -560,7 +560,7 @@ def traced_loss(problem: Problem, position: int, param_dynamic: Sequence[Any],
     return _local_paths.get(shapes_key(problem, param_dynamic, arg_dynamic, position), path)
 
 
-_output_plans: traces.Memo[product_outputs.Plan | None] = traces.Memo()
+_output_plans: traces.Memo[dict[int, product_outputs.Plan]] = traces.Memo()
 # (the plans, the params' and args' ids) -> (params, args, the plans at them): one evaluation
 # of the loss at θ for every leaf of a check that takes this path
 _outputs_at: traces.Memo[tuple[Any, Any, tuple[product_outputs.AtTheta, ...]]] = traces.Memo()
@@ -568,45 +568,84 @@ _outputs_at: traces.Memo[tuple[Any, Any, tuple[product_outputs.AtTheta, ...]]] =
 
 def output_plan(problem: Problem, position: int, param_dynamic: Sequence[Any],
                 arg_dynamic: Sequence[Any]) -> product_outputs.Plan | None:
-    """The plan to take a full check's first pass over leaf `position` through the outputs
-    of its products (`product_outputs`), where the cost model says that is quicker than the
-    leaf's own points (followed or direct; its own program charged no compilation), with every
-    output's program compiled once and evaluated on `local_changes.CALLS` calls; else None.
-    Decided once per problem, leaf and shapes; None under `jax.distributed`, on params sharded
-    over a mesh, and for small params (as `traced_loss`)."""
+    """The plan to take a full check's first pass over leaf `position` through the values
+    its uses reach while they stay affine in it (`product_outputs`), or None: where the cost
+    model says so (`_output_plans`). None under `jax.distributed`, on params sharded over a
+    mesh, and for small params (as `traced_loss`)."""
     size = sum(math.prod(np.shape(x)) for x in param_dynamic)
-    leaf = param_dynamic[position]
-    if (jax.process_count() != 1 or size < LOCAL_CHANGES_MIN_SIZE or np.size(leaf) == 0
-            or not jnp.issubdtype(leaf.dtype, jnp.floating)
+    if (jax.process_count() != 1 or size < LOCAL_CHANGES_MIN_SIZE
             or placement.mesh_of(jax.tree_util.tree_leaves(param_dynamic)) is not None):
         return None
+    plans = _output_plans.get(shapes_key(problem, param_dynamic, arg_dynamic),
+                              lambda: _choose_outputs(problem, param_dynamic, arg_dynamic))
+    return plans.get(position)
 
-    def choose() -> product_outputs.Plan | None:
-        closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
-        found = None if closed is None else product_outputs.plan(closed, position,
-                                                                 len(arg_dynamic))
-        if found is None:
-            return None
-        points = 2 * int(np.size(leaf))
-        own = traced_loss(problem, position, param_dynamic, arg_dynamic)
-        if own is not None:
-            budget = local_changes.Cost(own.per_point, 0).seconds(
-                points, local_changes.LOCAL_SLOWDOWN, calls=local_changes.CALLS)
-        else:
-            direct = local_changes.direct_cost(closed, [position], param_dynamic)
-            budget = (direct.seconds(points, calls=local_changes.CALLS)
-                      - direct.seconds(0))
-        spent = 0.0
-        for k, out_problem in enumerate(found.problems):
-            out = found.closed.jaxpr.eqns[found.cuts[k].product].outvars[0].aval
+
+def _choose_outputs(problem: Problem, param_dynamic: Sequence[Any],
+                    arg_dynamic: Sequence[Any]) -> dict[int, product_outputs.Plan]:
+    """The leaves whose first pass goes through their uses' values, with their plans: where
+    the cost model says it is quicker than the leaf's own points (followed or direct; its own
+    program charged no compilation), each value's program compiled once and evaluated on
+    `local_changes.CALLS` calls. Leaves whose uses reach one value (a product and the bias
+    added to it; the queries' and keys' weights, at the attention scores) share its points:
+    a leaf pays only for the values no leaf taken before it pays for, and a leaf left out at
+    first is taken where the others paid for all its values."""
+    closed = loss_jaxpr(problem, param_dynamic, arg_dynamic)
+    if closed is None:
+        return {}
+    n, m = len(param_dynamic), len(arg_dynamic)
+    problems: dict[int, Problem] = {}     # one problem per value, whichever leaf reaches it
+    candidates: dict[int, product_outputs.Plan] = {}
+    for position in problem.params.checked:
+        leaf = param_dynamic[position] if position < n else None
+        if leaf is None or np.size(leaf) == 0 or not jnp.issubdtype(leaf.dtype, jnp.floating):
+            continue
+        found = product_outputs.cuts(closed.jaxpr, position)
+        if found is not None:
+            candidates[position] = product_outputs.Plan(closed, position, found, tuple(
+                problems.setdefault(c.last, product_outputs.output_problem(closed, c, n, m))
+                for c in found))
+    seconds: dict[int, float] = {}
+
+    def value_seconds(plan: product_outputs.Plan, k: int) -> float:
+        last = plan.cuts[k].last
+        if last not in seconds:
+            out = plan.output_var(k).aval
             dynamic = (*param_dynamic, jnp.zeros(out.shape, out.dtype))   # shapes only
-            spent += _path_seconds(out_problem, len(param_dynamic), dynamic, arg_dynamic,
-                                   2 * math.prod(out.shape))
-            if spent >= budget:
-                return None
-        return found
-    return _output_plans.get(shapes_key(problem, param_dynamic, arg_dynamic, position),
-                             choose)
+            seconds[last] = _path_seconds(plan.problems[k], n, dynamic, arg_dynamic,
+                                          2 * math.prod(out.shape))
+        return seconds[last]
+
+    chosen: dict[int, product_outputs.Plan] = {}
+    paid: set[int] = set()
+    for _ in range(2):
+        for position, plan in candidates.items():
+            if position in chosen:
+                continue
+            budget = _own_seconds(problem, position, param_dynamic, arg_dynamic, closed)
+            spent = 0.0
+            for k, cut in enumerate(plan.cuts):
+                if cut.last not in paid:
+                    spent += value_seconds(plan, k)
+                if spent >= budget:
+                    break
+            if spent < budget:
+                chosen[position] = plan
+                paid.update(c.last for c in plan.cuts)
+    return chosen
+
+
+def _own_seconds(problem: Problem, position: int, param_dynamic: Sequence[Any],
+                 arg_dynamic: Sequence[Any], closed: Any) -> float:
+    """A full check's first pass over the leaf on its own path, over `local_changes.CALLS`
+    calls, its program charged no compilation (it may share one)."""
+    points = 2 * int(np.size(param_dynamic[position]))
+    own = traced_loss(problem, position, param_dynamic, arg_dynamic)
+    if own is not None:
+        return local_changes.Cost(own.per_point, 0).seconds(
+            points, local_changes.LOCAL_SLOWDOWN, calls=local_changes.CALLS)
+    direct = local_changes.direct_cost(closed, [position], param_dynamic)
+    return direct.seconds(points, calls=local_changes.CALLS) - direct.seconds(0)
 
 
 def _path_seconds(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -1250,10 +1289,11 @@ def _outputs_job(t: Any, plan: product_outputs.Plan,
         kernel, _ = entry_kernel(out_problem, n, *shared)
         count = first_pass_evaluations(out_problem, n, *shared)
         size = batch_size(kernel, shared, count, t.batch_size)
-        if kernel not in requests or requests[kernel][2] < size:
-            requests[kernel] = (kernel, shared, size)
-        points += count
         timers.append((out_problem, shared, count))
+        if kernel in requests:   # a value another leaf's uses reach: evaluated once
+            continue
+        requests[kernel] = (kernel, shared, size)
+        points += count
     out_problem, shared, count = timers[0]
     return progress.Job(points, lambda: seconds_per_evaluation(
         out_problem, n, *shared, count, t.batch_size))

@@ -37,54 +37,75 @@ from ..inputs.pytree import CARRIED, CHECKED, Structure
 
 @dataclasses.dataclass(frozen=True)
 class Cut:
-    """One use of the leaf: the equations from the leaf to its product (reshapes,
-    transposes, broadcasts, casts; the product last), and the product's operand that carries
-    the leaf."""
+    """One use of the leaf, followed while it stays affine in the leaf: the equations from the
+    leaf to the value the points move (`last`'s output), and per equation the operand that
+    carries the leaf."""
 
     chain: tuple[int, ...]
-    slots: tuple[int, ...]           # per equation of the chain, the operand carrying W
+    slots: tuple[int, ...]
 
     @property
-    def product(self) -> int:
+    def last(self) -> int:
         return self.chain[-1]
-
-    @property
-    def slot(self) -> int:
-        return self.slots[-1]
 
 
 def cuts(jaxpr: Any, position: int) -> tuple[Cut, ...] | None:
-    """Every use of input `position` of `jaxpr`, each a product after moves (`Cut`), or None
-    where some use is anything else, or the leaf (or a move of it) is an output, or it is
-    read twice by one equation (W·W is not linear)."""
+    """Every use of input `position` of `jaxpr`, each followed from the leaf through the
+    equations affine in it (`_affine_in`) while the value has one use, up to the first value
+    with another use or several (`Cut`); None where the leaf itself has a use that is not
+    affine in it, or a use reaches the loss's output."""
     outputs = {v for v in jaxpr.outvars if _jaxpr.is_var(v)}
-    found: list[Cut] = []
-    todo: list[tuple[Any, tuple[int, ...], tuple[int, ...]]] = [(jaxpr.invars[position], (), ())]
-    while todo:
-        var, chain, carried = todo.pop()
+    uses: dict[Any, list[tuple[int, int]]] = {}
+    for k, eqn in enumerate(jaxpr.eqns):
+        for slot, v in enumerate(eqn.invars):
+            if _jaxpr.is_var(v):
+                uses.setdefault(v, []).append((k, slot))
+    root = jaxpr.invars[position]
+    dependent = {root}
+    for eqn in jaxpr.eqns:
+        if any(_jaxpr.is_var(v) and v in dependent for v in eqn.invars):
+            dependent.update(eqn.outvars)
+
+    def affine(var: Any) -> tuple[int, int] | None:
+        """The one use of `var`, where the use reads it once and is affine in it."""
+        found = uses.get(var, [])
+        if len(found) != 1 or var in outputs:
+            return None
+        k, slot = found[0]
+        return found[0] if _affine_in(jaxpr.eqns[k], slot, dependent) else None
+
+    found_cuts = []
+    for k, slot in uses.get(root, []):
+        eqn = jaxpr.eqns[k]
+        if root in outputs or sum(v is root for v in eqn.invars) != 1 or \
+                not _affine_in(eqn, slot, dependent):
+            return None
+        chain, slots, var = [k], [slot], eqn.outvars[0]
+        while (step := affine(var)) is not None:
+            chain.append(step[0])
+            slots.append(step[1])
+            var = jaxpr.eqns[step[0]].outvars[0]
         if var in outputs:
             return None
-        for k, eqn in enumerate(jaxpr.eqns):
-            slots = [s for s, v in enumerate(eqn.invars) if v is var]
-            if not slots:
-                continue
-            if len(slots) != 1:
-                return None
-            kind, slot = _jaxpr.name(eqn), slots[0]
-            if kind in _jaxpr.LINEAR_MOVES and _moves_floats(eqn):
-                todo.append((eqn.outvars[0], chain + (k,), carried + (slot,)))
-            elif (kind in (_jaxpr.DOT, _jaxpr.CONV) and slot in (0, 1)) or \
-                    (kind == _jaxpr.GATHER and slot == 0):
-                found.append(Cut(chain + (k,), carried + (slot,)))
-            else:
-                return None
-    return tuple(sorted(found, key=lambda c: c.product)) or None
+        found_cuts.append(Cut(tuple(chain), tuple(slots)))
+    return tuple(sorted(found_cuts, key=lambda c: c.last)) or None
 
 
-def _moves_floats(eqn: Any) -> bool:
-    """A move keeps a floating value floating (a cast to an integer is not linear)."""
-    dtype = _jaxpr.var_dtype(eqn.outvars[0])
-    return dtype is not None and bool(jnp.issubdtype(dtype, jnp.floating))
+def _affine_in(eqn: Any, slot: int, dependent: set) -> bool:
+    """Whether `eqn`'s one output is affine in operand `slot`, its other operands independent
+    of the leaf (not in `dependent`), and floating."""
+    outs = eqn.outvars
+    dtype = _jaxpr.var_dtype(outs[0]) if len(outs) == 1 else None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        return False
+    if any(_jaxpr.is_var(v) and v in dependent for s, v in enumerate(eqn.invars) if s != slot):
+        return False
+    kind = _jaxpr.name(eqn)
+    if kind in (_jaxpr.DOT, _jaxpr.CONV, _jaxpr.MUL):
+        return slot in (0, 1)
+    if kind in (_jaxpr.GATHER, _jaxpr.DYNAMIC_SLICE, _jaxpr.DIV):
+        return slot == 0
+    return kind in _jaxpr.AFFINE_MOVES
 
 
 def evaluate(closed: Any, invals: Sequence[Any], given: dict[int, Any] | None = None
@@ -116,12 +137,12 @@ class OutputLoss:
     and shapes: the key of its compiled programs)."""
 
     closed: Any
-    product: int
+    last: int
     n_params: int
 
     def __call__(self, params_and_output: Sequence[Any], *arg_dynamic: Any) -> Any:
         *params, y = params_and_output
-        out, _ = evaluate(self.closed, [*params, *arg_dynamic], {self.product: y})
+        out, _ = evaluate(self.closed, [*params, *arg_dynamic], {self.last: y})
         return out
 
 
@@ -132,7 +153,7 @@ def output_problem(closed: Any, cut: Cut, n_params: int, n_args: int) -> Problem
                        (CARRIED,) * n_params + (CHECKED,), ())
     args = Structure(jax.tree_util.tree_structure(tuple(range(n_args))),
                      (CARRIED,) * n_args, ())
-    return Problem(OutputLoss(closed, cut.product, n_params), params, args)
+    return Problem(OutputLoss(closed, cut.last, n_params), params, args)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -146,7 +167,7 @@ class Plan:
     problems: tuple[Problem, ...]
 
     def output_var(self, use: int) -> Any:
-        return self.closed.jaxpr.eqns[self.cuts[use].product].outvars[0]
+        return self.closed.jaxpr.eqns[self.cuts[use].last].outvars[0]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -167,16 +188,6 @@ class AtTheta:
         return tuple((*self.param_dynamic, y) for y in self.outputs)
 
 
-def plan(closed: Any, position: int, n_args: int) -> Plan | None:
-    """Leaf `position`'s uses as products, or None where some use is not a product."""
-    found = cuts(closed.jaxpr, position)
-    if found is None:
-        return None
-    n_params = len(closed.jaxpr.invars) - n_args
-    return Plan(closed, position, found,
-                tuple(output_problem(closed, c, n_params, n_args) for c in found))
-
-
 # The two programs of this path (`engine.call`: compiled once per plans and shapes), each
 # over every leaf of a check that takes it, the loss evaluated once.
 
@@ -189,37 +200,51 @@ def outputs(plans: tuple[Plan, ...], param_dynamic: Sequence[Any],
 
 def transposed(plans: tuple[Plan, ...], param_dynamic: Sequence[Any],
                arg_dynamic: Sequence[Any], per_output: Sequence[Sequence[Any]]) -> tuple:
-    """Per plan, Σ Pᵀ(dᵤ) and Σ |P|ᵀ(rᵤ) over its uses (flat over the leaf), where
-    `per_output[k]` holds plan k's dᵤ then its rᵤ ≥ 0 (each flat over its output): the leaf's
-    derivatives from its outputs', and a bound on what they carry of errors bounded by rᵤ."""
+    """Per plan, over its uses: Σ Pᵀ(dᵤ), Σ |P|ᵀ(rᵤ) and Σ (P²)ᵀ(rᵤ²), where `per_output[k]`
+    holds plan k's dᵤ then its rᵤ ≥ 0 (each flat over its value): the leaf's derivatives from
+    its values', a bound on what they carry of errors bounded by rᵤ, and the variance they
+    carry of independent errors of standard deviation up to rᵤ."""
     _, env = evaluate(plans[0].closed, [*param_dynamic, *arg_dynamic])
     results = []
     for p, values in zip(plans, per_output):
         leaf = param_dynamic[p.position]
         n = len(p.cuts)
-        both = []
-        for part, absolute in ((values[:n], False), (values[n:], True)):
+        parts = ((values[:n], "value"), (values[n:], "abs"),
+                 (tuple(r * r for r in values[n:]), "square"))
+        found = []
+        for part, mode in parts:
             total = jnp.zeros(leaf.size, leaf.dtype)
             for k, (cut, d) in enumerate(zip(p.cuts, part)):
                 y = env[p.output_var(k)]
                 _, back = jax.vjp(
-                    lambda w, p=p, cut=cut, absolute=absolute: _through(p, env, cut, w, absolute),
-                    leaf)
+                    lambda w, p=p, cut=cut, mode=mode: _through(p, env, cut, w, mode), leaf)
                 total = total + back(jnp.reshape(d, y.shape))[0].reshape(-1)
-            both.append(total)
-        results.append(tuple(both))
+            found.append(total)
+        results.append(tuple(found))
     return tuple(results)
 
 
-def _through(p: Plan, env: dict, cut: Cut, w: Any, absolute: bool) -> Any:
-    """The chain of `cut` applied to w, the product's other operands at θ (their magnitudes
-    where `absolute`: a row gather's indices stay as they are)."""
+def _through(p: Plan, env: dict, cut: Cut, w: Any, mode: str) -> Any:
+    """The chain of `cut` applied to w, the other operands at θ ("value"). With every
+    coefficient replaced by its magnitude ("abs") or its square ("square"): the other
+    operands of products and quotients by theirs, a negation or a subtraction of w by a sum
+    (a gather's indices stay), so that its transpose maps bounds to bounds, variances to
+    variances."""
     jaxpr, value = p.closed.jaxpr, w
+    power = {"value": None, "abs": jnp.abs, "square": jnp.square}[mode]
     for k, slot in zip(cut.chain, cut.slots):
         eqn = jaxpr.eqns[k]
+        kind = _jaxpr.name(eqn)
         invals = [v.val if _jaxpr.is_literal(v) else env[v] for v in eqn.invars]
         invals[slot] = value
-        if absolute and k == cut.product and _jaxpr.name(eqn) != _jaxpr.GATHER:
-            invals = [x if s == slot else jnp.abs(x) for s, x in enumerate(invals)]
-        value = _jaxpr.bind(eqn, invals)
+        if power is None:
+            value = _jaxpr.bind(eqn, invals)
+        elif kind == _jaxpr.NEG:
+            continue
+        elif kind == _jaxpr.SUB:
+            value = jnp.add(*invals).astype(value.dtype)
+        else:
+            if kind in (_jaxpr.DOT, _jaxpr.CONV, _jaxpr.MUL, _jaxpr.DIV):
+                invals = [x if s == slot else power(x) for s, x in enumerate(invals)]
+            value = _jaxpr.bind(eqn, invals)
     return value

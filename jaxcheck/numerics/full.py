@@ -27,6 +27,10 @@ from .results import CENTRAL, RIDDERS, LeafReport
 
 _T = TypeVar("_T")
 
+# A leaf's entry estimated through its uses' values sums the differences of many of them: its
+# rounding is bounded by this many standard deviations of their independent roundings.
+ROUNDING_SPREADS = 3.0
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class FirstPass:
@@ -72,24 +76,32 @@ class ProductsPass:
     rounding: np.ndarray
 
 
-def output_differences(task: LeafTask, at: AtTheta) -> tuple[float, list[np.ndarray]] | None:
-    """f(θ), and θ ± h₁ along every entry of each product's output: the central differences
-    of each output, then the bound on each one's rounding; None where the loss is not finite
-    there (the leaf's own first pass then says where)."""
+def output_differences(task: LeafTask, at: AtTheta,
+                       done: dict[Any, tuple[float, np.ndarray, np.ndarray]]
+                       ) -> tuple[float, list[np.ndarray]] | None:
+    """f(θ), and θ ± h₁ along every entry of each value the leaf's uses reach: the central
+    differences of each value, then the bound on each one's rounding; None where the loss is
+    not finite there (the leaf's own first pass then says where). `done`: the values already
+    evaluated for another leaf (by problem), added to."""
     n, f0 = len(task.param_dynamic), None
     slopes, roundings = [], []
     for k, problem in enumerate(at.plan.problems):
-        out_task = dataclasses.replace(
-            task, problem=problem, position=n, param_dynamic=at.dynamic(k),
-            f_reference=task.f_reference if f0 is None else f0)
-        try:
-            first = first_pass(out_task)
-        except NonFiniteLossError:
-            return None
-        f0, lv = first.f0, first.level
-        f_scale = np.maximum(abs(f0), np.maximum(np.abs(lv.f_plus), np.abs(lv.f_minus)))
-        slopes.append(d.central(lv.f_plus, lv.f_minus, lv.h_plus, lv.h_minus))
-        roundings.append(v.roundoff(task.eps_f, f_scale, lv.step))
+        if problem not in done:
+            out_task = dataclasses.replace(
+                task, problem=problem, position=n, param_dynamic=at.dynamic(k),
+                f_reference=task.f_reference if f0 is None else f0)
+            try:
+                first = first_pass(out_task)
+            except NonFiniteLossError:
+                return None
+            lv = first.level
+            f_scale = np.maximum(abs(first.f0),
+                                 np.maximum(np.abs(lv.f_plus), np.abs(lv.f_minus)))
+            done[problem] = (first.f0, d.central(lv.f_plus, lv.f_minus, lv.h_plus, lv.h_minus),
+                             v.roundoff(task.eps_f, f_scale, lv.step))
+        f0, slope, rounding = done[problem]
+        slopes.append(slope)
+        roundings.append(rounding)
     assert f0 is not None
     return f0, slopes + roundings
 
@@ -144,10 +156,11 @@ def first_passes(tasks: Sequence[LeafTask]) -> Iterator[tuple[LeafTask, Any, Any
     at_theta: dict[Any, float] = {}
     # leaves whose first pass went through their products' outputs: mapped back together
     through: dict[int, tuple[float, list[np.ndarray], AtTheta]] = {}
+    values: dict[Any, tuple[float, np.ndarray, np.ndarray]] = {}   # shared by such leaves
     for k, (task, at) in enumerate(zip(tasks, engine.outputs_at(tasks))):
         first: FirstPass | ProductsPass | None = None
         found = None if at is None else _after_gradient_errors(
-            output_differences, dataclasses.replace(task, f_reference=reference), at)
+            output_differences, dataclasses.replace(task, f_reference=reference), at, values)
         if found is not None and at is not None:
             through[k] = (*found, at)
             reference = found[0] if reference is None else reference
@@ -163,7 +176,10 @@ def first_passes(tasks: Sequence[LeafTask]) -> Iterator[tuple[LeafTask, Any, Any
     if through:
         mapped = engine.transposed([at for _, _, at in through.values()],
                                    tasks[0].arg_dynamic, [d for _, d, _ in through.values()])
-        for k, (numerical, rounding) in zip(through, mapped):
+        for k, (numerical, bound, variance) in zip(through, mapped):
+            # the differences' rounding errors are independent from value to value: a leaf's
+            # entry that sums many carries their spread, far below the sum of their bounds
+            rounding = np.minimum(bound, ROUNDING_SPREADS * np.sqrt(variance))
             firsts[k] = ProductsPass(through[k][0], numerical, rounding)
     gradient = tasks[0].analytic.leaves() if tasks else []
     for task, first in zip(tasks, firsts):
