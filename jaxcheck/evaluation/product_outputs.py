@@ -61,10 +61,6 @@ def cuts(jaxpr: Any, position: int) -> tuple[Cut, ...] | None:
             if _jaxpr.is_var(v):
                 uses.setdefault(v, []).append((k, slot))
     root = jaxpr.invars[position]
-    dependent = {root}
-    for eqn in jaxpr.eqns:
-        if any(_jaxpr.is_var(v) and v in dependent for v in eqn.invars):
-            dependent.update(eqn.outvars)
 
     def affine(var: Any) -> tuple[int, int] | None:
         """The one use of `var`, where the use reads it once and is affine in it."""
@@ -72,13 +68,13 @@ def cuts(jaxpr: Any, position: int) -> tuple[Cut, ...] | None:
         if len(found) != 1 or var in outputs:
             return None
         k, slot = found[0]
-        return found[0] if _affine_in(jaxpr.eqns[k], slot, dependent) else None
+        return found[0] if _affine_in(jaxpr.eqns[k], slot) else None
 
     found_cuts = []
     for k, slot in uses.get(root, []):
         eqn = jaxpr.eqns[k]
         if root in outputs or sum(v is root for v in eqn.invars) != 1 or \
-                not _affine_in(eqn, slot, dependent):
+                not _affine_in(eqn, slot):
             return None
         chain, slots, var = [k], [slot], eqn.outvars[0]
         while (step := affine(var)) is not None:
@@ -91,14 +87,16 @@ def cuts(jaxpr: Any, position: int) -> tuple[Cut, ...] | None:
     return tuple(sorted(found_cuts, key=lambda c: c.last)) or None
 
 
-def _affine_in(eqn: Any, slot: int, dependent: set) -> bool:
-    """Whether `eqn`'s one output is affine in operand `slot`, its other operands independent
-    of the leaf (not in `dependent`), and floating."""
+def _affine_in(eqn: Any, slot: int) -> bool:
+    """Whether `eqn`'s one output, floating, is affine in operand `slot` alone (read once).
+
+    Its other operands may depend on the leaf through its other uses: the chain rule sums over
+    the uses, each with the others at θ (a tied table's output product, whose rows depend on
+    the table through its gather). They cannot depend on the chain itself, each of whose
+    values has one use, the next equation of the chain."""
     outs = eqn.outvars
     dtype = _jaxpr.var_dtype(outs[0]) if len(outs) == 1 else None
     if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-        return False
-    if any(_jaxpr.is_var(v) and v in dependent for s, v in enumerate(eqn.invars) if s != slot):
         return False
     kind = _jaxpr.name(eqn)
     if kind in (_jaxpr.DOT, _jaxpr.CONV, _jaxpr.MUL):

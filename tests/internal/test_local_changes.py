@@ -177,6 +177,11 @@ def _heads(p, x):  # attention: per-head products, softmax over keys, heads merg
     return jnp.sum(jnp.tanh(o @ p["wo"]))
 
 
+def _attention_input(p, x):  # a position's features moved: its query, key and value rows,
+    # which change every row of its sequence's attention, and no other sequence
+    return _heads(p, p["h"] + x)
+
+
 def _head_scales(p, x):  # a per-head scale on both operands of the scores' product
     s = p["s"][:, None, None]
     q, k = x * s, jnp.cos(x) * s
@@ -263,6 +268,8 @@ CASES = {
                         (2, 4, 6), "wv"),
     "attention_key": (_heads, {"wq": (6, 6), "wk": (6, 6), "wv": (6, 6), "wo": (6, 6)},
                       (2, 4, 6), "wk"),
+    "attention_input": (_attention_input, {"h": (2, 4, 6), "wq": (6, 6), "wk": (6, 6),
+                                           "wv": (6, 6), "wo": (6, 6)}, (2, 4, 6), "h"),
     "head_scales": (_head_scales, {"s": (2,)}, (2, 4, 3), "s"),
     "windowed": (_windowed, {"w": (8, 4)}, (6, 5), "w"),
 }
@@ -343,6 +350,8 @@ LOCAL = {
     "embedding": ({"emb": (200, 32), "w": (32, 8)}, (16, 12)),
     "attention_query": (dict.fromkeys(("wq", "wk", "wv", "wo"), (16, 16)), (2, 64, 16)),
     "attention_value": (dict.fromkeys(("wq", "wk", "wv", "wo"), (16, 16)), (2, 64, 16)),
+    "attention_input": ({"h": (8, 16, 16), **dict.fromkeys(("wq", "wk", "wv", "wo"), (16, 16))},
+                        (8, 16, 16)),
     "head_scales": ({"s": (8,)}, (8, 16, 16)),
     "mlp": ({"w": (48, 48), "b": (48,), "v": (48, 8)}, (64, 48)),
 }
