@@ -610,10 +610,9 @@ def _choose_outputs(problem: Problem, param_dynamic: Sequence[Any],
     def value_seconds(plan: product_outputs.Plan, k: int) -> float:
         last = plan.cuts[k].last
         if last not in seconds:
-            out = plan.output_var(k).aval
-            dynamic = (*param_dynamic, jnp.zeros(out.shape, out.dtype))   # shapes only
+            dynamic = (*param_dynamic, plan.placeholders[k])   # shapes only
             seconds[last] = _path_seconds(plan.problems[k], n, dynamic, arg_dynamic,
-                                          2 * math.prod(out.shape))
+                                          2 * math.prod(plan.placeholders[k].shape))
         return seconds[last]
 
     chosen: dict[int, product_outputs.Plan] = {}
@@ -706,17 +705,19 @@ def _differences_specs(plans: Sequence[product_outputs.Plan]) -> tuple:
     return tuple(tuple(flat(p.output_var(k)) for k in range(len(p.cuts))) * 2 for p in plans)
 
 
-def compile_outputs_ahead(tasks: Sequence[Any]) -> None:
-    """Start compiling the programs of `outputs_at` and `transposed` for these tasks, in the
-    background (from the shapes alone)."""
+def compile_outputs_ahead(tasks: Sequence[Any], transposed: bool = False) -> None:
+    """Start compiling the program of `outputs_at` (with `transposed`, of `transposed`) for
+    these tasks, in the background (from the shapes alone)."""
     plans = output_plans(tasks)
     taken = _taken(plans)
     if taken:
         first = tasks[plans.index(taken[0])]
         pd, ad = tuple(first.param_dynamic), tuple(first.arg_dynamic)
-        compile_call_ahead(product_outputs.outputs, (taken,), pd, ad)
-        compile_call_ahead(product_outputs.transposed, (taken,), pd, ad,
-                           _differences_specs(taken))
+        if transposed:
+            compile_call_ahead(product_outputs.transposed, (taken,), pd, ad,
+                               _differences_specs(taken))
+        else:
+            compile_call_ahead(product_outputs.outputs, (taken,), pd, ad)
 
 
 def transposed(ats: Sequence[product_outputs.AtTheta], arg_dynamic: Sequence[Any],
@@ -1199,18 +1200,21 @@ def seconds_per_evaluation(problem: Problem, position: int, param_dynamic: Seque
 
 def programs_of(tasks: Sequence[Any]) -> dict[Kernel, list[int]]:
     """The indices of full mode's leaf tasks grouped by the program that evaluates their first
-    pass (`entry_kernel`; a leaf whose first pass goes through its products' outputs, by its
-    first output's), programs in the order of their first task: the order in which `jobs_for`
-    starts compiling them."""
+    pass (`entry_kernel`; a leaf whose first pass goes through the values its uses reach, by
+    its first value's), programs in the order in which `jobs_for` starts compiling them (the
+    longest compilations first, `_compile_estimate`)."""
     programs: dict[Kernel, list[int]] = {}
+    estimates: dict[Kernel, float] = {}
     for k, (t, plan) in enumerate(zip(tasks, output_plans(tasks))):
         if plan is not None:
-            kernel, _ = entry_kernel(plan.problems[0], len(t.param_dynamic),
-                                     _output_dynamic(plan, t.param_dynamic, 0), t.arg_dynamic)
+            shared = (_output_dynamic(plan, t.param_dynamic, 0), t.arg_dynamic)
+            kernel, _ = entry_kernel(plan.problems[0], len(t.param_dynamic), *shared)
         else:
-            kernel, _ = entry_kernel(t.problem, t.position, t.param_dynamic, t.arg_dynamic)
+            shared = (t.param_dynamic, t.arg_dynamic)
+            kernel, _ = entry_kernel(t.problem, t.position, *shared)
         programs.setdefault(kernel, []).append(k)
-    return programs
+        estimates.setdefault(kernel, _compile_estimate(kernel, shared))
+    return {k: programs[k] for k in sorted(programs, key=lambda k: -estimates[k])}
 
 
 def shared_program(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -1224,6 +1228,35 @@ def shared_program(problem: Problem, position: int, param_dynamic: Sequence[Any]
             problem, position, param_dynamic, arg_dynamic) is not None:
         return None
     return kernel
+
+
+def first_pass_kernels(task: Any) -> tuple[Kernel, ...]:
+    """The kernels of a full check's first pass over a task's leaf: its own (and its rows'
+    on a few examples, `example_plan`), or those of the values its uses reach
+    (`output_plan`)."""
+    n = len(task.param_dynamic)
+    plan = output_plans([task])[0]
+    if plan is not None:
+        return tuple(entry_kernel(p, n, _output_dynamic(plan, task.param_dynamic, k),
+                                  task.arg_dynamic)[0] for k, p in enumerate(plan.problems))
+    kernel, _ = entry_kernel(task.problem, task.position, task.param_dynamic, task.arg_dynamic)
+    if example_plan(task.problem, task.position, task.param_dynamic,
+                    task.arg_dynamic) is not None:
+        return kernel, dataclasses.replace(EntryLoss(task.problem, task.position),
+                                           examples=-1)   # any number of examples
+    return (kernel,)
+
+
+def compiling(kernels: Sequence[Kernel]) -> bool:
+    """Whether a program of one of `kernels` is being compiled (an `EntryLoss` of
+    `examples=-1`: of that leaf's rows on any number of examples)."""
+    def matches(k: Kernel) -> bool:
+        return any(k == x or (isinstance(x, EntryLoss) and x.examples == -1
+                              and isinstance(k, EntryLoss) and k.examples > 0
+                              and (k.problem, k.position) == (x.problem, x.position))
+                   for x in kernels)
+    with _lock:
+        return any(matches(key[0]) for key in _compiling)
 
 
 def first_pass_evaluations(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -1267,16 +1300,29 @@ def jobs_for(tasks: Sequence[Any]) -> list[progress.Job]:
             requests[few] = (few, shared, few_size)
         jobs.append(progress.Job(points, lambda t=t, points=points: seconds_per_evaluation(
             t.problem, t.position, t.param_dynamic, t.arg_dynamic, points, t.batch_size)))
-    compile_ahead(list(requests.values()))
+    # the longest compilations first: the threads then finish together (the followed
+    # paths' programs hold the loss at θ beside the changes, twice its equations)
+    compile_ahead(sorted(requests.values(), key=lambda r: -_compile_estimate(*r)))
+    compile_outputs_ahead(tasks, transposed=True)   # needed last
     return jobs
 
 
+def _compile_estimate(kernel: Kernel, shared: Any, size: int = 0) -> float:
+    """A rough measure of a kernel's program to compile: the loss's equations, twice where a
+    change is followed through them (its program holds the loss at θ beside the changes)."""
+    problem = getattr(kernel, "problem", None)
+    if not isinstance(problem, Problem):
+        return 0.0
+    closed = loss_jaxpr(problem, *shared)
+    equations = 1.0 if closed is None else float(sum(1 for _ in _jaxpr.equations(closed.jaxpr)))
+    follows = isinstance(kernel, EntryLoss) and (
+        kernel.examples or traced_loss(problem, kernel.position, *shared) is not None)
+    return equations * (2.0 if follows else 1.0)
 def _output_dynamic(plan: product_outputs.Plan, param_dynamic: Sequence[Any],
                     use: int) -> tuple[Any, ...]:
     """The params of a plan's output problem, with zeros for the output: what is decided and
     compiled from its shapes (the loss's params themselves: the indices they hold choose)."""
-    var = plan.output_var(use)
-    return (*param_dynamic, jnp.zeros(var.aval.shape, var.aval.dtype))
+    return (*param_dynamic, plan.placeholders[use])
 
 
 def _outputs_job(t: Any, plan: product_outputs.Plan,

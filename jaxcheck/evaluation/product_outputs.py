@@ -29,6 +29,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import _jaxpr
 from ..inputs.problem import Problem
@@ -166,6 +167,13 @@ class Plan:
 
     def output_var(self, use: int) -> Any:
         return self.closed.jaxpr.eqns[self.cuts[use].last].outvars[0]
+
+    @functools.cached_property
+    def placeholders(self) -> tuple[Any, ...]:
+        """Zeros of each value's shape and dtype: what is decided and compiled from its
+        shapes alone (placed, not computed: nothing to compile)."""
+        avals = [self.output_var(k).aval for k in range(len(self.cuts))]
+        return tuple(jax.device_put(np.zeros(a.shape, a.dtype)) for a in avals)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -150,14 +150,17 @@ def first_passes(tasks: Sequence[LeafTask]) -> Iterator[tuple[LeafTask, Any, Any
     nothing to perturb). Each leaf's program computes f(θ) too: later leaves compare theirs
     with the first's. Every first pass comes before the gradient is asked for: where its
     program still compiles in the background, the leaves are evaluated meanwhile."""
-    reference, firsts = None, []
+    reference = None
+    firsts: list[FirstPass | ProductsPass | None] = [None] * len(tasks)
     # f(θ) by the shared program that computed it: the same program's value for each of its
     # leaves (a point at θ alone would often take a batch of its own: 2n points fill theirs)
     at_theta: dict[Any, float] = {}
     # leaves whose first pass went through their products' outputs: mapped back together
     through: dict[int, tuple[float, list[np.ndarray], AtTheta]] = {}
     values: dict[Any, tuple[float, np.ndarray, np.ndarray]] = {}   # shared by such leaves
-    for k, (task, at) in enumerate(zip(tasks, engine.outputs_at(tasks))):
+    ats = engine.outputs_at(tasks)
+    for k in _ready_first(tasks):
+        task, at = tasks[k], ats[k]
         first: FirstPass | ProductsPass | None = None
         found = None if at is None else _after_gradient_errors(
             output_differences, dataclasses.replace(task, f_reference=reference), at, values)
@@ -172,7 +175,7 @@ def first_passes(tasks: Sequence[LeafTask]) -> Iterator[tuple[LeafTask, Any, Any
             reference = first.f0 if reference is None else reference
             if program is not None:
                 at_theta.setdefault(program, first.f0)
-        firsts.append(first)
+        firsts[k] = first
     if through:
         mapped = engine.transposed([at for _, _, at in through.values()],
                                    tasks[0].arg_dynamic, [d for _, d, _ in through.values()])
@@ -184,6 +187,18 @@ def first_passes(tasks: Sequence[LeafTask]) -> Iterator[tuple[LeafTask, Any, Any
     gradient = tasks[0].analytic.leaves() if tasks else []
     for task, first in zip(tasks, firsts):
         yield task, gradient[task.leaf_number], first
+
+
+def _ready_first(tasks: Sequence[LeafTask]) -> Iterator[int]:
+    """The tasks' indices, each time the first whose programs are compiled, if any, else the
+    first left: on a first call the leaves are evaluated while the others' programs compile,
+    in whatever order those finish."""
+    kernels = [engine.first_pass_kernels(t) for t in tasks]
+    left = list(range(len(tasks)))
+    while left:
+        k = next((k for k in left if not engine.compiling(kernels[k])), left[0])
+        left.remove(k)
+        yield k
 
 
 def _first_pass_after_gradient_errors(task: LeafTask, f0: float | None) -> FirstPass:
