@@ -284,7 +284,10 @@ def program_leaves(problem: Problem, position: int, param_dynamic: Sequence[Any]
                       and np.size(param_dynamic[p]) > 0
                       and jnp.issubdtype(param_dynamic[p].dtype, jnp.floating)
                       and traced_loss(problem, p, param_dynamic, arg_dynamic) is None]
-            if len(direct) > 1:   # a leaf whose first pass goes through its products
+            # a leaf whose first pass goes through its uses' values, where full mode chose
+            # so (before any leaf's program: `jobs_for`); other modes do not choose
+            key = shapes_key(problem, param_dynamic, arg_dynamic)
+            if len(direct) > 1 and key in _output_plans:
                 direct = [p for p in direct
                           if output_plan(problem, p, param_dynamic, arg_dynamic) is None]
             for group in sharing.groups(closed, param_dynamic, direct):
@@ -731,11 +734,9 @@ def transposed(ats: Sequence[product_outputs.AtTheta], arg_dynamic: Sequence[Any
                    for k, spec in zip(order, specs))
     out = call(product_outputs.transposed, (plans,), ats[0].param_dynamic,
                tuple(arg_dynamic), values)
-    found = [tuple(placement.to_host(x).astype(np.float64) for x in pair) for pair in out]
-    back = [None] * len(ats)
-    for k, pair in zip(order, found):
-        back[k] = pair
-    return back   # pyright: ignore[reportReturnType]
+    found = {k: tuple(placement.to_host(x).astype(np.float64) for x in pair)
+             for k, pair in zip(order, out)}
+    return [found[k] for k in range(len(ats))]
 
 
 def _compile(kernel: Kernel, shared: Any, batch: int, devices: tuple[Any, ...]) -> Program:
@@ -1340,6 +1341,6 @@ def _outputs_job(t: Any, plan: product_outputs.Plan,
             continue
         requests[kernel] = (kernel, shared, size)
         points += count
-    out_problem, shared, count = timers[0]
+    out_problem, (dynamic, args), count = timers[0]
     return progress.Job(points, lambda: seconds_per_evaluation(
-        out_problem, n, *shared, count, t.batch_size))
+        out_problem, n, dynamic, args, count, t.batch_size))
