@@ -692,8 +692,8 @@ def outputs_at(tasks: Sequence[Any]) -> list[product_outputs.AtTheta | None]:
     pd, ad = tuple(first.param_dynamic), tuple(first.arg_dynamic)
 
     def compute() -> tuple[Any, Any, tuple[product_outputs.AtTheta, ...]]:
-        values = call(product_outputs.outputs, (taken,), pd, ad)
-        return pd, ad, tuple(product_outputs.AtTheta(p, pd, ys)
+        values, operands = call(product_outputs.outputs, (taken,), pd, ad)
+        return pd, ad, tuple(product_outputs.AtTheta(p, pd, ys, taken, operands)
                              for p, ys in zip(taken, values))
     key = (taken, id(first.param_dynamic), id(first.arg_dynamic))
     at = dict(zip(taken, _outputs_at.get(key, compute)[2]))
@@ -713,30 +713,36 @@ def compile_outputs_ahead(tasks: Sequence[Any], transposed: bool = False) -> Non
     these tasks, in the background (from the shapes alone)."""
     plans = output_plans(tasks)
     taken = _taken(plans)
-    if taken:
-        first = tasks[plans.index(taken[0])]
-        pd, ad = tuple(first.param_dynamic), tuple(first.arg_dynamic)
-        if transposed:
-            compile_call_ahead(product_outputs.transposed, (taken,), pd, ad,
-                               _differences_specs(taken))
-        else:
-            compile_call_ahead(product_outputs.outputs, (taken,), pd, ad)
+    if not taken:
+        return
+    first = tasks[plans.index(taken[0])]
+    pd, ad = tuple(first.param_dynamic), tuple(first.arg_dynamic)
+    if not transposed:
+        compile_call_ahead(product_outputs.outputs, (taken,), pd, ad)
+        return
+    operands = tuple(jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype)
+                     for v in product_outputs.chain_operands(taken))
+    compile_call_ahead(product_outputs.transposed, (taken,),
+                       tuple(pd[p.position] for p in taken), operands,
+                       _differences_specs(taken))
 
 
-def transposed(ats: Sequence[product_outputs.AtTheta], arg_dynamic: Sequence[Any],
+def transposed(ats: Sequence[product_outputs.AtTheta],
                per_output: Sequence[Sequence[np.ndarray]]) -> list[tuple[np.ndarray, ...]]:
-    """`product_outputs.transposed` for the plans of `ats` (of one check), in one program;
-    float64 on the host, in the order of `ats`."""
-    order = sorted(range(len(ats)), key=lambda k: ats[k].plan.position)
-    plans = tuple(ats[k].plan for k in order)
-    specs = _differences_specs(plans)
-    values = tuple(tuple(jnp.asarray(x, s.dtype) for x, s in zip(per_output[k], spec))
-                   for k, spec in zip(order, specs))
-    out = call(product_outputs.transposed, (plans,), ats[0].param_dynamic,
-               tuple(arg_dynamic), values)
-    found = {k: tuple(placement.to_host(x).astype(np.float64) for x in pair)
-             for k, pair in zip(order, out)}
-    return [found[k] for k in range(len(ats))]
+    """`product_outputs.transposed` for the plans of `ats` (of one check, `outputs_at`), in
+    the one program of all the check's plans (zeros for a plan whose values were not
+    evaluated: its leaf's own first pass was taken); float64 on the host, in `ats`' order."""
+    taken, pd = ats[0].taken, ats[0].param_dynamic
+    given = {id(at.plan): values for at, values in zip(ats, per_output)}
+    specs = _differences_specs(taken)
+    values = tuple(tuple(jnp.asarray(given[id(p)][j] if id(p) in given else np.zeros(s.shape),
+                                     s.dtype) for j, s in enumerate(spec))
+                   for p, spec in zip(taken, specs))
+    out = call(product_outputs.transposed, (taken,), tuple(pd[p.position] for p in taken),
+               tuple(ats[0].operands), values)
+    found = {id(p): pair for p, pair in zip(taken, out)}
+    return [tuple(placement.to_host(x).astype(np.float64) for x in found[id(at.plan)])
+            for at in ats]
 
 
 def _compile(kernel: Kernel, shared: Any, batch: int, devices: tuple[Any, ...]) -> Program:
@@ -811,6 +817,8 @@ def _batch_multiple(shared: Any, devices: tuple[Any, ...]) -> int:
 # Programs being compiled (by `program`, in this thread or a background one): a later
 # request for the same key waits for it instead of compiling it again.
 _compiling: dict[Any, concurrent.futures.Future] = {}
+# when each program under way started compiling (`time.monotonic`; not yet if absent: queued)
+_compile_started: dict[Any, float] = {}
 
 
 def program(kernel: Kernel, shared: Any, batch_size: int) -> Program:
@@ -840,17 +848,21 @@ def _compile_into(future: concurrent.futures.Future, key: tuple, kernel: Kernel,
                   batch_size: int, devices: tuple[Any, ...]) -> Program:
     """Compile the program registered as under way at `key`, cache it and resolve `future`
     (waited on by other requests for it)."""
+    with _lock:
+        _compile_started[key] = time.monotonic()
     try:
         p = _fitting(kernel, shared, batch_size, devices)
     except BaseException as e:
         with _lock:
             del _compiling[key]
+            _compile_started.pop(key, None)
         future.set_exception(e)
         raise
     with _lock:
         _programs[key] = p
         _trim(_programs)
         del _compiling[key]
+        _compile_started.pop(key, None)
     future.set_result(p)
     return p
 
@@ -1248,16 +1260,19 @@ def first_pass_kernels(task: Any) -> tuple[Kernel, ...]:
     return (kernel,)
 
 
-def compiling(kernels: Sequence[Kernel]) -> bool:
-    """Whether a program of one of `kernels` is being compiled (an `EntryLoss` of
-    `examples=-1`: of that leaf's rows on any number of examples)."""
+def readiness(kernels: Sequence[Kernel]) -> float:
+    """How soon the programs of `kernels` can run (an `EntryLoss` of `examples=-1`: of that
+    leaf's rows on any number of examples): 0 where none is under way, else the latest time
+    at which one of them started compiling (`time.monotonic`), or infinity where one waits for
+    a compiling thread."""
     def matches(k: Kernel) -> bool:
         return any(k == x or (isinstance(x, EntryLoss) and x.examples == -1
                               and isinstance(k, EntryLoss) and k.examples > 0
                               and (k.problem, k.position) == (x.problem, x.position))
                    for x in kernels)
     with _lock:
-        return any(matches(key[0]) for key in _compiling)
+        under_way = [key for key in _compiling if matches(key[0])]
+        return max((_compile_started.get(key, math.inf) for key in under_way), default=0.0)
 
 
 def first_pass_evaluations(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -1278,6 +1293,7 @@ def jobs_for(tasks: Sequence[Any]) -> list[progress.Job]:
     jobs = []
     seen: set[Kernel] = set()   # shared programs whose f(θ) one of their leaves evaluates
     compile_outputs_ahead(tasks)
+    compile_outputs_ahead(tasks, transposed=True)
     for t, plan in zip(tasks, output_plans(tasks)):
         if plan is not None:
             jobs.append(_outputs_job(t, plan, requests))
@@ -1304,7 +1320,6 @@ def jobs_for(tasks: Sequence[Any]) -> list[progress.Job]:
     # the longest compilations first: the threads then finish together (the followed
     # paths' programs hold the loss at θ beside the changes, twice its equations)
     compile_ahead(sorted(requests.values(), key=lambda r: -_compile_estimate(*r)))
-    compile_outputs_ahead(tasks, transposed=True)   # needed last
     return jobs
 
 

@@ -107,10 +107,11 @@ def _affine_in(eqn: Any, slot: int) -> bool:
     return kind in _jaxpr.AFFINE_MOVES
 
 
-def evaluate(closed: Any, invals: Sequence[Any], given: dict[int, Any] | None = None
-             ) -> tuple[Any, dict]:
+def evaluate(closed: Any, invals: Sequence[Any], given: dict[int, Any] | None = None,
+             needed: frozenset[int] | None = None) -> tuple[Any, dict]:
     """`closed` evaluated equation by equation, the outputs of the equations in `given`
-    (index → value) taken from it instead; (its one output, every variable's value)."""
+    (index → value) taken from it instead, and only the equations in `needed` (all if None);
+    (its one output, every variable's value)."""
     given = given or {}
     jaxpr, env = closed.jaxpr, {}
 
@@ -122,6 +123,8 @@ def evaluate(closed: Any, invals: Sequence[Any], given: dict[int, Any] | None = 
     for k, eqn in enumerate(jaxpr.eqns):
         if k in given:
             outs = [given[k]]
+        elif needed is not None and k not in needed:
+            continue
         else:
             out = _jaxpr.bind(eqn, [read(v) for v in eqn.invars])
             outs = out if _jaxpr.multiple_results(eqn) else [out]
@@ -129,19 +132,39 @@ def evaluate(closed: Any, invals: Sequence[Any], given: dict[int, Any] | None = 
     return read(jaxpr.outvars[0]), env
 
 
+def needed_after(jaxpr: Any, given: int) -> frozenset[int]:
+    """The equations the output needs once equation `given`'s output is given: not those
+    that only fed it (the leaf's products upstream, the layers before a late value), so that
+    the loss over a value traces, costs and compiles what follows the value alone. An
+    equation with effects (a callback) is kept."""
+    live = {v for v in jaxpr.outvars if _jaxpr.is_var(v)}
+    needed = set()
+    for k in reversed(range(len(jaxpr.eqns))):
+        eqn = jaxpr.eqns[k]
+        if k == given or not (eqn.effects or any(v in live for v in eqn.outvars)):
+            continue
+        needed.add(k)
+        live.update(v for v in eqn.invars if _jaxpr.is_var(v))
+    return frozenset(needed)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class OutputLoss:
-    """The loss with one product's output given: `fn((*param_dynamic, y), *arg_dynamic)`,
-    the product at equation `product` not evaluated (hashed by identity, kept per problem
-    and shapes: the key of its compiled programs)."""
+    """The loss with one value given: `fn((*param_dynamic, y), *arg_dynamic)`, equation
+    `last` not evaluated, nor any equation only it needed (hashed by identity, kept per
+    problem and shapes: the key of its compiled programs)."""
 
     closed: Any
     last: int
     n_params: int
 
+    @functools.cached_property
+    def needed(self) -> frozenset[int]:
+        return needed_after(self.closed.jaxpr, self.last)
+
     def __call__(self, params_and_output: Sequence[Any], *arg_dynamic: Any) -> Any:
         *params, y = params_and_output
-        out, _ = evaluate(self.closed, [*params, *arg_dynamic], {self.last: y})
+        out, _ = evaluate(self.closed, [*params, *arg_dynamic], {self.last: y}, self.needed)
         return out
 
 
@@ -178,11 +201,14 @@ class Plan:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class AtTheta:
-    """A plan at θ: its products' outputs there."""
+    """A plan at θ: its values there, and (for all the plans of a check) the chains' other
+    operands (`outputs`)."""
 
     plan: Plan
     param_dynamic: tuple[Any, ...]
     outputs: tuple[Any, ...]
+    taken: tuple[Plan, ...]          # every plan of the check, in the order of their leaves
+    operands: tuple[Any, ...]        # their chains' other operands at θ
 
     def dynamic(self, use: int) -> tuple[Any, ...]:
         """The params of use `use`'s problem: the loss's params, and Y last (the same tuple
@@ -195,25 +221,41 @@ class AtTheta:
 
 
 # The two programs of this path (`engine.call`: compiled once per plans and shapes), each
-# over every leaf of a check that takes it, the loss evaluated once.
+# over every leaf of a check that takes it: the loss evaluated once, at θ, for the values and
+# the chains' other operands; the chains' transposes, from those operands.
+
+def chain_operands(plans: tuple[Plan, ...]) -> tuple[Any, ...]:
+    """The variables the plans' chains read besides the leaves (their other operands), in
+    the loss's order."""
+    jaxpr = plans[0].closed.jaxpr
+    found: dict[Any, None] = {}
+    for p in plans:
+        for cut in p.cuts:
+            for k, slot in zip(cut.chain, cut.slots):
+                found.update((v, None) for s, v in enumerate(jaxpr.eqns[k].invars)
+                             if s != slot and _jaxpr.is_var(v))
+    return tuple(found)
+
 
 def outputs(plans: tuple[Plan, ...], param_dynamic: Sequence[Any],
-            arg_dynamic: Sequence[Any]) -> tuple[tuple[Any, ...], ...]:
-    """Each plan's products' outputs at θ (the plans of one loss)."""
+            arg_dynamic: Sequence[Any]) -> tuple[tuple[tuple[Any, ...], ...], tuple[Any, ...]]:
+    """Each plan's values at θ (the plans of one loss), and the chains' other operands
+    (`chain_operands`) there."""
     _, env = evaluate(plans[0].closed, [*param_dynamic, *arg_dynamic])
-    return tuple(tuple(env[p.output_var(k)] for k in range(len(p.cuts))) for p in plans)
+    values = tuple(tuple(env[p.output_var(k)] for k in range(len(p.cuts))) for p in plans)
+    return values, tuple(env[v] for v in chain_operands(plans))
 
 
-def transposed(plans: tuple[Plan, ...], param_dynamic: Sequence[Any],
-               arg_dynamic: Sequence[Any], per_output: Sequence[Sequence[Any]]) -> tuple:
+def transposed(plans: tuple[Plan, ...], leaves: Sequence[Any], operands: Sequence[Any],
+               per_output: Sequence[Sequence[Any]]) -> tuple:
     """Per plan, over its uses: Σ Pᵀ(dᵤ), Σ |P|ᵀ(rᵤ) and Σ (P²)ᵀ(rᵤ²), where `per_output[k]`
     holds plan k's dᵤ then its rᵤ ≥ 0 (each flat over its value): the leaf's derivatives from
     its values', a bound on what they carry of errors bounded by rᵤ, and the variance they
-    carry of independent errors of standard deviation up to rᵤ."""
-    _, env = evaluate(plans[0].closed, [*param_dynamic, *arg_dynamic])
+    carry of independent errors of standard deviation up to rᵤ. `leaves`: each plan's leaf;
+    `operands`: the chains' other operands at θ (`outputs`)."""
+    env = dict(zip(chain_operands(plans), operands))
     results = []
-    for p, values in zip(plans, per_output):
-        leaf = param_dynamic[p.position]
+    for p, leaf, values in zip(plans, leaves, per_output):
         n = len(p.cuts)
         parts = ((values[:n], "value"), (values[n:], "abs"),
                  (tuple(r * r for r in values[n:]), "square"))
@@ -221,10 +263,10 @@ def transposed(plans: tuple[Plan, ...], param_dynamic: Sequence[Any],
         for part, mode in parts:
             total = jnp.zeros(leaf.size, leaf.dtype)
             for k, (cut, d) in enumerate(zip(p.cuts, part)):
-                y = env[p.output_var(k)]
+                shape = p.output_var(k).aval.shape
                 _, back = jax.vjp(
                     lambda w, p=p, cut=cut, mode=mode: _through(p, env, cut, w, mode), leaf)
-                total = total + back(jnp.reshape(d, y.shape))[0].reshape(-1)
+                total = total + back(jnp.reshape(d, shape))[0].reshape(-1)
             found.append(total)
         results.append(tuple(found))
     return tuple(results)
@@ -241,8 +283,8 @@ def _through(p: Plan, env: dict, cut: Cut, w: Any, mode: str) -> Any:
     for k, slot in zip(cut.chain, cut.slots):
         eqn = jaxpr.eqns[k]
         kind = _jaxpr.name(eqn)
-        invals = [v.val if _jaxpr.is_literal(v) else env[v] for v in eqn.invars]
-        invals[slot] = value
+        invals = [value if s == slot else v.val if _jaxpr.is_literal(v) else env[v]
+                  for s, v in enumerate(eqn.invars)]
         if power is None:
             value = _jaxpr.bind(eqn, invals)
         elif kind == _jaxpr.NEG:

@@ -178,7 +178,7 @@ def first_passes(tasks: Sequence[LeafTask]) -> Iterator[tuple[LeafTask, Any, Any
         firsts[k] = first
     if through:
         mapped = engine.transposed([at for _, _, at in through.values()],
-                                   tasks[0].arg_dynamic, [d for _, d, _ in through.values()])
+                                   [d for _, d, _ in through.values()])
         for k, (numerical, bound, variance) in zip(through, mapped):
             # the differences' rounding errors are independent from value to value: a leaf's
             # entry that sums many carries their spread, far below the sum of their bounds
@@ -191,12 +191,12 @@ def first_passes(tasks: Sequence[LeafTask]) -> Iterator[tuple[LeafTask, Any, Any
 
 def _ready_first(tasks: Sequence[LeafTask]) -> Iterator[int]:
     """The tasks' indices, each time the first whose programs are compiled, if any, else the
-    first left: on a first call the leaves are evaluated while the others' programs compile,
-    in whatever order those finish."""
+    one whose programs started compiling first (`engine.readiness`): on a first call the
+    leaves are evaluated while the others' programs compile, in the order those finish."""
     kernels = [engine.first_pass_kernels(t) for t in tasks]
     left = list(range(len(tasks)))
     while left:
-        k = next((k for k in left if not engine.compiling(kernels[k])), left[0])
+        k = min(left, key=lambda k: engine.readiness(kernels[k]))
         left.remove(k)
         yield k
 

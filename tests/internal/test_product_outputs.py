@@ -105,7 +105,7 @@ def test_the_values_derivatives_mapped_back_are_the_leafs_gradient(leaf):
     with jax.enable_x64(True):
         names, pd, ad, loss, closed = _traced()
         plan = _plan(closed, names, leaf)
-        (outputs,) = po.outputs((plan,), pd, ad)
+        (outputs,), _ = po.outputs((plan,), pd, ad)
         n = len(pd)
         slopes = []
         for problem, y in zip(plan.problems, outputs):
@@ -114,7 +114,9 @@ def test_the_values_derivatives_mapped_back_are_the_leafs_gradient(leaf):
             np.testing.assert_allclose(problem.loss(given, ad), loss(pd, ad), rtol=1e-14)
             slopes.append(jax.grad(lambda y, p=problem: p.loss((*pd, y), ad))(y).reshape(-1))
         zeros = [jnp.zeros_like(x) for x in slopes]
-        ((value, _, _),) = po.transposed((plan,), pd, ad, [tuple(slopes) + tuple(zeros)])
+        _, operands = po.outputs((plan,), pd, ad)
+        ((value, _, _),) = po.transposed((plan,), (pd[plan.position],), operands,
+                                         [tuple(slopes) + tuple(zeros)])
         want = jax.grad(loss)(pd, ad)[names.index(leaf)].reshape(-1)
         np.testing.assert_allclose(value, want, rtol=1e-10, atol=1e-13)
         assert n == len(names)
@@ -131,14 +133,16 @@ def test_the_rounding_maps_take_magnitudes_and_squares_of_the_chains_jacobian(le
         def values(w):   # each use's value as a function of the leaf, the rest at θ
             moved = list(pd)
             moved[position] = w
-            return [y.reshape(-1) for y in po.outputs((plan,), tuple(moved), ad)[0]]
+            return [y.reshape(-1) for y in po.outputs((plan,), tuple(moved), ad)[0][0]]
 
         jacobians = jax.jacfwd(values)(pd[position])
         # the tied table's logits also depend on it through its gather: its first use alone
         used = [k == 0 or leaf != "tok" for k in range(len(jacobians))]
         r = [jnp.asarray(rng.uniform(0, 1, j.shape[0]) * u) for j, u in zip(jacobians, used)]
         d = [jnp.asarray(rng.normal(size=j.shape[0]) * u) for j, u in zip(jacobians, used)]
-        ((value, bound, variance),) = po.transposed((plan,), pd, ad, [tuple(d) + tuple(r)])
+        _, operands = po.outputs((plan,), pd, ad)
+        ((value, bound, variance),) = po.transposed((plan,), (pd[position],), operands,
+                                                    [tuple(d) + tuple(r)])
         flat = [j.reshape(j.shape[0], -1) for j in jacobians]
         np.testing.assert_allclose(value, sum(j.T @ x for j, x in zip(flat, d)), rtol=1e-10,
                                    atol=1e-12)
