@@ -66,7 +66,9 @@ from .spanned_changes import Changed, Spanned, Structured
 lax = jax.lax
 
 def _zero():
-    return jnp.zeros((), np.int32)
+    # a constant, not an array created under the trace: no equation of its own in a point's
+    # program (there are hundreds of such starts in a transformer block's)
+    return np.int32(0)
 
 
 # Every start and index here is a coordinate inside its value, never negative: without JAX's
