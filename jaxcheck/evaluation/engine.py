@@ -575,9 +575,7 @@ def output_plan(problem: Problem, position: int, param_dynamic: Sequence[Any],
     its uses reach while they stay affine in it (`product_outputs`), or None: where the cost
     model says so (`_output_plans`). None under `jax.distributed`, on params sharded over a
     mesh, and for small params (as `traced_loss`)."""
-    size = sum(math.prod(np.shape(x)) for x in param_dynamic)
-    if (jax.process_count() != 1 or size < LOCAL_CHANGES_MIN_SIZE
-            or placement.mesh_of(jax.tree_util.tree_leaves(param_dynamic)) is not None):
+    if not _outputs_possible(param_dynamic):
         return None
     plans = _output_plans.get(shapes_key(problem, param_dynamic, arg_dynamic),
                               lambda: _choose_outputs(problem, param_dynamic, arg_dynamic))
@@ -667,9 +665,19 @@ def _path_seconds(problem: Problem, position: int, param_dynamic: Sequence[Any],
         points, local_changes.LOCAL_SLOWDOWN, calls=local_changes.CALLS)
 
 
+def _outputs_possible(param_dynamic: Sequence[Any]) -> bool:
+    """Whether any leaf of these params may take its first pass through values: one
+    process, params not sharded over a mesh, not small (as `traced_loss`)."""
+    size = sum(math.prod(np.shape(x)) for x in param_dynamic)
+    return (jax.process_count() == 1 and size >= LOCAL_CHANGES_MIN_SIZE
+            and placement.mesh_of(jax.tree_util.tree_leaves(param_dynamic)) is None)
+
+
 def output_plans(tasks: Sequence[Any]) -> list[product_outputs.Plan | None]:
     """Per task of a full check, the plan of its first pass through its products' outputs
     (`output_plan`; not in native precision, whose passes are refined further), or None."""
+    if not tasks or not _outputs_possible(tasks[0].param_dynamic):
+        return [None] * len(tasks)
     return [None if t.sharp or np.size(t.leaf) == 0
             else output_plan(t.problem, t.position, t.param_dynamic, t.arg_dynamic)
             for t in tasks]
@@ -912,21 +920,31 @@ def _key(kernel: Kernel, shared: Any, batch_size: int, devices: tuple[Any, ...])
             jax.dtypes.canonicalize_dtype(np.float64) == np.float64)
 
 
-def compile_ahead(requests: Sequence[tuple[Kernel, Any, int]]) -> None:
+def compile_ahead(requests: Sequence[tuple[Kernel, Any, int]],
+                  longest_first: bool = False) -> None:
     """Start compiling the programs of several kernels in background threads (one per core),
     and return.
 
     Each request is `(kernel, shared, batch_size)` as given to `program`. XLA compiles
     outside the GIL, so on a first check the leaves' programs compile side by side, and
     beside what the caller does meanwhile (full mode: the gradient's program), instead of
-    one after another; `program` waits for a program under way.
+    one after another; `program` waits for a program under way. `longest_first`: those not
+    compiled yet start in the order of `_compile_estimate`, largest first.
     """
     global _started
     pool = _pool()
     work = _in_callers_context(_compile_into)
+    keyed = []
     for kernel, shared, size in requests:
         devices = mesh_devices.devices_for(jax.tree_util.tree_leaves(shared))
         key = _key(kernel, shared, size, devices)
+        with _lock:
+            if key in _programs or key in _compiling:
+                continue
+        keyed.append((key, kernel, shared, size, devices))
+    if longest_first:   # the threads then finish together
+        keyed.sort(key=lambda r: -_compile_estimate(r[1], r[2]))
+    for key, kernel, shared, size, devices in keyed:
         with _lock:   # under way from now on: `program` waits for it
             if key in _programs or key in _compiling:
                 continue
@@ -1217,7 +1235,7 @@ def programs_of(tasks: Sequence[Any]) -> dict[Kernel, list[int]]:
     its first value's), programs in the order in which `jobs_for` starts compiling them (the
     longest compilations first, `_compile_estimate`)."""
     programs: dict[Kernel, list[int]] = {}
-    estimates: dict[Kernel, float] = {}
+    shared_of: dict[Kernel, Any] = {}
     for k, (t, plan) in enumerate(zip(tasks, output_plans(tasks))):
         if plan is not None:
             shared = (_output_dynamic(plan, t.param_dynamic, 0), t.arg_dynamic)
@@ -1226,7 +1244,10 @@ def programs_of(tasks: Sequence[Any]) -> dict[Kernel, list[int]]:
             shared = (t.param_dynamic, t.arg_dynamic)
             kernel, _ = entry_kernel(t.problem, t.position, *shared)
         programs.setdefault(kernel, []).append(k)
-        estimates.setdefault(kernel, _compile_estimate(kernel, shared))
+        shared_of.setdefault(kernel, shared)
+    if not compiling():   # a repeated call: every program is there, in any order
+        return programs
+    estimates = {k: _compile_estimate(k, shared_of[k]) for k in programs}
     return {k: programs[k] for k in sorted(programs, key=lambda k: -estimates[k])}
 
 
@@ -1258,6 +1279,12 @@ def first_pass_kernels(task: Any) -> tuple[Kernel, ...]:
         return kernel, dataclasses.replace(EntryLoss(task.problem, task.position),
                                            examples=-1)   # any number of examples
     return (kernel,)
+
+
+def compiling() -> bool:
+    """Whether any program is being compiled (or waits for a compiling thread)."""
+    with _lock:
+        return bool(_compiling)
 
 
 def readiness(kernels: Sequence[Kernel]) -> float:
@@ -1319,7 +1346,7 @@ def jobs_for(tasks: Sequence[Any]) -> list[progress.Job]:
             t.problem, t.position, t.param_dynamic, t.arg_dynamic, points, t.batch_size)))
     # the longest compilations first: the threads then finish together (the followed
     # paths' programs hold the loss at θ beside the changes, twice its equations)
-    compile_ahead(sorted(requests.values(), key=lambda r: -_compile_estimate(*r)))
+    compile_ahead(list(requests.values()), longest_first=True)
     return jobs
 
 

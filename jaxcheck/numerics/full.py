@@ -193,6 +193,9 @@ def _ready_first(tasks: Sequence[LeafTask]) -> Iterator[int]:
     """The tasks' indices, each time the first whose programs are compiled, if any, else the
     one whose programs started compiling first (`engine.readiness`): on a first call the
     leaves are evaluated while the others' programs compile, in the order those finish."""
+    if not engine.compiling():   # a repeated call: every program is there
+        yield from range(len(tasks))
+        return
     kernels = [engine.first_pass_kernels(t) for t in tasks]
     left = list(range(len(tasks)))
     while left:
