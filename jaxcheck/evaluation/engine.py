@@ -515,10 +515,8 @@ def _choose_examples(problem: Problem, position: int, param_dynamic: Sequence[An
     # more examples (and the leaves sharing it) still need, so it must repay its compilation
     # on the first call (`local_changes.decision` weighs `CALLS` calls where a program
     # replaces another). Interpreted, it is counted as the leaf's followed changes are.
-    own = traced_loss(problem, position, param_dynamic, arg_dynamic)
     direct = local_changes.direct_cost(closed, [position], param_dynamic)
-    per_point = own.per_point * local_changes.LOCAL_SLOWDOWN if own is not None \
-        else direct.per_point
+    per_point = _own_per_point(problem, position, param_dynamic, arg_dynamic, closed)
 
     def pays(cost: local_changes.Cost) -> bool:
         return cost.seconds(points, local_changes.LOCAL_SLOWDOWN) < \
@@ -635,17 +633,23 @@ def _choose_outputs(problem: Problem, param_dynamic: Sequence[Any],
     return chosen
 
 
+def _own_per_point(problem: Problem, position: int, param_dynamic: Sequence[Any],
+                   arg_dynamic: Sequence[Any], closed: Any) -> float:
+    """What a point of the leaf costs on its own path: its followed changes (counted
+    `LOCAL_SLOWDOWN` times slower) where it takes them, else its direct evaluation."""
+    own = traced_loss(problem, position, param_dynamic, arg_dynamic)
+    if own is not None:
+        return own.per_point * local_changes.LOCAL_SLOWDOWN
+    return local_changes.direct_cost(closed, [position], param_dynamic).per_point
+
+
 def _own_seconds(problem: Problem, position: int, param_dynamic: Sequence[Any],
                  arg_dynamic: Sequence[Any], closed: Any) -> float:
     """A full check's first pass over the leaf on its own path, over `local_changes.CALLS`
     calls, its program charged no compilation (it may share one)."""
     points = 2 * int(np.size(param_dynamic[position]))
-    own = traced_loss(problem, position, param_dynamic, arg_dynamic)
-    if own is not None:
-        return local_changes.Cost(own.per_point, 0).seconds(
-            points, local_changes.LOCAL_SLOWDOWN, calls=local_changes.CALLS)
-    direct = local_changes.direct_cost(closed, [position], param_dynamic)
-    return direct.seconds(points, calls=local_changes.CALLS) - direct.seconds(0)
+    per_point = _own_per_point(problem, position, param_dynamic, arg_dynamic, closed)
+    return local_changes.Cost(per_point, 0).seconds(points, calls=local_changes.CALLS)
 
 
 def _path_seconds(problem: Problem, position: int, param_dynamic: Sequence[Any],
@@ -674,7 +678,7 @@ def _outputs_possible(param_dynamic: Sequence[Any]) -> bool:
 
 
 def output_plans(tasks: Sequence[Any]) -> list[product_outputs.Plan | None]:
-    """Per task of a full check, the plan of its first pass through its products' outputs
+    """Per task of a full check, the plan of its first pass through the values its uses reach
     (`output_plan`; not in native precision, whose passes are refined further), or None."""
     if not tasks or not _outputs_possible(tasks[0].param_dynamic):
         return [None] * len(tasks)
@@ -716,18 +720,16 @@ def _differences_specs(plans: Sequence[product_outputs.Plan]) -> tuple:
     return tuple(tuple(flat(p.output_var(k)) for k in range(len(p.cuts))) * 2 for p in plans)
 
 
-def compile_outputs_ahead(tasks: Sequence[Any], transposed: bool = False) -> None:
-    """Start compiling the program of `outputs_at` (with `transposed`, of `transposed`) for
-    these tasks, in the background (from the shapes alone)."""
+def _compile_outputs_ahead(tasks: Sequence[Any]) -> None:
+    """Start compiling the two programs of the values' path for these tasks (`outputs_at`'s
+    and `transposed`'s), in the background, from the shapes alone."""
     plans = output_plans(tasks)
     taken = _taken(plans)
     if not taken:
         return
     first = tasks[plans.index(taken[0])]
     pd, ad = tuple(first.param_dynamic), tuple(first.arg_dynamic)
-    if not transposed:
-        compile_call_ahead(product_outputs.outputs, (taken,), pd, ad)
-        return
+    compile_call_ahead(product_outputs.outputs, (taken,), pd, ad)
     operands = tuple(jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype)
                      for v in product_outputs.chain_operands(taken))
     compile_call_ahead(product_outputs.transposed, (taken,),
@@ -1274,10 +1276,9 @@ def first_pass_kernels(task: Any) -> tuple[Kernel, ...]:
         return tuple(entry_kernel(p, n, _output_dynamic(plan, task.param_dynamic, k),
                                   task.arg_dynamic)[0] for k, p in enumerate(plan.problems))
     kernel, _ = entry_kernel(task.problem, task.position, task.param_dynamic, task.arg_dynamic)
-    if example_plan(task.problem, task.position, task.param_dynamic,
-                    task.arg_dynamic) is not None:
-        return kernel, dataclasses.replace(EntryLoss(task.problem, task.position),
-                                           examples=-1)   # any number of examples
+    few = example_plan(task.problem, task.position, task.param_dynamic, task.arg_dynamic)
+    if few is not None:
+        return kernel, EntryLoss(task.problem, task.position, few.examples)
     return (kernel,)
 
 
@@ -1288,17 +1289,11 @@ def compiling() -> bool:
 
 
 def readiness(kernels: Sequence[Kernel]) -> float:
-    """How soon the programs of `kernels` can run (an `EntryLoss` of `examples=-1`: of that
-    leaf's rows on any number of examples): 0 where none is under way, else the latest time
-    at which one of them started compiling (`time.monotonic`), or infinity where one waits for
-    a compiling thread."""
-    def matches(k: Kernel) -> bool:
-        return any(k == x or (isinstance(x, EntryLoss) and x.examples == -1
-                              and isinstance(k, EntryLoss) and k.examples > 0
-                              and (k.problem, k.position) == (x.problem, x.position))
-                   for x in kernels)
+    """How soon the programs of `kernels` can run: 0 where none is under way, else the latest
+    time at which one of them started compiling (`time.monotonic`), or infinity where one
+    waits for a compiling thread."""
     with _lock:
-        under_way = [key for key in _compiling if matches(key[0])]
+        under_way = [key for key in _compiling if key[0] in kernels]
         return max((_compile_started.get(key, math.inf) for key in under_way), default=0.0)
 
 
@@ -1319,8 +1314,7 @@ def jobs_for(tasks: Sequence[Any]) -> list[progress.Job]:
     requests: dict[Kernel, tuple[Kernel, Any, int]] = {}
     jobs = []
     seen: set[Kernel] = set()   # shared programs whose f(θ) one of their leaves evaluates
-    compile_outputs_ahead(tasks)
-    compile_outputs_ahead(tasks, transposed=True)
+    _compile_outputs_ahead(tasks)
     for t, plan in zip(tasks, output_plans(tasks)):
         if plan is not None:
             jobs.append(_outputs_job(t, plan, requests))
@@ -1350,7 +1344,7 @@ def jobs_for(tasks: Sequence[Any]) -> list[progress.Job]:
     return jobs
 
 
-def _compile_estimate(kernel: Kernel, shared: Any, size: int = 0) -> float:
+def _compile_estimate(kernel: Kernel, shared: Any) -> float:
     """A rough measure of a kernel's program to compile: the loss's equations, twice where a
     change is followed through them (its program holds the loss at θ beside the changes)."""
     problem = getattr(kernel, "problem", None)
@@ -1361,28 +1355,31 @@ def _compile_estimate(kernel: Kernel, shared: Any, size: int = 0) -> float:
     follows = isinstance(kernel, EntryLoss) and (
         kernel.examples or traced_loss(problem, kernel.position, *shared) is not None)
     return equations * (2.0 if follows else 1.0)
+
+
 def _output_dynamic(plan: product_outputs.Plan, param_dynamic: Sequence[Any],
                     use: int) -> tuple[Any, ...]:
-    """The params of a plan's output problem, with zeros for the output: what is decided and
+    """The params of a value's problem, with zeros for the value: what is decided and
     compiled from its shapes (the loss's params themselves: the indices they hold choose)."""
     return (*param_dynamic, plan.placeholders[use])
 
 
 def _outputs_job(t: Any, plan: product_outputs.Plan,
                  requests: dict[Kernel, tuple[Kernel, Any, int]]) -> progress.Job:
-    """`jobs_for`'s job for a leaf whose first pass goes through its products' outputs: each
-    output's points, its program requested."""
-    n, points, timers = len(t.param_dynamic), 0, []
+    """`jobs_for`'s job for a leaf whose first pass goes through the values its uses reach:
+    each value's points (once, for whichever leaf reaches it first), its program requested;
+    timed on its first value."""
+    n, points, timed = len(t.param_dynamic), 0, []
     for k, out_problem in enumerate(plan.problems):
-        shared = (_output_dynamic(plan, t.param_dynamic, k), t.arg_dynamic)
-        kernel, _ = entry_kernel(out_problem, n, *shared)
-        count = first_pass_evaluations(out_problem, n, *shared)
-        size = batch_size(kernel, shared, count, t.batch_size)
-        timers.append((out_problem, shared, count))
-        if kernel in requests:   # a value another leaf's uses reach: evaluated once
-            continue
-        requests[kernel] = (kernel, shared, size)
-        points += count
-    out_problem, (dynamic, args), count = timers[0]
+        dynamic = _output_dynamic(plan, t.param_dynamic, k)
+        kernel, _ = entry_kernel(out_problem, n, dynamic, t.arg_dynamic)
+        count = first_pass_evaluations(out_problem, n, dynamic, t.arg_dynamic)
+        timed.append((out_problem, dynamic, count))
+        if kernel not in requests:
+            requests[kernel] = (kernel, (dynamic, t.arg_dynamic),
+                                batch_size(kernel, (dynamic, t.arg_dynamic), count,
+                                           t.batch_size))
+            points += count
+    out_problem, dynamic, count = timed[0]
     return progress.Job(points, lambda: seconds_per_evaluation(
-        out_problem, n, dynamic, args, count, t.batch_size))
+        out_problem, n, dynamic, t.arg_dynamic, count, t.batch_size))

@@ -1,20 +1,21 @@
-"""A leaf's derivatives through the outputs of its products: few points, each changing little.
+"""A leaf's derivatives through the values its uses reach: few points, each changing little.
 
 A weight entry of an attention's query projection changes a column of every sequence's
 queries, so every row of every attention map: followed through the loss, its change reaches
-everything downstream. One entry of the projection's output, the queries, changes one row of
-one attention map, one position downstream. Where every use of a leaf W is a product
-Y = P(W) (a `dot_general`, a convolution or a row gather, after reshapes and transposes),
-linear in W with its other operand at θ, the chain rule gives
+everything downstream. One entry of the attention scores changes one row of one map, one
+position downstream. Each use of a leaf W is followed through the equations affine in it
+(products, quotients, sums, negations, gathers, reshapes: `cuts`) while the value has one use,
+up to a value Y = P(W) (the other operands at θ). By the chain rule, over the uses, each with
+the others held at θ,
 
     ∂f/∂W = Σ_uses Pᵀ(∂f/∂Y),
 
-and ∂f/∂Y comes from central differences of the loss with that use's output Y given (the
-product not evaluated: `OutputLoss`), entry by entry. Those may be more points than W has
-entries, yet each is a change that stays local (`local_changes` follows it cheaply), where
-W's own points each recompute everything downstream. `Plan.transpose` maps the differences
-back through Pᵀ, exactly (JAX's transpose of the product, at θ), and `Plan.transpose_abs`
-bounds their rounding: |P|ᵀ applied to each difference's rounding.
+and ∂f/∂Y comes from central differences of the loss with Y given (`OutputLoss`, holding only
+the equations that follow Y), entry by entry. Those may be more points than W has entries,
+yet each is a change that stays in a row or a sequence (`local_changes` follows it cheaply),
+where W's own points each recompute everything downstream. `transposed` maps the differences
+back through Pᵀ, exactly (JAX's transpose of the chain, at θ), and maps their roundings with
+the magnitudes and the squares of the chain's coefficients.
 
 Only the first pass of full mode goes this way, as a screen: a component whose estimate lies
 within its rounding of the analytic value passes; any other is evaluated along its own line,
@@ -151,12 +152,11 @@ def needed_after(jaxpr: Any, given: int) -> frozenset[int]:
 @dataclasses.dataclass(frozen=True, eq=False)
 class OutputLoss:
     """The loss with one value given: `fn((*param_dynamic, y), *arg_dynamic)`, equation
-    `last` not evaluated, nor any equation only it needed (hashed by identity, kept per
-    problem and shapes: the key of its compiled programs)."""
+    `last` (whose output y is) not evaluated, nor any equation only it needed (hashed by
+    identity, kept per problem and shapes: the key of its compiled programs)."""
 
     closed: Any
     last: int
-    n_params: int
 
     @functools.cached_property
     def needed(self) -> frozenset[int]:
@@ -169,19 +169,19 @@ class OutputLoss:
 
 
 def output_problem(closed: Any, cut: Cut, n_params: int, n_args: int) -> Problem:
-    """The `Problem` of `OutputLoss` over the params (carried), the product's output y (the
-    one checked leaf, last) and the args."""
+    """The `Problem` of `OutputLoss` over the params (carried), the value y (the one checked
+    leaf, last) and the args."""
     params = Structure(jax.tree_util.tree_structure(tuple(range(n_params + 1))),
                        (CARRIED,) * n_params + (CHECKED,), ())
     args = Structure(jax.tree_util.tree_structure(tuple(range(n_args))),
                      (CARRIED,) * n_args, ())
-    return Problem(OutputLoss(closed, cut.last, n_params), params, args)
+    return Problem(OutputLoss(closed, cut.last), params, args)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Plan:
-    """Leaf `position`'s uses as products, each with the loss over its product's output
-    (found once per problem and shapes: the problems key their compiled programs)."""
+    """Leaf `position`'s uses (`cuts`), each with the loss over the value it reaches (found
+    once per problem and shapes: the problems key their compiled programs)."""
 
     closed: Any
     position: int

@@ -66,10 +66,9 @@ def first_pass(task: LeafTask, f0: float | None = None) -> FirstPass:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ProductsPass:
-    """Pass 1 through the outputs of the leaf's products (`evaluation.product_outputs`):
-    f(θ), and per component of the leaf the estimate Σ Pᵀ(∂f/∂Y) with a bound on its
-    rounding (Σ |P|ᵀ of each output difference's)."""
+class ValuesPass:
+    """Pass 1 through the values the leaf's uses reach (`evaluation.product_outputs`): f(θ),
+    and per component of the leaf the estimate Σ Pᵀ(∂f/∂Y) with a bound on its rounding."""
 
     f0: float
     numerical: np.ndarray
@@ -106,8 +105,8 @@ def output_differences(task: LeafTask, at: AtTheta,
     return f0, slopes + roundings
 
 
-def _check_through_products(task: LeafTask, g: np.ndarray, first: ProductsPass) -> LeafReport:
-    """PASS where the products' estimate is within its rounding of g, as the screen passes;
+def _check_through_values(task: LeafTask, g: np.ndarray, first: ValuesPass) -> LeafReport:
+    """PASS where the values' estimate is within its rounding of g, as the screen passes;
     every other component (and every pass that step 5 of the escalation would refine) is
     evaluated along its own line (`check_components`), as without this pass."""
     a = v.analytic_rounding(task.eps_g, g, task.eps_g_out)
@@ -127,14 +126,14 @@ def _check_through_products(task: LeafTask, g: np.ndarray, first: ProductsPass) 
 
 
 def check_leaf(task: LeafTask, g_leaf: np.ndarray,
-               first: FirstPass | ProductsPass | None = None) -> LeafReport:
+               first: FirstPass | ValuesPass | None = None) -> LeafReport:
     leaf = task.leaf
     g = g_leaf.reshape(-1)
     if g.size == 0:  # a 0-size leaf has no component to perturb: an empty verdict
         return LeafReport(task.path, tuple(leaf.shape), task.dtype, g, g, g,
                           np.zeros(0, np.int8))
-    if isinstance(first, ProductsPass):
-        return _check_through_products(task, g, first)
+    if isinstance(first, ValuesPass):
+        return _check_through_values(task, g, first)
     first = first_pass(task) if first is None else first
     result = check_components(task, g, first.line.indices, first.f0, first.level, first.line)
     reference = None
@@ -151,17 +150,17 @@ def first_passes(tasks: Sequence[LeafTask]) -> Iterator[tuple[LeafTask, Any, Any
     with the first's. Every first pass comes before the gradient is asked for: where its
     program still compiles in the background, the leaves are evaluated meanwhile."""
     reference = None
-    firsts: list[FirstPass | ProductsPass | None] = [None] * len(tasks)
+    firsts: list[FirstPass | ValuesPass | None] = [None] * len(tasks)
     # f(θ) by the shared program that computed it: the same program's value for each of its
     # leaves (a point at θ alone would often take a batch of its own: 2n points fill theirs)
     at_theta: dict[Any, float] = {}
-    # leaves whose first pass went through their products' outputs: mapped back together
+    # leaves whose first pass went through their uses' values: mapped back together
     through: dict[int, tuple[float, list[np.ndarray], AtTheta]] = {}
     values: dict[Any, tuple[float, np.ndarray, np.ndarray]] = {}   # shared by such leaves
     ats = engine.outputs_at(tasks)
     for k in _ready_first(tasks):
         task, at = tasks[k], ats[k]
-        first: FirstPass | ProductsPass | None = None
+        first: FirstPass | ValuesPass | None = None
         found = None if at is None else _after_gradient_errors(
             output_differences, dataclasses.replace(task, f_reference=reference), at, values)
         if found is not None and at is not None:
@@ -170,8 +169,9 @@ def first_passes(tasks: Sequence[LeafTask]) -> Iterator[tuple[LeafTask, Any, Any
         elif task.leaf.size > 0:
             program = engine.shared_program(task.problem, task.position, task.param_dynamic,
                                             task.arg_dynamic)
-            first = _first_pass_after_gradient_errors(
-                dataclasses.replace(task, f_reference=reference), at_theta.get(program))
+            first = _after_gradient_errors(
+                first_pass, dataclasses.replace(task, f_reference=reference),
+                at_theta.get(program))
             reference = first.f0 if reference is None else reference
             if program is not None:
                 at_theta.setdefault(program, first.f0)
@@ -183,7 +183,7 @@ def first_passes(tasks: Sequence[LeafTask]) -> Iterator[tuple[LeafTask, Any, Any
             # the differences' rounding errors are independent from value to value: a leaf's
             # entry that sums many carries their spread, far below the sum of their bounds
             rounding = np.minimum(bound, ROUNDING_SPREADS * np.sqrt(variance))
-            firsts[k] = ProductsPass(through[k][0], numerical, rounding)
+            firsts[k] = ValuesPass(through[k][0], numerical, rounding)
     gradient = tasks[0].analytic.leaves() if tasks else []
     for task, first in zip(tasks, firsts):
         yield task, gradient[task.leaf_number], first
@@ -204,15 +204,10 @@ def _ready_first(tasks: Sequence[LeafTask]) -> Iterator[int]:
         yield k
 
 
-def _first_pass_after_gradient_errors(task: LeafTask, f0: float | None) -> FirstPass:
-    """`first_pass(task)`, whose errors come after the gradient's own: a gradient that is not
-    finite or fails to compute explains a failed evaluation (NaN beside a kink of sqrt),
-    and is the error a user should see, as when the gradient came first."""
-    return _after_gradient_errors(first_pass, task, f0)
-
-
 def _after_gradient_errors(work: Callable[..., _T], task: LeafTask, *args: Any) -> _T:
-    """`work(task, *args)`, its errors after the gradient's own."""
+    """`work(task, *args)` (a first pass), whose errors come after the gradient's own: a
+    gradient that is not finite or fails to compute explains a failed evaluation (NaN beside
+    a kink of sqrt), and is the error a user should see, as when the gradient came first."""
     try:
         return work(task, *args)
     except Exception:

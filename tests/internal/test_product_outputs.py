@@ -16,6 +16,8 @@ import jaxcheck
 from jaxcheck.evaluation import engine
 from jaxcheck.evaluation import local_changes as lc
 from jaxcheck.evaluation import product_outputs as po
+from jaxcheck.inputs.problem import Problem
+from jaxcheck.inputs.pytree import split
 
 VOCAB, T, B, HEADS = 11, 5, 3, 2
 
@@ -106,7 +108,6 @@ def test_the_values_derivatives_mapped_back_are_the_leafs_gradient(leaf):
         names, pd, ad, loss, closed = _traced()
         plan = _plan(closed, names, leaf)
         (outputs,), _ = po.outputs((plan,), pd, ad)
-        n = len(pd)
         slopes = []
         for problem, y in zip(plan.problems, outputs):
             # the loss with the value given, at the value itself: the loss as written
@@ -119,7 +120,6 @@ def test_the_values_derivatives_mapped_back_are_the_leafs_gradient(leaf):
                                          [tuple(slopes) + tuple(zeros)])
         want = jax.grad(loss)(pd, ad)[names.index(leaf)].reshape(-1)
         np.testing.assert_allclose(value, want, rtol=1e-10, atol=1e-13)
-        assert n == len(names)
 
 
 @pytest.mark.parametrize("leaf", ["tok", "wq", "wo", "w1"])
@@ -170,9 +170,7 @@ def repeated_calls(monkeypatch):
 def _taken(p, tokens):
     names = sorted(p)
     pd, ad = tuple(p[k] for k in names), (tokens,)
-    from jaxcheck.inputs.pytree import split
-    problem = jaxcheck.inputs.problem.Problem(_block, split(p).structure,
-                                              split((tokens,), False).structure)
+    problem = Problem(_block, split(p).structure, split((tokens,), False).structure)
     return {k for k in names
             if engine.output_plan(problem, names.index(k), pd, ad) is not None}
 
