@@ -38,13 +38,13 @@ from jaxcheck.evaluation import engine  # noqa: E402
 
 def lowered_programs(run) -> list:
     """The programs jaxcheck lowers while `run()` runs a first check (its compile cache
-    cleared first)."""
+    cleared first), each with whether it runs once per check (`_compiler.runs_once`)."""
     seen = []
     original = _compiler.compile_lowered
 
-    def recording(lowered, platform):
-        seen.append(lowered)
-        return original(lowered, platform)
+    def recording(lowered, platform, once=False):
+        seen.append((lowered, once))
+        return original(lowered, platform, once)
 
     engine.clear_cache()
     _compiler.compile_lowered = recording
@@ -67,13 +67,14 @@ def best_run_seconds(compiled, lowered, repeats: int = 5) -> float:
     return best
 
 
-def measure(lowered) -> dict:
+def measure(lowered, once: bool) -> dict:
     size = _compiler.nbytes(jax.tree_util.tree_leaves(lowered.args_info))
-    out = {"input_bytes": size, "options_applied": _compiler.options("cpu", size) is not None}
+    chosen = _compiler.options("cpu", size, once)
+    out = {"input_bytes": size, "runs_once": once, "options_applied": chosen is not None}
     compile_s = {"defaults": float("inf"), "options": float("inf")}
     executables = {}
     for _ in range(2):
-        for name, opts in (("defaults", {}), ("options", dict(_compiler.CPU_OPTIONS))):
+        for name, opts in (("defaults", {}), ("options", chosen or {})):
             # XLA's own caches cleared; {} rather than None: a Lowered keeps the executable
             # it compiled without options
             jax.clear_caches()
@@ -109,14 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     rows = []
     for label, run in cases(a.quick):
-        for k, lowered in enumerate(lowered_programs(run)):
+        for k, (lowered, once) in enumerate(lowered_programs(run)):
             with jax.enable_x64(True):   # the programs' float64 inputs
-                row = {"case": label, "program": k, **measure(lowered)}
+                row = {"case": label, "program": k, **measure(lowered, once)}
             rows.append(row)
             print(json.dumps(row), flush=True)
     lines = [f"# jaxcheck's XLA options: {a.name}, {datetime.date.today()}", "",
              f"`python bench/compile_options.py --name {a.name}`; jax {jax.__version__}, "
-             f"{os.cpu_count()} cores. Options: `{_compiler.CPU_OPTIONS}`, applied to programs "
+             f"{os.cpu_count()} cores. Options: `{_compiler.CPU_OPTIONS}` (programs run once per "
+             f"check: `{_compiler.ONCE_CPU_OPTIONS}`), applied to programs "
              f"whose inputs take at most {_compiler.SMALL_PROGRAM_BYTES / 2**20:.0f} MiB. "
              "Seconds summed over each case's programs (compile: the quicker of 2; run: the "
              "quickest of 5 runs of one batch).", "",

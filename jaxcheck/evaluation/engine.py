@@ -1032,7 +1032,7 @@ def _compile_call(fn: Callable[..., Any], static: tuple, specs: tuple) -> Any:
     with placement.programs_over(jax.tree_util.tree_leaves(specs)):
         compiled = _compiler.compile_lowered(
             _call.lower(fn, static, *specs),
-            _compiler.platform_of(jax.tree_util.tree_leaves(specs)))
+            _compiler.platform_of(jax.tree_util.tree_leaves(specs)), _compiler.is_run_once(fn))
     with _lock:
         _compilations += 1
         _compile_seconds += time.perf_counter() - start

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _jaxpr
+from .. import _compiler, _jaxpr
 from ..inputs.problem import Problem
 from ..inputs.pytree import CARRIED, CHECKED, Structure
 
@@ -237,6 +237,7 @@ def chain_operands(plans: tuple[Plan, ...]) -> tuple[Any, ...]:
     return tuple(found)
 
 
+@_compiler.runs_once
 def outputs(plans: tuple[Plan, ...], param_dynamic: Sequence[Any],
             arg_dynamic: Sequence[Any]) -> tuple[tuple[tuple[Any, ...], ...], tuple[Any, ...]]:
     """Each plan's values at θ (the plans of one loss), and the chains' other operands
@@ -246,6 +247,7 @@ def outputs(plans: tuple[Plan, ...], param_dynamic: Sequence[Any],
     return values, tuple(env[v] for v in chain_operands(plans))
 
 
+@_compiler.runs_once
 def transposed(plans: tuple[Plan, ...], leaves: Sequence[Any], operands: Sequence[Any],
                per_output: Sequence[Sequence[Any]]) -> tuple:
     """Per plan, over its uses: Σ Pᵀ(dᵤ), Σ |P|ᵀ(rᵤ) and Σ (P²)ᵀ(rᵤ²), where `per_output[k]`

@@ -24,6 +24,7 @@ from ..inputs.pytree import Split
 from ..inputs.validation import require_finite_gradient, user_call
 
 
+@_compiler.runs_once
 def _gradient(problem: Problem, checked: tuple[int, ...], shardings: tuple[Any, ...],
               param_dynamic, arg_dynamic):
     def loss_of_checked(values):
