@@ -6,7 +6,10 @@ the value has one use; the loss with that value given is the loss (the direct ev
 its derivatives mapped back through the chain are the leaf's gradient; the bounds of the
 rounding map bounds to bounds and variances to variances (checked against the chain's
 Jacobian, formed explicitly). In a full check, a wrong entry of such a leaf is found exactly.
+The programs of the path, run once per check, compile with the options for that (last tests).
 """
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +21,7 @@ from jaxcheck.evaluation import local_changes as lc
 from jaxcheck.evaluation import product_outputs as po
 from jaxcheck.inputs.problem import Problem
 from jaxcheck.inputs.pytree import split
+from jaxcheck.plan import gradients
 
 VOCAB, T, B, HEADS = 11, 5, 3, 2
 
@@ -199,3 +203,68 @@ def test_a_whole_leaf_off_by_a_small_factor_fails_through_the_values(repeated_ca
         assert not rep.ok
         assert {f.path for f in rep.failures} == {"['wk']"}
         assert len(rep.failures) > 0.5 * p["wk"].size
+
+
+# The XLA options each program compiles with on a CPU (`_compiler`): the programs a check runs
+# once (the gradient under test, the values at params and their transposes) at LLVM's level 0,
+# the batch programs at level 1, every program's code in one piece.
+LEVEL, SPLIT = "xla_backend_optimization_level", "xla_cpu_parallel_codegen_split_count"
+
+
+@pytest.fixture
+def compiles(monkeypatch):
+    """Every program compiled while the test runs, as (module name, compiler options)."""
+    seen = []
+    original = jax.stages.Lowered.compile
+
+    def recording(self, compiler_options=None, **kw):
+        name = re.match(r"module @(\S+)", self.as_text()).group(1)
+        seen.append((name, dict(compiler_options or {})))
+        return original(self, compiler_options, **kw)
+    monkeypatch.setattr(jax.stages.Lowered, "compile", recording)
+    jax.clear_caches()
+    return seen
+
+
+def _levels(seen, name):
+    return [opts.get(LEVEL) for n, opts in seen if n == name]
+
+
+def _skip_without_options(seen):
+    if not any(opts for _, opts in seen):
+        pytest.skip("this XLA (or backend) takes XLA's defaults for every program")
+
+
+def _gradient_levels():
+    """The levels the autodiff gradient's program has been compiled at (it is jitted with its
+    options, not lowered: `_compiler.Jitted` keeps a `jax.jit` per choice of options)."""
+    return {dict(key).get(LEVEL) for key in gradients._autodiff_gradient._by_options if key}
+
+
+def test_full_mode_compiles_what_runs_once_at_level_0_and_batches_at_level_1(
+        compiles, monkeypatch):
+    monkeypatch.setattr(lc, "CALLS", 10_000)   # values taken on this small block
+    engine.clear_cache()
+    with jax.enable_x64(True):
+        rep = jaxcheck.check(_block, _params(32), _tokens(), progress=False)
+    engine.clear_cache()
+    assert rep.ok
+    _skip_without_options(compiles)
+    assert _gradient_levels() == {0}
+    # the values at params with their chains' operands, and the transposes
+    assert _levels(compiles, "jit__call").count(0) >= 2
+    batches = _levels(compiles, "jit_f")
+    assert batches and set(batches) == {1}
+    assert {opts.get(SPLIT) for _, opts in compiles} == {1}
+
+
+def test_fast_mode_compiles_its_batch_programs_at_level_1(compiles):
+    engine.clear_cache()
+    with jax.enable_x64(True):
+        rep = jaxcheck.check(_block, _params(16), _tokens(), mode="fast", progress=False)
+    engine.clear_cache()
+    assert rep.ok
+    _skip_without_options(compiles)
+    joint = _levels(compiles, "jit__call")
+    assert joint and set(joint) == {1}
+    assert _gradient_levels() == {0}
