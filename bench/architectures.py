@@ -14,7 +14,7 @@ Rows per model, each a first call after `jax.clear_caches()` and the engine's
 - `jax.jit(jax.value_and_grad(loss))`, first call: compiling and running the model's own
   training step, the baseline a first check is compared with;
 - jaxcheck full and fast: the first call and a repeated call (reuses the compiled programs, as
-  a check every N training steps does);
+  a check every N training steps does; the median of 5 calls, as bench/run.py's);
 - torch.autograd.gradcheck, full and fast_mode, on the module's loss as a function of its
   parameters (torch on 1 thread, as bench/run.py).
 
@@ -72,10 +72,12 @@ def jaxcheck_mode(m: arch_models.Arch, mode: str) -> list[Row]:
     with jax.enable_x64(True):
         p, args = arch_models.jax_params(m), arch_models.jax_args(m)
         fresh()
-        for tool in (f"jaxcheck {mode}", f"jaxcheck {mode} (repeated call)"):
+        def call():
+            return jaxcheck.check(arch_models.jax_loss(m), p, *args, mode=mode, progress=False)
+        for tool, how in ((f"jaxcheck {mode}", timed),
+                          (f"jaxcheck {mode} (repeated call)", mlp_bench.repeated)):
             before = engine.compilations()
-            t, rep = timed(lambda: jaxcheck.check(arch_models.jax_loss(m), p, *args, mode=mode,
-                                                  progress=False))
+            t, rep = how(call)
             rows.append(Row(tool, m.n, t, f"{engine.compilations() - before} engine programs "
                                           "compiled (besides the gradient's)",
                             ok=bool(rep.ok)))
