@@ -16,7 +16,8 @@ CPU compiler cut that:
   core side by side, and the pieces cost CPU time the other compiles need (the d = 64 block's batch
   programs: 2.6-2.8 s of CPU against 3.6 s, for 0.1-0.3 s more wall time alone);
 - a program a check runs once (`runs_once`: the gradient under test, the values at params and
-  their transposes) at LLVM's level 0, half its compile time; its run, milliseconds, doubles.
+  their transposes) at LLVM's level 0: the d = 64 block's three compiled in 0.35 s against
+  1.5 s, and ran in 9 ms against 4 ms.
 
 None enables fast math: the programs compute the same IEEE operations, though a fused
 transcendental may round differently in its last bits, which every verdict's measured noise
@@ -41,7 +42,7 @@ CPU_OPTIONS: dict[str, Any] = {
     "xla_cpu_parallel_codegen_split_count": 1,
 }
 # A program that runs once per check (the gradient, the values at params) runs for
-# milliseconds: LLVM's level 0 halves its compile and doubles a run nobody waits for.
+# milliseconds: at LLVM's level 0 it compiles in a quarter of the time and runs twice as long.
 ONCE_CPU_OPTIONS: dict[str, Any] = {**CPU_OPTIONS, "xla_backend_optimization_level": 0}
 SMALL_PROGRAM_BYTES = 4 * 2**20
 
