@@ -74,8 +74,10 @@ def jaxcheck_mode(m: arch_models.Arch, mode: str) -> list[Row]:
         fresh()
         def call():
             return jaxcheck.check(arch_models.jax_loss(m), p, *args, mode=mode, progress=False)
+        # the repeated calls follow the first call, timed just before
         for tool, how in ((f"jaxcheck {mode}", timed),
-                          (f"jaxcheck {mode} (repeated call)", mlp_bench.repeated)):
+                          (f"jaxcheck {mode} (repeated call)",
+                           lambda f: mlp_bench.repeated(f, warm=False))):
             before = engine.compilations()
             t, rep = how(call)
             rows.append(Row(tool, m.n, t, f"{engine.compilations() - before} engine programs "

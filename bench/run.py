@@ -73,10 +73,12 @@ def timed(f: Callable[[], Any]) -> tuple[float, Any]:
 REPEATED_CALLS = 5
 
 
-def repeated(f: Callable[[], Any]) -> tuple[float, Any]:
-    """The median time of `REPEATED_CALLS` calls of `f`, after a first call (not timed) that
-    compiles what it needs, and the last call's output."""
-    f()
+def repeated(f: Callable[[], Any], warm: bool = True) -> tuple[float, Any]:
+    """The median time of `REPEATED_CALLS` calls of `f`, and the last call's output; `warm`:
+    after a first call (not timed) that compiles what it needs (False where the caller just
+    made it)."""
+    if warm:
+        f()
     times, out = [], None
     for _ in range(REPEATED_CALLS):
         t, out = timed(f)

@@ -14,7 +14,7 @@ CPU compiler cut that:
 - each program's code generated in one piece (`xla_cpu_parallel_codegen_split_count` 1, not
   split into pieces compiled on XLA's threads): the engine already compiles one program per
   core side by side, and the pieces cost CPU time the other compiles need (the d = 64 block's batch
-  programs: 2.6-2.8 s of CPU against 3.6 s, for 0.1-0.3 s more wall time alone);
+  programs: 2.6-2.8 s of CPU against 3.6 s, for 0.15-0.35 s more wall time alone);
 - a program a check runs once (`runs_once`: the gradient under test, the values at params and
   their transposes) at LLVM's level 0: the d = 64 block's three compiled in 0.35 s against
   1.5 s, and ran in 9 ms against 4 ms.
